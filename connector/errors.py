@@ -1,0 +1,56 @@
+"""The sidecar's exception tree; library errors are mapped into it at their shell.
+
+    ConnectorError
+    ├── ConfigError          bad or missing settings; the process refuses to start
+    ├── DecodeError          a record's bytes are not a request event we can read
+    ├── InvalidRequest       a decoded request breaks the contract (shape, size, kind)
+    ├── LedgerError          the ledger topic is missing, mismatched or unreadable
+    └── ProviderError        a Gemini call failed
+        ├── ProviderRetryable  429, 5xx, timeouts: back off and try again
+        └── ProviderRejected   4xx other than 429: trying again will not help
+"""
+
+from __future__ import annotations
+
+
+class ConnectorError(Exception):
+    """Root of every error the sidecar raises on purpose."""
+
+
+class ConfigError(ConnectorError):
+    """Raised when settings are missing or contradictory; the sidecar does not start."""
+
+
+class DecodeError(ConnectorError):
+    """Raised when a record's bytes cannot be decoded as a request event."""
+
+
+class InvalidRequest(ConnectorError):
+    """Raised when a decoded request breaks the contract; carries a user-facing reason."""
+
+    def __init__(self, reason: str, status: str = "INVALID_ARGUMENT", code: int = 400) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.code = code
+
+
+class LedgerError(ConnectorError):
+    """Raised when the ledger topic cannot be used safely."""
+
+
+class ProviderError(ConnectorError):
+    """Raised when a call to Gemini fails."""
+
+    def __init__(self, message: str, code: int = 0, status: str = "UNKNOWN") -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+class ProviderRetryable(ProviderError):
+    """Raised for failures worth retrying with backoff (429, 5xx, timeouts, resets)."""
+
+
+class ProviderRejected(ProviderError):
+    """Raised when the provider refuses a call for good (4xx other than 429)."""

@@ -1,0 +1,175 @@
+"""Plain data the whole sidecar speaks: requests, batches, ledger entries, results.
+
+Leaf module: imports nothing from the rest of the package, so the pure core and
+the I/O shells share one vocabulary without depending on each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Kind(StrEnum):
+    """What the provider is asked to do with a request."""
+
+    GENERATE = "generate"
+    EMBED = "embed"
+
+
+@dataclass(frozen=True, slots=True)
+class BatchKey:
+    """Requests share a job only when every field matches.
+
+    The partition is part of the key so a job never spans request partitions:
+    whoever owns partition p owns all of p's jobs (see docs/design.md).
+    """
+
+    partition: int
+    model: str
+    kind: Kind
+    priority: int = 0
+    group: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestEvent:
+    """A decoded request event, as published by an upstream service."""
+
+    request_id: str
+    model: str
+    kind: Kind
+    body: bytes
+    """The GenerateContentRequest or EmbedContentRequest as UTF-8 JSON."""
+    group: str = ""
+    priority: int = 0
+    deadline_ms: int | None = None
+    """Epoch milliseconds after which an answer is useless; None means no deadline."""
+    metadata: dict[str, str] = field(default_factory=dict)
+    created_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRequest:
+    """A validated request at its position in the request topic."""
+
+    partition: int
+    offset: int
+    event: RequestEvent
+    size: int
+    """Bytes the request adds to a job (its body plus envelope)."""
+    est_tokens: int
+    """A cheap estimate of input tokens, for the per-model enqueued-token budget."""
+
+    @property
+    def key(self) -> BatchKey:
+        e = self.event
+        return BatchKey(self.partition, e.model, e.kind, e.priority, e.group)
+
+
+@dataclass(frozen=True, slots=True)
+class SealedBatch:
+    """A batch the batcher closed: ready to become a ledger INTENT and then a job."""
+
+    key: BatchKey
+    requests: tuple[PendingRequest, ...]
+    size: int
+    use_file: bool
+    """True when the job must go through an uploaded JSONL file instead of inline requests."""
+
+    @property
+    def offsets(self) -> tuple[int, ...]:
+        return tuple(r.offset for r in self.requests)
+
+    @property
+    def est_tokens(self) -> int:
+        return sum(r.est_tokens for r in self.requests)
+
+
+class EntryState(StrEnum):
+    """Where a job stands in the ledger (a tombstone ends it)."""
+
+    INTENT = "INTENT"
+    SUBMITTED = "SUBMITTED"
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One job in the ledger: references to requests, never payloads."""
+
+    job_id: str
+    """Unique per job; derived jobs append /a, /b or /r<attempt>."""
+    key: BatchKey
+    offsets: tuple[int, ...]
+    """Request offsets in partition key.partition, ascending."""
+    attempt: int
+    display_name: str
+    state: EntryState
+    use_file: bool
+    est_tokens: int
+    created_ms: int
+    updated_ms: int
+    provider_job: str | None = None
+    """The provider's `batches/ID` once created."""
+    input_file: str | None = None
+    """The uploaded `files/ID`, for cleanup."""
+
+
+class JobState(StrEnum):
+    """The provider's view of a job, independent of the SDK's enum."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    EXPIRED = "EXPIRED"
+    UNKNOWN = "UNKNOWN"
+
+    @property
+    def terminal(self) -> bool:
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.EXPIRED})
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """A clear error for one request: google.rpc-style code and status plus a message."""
+
+    code: int
+    status: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    prompt_tokens: int = 0
+    candidates_tokens: int = 0
+    total_tokens: int = 0
+
+
+class ResultStatus(StrEnum):
+    OK = "OK"
+    ERROR = "ERROR"
+
+
+@dataclass(frozen=True, slots=True)
+class ResultEvent:
+    """Exactly one per request (duplicates only in the documented window)."""
+
+    request_id: str
+    status: ResultStatus
+    model: str
+    kind: Kind
+    response_json: str | None = None
+    error: ErrorInfo | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    batch_job: str | None = None
+    attempt: int = 0
+    usage: TokenUsage | None = None
+    request_created_ms: int = 0
+    completed_ms: int = 0
+    source_partition: int = -1
+    source_offset: int = -1
