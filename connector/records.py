@@ -39,8 +39,8 @@ class RequestEvent:
     request_id: str
     model: str
     kind: Kind
-    body: bytes
-    """The GenerateContentRequest or EmbedContentRequest as UTF-8 JSON."""
+    body: str
+    """The GenerateContentRequest or EmbedContentRequest as JSON text."""
     group: str = ""
     priority: int = 0
     deadline_ms: int | None = None

@@ -1,0 +1,39 @@
+# Every target sets itself up: a fresh clone needs only python3, Java 17 and Maven.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench broker-up broker-down broker-status clean
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python deploy/local/demo.py
+
+test: $(STAMP)
+	$(BIN)/python deploy/local/kafka_local.py fetch
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy connector
+
+bench: $(STAMP)
+	$(BIN)/python deploy/local/kafka_local.py fetch
+	$(BIN)/python bench/run.py
+
+broker-up: $(STAMP)
+	$(BIN)/python deploy/local/kafka_local.py start
+
+broker-down: $(STAMP)
+	$(BIN)/python deploy/local/kafka_local.py stop
+
+broker-status: $(STAMP)
+	$(BIN)/python deploy/local/kafka_local.py status
+
+clean:
+	rm -rf $(VENV) .run deploy/local/.cache
