@@ -1,0 +1,176 @@
+"""Groups pending requests into keyed batches and decides when each one seals.
+
+Pure: no I/O and no clock; the caller passes `now` (seconds, any monotonic origin).
+A batch seals on count (`max_requests`), on bytes (`max_bytes`) or on age
+(`max_wait_s` after its first request). Sealed batches keep arrival order, which is
+offset order because a key includes the partition and a partition is read in order.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from dataclasses import dataclass, field
+
+from connector.errors import ConfigError
+from connector.records import BatchKey, Kind, PendingRequest, SealedBatch
+
+__all__ = ["BatchLimits", "Batcher"]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLimits:
+    """When a batch seals and whether it goes through an uploaded file."""
+
+    max_requests: int = 1000
+    """Seal when a batch holds this many requests."""
+    max_bytes: int = 100_000_000
+    """Seal when a batch would exceed this many bytes (the file job ceiling)."""
+    inline_max_bytes: int = 19_000_000
+    """A sealed batch above this becomes a JSONL file job (inline create must stay < 20 MB)."""
+    max_wait_s: float = 5.0
+    """Seal a batch this long after its first request arrived."""
+    file_kinds: frozenset[Kind] = frozenset({Kind.EMBED})
+    """Kinds that always go through a file (inline embeddings carry no per-request key)."""
+
+    def __post_init__(self) -> None:
+        if self.max_requests < 1:
+            raise ConfigError(f"max_requests must be >= 1, got {self.max_requests}")
+        if self.max_bytes < 1:
+            raise ConfigError(f"max_bytes must be >= 1, got {self.max_bytes}")
+        if self.inline_max_bytes < 0:
+            raise ConfigError(f"inline_max_bytes must be >= 0, got {self.inline_max_bytes}")
+        if not self.max_wait_s >= 0:  # also rejects NaN
+            raise ConfigError(f"max_wait_s must be >= 0, got {self.max_wait_s}")
+
+
+@dataclass(slots=True)
+class _Open:
+    """An open batch. `gen` tells a live heap entry from a stale one."""
+
+    gen: int
+    opened_at: float
+    requests: list[PendingRequest] = field(default_factory=list)
+    size: int = 0
+
+
+class Batcher:
+    """Open batches by key; returns batches as they seal.
+
+    Invariants:
+    - at most one open batch per key, never empty;
+    - `_heap` holds (opened_at, gen, key) for every open batch, plus stale entries for
+      batches already sealed or dropped; a heap entry is live iff `_open[key].gen == gen`.
+      Stale entries are discarded when they reach the top, so `due` and `next_due`
+      never scan requests, and each entry is pushed and popped once (amortised O(log b)
+      per batch, O(1) per request).
+    - `_count` and `_bytes` are the totals over open batches.
+    """
+
+    __slots__ = ("_bytes", "_count", "_gens", "_heap", "_limits", "_open")
+
+    def __init__(self, limits: BatchLimits) -> None:
+        self._limits = limits
+        self._open: dict[BatchKey, _Open] = {}
+        self._heap: list[tuple[float, int, BatchKey]] = []
+        self._gens = itertools.count()
+        self._count = 0
+        self._bytes = 0
+
+    @property
+    def limits(self) -> BatchLimits:
+        return self._limits
+
+    def __len__(self) -> int:
+        """Requests held in open batches (not yet sealed)."""
+        return self._count
+
+    @property
+    def open_bytes(self) -> int:
+        """Bytes held in open batches, for memory back-pressure."""
+        return self._bytes
+
+    def add(self, req: PendingRequest, now: float) -> list[SealedBatch]:
+        """Add `req` to its key's open batch; return the batches this add sealed.
+
+        If `req` would push the open batch past `max_bytes`, that batch seals first and
+        `req` starts a new one. A batch seals as soon as it reaches `max_requests` or
+        `max_bytes`. A single request larger than `max_bytes` becomes a batch alone.
+        """
+        limits = self._limits
+        key = req.key
+        sealed: list[SealedBatch] = []
+        batch = self._open.get(key)
+        if batch is not None and batch.size + req.size > limits.max_bytes:
+            sealed.append(self._seal(key))
+            batch = None
+        if batch is None:
+            batch = _Open(next(self._gens), now)
+            self._open[key] = batch
+            heapq.heappush(self._heap, (now, batch.gen, key))
+        batch.requests.append(req)
+        batch.size += req.size
+        self._count += 1
+        self._bytes += req.size
+        if len(batch.requests) >= limits.max_requests or batch.size >= limits.max_bytes:
+            sealed.append(self._seal(key))
+        return sealed
+
+    def due(self, now: float) -> list[SealedBatch]:
+        """Seal every batch whose age has reached `max_wait_s`, oldest first."""
+        sealed: list[SealedBatch] = []
+        wait = self._limits.max_wait_s
+        heap = self._heap
+        while heap:
+            opened_at, gen, key = heap[0]
+            batch = self._open.get(key)
+            if batch is None or batch.gen != gen:
+                heapq.heappop(heap)  # stale: that batch already sealed or was dropped
+                continue
+            # Same expression as next_due, so due(next_due()) always seals that batch.
+            if opened_at + wait > now:
+                break
+            heapq.heappop(heap)
+            sealed.append(self._seal(key))
+        return sealed
+
+    def next_due(self) -> float | None:
+        """The earliest `now` at which `due` will seal something; None if nothing is open."""
+        heap = self._heap
+        while heap:
+            opened_at, gen, key = heap[0]
+            batch = self._open.get(key)
+            if batch is not None and batch.gen == gen:
+                return opened_at + self._limits.max_wait_s
+            heapq.heappop(heap)
+        return None
+
+    def drop_partition(self, partition: int) -> list[PendingRequest]:
+        """Forget the open batches of a revoked partition; return their requests by offset.
+
+        Their offsets were never committed, so the partition's next owner reads them again.
+        """
+        dropped: list[PendingRequest] = []
+        for key in [k for k in self._open if k.partition == partition]:
+            batch = self._open.pop(key)
+            self._count -= len(batch.requests)
+            self._bytes -= batch.size
+            dropped.extend(batch.requests)
+        # Heap entries of dropped batches are now stale and are skipped lazily.
+        dropped.sort(key=lambda r: r.offset)
+        return dropped
+
+    def drain(self) -> list[SealedBatch]:
+        """Seal every open batch now, oldest first (graceful shutdown)."""
+        keys = sorted(self._open, key=lambda k: self._open[k].gen)
+        sealed = [self._seal(k) for k in keys]
+        self._heap.clear()
+        return sealed
+
+    def _seal(self, key: BatchKey) -> SealedBatch:
+        batch = self._open.pop(key)
+        self._count -= len(batch.requests)
+        self._bytes -= batch.size
+        limits = self._limits
+        use_file = key.kind in limits.file_kinds or batch.size > limits.inline_max_bytes
+        return SealedBatch(key, tuple(batch.requests), batch.size, use_file)

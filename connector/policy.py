@@ -1,0 +1,264 @@
+"""Job identity and what the tracker does when a job ends.
+
+Pure: callers pass `now_ms` and any randomness. Derived job ids are a function of the
+parent entry only, so a repeat after a crash writes the same ledger keys and display
+names, and recovery adopts (never re-creates) a half that was already submitted.
+
+Job ids: `p{partition}-{first_offset}-{nonce}` for a fresh batch; a derived job appends
+`/a` or `/b` (the halves of an expired job) or `/r{attempt}` (a whole retry, where
+`attempt` is the new entry's attempt number), e.g. `p3-1200-8f2a1c/a/r3`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, replace
+
+from connector.errors import ConfigError
+from connector.records import EntryState, ErrorInfo, JobState, LedgerEntry, SealedBatch
+
+__all__ = [
+    "MAX_DISPLAY_NAME",
+    "Deliver",
+    "GiveUp",
+    "Outcome",
+    "Resubmit",
+    "RetryPolicy",
+    "backoff_with_jitter",
+    "display_name",
+    "new_intent",
+    "new_job_id",
+    "next_poll_delay",
+    "on_terminal",
+    "split_offsets",
+    "submitted",
+]
+
+MAX_DISPLAY_NAME = 128
+"""Longest display name we send; longer ones are shortened deterministically."""
+
+_HASH_CHARS = 16  # 64 bits of sha256: collisions are out of reach for one consumer group
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often failed or expired jobs are tried again, and how jobs are polled."""
+
+    max_failed_retries: int = 2
+    """A FAILED job is retried while its attempt number is at most this."""
+    max_attempts: int = 5
+    """Total attempts including expired splits; beyond this, error results."""
+    poll_initial_s: float = 2.0
+    poll_max_s: float = 60.0
+    poll_factor: float = 1.5
+
+    def __post_init__(self) -> None:
+        if self.max_failed_retries < 0:
+            raise ConfigError(f"max_failed_retries must be >= 0, got {self.max_failed_retries}")
+        if self.max_attempts < 1:
+            raise ConfigError(f"max_attempts must be >= 1, got {self.max_attempts}")
+        if not 0 < self.poll_initial_s <= self.poll_max_s:
+            raise ConfigError(
+                f"need 0 < poll_initial_s <= poll_max_s, got {self.poll_initial_s}, "
+                f"{self.poll_max_s}"
+            )
+        if not self.poll_factor >= 1:  # also rejects NaN
+            raise ConfigError(f"poll_factor must be >= 1, got {self.poll_factor}")
+
+
+# -- identity ----------------------------------------------------------------------------
+
+
+def new_job_id(partition: int, first_offset: int, nonce: str) -> str:
+    """A fresh job id, e.g. `p3-1200-8f2a1c`; the nonce keeps ids unique across restarts."""
+    if not nonce or "/" in nonce or ":" in nonce:
+        raise ValueError(f"nonce must be non-empty without '/' or ':', got {nonce!r}")
+    return f"p{partition}-{first_offset}-{nonce}"
+
+
+def display_name(prefix: str, job_id: str) -> str:
+    """The provider-side name recovery looks jobs up by: `{prefix}:{job_id}`.
+
+    The prefix should name the consumer group, so names are unique per group. Names
+    over MAX_DISPLAY_NAME characters keep their head and end in a hash of the full name.
+    """
+    return _fit(f"{prefix}:{job_id}")
+
+
+def _fit(name: str) -> str:
+    if len(name) <= MAX_DISPLAY_NAME:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:_HASH_CHARS]
+    return f"{name[: MAX_DISPLAY_NAME - _HASH_CHARS - 1]}~{digest}"
+
+
+def _derived_display(parent: LedgerEntry, suffix: str) -> str:
+    # parent.display_name is `{prefix}:{job_id}` (or its shortened form), so appending the
+    # suffix equals display_name(prefix, job_id + suffix) without needing the prefix here.
+    return _fit(parent.display_name + suffix)
+
+
+def new_intent(batch: SealedBatch, job_id: str, prefix: str, now_ms: int) -> LedgerEntry:
+    """The INTENT entry for a freshly sealed batch (attempt 1)."""
+    return LedgerEntry(
+        job_id=job_id,
+        key=batch.key,
+        offsets=batch.offsets,
+        attempt=1,
+        display_name=display_name(prefix, job_id),
+        state=EntryState.INTENT,
+        use_file=batch.use_file,
+        est_tokens=batch.est_tokens,
+        created_ms=now_ms,
+        updated_ms=now_ms,
+    )
+
+
+def submitted(
+    entry: LedgerEntry, provider_job: str, input_file: str | None, now_ms: int
+) -> LedgerEntry:
+    """The SUBMITTED entry once the job exists (created now, or adopted on recovery)."""
+    return replace(
+        entry,
+        state=EntryState.SUBMITTED,
+        provider_job=provider_job,
+        input_file=input_file,
+        updated_ms=now_ms,
+    )
+
+
+def split_offsets(offsets: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Two halves by count, order kept; the first half takes the odd one out."""
+    mid = (len(offsets) + 1) // 2
+    return offsets[:mid], offsets[mid:]
+
+
+# -- terminal decisions ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """The job SUCCEEDED: produce one result per request from its output."""
+
+
+@dataclass(frozen=True, slots=True)
+class Resubmit:
+    """Write these INTENTs (derived ids), then tombstone the parent entry."""
+
+    entries: tuple[LedgerEntry, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GiveUp:
+    """Produce an error result with `error` for every request of the job, then tombstone."""
+
+    error: ErrorInfo
+
+
+Outcome = Deliver | Resubmit | GiveUp
+
+
+def on_terminal(entry: LedgerEntry, state: JobState, policy: RetryPolicy, now_ms: int) -> Outcome:
+    """Decide what follows a job's terminal state.
+
+    - SUCCEEDED: Deliver.
+    - FAILED: retry whole as `j/r{attempt+1}` while `attempt <= max_failed_retries` and
+      `attempt < max_attempts`; else GiveUp 500 INTERNAL. The attempt number counts every
+      attempt, so expiries before a failure use up failed retries too.
+    - EXPIRED: while `attempt < max_attempts`, split into `j/a` and `j/b` (a single-request
+      job is retried whole as `j/r{attempt+1}`); else GiveUp 504 DEADLINE_EXCEEDED.
+    - CANCELLED: GiveUp 499 CANCELLED (someone cancelled it on purpose; no retry).
+    Raises ValueError for a non-terminal state.
+    """
+    attempt = entry.attempt
+    n = len(entry.offsets)
+    if state is JobState.SUCCEEDED:
+        return Deliver()
+    if state is JobState.FAILED:
+        if attempt <= policy.max_failed_retries and attempt < policy.max_attempts:
+            return Resubmit((_retry(entry, now_ms),))
+        return GiveUp(
+            ErrorInfo(
+                500,
+                "INTERNAL",
+                f"batch job {entry.job_id} failed after {attempt} attempt(s); "
+                f"retry budget spent ({policy.max_failed_retries} failed retries, "
+                f"{policy.max_attempts} attempts)",
+            )
+        )
+    if state is JobState.EXPIRED:
+        if attempt < policy.max_attempts:
+            if n <= 1:
+                return Resubmit((_retry(entry, now_ms),))
+            first, second = split_offsets(entry.offsets)
+            # Tokens split in proportion to request count; the halves sum to the parent.
+            first_tokens = entry.est_tokens * len(first) // n
+            return Resubmit(
+                (
+                    _derive(entry, "/a", first, first_tokens, now_ms),
+                    _derive(entry, "/b", second, entry.est_tokens - first_tokens, now_ms),
+                )
+            )
+        return GiveUp(
+            ErrorInfo(
+                504,
+                "DEADLINE_EXCEEDED",
+                f"batch job {entry.job_id} expired on attempt {attempt} of "
+                f"{policy.max_attempts}: the provider did not finish it within its window, "
+                f"even after splitting",
+            )
+        )
+    if state is JobState.CANCELLED:
+        return GiveUp(ErrorInfo(499, "CANCELLED", f"batch job {entry.job_id} was cancelled"))
+    raise ValueError(f"on_terminal needs a terminal state, got {state}")
+
+
+def _retry(entry: LedgerEntry, now_ms: int) -> LedgerEntry:
+    return _derive(entry, f"/r{entry.attempt + 1}", entry.offsets, entry.est_tokens, now_ms)
+
+
+def _derive(
+    parent: LedgerEntry, suffix: str, offsets: tuple[int, ...], est_tokens: int, now_ms: int
+) -> LedgerEntry:
+    # use_file is kept: a half of a file job could fit inline, but the shell re-reads the
+    # payloads anyway and may choose inline then; keeping it is always valid.
+    return LedgerEntry(
+        job_id=parent.job_id + suffix,
+        key=parent.key,
+        offsets=offsets,
+        attempt=parent.attempt + 1,
+        display_name=_derived_display(parent, suffix),
+        state=EntryState.INTENT,
+        use_file=parent.use_file,
+        est_tokens=est_tokens,
+        created_ms=now_ms,
+        updated_ms=now_ms,
+    )
+
+
+# -- timing ------------------------------------------------------------------------------
+
+
+def next_poll_delay(polls_so_far: int, policy: RetryPolicy) -> float:
+    """Seconds until the next poll: poll_initial_s * poll_factor**n, capped at poll_max_s."""
+    return _capped_exp(policy.poll_initial_s, policy.poll_factor, polls_so_far, policy.poll_max_s)
+
+
+def backoff_with_jitter(attempt: int, base: float, cap: float, rand: float) -> float:
+    """Full jitter: `rand * min(cap, base * 2**attempt)`, with `rand` in [0, 1) from the shell.
+
+    Spreads retries of many replicas hitting one 429 across the whole window.
+    """
+    if not 0 <= rand < 1:
+        raise ValueError(f"rand must be in [0, 1), got {rand}")
+    return rand * _capped_exp(base, 2.0, attempt, cap)
+
+
+def _capped_exp(base: float, factor: float, n: int, cap: float) -> float:
+    n = max(n, 0)
+    try:
+        value = base * factor**n
+    except OverflowError:  # huge n: the cap applies long before
+        return cap
+    return cap if math.isinf(value) else min(cap, value)

@@ -1,0 +1,87 @@
+"""Admission of jobs against the project's Gemini quota, shared across replicas.
+
+Gemini limits are per project (100 concurrent batch jobs, an enqueued-token cap per
+model). Each replica takes the share of the budget that matches its share of request
+partitions, counts its own SUBMITTED entries against it, and holds back `create` (the
+INTENT is already written, so offsets still commit) until there is room. 429 with
+backoff stays the safety net, since other clients may share the project.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from connector.records import EntryState, LedgerEntry
+
+__all__ = ["Budget", "admit", "share", "should_pause"]
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """Concurrent jobs and per-model enqueued tokens one replica may use."""
+
+    max_jobs: int = 100
+    """Gemini: 100 concurrent batch jobs per project."""
+    tokens_per_model: Mapping[str, int] = field(default_factory=dict)
+    """Enqueued-token cap per model name; models not listed get `default_tokens`."""
+    default_tokens: int = 3_000_000
+
+    def __post_init__(self) -> None:
+        # A read-only copy: a frozen Budget must not change when the caller's dict does.
+        object.__setattr__(self, "tokens_per_model", MappingProxyType(dict(self.tokens_per_model)))
+
+    def token_cap(self, model: str) -> int:
+        """The enqueued-token cap for `model`."""
+        return self.tokens_per_model.get(model, self.default_tokens)
+
+
+def share(budget: Budget, assigned: int, total: int) -> Budget:
+    """This replica's share: floor(x * assigned / total) of each limit.
+
+    A replica with any partition gets at least one job, or its partitions would never
+    progress; with more replicas than jobs the shares may then overrun the project
+    budget slightly, which the provider's 429s absorb. Token caps are not raised to
+    1: `admit` lets an oversized entry through when nothing of its model is live.
+    """
+    if total <= 0 or not 0 <= assigned <= total:
+        raise ValueError(f"need 0 <= assigned <= total and total > 0, got {assigned}/{total}")
+    jobs = budget.max_jobs * assigned // total
+    if assigned > 0:
+        jobs = max(jobs, 1)
+    return Budget(
+        max_jobs=jobs,
+        tokens_per_model={m: t * assigned // total for m, t in budget.tokens_per_model.items()},
+        default_tokens=budget.default_tokens * assigned // total,
+    )
+
+
+def admit(entry: LedgerEntry, live: Iterable[LedgerEntry], budget: Budget) -> bool:
+    """May `entry` be created now, given this replica's live entries?
+
+    Only SUBMITTED entries in `live` count (an INTENT holds no provider quota), and an
+    entry with `entry`'s own job id is not counted against it. Admit when fewer than
+    `max_jobs` are live and the model's live est_tokens plus `entry.est_tokens` fit its
+    cap; an entry bigger than the cap is admitted when nothing of its model is live,
+    else it would wait forever.
+    """
+    model = entry.key.model
+    jobs = 0
+    model_jobs = 0
+    model_tokens = 0
+    for e in live:
+        if e.state is not EntryState.SUBMITTED or e.job_id == entry.job_id:
+            continue
+        jobs += 1
+        if e.key.model == model:
+            model_jobs += 1
+            model_tokens += e.est_tokens
+    if jobs >= budget.max_jobs:
+        return False
+    return model_jobs == 0 or model_tokens + entry.est_tokens <= budget.token_cap(model)
+
+
+def should_pause(waiting_intents: int, max_waiting: int) -> bool:
+    """Pause consuming once `max_waiting` INTENTs wait for quota, so nothing grows unbounded."""
+    return waiting_intents >= max_waiting
