@@ -1,0 +1,388 @@
+"""Avro single-object encoding for request events, result events and ledger entries.
+
+Wire format (Avro specification, "single-object encoding"): the two bytes
+``C3 01``, the 8-byte little-endian CRC-64-AVRO fingerprint of the writer
+schema's Parsing Canonical Form, then the Avro binary body. A record therefore
+names its own writer schema without a schema registry; the codec knows every
+released version (``connector.schemas``) and resolves old writers to the
+current reader schema, filling defaults. See docs/contract.md.
+
+Schemas are parsed once per ``Codec``; encode and decode are a dict build plus
+one fastavro call, so a codec belongs on the hot path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from io import BytesIO
+from typing import Any
+
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+from connector.errors import DecodeError
+from connector.records import (
+    BatchKey,
+    EntryState,
+    ErrorInfo,
+    Kind,
+    LedgerEntry,
+    RequestEvent,
+    ResultEvent,
+    ResultStatus,
+    TokenUsage,
+)
+from connector.schemas import load_schemas
+
+__all__ = [
+    "MAGIC",
+    "Codec",
+    "offsets_to_ranges",
+    "ranges_to_offsets",
+    "schema_fingerprint",
+]
+
+MAGIC = b"\xc3\x01"
+"""The two marker bytes that open every single-object-encoded record."""
+
+_HEADER_LEN = 10  # magic (2) + fingerprint (8)
+
+MAX_LEDGER_OFFSETS = 10_000_000
+"""Sanity bound on the offsets one ledger entry may expand to; more means a corrupt record."""
+
+_NAMESPACE = "io.github.geminibatch"
+_REQUEST = f"{_NAMESPACE}.RequestEvent"
+_RESULT = f"{_NAMESPACE}.ResultEvent"
+_LEDGER = f"{_NAMESPACE}.LedgerEntry"
+_SCHEMA_FOR = {"request": _REQUEST, "result": _RESULT, "ledger": _LEDGER}
+
+# Enum lookups by wire symbol: a dict hit is cheaper than calling the enum class.
+_KINDS = {k.value: k for k in Kind}
+_STATUSES = {s.value: s for s in ResultStatus}
+_STATES = {s.value: s for s in EntryState}
+
+
+def schema_fingerprint(schema: dict[str, Any]) -> bytes:
+    """Return the 8 bytes that identify ``schema`` on the wire (CRC-64-AVRO of its canonical form).
+
+    fastavro renders the 64-bit value as little-endian hex, which is exactly the
+    byte order the single-object encoding uses.
+    """
+    return bytes.fromhex(fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO"))
+
+
+def _wire_types(schema: Any) -> Any:
+    """Return a copy of ``schema`` without ``logicalType`` annotations.
+
+    Our records carry epoch milliseconds as ints; without this, fastavro would
+    turn timestamp-millis into datetimes on read (slower, and the wrong type).
+    The canonical form, and so the fingerprint, ignores logical types anyway.
+    """
+    if isinstance(schema, dict):
+        return {k: _wire_types(v) for k, v in schema.items() if k != "logicalType"}
+    if isinstance(schema, list):
+        return [_wire_types(item) for item in schema]
+    return schema
+
+
+@dataclass(frozen=True, slots=True)
+class _Reader:
+    """How to read one known writer schema: its record name, parsed writer and reader."""
+
+    name: str
+    writer: Any
+    reader: Any
+    """The current parsed schema to resolve into, or None when the writer is current."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Writer:
+    header: bytes
+    schema: Any
+
+
+def offsets_to_ranges(offsets: Sequence[int]) -> list[tuple[int, int]]:
+    """Compact offsets into inclusive ``(start, end)`` runs of consecutive values.
+
+    Order is kept (a run only grows by ``end + 1``), so ``ranges_to_offsets``
+    restores any sequence exactly; ascending offsets give the fewest runs.
+    """
+    ranges: list[tuple[int, int]] = []
+    it = iter(offsets)
+    try:
+        start = end = next(it)
+    except StopIteration:
+        return ranges
+    for offset in it:
+        if offset == end + 1:
+            end = offset
+        else:
+            ranges.append((start, end))
+            start = end = offset
+    ranges.append((start, end))
+    return ranges
+
+
+def ranges_to_offsets(ranges: Iterable[tuple[int, int]]) -> tuple[int, ...]:
+    """Expand inclusive ``(start, end)`` runs back into offsets; ``ValueError`` if end < start."""
+    out: list[int] = []
+    for start, end in ranges:
+        if end < start:
+            raise ValueError(f"offset range ends before it starts: {start}..{end}")
+        out.extend(range(start, end + 1))
+    return tuple(out)
+
+
+class Codec:
+    """Encodes and decodes the three records in the Avro single-object encoding.
+
+    Thread-safe after construction as long as ``register`` is not called
+    concurrently with decoding (it only adds dictionary entries).
+    """
+
+    def __init__(self) -> None:
+        self._readers: dict[bytes, _Reader] = {}
+        self._current: dict[str, Any] = {}
+        writers: dict[str, _Writer] = {}
+        for short, name in _SCHEMA_FOR.items():
+            versions = load_schemas(short)
+            current = versions[-1]
+            parsed_current: Any = parse_schema(_wire_types(current))
+            if not isinstance(parsed_current, dict) or parsed_current.get("name") != name:
+                raise ValueError(f"avro/{short}: the current schema is not a {name} record")
+            self._current[name] = parsed_current
+            writers[name] = _Writer(MAGIC + schema_fingerprint(current), parsed_current)
+            for schema in versions:
+                self.register(schema)
+        self._request = writers[_REQUEST]
+        self._result = writers[_RESULT]
+        self._ledger = writers[_LEDGER]
+
+    def register(self, schema: dict[str, Any]) -> None:
+        """Teach the codec one more writer schema of a known record, e.g. an older version.
+
+        Raises ``ValueError`` when the schema is not one of the three records.
+        """
+        parsed: Any = parse_schema(_wire_types(schema))
+        name = parsed.get("name") if isinstance(parsed, dict) else None
+        current = self._current.get(name) if isinstance(name, str) else None
+        if current is None or not isinstance(name, str):
+            known = ", ".join(sorted(self._current))
+            raise ValueError(f"cannot register schema {name!r}: not one of {known}")
+        fp = schema_fingerprint(schema)
+        same = to_parsing_canonical_form(schema) == to_parsing_canonical_form(current)
+        self._readers[fp] = _Reader(name, parsed, None if same else current)
+
+    # -- requests ----------------------------------------------------------
+
+    def encode_request(self, ev: RequestEvent) -> bytes:
+        """Encode a request event with the current request schema."""
+        return self._encode(
+            self._request,
+            {
+                "request_id": ev.request_id,
+                "model": ev.model,
+                "kind": ev.kind,
+                "body": ev.body,
+                "group": ev.group,
+                "priority": ev.priority,
+                "deadline_ms": ev.deadline_ms,
+                "metadata": ev.metadata,
+                "created_ms": ev.created_ms,
+            },
+        )
+
+    def decode_request(self, data: bytes) -> RequestEvent:
+        """Decode a request event written with any known request schema, else ``DecodeError``."""
+        d = self._decode(data, _REQUEST)
+        try:
+            return RequestEvent(
+                request_id=d["request_id"],
+                model=d["model"],
+                kind=_KINDS[d["kind"]],
+                body=d["body"],
+                group=d["group"],
+                priority=d["priority"],
+                deadline_ms=d["deadline_ms"],
+                metadata=d["metadata"],
+                created_ms=d["created_ms"],
+            )
+        except (KeyError, TypeError) as exc:
+            raise DecodeError(f"request event is missing or mistypes a field: {exc!r}") from exc
+
+    # -- results -----------------------------------------------------------
+
+    def encode_result(self, r: ResultEvent) -> bytes:
+        """Encode a result event with the current result schema."""
+        err = r.error
+        usage = r.usage
+        return self._encode(
+            self._result,
+            {
+                "request_id": r.request_id,
+                "status": r.status,
+                "model": r.model,
+                "kind": r.kind,
+                "response_json": r.response_json,
+                "error": None
+                if err is None
+                else {"code": err.code, "status": err.status, "message": err.message},
+                "metadata": r.metadata,
+                "batch_job": r.batch_job,
+                "attempt": r.attempt,
+                "usage": None
+                if usage is None
+                else {
+                    "prompt_tokens": usage.prompt_tokens,
+                    "candidates_tokens": usage.candidates_tokens,
+                    "total_tokens": usage.total_tokens,
+                },
+                "request_created_ms": r.request_created_ms,
+                "completed_ms": r.completed_ms,
+                "source_partition": r.source_partition,
+                "source_offset": r.source_offset,
+            },
+        )
+
+    def decode_result(self, data: bytes) -> ResultEvent:
+        """Decode a result event written with any known result schema; ``DecodeError`` otherwise."""
+        d = self._decode(data, _RESULT)
+        try:
+            err = d["error"]
+            usage = d["usage"]
+            return ResultEvent(
+                request_id=d["request_id"],
+                status=_STATUSES[d["status"]],
+                model=d["model"],
+                kind=_KINDS[d["kind"]],
+                response_json=d["response_json"],
+                error=None
+                if err is None
+                else ErrorInfo(err["code"], err["status"], err["message"]),
+                metadata=d["metadata"],
+                batch_job=d["batch_job"],
+                attempt=d["attempt"],
+                usage=None
+                if usage is None
+                else TokenUsage(
+                    usage["prompt_tokens"], usage["candidates_tokens"], usage["total_tokens"]
+                ),
+                request_created_ms=d["request_created_ms"],
+                completed_ms=d["completed_ms"],
+                source_partition=d["source_partition"],
+                source_offset=d["source_offset"],
+            )
+        except (KeyError, TypeError) as exc:
+            raise DecodeError(f"result event is missing or mistypes a field: {exc!r}") from exc
+
+    # -- ledger ------------------------------------------------------------
+
+    def encode_ledger(self, e: LedgerEntry) -> bytes:
+        """Encode a ledger entry with the current ledger schema; offsets go out as ranges."""
+        key = e.key
+        return self._encode(
+            self._ledger,
+            {
+                "job_id": e.job_id,
+                "partition": key.partition,
+                "model": key.model,
+                "kind": key.kind,
+                "priority": key.priority,
+                "group": key.group,
+                "offsets": [{"start": s, "end": t} for s, t in offsets_to_ranges(e.offsets)],
+                "attempt": e.attempt,
+                "display_name": e.display_name,
+                "state": e.state,
+                "use_file": e.use_file,
+                "est_tokens": e.est_tokens,
+                "created_ms": e.created_ms,
+                "updated_ms": e.updated_ms,
+                "provider_job": e.provider_job,
+                "input_file": e.input_file,
+            },
+        )
+
+    def decode_ledger(self, data: bytes) -> LedgerEntry:
+        """Decode a ledger entry written with any known ledger schema; ``DecodeError`` otherwise."""
+        d = self._decode(data, _LEDGER)
+        try:
+            runs = d["offsets"]
+            total = 0
+            for run in runs:
+                total += run["end"] - run["start"] + 1
+            if total > MAX_LEDGER_OFFSETS:
+                raise DecodeError(
+                    f"ledger entry expands to {total} offsets (limit {MAX_LEDGER_OFFSETS})"
+                )
+            return LedgerEntry(
+                job_id=d["job_id"],
+                key=BatchKey(
+                    partition=d["partition"],
+                    model=d["model"],
+                    kind=_KINDS[d["kind"]],
+                    priority=d["priority"],
+                    group=d["group"],
+                ),
+                offsets=ranges_to_offsets((run["start"], run["end"]) for run in runs),
+                attempt=d["attempt"],
+                display_name=d["display_name"],
+                state=_STATES[d["state"]],
+                use_file=d["use_file"],
+                est_tokens=d["est_tokens"],
+                created_ms=d["created_ms"],
+                updated_ms=d["updated_ms"],
+                provider_job=d["provider_job"],
+                input_file=d["input_file"],
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DecodeError(f"ledger entry is corrupt: {exc}") from exc
+
+    # -- framing -----------------------------------------------------------
+
+    @staticmethod
+    def _encode(writer: _Writer, record: dict[str, Any]) -> bytes:
+        buf = BytesIO()
+        buf.write(writer.header)
+        schemaless_writer(buf, writer.schema, record)
+        return buf.getvalue()
+
+    def _decode(self, data: bytes, expected: str) -> dict[str, Any]:
+        """Check the header, find the writer schema and read the body into a dict."""
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise DecodeError(f"expected bytes, got {type(data).__name__}")
+        size = len(data)
+        if size < _HEADER_LEN:
+            raise DecodeError(
+                f"record is {size} bytes, shorter than the 10-byte single-object header"
+            )
+        if data[:2] != MAGIC:
+            raise DecodeError(
+                f"record does not start with the Avro single-object marker C3 01 "
+                f"(got {bytes(data[:2]).hex(' ').upper()}); is it JSON or Confluent-framed?"
+            )
+        fp = bytes(data[2:_HEADER_LEN])
+        reader = self._readers.get(fp)
+        if reader is None:
+            raise DecodeError(
+                f"unknown writer schema fingerprint {fp.hex()}: written with a schema this "
+                f"sidecar does not ship (newer producer? upgrade the sidecar first)"
+            )
+        if reader.name != expected:
+            raise DecodeError(
+                f"record is a {reader.name.rsplit('.', 1)[-1]}, "
+                f"expected a {expected.rsplit('.', 1)[-1]}"
+            )
+        buf = BytesIO(data)
+        buf.seek(_HEADER_LEN)
+        try:
+            record: Any = schemaless_reader(buf, reader.writer, reader.reader)
+        except Exception as exc:  # fastavro raises many types on bad bytes; one error leaves here
+            raise DecodeError(
+                f"cannot read {expected.rsplit('.', 1)[-1]} body: {type(exc).__name__}: {exc}"
+            ) from exc
+        if buf.tell() != size:
+            raise DecodeError(f"{size - buf.tell()} trailing bytes after the Avro record")
+        if not isinstance(record, dict):
+            raise DecodeError(f"{expected} body did not decode to a record")
+        return record
