@@ -1,13 +1,13 @@
 """The sidecar's exception tree; library errors are mapped into it at their shell.
 
-    ConnectorError
-    ├── ConfigError          bad or missing settings; the process refuses to start
-    ├── DecodeError          a record's bytes are not a request event we can read
-    ├── InvalidRequest       a decoded request breaks the contract (shape, size, kind)
-    ├── LedgerError          the ledger topic is missing, mismatched or unreadable
-    └── ProviderError        a Gemini call failed
-        ├── ProviderRetryable  429, 5xx, timeouts: back off and try again
-        └── ProviderRejected   4xx other than 429: trying again will not help
+ConnectorError
+├── ConfigError          bad or missing settings; the process refuses to start
+├── DecodeError          a record's bytes are not a request event we can read
+├── InvalidRequest       a decoded request breaks the contract (shape, size, kind)
+├── LedgerError          the ledger topic is missing, mismatched or unreadable
+└── ProviderError        a Gemini call failed
+    ├── ProviderRetryable  429, 5xx, timeouts: back off and try again
+    └── ProviderRejected   4xx other than 429: trying again will not help
 """
 
 from __future__ import annotations

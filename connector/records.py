@@ -173,3 +173,12 @@ class ResultEvent:
     completed_ms: int = 0
     source_partition: int = -1
     source_offset: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class OutputItem:
+    """One request's outcome inside a finished job, correlated by its key (never position)."""
+
+    key: str
+    response: dict[str, object] | None
+    error: dict[str, object] | None

@@ -1,0 +1,344 @@
+"""Settings for `connector run`: one table drives env vars, flags and the README.
+
+Precedence: command-line flag, then environment variable, then default.
+Secrets (the API key, Kafka passwords) are read from the environment only, so
+they never show in a process list, and `Settings.describe()` masks them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from connector.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One setting: its attribute, environment variable, flag and help text."""
+
+    attr: str
+    env: str
+    type: type
+    default: Any
+    help: str
+    flag: bool = True
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "bootstrap_servers",
+        "KAFKA_BOOTSTRAP_SERVERS",
+        str,
+        "localhost:9092",
+        "Kafka bootstrap servers",
+    ),
+    Option(
+        "request_topic", "CONNECTOR_REQUEST_TOPIC", str, "llm.requests", "topic of request events"
+    ),
+    Option(
+        "result_topic", "CONNECTOR_RESULT_TOPIC", str, "llm.results", "topic results are written to"
+    ),
+    Option(
+        "dlq_topic",
+        "CONNECTOR_DLQ_TOPIC",
+        str,
+        "llm.requests.dlq",
+        "dead-letter topic for undecodable or invalid requests",
+    ),
+    Option(
+        "ledger_topic",
+        "CONNECTOR_LEDGER_TOPIC",
+        str,
+        "",
+        "compacted job ledger topic (default: <group_id>.ledger)",
+    ),
+    Option(
+        "group_id",
+        "CONNECTOR_GROUP_ID",
+        str,
+        "gemini-batch-connector",
+        "consumer group; also scopes job display names",
+    ),
+    Option(
+        "gemini_base_url",
+        "CONNECTOR_GEMINI_BASE_URL",
+        str,
+        "",
+        "explicit Gemini endpoint, e.g. an emulator URL; empty means Google's API",
+    ),
+    Option(
+        "api_key",
+        "GEMINI_API_KEY",
+        str,
+        "",
+        "Gemini API key (environment only; GOOGLE_API_KEY also works)",
+        flag=False,
+    ),
+    Option("api_version", "CONNECTOR_GEMINI_API_VERSION", str, "v1beta", "Gemini API version"),
+    Option(
+        "http_timeout_s", "CONNECTOR_HTTP_TIMEOUT_S", float, 60.0, "timeout of one Gemini HTTP call"
+    ),
+    Option(
+        "batch_max_requests",
+        "CONNECTOR_BATCH_MAX_REQUESTS",
+        int,
+        1000,
+        "seal a batch at this many requests",
+    ),
+    Option(
+        "batch_max_bytes",
+        "CONNECTOR_BATCH_MAX_BYTES",
+        int,
+        100_000_000,
+        "seal a batch at this many bytes",
+    ),
+    Option(
+        "batch_inline_max_bytes",
+        "CONNECTOR_BATCH_INLINE_MAX_BYTES",
+        int,
+        19_000_000,
+        "larger batches go through an uploaded JSONL file",
+    ),
+    Option(
+        "batch_max_wait_s",
+        "CONNECTOR_BATCH_MAX_WAIT_S",
+        float,
+        5.0,
+        "seal a batch this long after its first request",
+    ),
+    Option(
+        "max_request_bytes",
+        "CONNECTOR_MAX_REQUEST_BYTES",
+        int,
+        10_000_000,
+        "a larger request gets an error result",
+    ),
+    Option(
+        "max_jobs",
+        "CONNECTOR_MAX_JOBS",
+        int,
+        100,
+        "concurrent jobs per Gemini project (shared by replicas)",
+    ),
+    Option(
+        "token_budget",
+        "CONNECTOR_TOKEN_BUDGET",
+        int,
+        3_000_000,
+        "enqueued-token cap per model (shared by replicas)",
+    ),
+    Option(
+        "max_waiting_intents",
+        "CONNECTOR_MAX_WAITING_INTENTS",
+        int,
+        200,
+        "pause consumption past this many jobs waiting for quota",
+    ),
+    Option(
+        "poll_initial_s",
+        "CONNECTOR_POLL_INITIAL_S",
+        float,
+        5.0,
+        "first job status poll after create",
+    ),
+    Option(
+        "poll_max_s", "CONNECTOR_POLL_MAX_S", float, 120.0, "longest interval between job polls"
+    ),
+    Option(
+        "max_failed_retries",
+        "CONNECTOR_MAX_FAILED_RETRIES",
+        int,
+        2,
+        "retries of a FAILED job before error results",
+    ),
+    Option(
+        "max_attempts",
+        "CONNECTOR_MAX_ATTEMPTS",
+        int,
+        5,
+        "attempts (retries and expired splits) before error results",
+    ),
+    Option(
+        "startup_timeout_s",
+        "CONNECTOR_STARTUP_TIMEOUT_S",
+        float,
+        300.0,
+        "keep retrying Kafka at start for this long",
+    ),
+    Option(
+        "drain_timeout_s",
+        "CONNECTOR_DRAIN_TIMEOUT_S",
+        float,
+        20.0,
+        "on SIGTERM, time to seal and record open batches",
+    ),
+    Option(
+        "min_retention_h",
+        "CONNECTOR_MIN_RETENTION_H",
+        float,
+        72.0,
+        "warn when the request topic keeps records for less",
+    ),
+    Option("log_level", "CONNECTOR_LOG_LEVEL", str, "INFO", "DEBUG, INFO, WARNING or ERROR"),
+    Option("log_format", "CONNECTOR_LOG_FORMAT", str, "json", "json or console"),
+)
+
+# kafka-python settings passed through from CONNECTOR_KAFKA_<NAME> (e.g. CONNECTOR_KAFKA_SECURITY_PROTOCOL).
+KAFKA_PREFIX = "CONNECTOR_KAFKA_"
+_SECRET_WORDS = ("password", "secret", "key", "token")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything `connector run` needs, validated."""
+
+    bootstrap_servers: str = "localhost:9092"
+    request_topic: str = "llm.requests"
+    result_topic: str = "llm.results"
+    dlq_topic: str = "llm.requests.dlq"
+    ledger_topic: str = ""
+    group_id: str = "gemini-batch-connector"
+    gemini_base_url: str = ""
+    api_key: str = field(default="", repr=False)
+    api_version: str = "v1beta"
+    http_timeout_s: float = 60.0
+    batch_max_requests: int = 1000
+    batch_max_bytes: int = 100_000_000
+    batch_inline_max_bytes: int = 19_000_000
+    batch_max_wait_s: float = 5.0
+    max_request_bytes: int = 10_000_000
+    max_jobs: int = 100
+    token_budget: int = 3_000_000
+    max_waiting_intents: int = 200
+    poll_initial_s: float = 5.0
+    poll_max_s: float = 120.0
+    max_failed_retries: int = 2
+    max_attempts: int = 5
+    startup_timeout_s: float = 300.0
+    drain_timeout_s: float = 20.0
+    min_retention_h: float = 72.0
+    log_level: str = "INFO"
+    log_format: str = "json"
+    kafka_extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def ledger(self) -> str:
+        return self.ledger_topic or f"{self.group_id}.ledger"
+
+    @property
+    def endpoint(self) -> str:
+        """Which Gemini the sidecar talks to, safe to log."""
+        if self.gemini_base_url:
+            return f"explicit endpoint {self.gemini_base_url}"
+        return "Google Gemini API (API key from the environment)"
+
+    def describe(self) -> dict[str, Any]:
+        """All settings for the start-up log line, secrets masked."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "api_key":
+                value = "***" if value else ""
+            elif f.name == "kafka_extra":
+                value = {
+                    k: ("***" if any(w in k for w in _SECRET_WORDS) else v)
+                    for k, v in value.items()
+                }
+            out[f.name] = value
+        return out
+
+
+def _convert(opt: Option, raw: str) -> Any:
+    try:
+        if opt.type is bool:
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+        return opt.type(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{opt.env}={raw!r} is not a valid {opt.type.__name__}") from exc
+
+
+def _kafka_value(raw: str) -> Any:
+    """Passed-through Kafka settings are strings, except obvious ints and booleans."""
+    if raw.isdigit():
+        return int(raw)
+    if raw.lower() in ("true", "false"):
+        return raw.lower() == "true"
+    return raw
+
+
+def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    for opt in OPTIONS:
+        if opt.flag:
+            parser.add_argument(
+                "--" + opt.attr.replace("_", "-"),
+                dest=opt.attr,
+                default=None,
+                help=f"{opt.help} [env {opt.env}, default {opt.default!r}]",
+            )
+    return parser
+
+
+def load(env: Mapping[str, str] | None = None, args: argparse.Namespace | None = None) -> Settings:
+    """Build Settings from flags and environment, and check they make sense."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for opt in OPTIONS:
+        raw = getattr(args, opt.attr, None) if args is not None else None
+        if raw is None:
+            raw = env.get(opt.env)
+        if raw is None and opt.attr == "api_key":
+            raw = env.get("GOOGLE_API_KEY")
+        values[opt.attr] = opt.default if raw is None else _convert(opt, str(raw))
+    values["kafka_extra"] = {
+        k[len(KAFKA_PREFIX) :].lower(): _kafka_value(v)
+        for k, v in env.items()
+        if k.startswith(KAFKA_PREFIX)
+    }
+    settings = Settings(**values)
+    validate(settings)
+    return settings
+
+
+def validate(s: Settings) -> None:
+    """Refuse to start on settings that would lose requests or fall back silently."""
+    if not s.api_key.strip() and not s.gemini_base_url:
+        raise ConfigError(
+            "no Gemini endpoint: set GEMINI_API_KEY to use Google's API, or "
+            "CONNECTOR_GEMINI_BASE_URL / --gemini-base-url to use an emulator explicitly"
+        )
+    if s.gemini_base_url and not s.gemini_base_url.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"CONNECTOR_GEMINI_BASE_URL must be an http(s) URL, got {s.gemini_base_url!r}"
+        )
+    topics = {s.request_topic, s.result_topic, s.dlq_topic, s.ledger}
+    if len(topics) != 4:
+        raise ConfigError("request, result, dead-letter and ledger topics must all differ")
+    if s.batch_inline_max_bytes >= 20_000_000:
+        raise ConfigError(
+            "CONNECTOR_BATCH_INLINE_MAX_BYTES must stay under Gemini's 20 MB inline limit"
+        )
+    if s.batch_max_requests < 1 or s.batch_max_wait_s <= 0:
+        raise ConfigError("batch limits must be positive")
+    if s.max_request_bytes > s.batch_max_bytes:
+        raise ConfigError("CONNECTOR_MAX_REQUEST_BYTES must not exceed CONNECTOR_BATCH_MAX_BYTES")
+    if s.log_format not in ("json", "console"):
+        raise ConfigError("CONNECTOR_LOG_FORMAT must be json or console")
+
+
+def env_table(options: Sequence[Option] = OPTIONS) -> str:
+    """The README's settings table, generated so it cannot drift."""
+    rows = ["| environment variable | flag | default | meaning |", "|---|---|---|---|"]
+    for o in options:
+        flag = "--" + o.attr.replace("_", "-") if o.flag else "(env only)"
+        rows.append(f"| `{o.env}` | `{flag}` | `{o.default!r}` | {o.help} |")
+    rows.append(
+        f"| `{KAFKA_PREFIX}<NAME>` | (env only) | | any kafka-python setting, e.g. "
+        f"`{KAFKA_PREFIX}SECURITY_PROTOCOL=SASL_SSL`, `{KAFKA_PREFIX}SASL_MECHANISM`, "
+        f"`{KAFKA_PREFIX}SASL_PLAIN_USERNAME`, `{KAFKA_PREFIX}SASL_PLAIN_PASSWORD`, "
+        f"`{KAFKA_PREFIX}SSL_CAFILE` |"
+    )
+    return "\n".join(rows)

@@ -1,0 +1,64 @@
+"""The job ledger: a compacted topic, partition p holding the jobs of request partition p.
+
+A live entry is the latest value under a job id; a tombstone ends the job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from connector.codec import Codec
+from connector.errors import DecodeError, LedgerError
+from connector.kafka_io import Producer, Sent, read_partition
+from connector.records import LedgerEntry
+
+
+class Ledger:
+    """Reads a partition's live entries and writes entries and tombstones."""
+
+    def __init__(
+        self,
+        topic: str,
+        codec: Codec,
+        producer: Producer,
+        bootstrap: str,
+        kafka_extra: Mapping[str, Any],
+    ) -> None:
+        self.topic = topic
+        self._codec = codec
+        self._producer = producer
+        self._bootstrap = bootstrap
+        self._extra = kafka_extra
+
+    def load(self, partition: int) -> dict[str, LedgerEntry]:
+        """Replay partition p from the beginning to its end: the live jobs of p."""
+        live: dict[str, LedgerEntry] = {}
+        for rec in read_partition(self.topic, partition, self._bootstrap, self._extra):
+            if rec.key is None:
+                continue
+            job_id = rec.key.decode()
+            if rec.value is None:
+                live.pop(job_id, None)
+                continue
+            try:
+                live[job_id] = self._codec.decode_ledger(rec.value)
+            except DecodeError as exc:
+                # A ledger we cannot read would silently lose jobs: refuse instead.
+                raise LedgerError(
+                    f"unreadable ledger entry {job_id!r} at {self.topic}[{partition}]@{rec.offset}: {exc}"
+                ) from exc
+        return live
+
+    def write(self, entry: LedgerEntry) -> Sent:
+        return self._producer.send(
+            self.topic,
+            self._codec.encode_ledger(entry),
+            key=entry.job_id.encode(),
+            partition=entry.key.partition,
+        )
+
+    def tombstone(self, entry: LedgerEntry) -> Sent:
+        return self._producer.send(
+            self.topic, None, key=entry.job_id.encode(), partition=entry.key.partition
+        )

@@ -1,0 +1,252 @@
+"""Turn a finished job, or a refused request, into result events (pure).
+
+Correlation is by key, never by position: each request's key in a job is its
+offset in the request partition, so a reordered or short output cannot attach
+a response to the wrong request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+import orjson
+
+from connector.records import (
+    ErrorInfo,
+    LedgerEntry,
+    OutputItem,
+    RequestEvent,
+    ResultEvent,
+    ResultStatus,
+    TokenUsage,
+)
+
+_STATUS_BY_CODE = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ABORTED",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    501: "UNIMPLEMENTED",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+_NO_OUTPUT = ErrorInfo(500, "INTERNAL", "the batch job returned no output for this request")
+
+
+@dataclass(frozen=True, slots=True)
+class Original:
+    """A request re-read from the request topic by offset."""
+
+    partition: int
+    offset: int
+    kafka_key: bytes | None
+    event: RequestEvent | None
+    """None when the record can no longer be read or decoded."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A result ready to produce: the Kafka key it goes under and the event."""
+
+    kafka_key: bytes | None
+    result: ResultEvent
+
+
+def correlation_key(offset: int) -> str:
+    """The key a request carries inside a job (inline metadata or JSONL `key`)."""
+    return str(offset)
+
+
+def provider_error(raw: Mapping[str, object]) -> ErrorInfo:
+    """A per-request error from a job's output, with a status even when none was sent."""
+    raw_code = raw.get("code", 500)
+    code = int(raw_code) if isinstance(raw_code, int | str) and str(raw_code).isdigit() else 500
+    status = raw.get("status")
+    status_s = str(status) if status else _STATUS_BY_CODE.get(code, "UNKNOWN")
+    return ErrorInfo(code, status_s, str(raw.get("message") or "request failed in the batch job"))
+
+
+def usage_of(response: Mapping[str, object]) -> TokenUsage | None:
+    meta = response.get("usageMetadata") or response.get("usage_metadata")
+    if not isinstance(meta, Mapping):
+        return None
+
+    def num(*names: str) -> int:
+        for n in names:
+            v = meta.get(n)
+            if isinstance(v, int):
+                return v
+        return 0
+
+    return TokenUsage(
+        num("promptTokenCount", "prompt_token_count"),
+        num("candidatesTokenCount", "candidates_token_count"),
+        num("totalTokenCount", "total_token_count"),
+    )
+
+
+def _base(
+    ev: RequestEvent,
+    o: Original,
+    entry: LedgerEntry,
+    job_name: str | None,
+    now_ms: int,
+    error: ErrorInfo,
+) -> ResultEvent:
+    """An error result for the request; callers replace fields for other outcomes."""
+    return ResultEvent(
+        request_id=ev.request_id,
+        status=ResultStatus.ERROR,
+        model=ev.model,
+        kind=ev.kind,
+        error=error,
+        metadata=dict(ev.metadata),
+        batch_job=job_name,
+        attempt=entry.attempt,
+        request_created_ms=ev.created_ms,
+        completed_ms=now_ms,
+        source_partition=o.partition,
+        source_offset=o.offset,
+    )
+
+
+def lost_request(entry: LedgerEntry, offset: int, now_ms: int, job_name: str | None) -> ResultEvent:
+    """The request can no longer be read from its topic: say so rather than stay silent."""
+    return ResultEvent(
+        request_id="",
+        status=ResultStatus.ERROR,
+        model=entry.key.model,
+        kind=entry.key.kind,
+        error=ErrorInfo(
+            500,
+            "DATA_LOSS",
+            f"request at offset {offset} of partition {entry.key.partition} is no longer "
+            "readable from the request topic (retention shorter than the job's life?)",
+        ),
+        batch_job=job_name,
+        attempt=entry.attempt,
+        completed_ms=now_ms,
+        source_partition=entry.key.partition,
+        source_offset=offset,
+    )
+
+
+def error_results(
+    entry: LedgerEntry,
+    originals: Mapping[int, Original],
+    error: ErrorInfo,
+    job_name: str | None,
+    now_ms: int,
+) -> list[Outgoing]:
+    """One error result per request of a job that cannot succeed."""
+    out: list[Outgoing] = []
+    for offset in entry.offsets:
+        o = originals.get(offset)
+        if o is None or o.event is None:
+            out.append(
+                Outgoing(
+                    None if o is None else o.kafka_key,
+                    lost_request(entry, offset, now_ms, job_name),
+                )
+            )
+            continue
+        out.append(Outgoing(o.kafka_key, _base(o.event, o, entry, job_name, now_ms, error)))
+    return out
+
+
+def success_results(
+    entry: LedgerEntry,
+    originals: Mapping[int, Original],
+    outputs: Sequence[OutputItem],
+    job_name: str | None,
+    now_ms: int,
+) -> list[Outgoing]:
+    """One result per request of a SUCCEEDED job, matched to its output by key."""
+    by_key = {item.key: item for item in outputs}
+    out: list[Outgoing] = []
+    for offset in entry.offsets:
+        o = originals.get(offset)
+        if o is None or o.event is None:
+            out.append(
+                Outgoing(
+                    None if o is None else o.kafka_key,
+                    lost_request(entry, offset, now_ms, job_name),
+                )
+            )
+            continue
+        item = by_key.get(correlation_key(offset))
+        if item is None:
+            result = _base(o.event, o, entry, job_name, now_ms, _NO_OUTPUT)
+        elif item.response is not None and item.error is None:
+            result = replace(
+                _base(o.event, o, entry, job_name, now_ms, _NO_OUTPUT),
+                status=ResultStatus.OK,
+                error=None,
+                response_json=orjson.dumps(item.response).decode(),
+                usage=usage_of(item.response),
+            )
+        else:
+            result = _base(o.event, o, entry, job_name, now_ms, provider_error(item.error or {}))
+        out.append(Outgoing(o.kafka_key, result))
+    return out
+
+
+def refused(
+    event: RequestEvent, partition: int, offset: int, error: ErrorInfo, now_ms: int
+) -> ResultEvent:
+    """The error result for a request that never reaches a job (invalid, too late)."""
+    return ResultEvent(
+        request_id=event.request_id,
+        status=ResultStatus.ERROR,
+        model=event.model,
+        kind=event.kind,
+        error=error,
+        metadata=dict(event.metadata),
+        attempt=0,
+        request_created_ms=event.created_ms,
+        completed_ms=now_ms,
+        source_partition=partition,
+        source_offset=offset,
+    )
+
+
+def result_headers(r: ResultEvent, source_topic: str) -> list[tuple[str, bytes]]:
+    """Correlation headers, readable without decoding the Avro value."""
+    headers = [
+        ("request_id", r.request_id.encode()),
+        ("connector.status", r.status.value.encode()),
+        ("connector.source", f"{source_topic}/{r.source_partition}/{r.source_offset}".encode()),
+    ]
+    if r.batch_job:
+        headers.append(("connector.batch_job", r.batch_job.encode()))
+    return headers
+
+
+def dead_letter_headers(
+    original: Sequence[tuple[str, bytes]],
+    topic: str,
+    partition: int,
+    offset: int,
+    stage: str,
+    exc: BaseException,
+    connector_name: str,
+) -> list[tuple[str, bytes]]:
+    """Kafka Connect's DLQ convention: the original headers plus provenance."""
+    p = "__connect.errors."
+    return [
+        *original,
+        (p + "topic", topic.encode()),
+        (p + "partition", str(partition).encode()),
+        (p + "offset", str(offset).encode()),
+        (p + "connector.name", connector_name.encode()),
+        (p + "stage", stage.encode()),
+        (p + "class.name", b"connector.runner.Sidecar"),
+        (p + "exception.class.name", f"{type(exc).__module__}.{type(exc).__qualname__}".encode()),
+        (p + "exception.message", str(exc).encode()),
+    ]
