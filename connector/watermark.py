@@ -19,7 +19,8 @@ class Watermark:
 
     Invariants:
     - `_queue` holds consumed offsets in ascending order; it may still hold offsets
-      that were resolved since (lazy deletion), but never a pending offset out of order.
+      resolved since (lazy deletion), but it is empty or its front is pending: `resolved`
+      trims the front, and `consumed` appends a pending offset.
     - `_pending` is exactly the set of consumed, unresolved offsets; every member is in
       `_queue`.
     - `_high` is the highest consumed offset, or `start - 1` before any.
@@ -83,7 +84,6 @@ class Watermark:
 
     def committable(self) -> int:
         """The offset to commit: the smallest pending offset, else highest consumed + 1."""
-        self._trim()
         return self._queue[0] if self._queue else self._high + 1
 
     def _trim(self) -> None:
