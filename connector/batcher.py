@@ -63,7 +63,8 @@ class Batcher:
       batches already sealed or dropped; a heap entry is live iff `_open[key].gen == gen`.
       Stale entries are discarded when they reach the top, so `due` and `next_due`
       never scan requests, and each entry is pushed and popped once (amortised O(log b)
-      per batch, O(1) per request).
+      per batch, O(1) per request). Between two `due`/`next_due` calls the heap grows by
+      at most one entry per batch opened, never per request.
     - `_count` and `_bytes` are the totals over open batches.
     """
 
