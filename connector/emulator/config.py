@@ -1,0 +1,104 @@
+"""Every knob of the emulator in one dataclass, so tests, the CLI and the control API agree."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+HOUR = 3600.0
+GB = 1_000_000_000
+
+
+@dataclass
+class EmulatorConfig:
+    """Knobs with defaults that behave like a quiet, healthy real service (only faster).
+
+    Times are seconds of the emulator's clock, which tests can advance without sleeping.
+    """
+
+    api_key: str | None = None
+    """If set, `x-goog-api-key` must equal it; otherwise any non-empty key is accepted."""
+
+    # Lifecycle.
+    queue_delay_s: float = 0.5
+    """Minimum time a job stays PENDING after create (so a cancel right after create wins)."""
+    processing_delay_s: float = 1.0
+    """Fixed RUNNING time of every job."""
+    per_request_delay_s: float = 0.0001
+    """Extra RUNNING time per request in the job."""
+    running_slots: int = 4
+    """Jobs RUNNING at once; further jobs wait PENDING, highest `priority` first."""
+    expiry_s: float = 48 * HOUR
+    """Jobs still PENDING or RUNNING this long after create end EXPIRED."""
+
+    # Files.
+    file_ttl_s: float = 48 * HOUR
+    """Files (uploaded and generated) vanish this long after creation."""
+    max_file_bytes: int = 2 * GB
+    """Per-file cap; a larger upload gets 400 INVALID_ARGUMENT."""
+    max_storage_bytes: int = 20 * GB
+    """Total bytes of live files; exceeding it gets 429 RESOURCE_EXHAUSTED."""
+    storage_dir: str | None = None
+    """Where file bytes live; None means a private temporary directory."""
+
+    # Limits.
+    max_concurrent_jobs: int = 100
+    """Non-terminal jobs allowed at once; create beyond it gets 429 RESOURCE_EXHAUSTED."""
+    enqueued_token_cap: int = 3_000_000
+    """Estimated tokens (bytes / 4) of non-terminal jobs per model; beyond it 429."""
+    max_inline_request_bytes: int = 20_000_000
+    """Create bodies with inline requests above this size get 400 INVALID_ARGUMENT."""
+
+    # Faults.
+    request_error_rate: float = 0.0
+    """Probability that one request inside a batch gets a per-request error."""
+    job_failure_rate: float = 0.0
+    """Probability that a job ends FAILED instead of SUCCEEDED."""
+    transient_error_rate: float = 0.0
+    """Probability that an API call is refused with 503 UNAVAILABLE or 500 INTERNAL."""
+    latency_ms: float = 0.0
+    """Added delay before every API call is answered."""
+    seed: int = 0
+    """Seed of every random decision, so runs are reproducible."""
+
+    # Deterministic triggers.
+    request_fail_trigger: str = "EMULATOR_FAIL"
+    """A prompt containing this gets a per-request error (400; `..._500` gives 500)."""
+    job_fail_trigger: str = "emulator-fail-job"
+    """A batch whose display name contains this ends FAILED."""
+    job_expire_trigger: str = "emulator-expire-job"
+    """A batch whose display name contains this ends EXPIRED."""
+
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Free-form values for forward compatibility; ignored by the emulator."""
+
+    def updated(self, changes: dict[str, Any]) -> EmulatorConfig:
+        """Return a copy with `changes` applied, coercing JSON values to the field types."""
+        known = {f.name: f for f in dataclasses.fields(self)}
+        coerced: dict[str, Any] = {}
+        for key, value in changes.items():
+            if key not in known:
+                raise ValueError(f"unknown emulator knob: {key}")
+            coerced[key] = coerce(known[key].type, value)
+        return dataclasses.replace(self, **coerced)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON view for the control API."""
+        return dataclasses.asdict(self)
+
+
+def coerce(annotation: object, value: Any) -> Any:
+    """Convert a JSON/CLI value to the type of a knob (annotations are strings here)."""
+    if value is None:
+        return None
+    text = str(annotation)
+    if "dict" in text:
+        if not isinstance(value, dict):
+            raise ValueError("expected an object")
+        return value
+    if text.startswith("int"):
+        return int(value)
+    if text.startswith("float"):
+        return float(value)
+    return str(value)
