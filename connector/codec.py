@@ -63,7 +63,7 @@ _STATUSES = {s.value: s for s in ResultStatus}
 _STATES = {s.value: s for s in EntryState}
 
 
-def schema_fingerprint(schema: dict[str, Any]) -> bytes:
+def schema_fingerprint(schema: dict[str, Any] | list[Any] | str) -> bytes:
     """Return the 8 bytes that identify ``schema`` on the wire (CRC-64-AVRO of its canonical form).
 
     fastavro renders the 64-bit value as little-endian hex, which is exactly the
@@ -309,8 +309,11 @@ class Codec:
         try:
             runs = d["offsets"]
             total = 0
-            for run in runs:
-                total += run["end"] - run["start"] + 1
+            for run in runs:  # check before expanding: a corrupt record must not eat memory
+                start, end = run["start"], run["end"]
+                if end < start:
+                    raise DecodeError(f"ledger offset range ends before it starts: {start}..{end}")
+                total += end - start + 1
             if total > MAX_LEDGER_OFFSETS:
                 raise DecodeError(
                     f"ledger entry expands to {total} offsets (limit {MAX_LEDGER_OFFSETS})"
