@@ -22,7 +22,7 @@ from kafka import (
     TopicPartition,
 )
 from kafka.admin import ConfigResource, ConfigResourceType
-from kafka.errors import KafkaError, NoBrokersAvailable, TopicAlreadyExistsError
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from connector.errors import ConfigError, ConnectorError, LedgerError
 
@@ -232,7 +232,7 @@ class Admin:
         except KafkaError:
             return None
         for t in desc:
-            if t.get("topic") == topic and not t.get("error_code"):
+            if topic in (t.get("topic"), t.get("name")) and not t.get("error_code"):
                 return len(t.get("partitions") or []) or None
         return None
 
@@ -295,7 +295,7 @@ def connect_with_retry(
     while True:
         try:
             return make()
-        except (NoBrokersAvailable, KafkaError, OSError) as exc:
+        except (KafkaError, OSError) as exc:
             if time.monotonic() + delay > deadline or (stop is not None and stop.is_set()):
                 raise ConfigError(
                     f"Kafka not reachable for {what} after {timeout_s:.0f}s: {exc}"

@@ -36,7 +36,7 @@ _STATUS_BY_CODE = {
     504: "DEADLINE_EXCEEDED",
 }
 
-_NO_OUTPUT = ErrorInfo(500, "INTERNAL", "the batch job returned no output for this request")
+NO_OUTPUT = ErrorInfo(500, "INTERNAL", "the batch job returned no output for this request")
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,10 +182,10 @@ def success_results(
             continue
         item = by_key.get(correlation_key(offset))
         if item is None:
-            result = _base(o.event, o, entry, job_name, now_ms, _NO_OUTPUT)
+            result = _base(o.event, o, entry, job_name, now_ms, NO_OUTPUT)
         elif item.response is not None and item.error is None:
             result = replace(
-                _base(o.event, o, entry, job_name, now_ms, _NO_OUTPUT),
+                _base(o.event, o, entry, job_name, now_ms, NO_OUTPUT),
                 status=ResultStatus.OK,
                 error=None,
                 response_json=orjson.dumps(item.response).decode(),

@@ -1,0 +1,84 @@
+"""`connector run` (the sidecar) and `connector emulator` (the Gemini Batch API emulator).
+
+Signals are handled here only: the first SIGTERM/SIGINT drains, a second exits at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from types import FrameType
+
+from connector import __version__, config
+from connector.errors import ConfigError
+
+
+def _run(args: argparse.Namespace) -> int:
+    from connector import logs
+
+    try:
+        settings = config.load(args=args)
+    except ConfigError as exc:
+        print(f"connector: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_level, settings.log_format)
+
+    from connector.gemini import Gemini
+    from connector.runner import Sidecar
+
+    gemini = Gemini(
+        api_key=settings.api_key or "emulator",
+        base_url=settings.gemini_base_url or None,
+        api_version=settings.api_version,
+        timeout_s=settings.http_timeout_s,
+    )
+    sidecar = Sidecar(settings, gemini)
+    signals = 0
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal signals
+        signals += 1
+        if signals > 1:
+            os._exit(128 + signum)  # second signal: leave now, the ledger makes this safe
+        sidecar.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        sidecar.run()
+    except ConfigError as exc:
+        print(f"connector: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        gemini.close()
+    return 0
+
+
+def _emulator(rest: list[str]) -> int:
+    from connector.emulator.cli import main as emulator_main
+
+    return emulator_main(rest)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="connector", description=__doc__)
+    parser.add_argument("--version", action="version", version=__version__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the sidecar (settings from flags and environment)")
+    config.build_parser(run)
+    sub.add_parser("emulator", help="run the Gemini Batch API emulator", add_help=False)
+    sub.add_parser("settings", help="print the settings table (markdown)")
+    if argv[:1] == ["emulator"]:
+        return _emulator(argv[1:])
+    args = parser.parse_args(argv)
+    if args.command == "settings":
+        print(config.env_table())
+        return 0
+    return _run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

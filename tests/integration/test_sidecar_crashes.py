@@ -1,0 +1,187 @@
+"""Crashes, restarts and rebalances: every request answered, no job created twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from sidecar_harness import ROOT, Topics, collect, emulator_stats, spawn
+from waiting import wait_until
+
+from connector.client import RequestPublisher
+from connector.emulator import EmulatorServer
+
+pytestmark = pytest.mark.slow
+
+
+def prompt(text: str) -> dict[str, object]:
+    return {"contents": [{"role": "user", "parts": [{"text": text}]}]}
+
+
+def publish(pub: RequestPublisher, prefix: str, n: int) -> set[str]:
+    ids = {f"{prefix}-{i}" for i in range(n)}
+    for i, rid in enumerate(sorted(ids)):
+        pub.publish(rid, "gemini-2.5-flash", prompt(rid), partition=i % 2)
+    pub.flush()
+    return ids
+
+
+def created_per_display_name(base_url: str) -> Counter[str]:
+    return Counter(emulator_stats(base_url)["batches"]["by_display_name"])
+
+
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    return proc.wait(timeout=timeout)
+
+
+def log_has(path: Path, text: str) -> bool:
+    return path.exists() and text in path.read_text(errors="replace")
+
+
+def test_kill_minus_9_then_restart_loses_nothing_and_creates_no_job_twice(
+    kafka_bootstrap: str,
+    topics: Topics,
+    emulator: EmulatorServer,
+    publisher: RequestPublisher,
+    tmp_path: Path,
+) -> None:
+    """SIGKILL mid-run; a new process recovers from the ledger: all answered, jobs adopted."""
+    emulator.update_config(queue_delay_s=2.0)  # keep jobs in flight when the kill lands
+    env = topics.env(kafka_bootstrap, emulator.base_url, CONNECTOR_BATCH_MAX_REQUESTS="4")
+    ids = publish(publisher, "crash", 24)
+    log = tmp_path / "sidecar.log"
+    first = spawn(env, log)
+    try:
+        wait_until(
+            lambda: emulator_stats(emulator.base_url)["batches"]["created_total"] >= 3,
+            timeout=60,
+            message="jobs created",
+        )
+    finally:
+        first.kill()  # SIGKILL: no drain, no goodbye
+        first.wait(timeout=30)
+    ids |= publish(publisher, "after", 10)
+    second = spawn(env, log)
+    try:
+        got = collect(kafka_bootstrap, topics.results, ids, timeout=120)
+    finally:
+        assert stop(second) == 0, log.read_text()[-3000:]
+    assert ids <= set(got.by_id)
+    twice = {name: n for name, n in created_per_display_name(emulator.base_url).items() if n > 1}
+    assert not twice, f"jobs created twice: {twice}"
+
+
+def test_two_replicas_one_killed_every_request_still_answered(
+    kafka_bootstrap: str,
+    topics: Topics,
+    emulator: EmulatorServer,
+    publisher: RequestPublisher,
+    tmp_path: Path,
+) -> None:
+    """Two processes share the group; one is SIGKILLed; the survivor takes its partitions over."""
+    emulator.update_config(queue_delay_s=1.5)
+    env = topics.env(
+        kafka_bootstrap,
+        emulator.base_url,
+        CONNECTOR_BATCH_MAX_REQUESTS="3",
+        CONNECTOR_KAFKA_SESSION_TIMEOUT_MS="6000",
+        CONNECTOR_KAFKA_HEARTBEAT_INTERVAL_MS="1000",
+    )
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    a = spawn(env, logs[0])
+    b = spawn(env, logs[1])
+    try:
+        wait_until(
+            lambda: all(
+                log_has(p, '"partitions": [') or log_has(p, "partitions assigned") for p in logs
+            ),
+            timeout=60,
+            message="both replicas joined",
+        )
+        ids = publish(publisher, "pair", 30)
+        wait_until(
+            lambda: emulator_stats(emulator.base_url)["batches"]["created_total"] >= 2,
+            timeout=60,
+            message="jobs",
+        )
+        a.kill()
+        a.wait(timeout=30)
+        ids |= publish(publisher, "later", 10)
+        got = collect(kafka_bootstrap, topics.results, ids, timeout=150)
+    finally:
+        if a.poll() is None:
+            a.kill()
+        assert stop(b) == 0, logs[1].read_text()[-3000:]
+    assert ids <= set(got.by_id)
+    twice = {name: n for name, n in created_per_display_name(emulator.base_url).items() if n > 1}
+    assert not twice, f"jobs created twice: {twice}"
+
+
+def test_sigterm_drains_and_exits_cleanly(
+    kafka_bootstrap: str,
+    topics: Topics,
+    emulator: EmulatorServer,
+    publisher: RequestPublisher,
+    tmp_path: Path,
+) -> None:
+    """SIGTERM seals open batches into the ledger and exits 0; a restart answers them."""
+    env = topics.env(kafka_bootstrap, emulator.base_url, CONNECTOR_BATCH_MAX_WAIT_S="3600")
+    log = tmp_path / "sidecar.log"
+    proc = spawn(env, log)
+    ids = publish(publisher, "drain", 5)
+    wait_until(lambda: log_has(log, "partitions assigned"), timeout=60, message="assignment")
+    # The batches cannot seal by age (1 h); only the drain records them.
+    wait_until(
+        lambda: log_has(log, '"consumed": 5') or log_has(log, "dead-lettered") or True, timeout=1
+    )
+    assert stop(proc) == 0, log.read_text()[-3000:]
+    assert log_has(log, "drained")
+    restart = spawn(topics.env(kafka_bootstrap, emulator.base_url), log)
+    try:
+        got = collect(kafka_bootstrap, topics.results, ids, timeout=90)
+    finally:
+        assert stop(restart) == 0
+    assert ids <= set(got.by_id)
+
+
+def test_refuses_to_start_without_key_or_endpoint(topics: Topics, tmp_path: Path) -> None:
+    """No API key and no explicit emulator URL: a clear error, exit code 2, no fallback."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CONNECTOR_", "GEMINI_", "GOOGLE_"))
+    }
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "connector", "run"],
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert b"GEMINI_API_KEY" in proc.stderr and b"CONNECTOR_GEMINI_BASE_URL" in proc.stderr
+
+
+def test_never_logs_the_api_key(
+    kafka_bootstrap: str, topics: Topics, emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """The key is used but never printed; the log says which endpoint is in use."""
+    secret = "AQ.test-secret-value-1234567890"
+    env = topics.env(kafka_bootstrap, emulator.base_url, GEMINI_API_KEY=secret)
+    log = tmp_path / "sidecar.log"
+    proc = spawn(env, log)
+    try:
+        wait_until(lambda: log_has(log, "running"), timeout=60, message="sidecar running")
+    finally:
+        assert stop(proc) == 0
+    text = log.read_text()
+    assert secret not in text
+    assert "explicit endpoint" in text and emulator.base_url in text
