@@ -197,16 +197,18 @@ class Codec:
         """Decode a request event written with any known request schema, else ``DecodeError``."""
         d = self._decode(data, _REQUEST)
         try:
+            # Positional: a frozen dataclass's keyword __init__ costs ~1.5 us more on 3.11.
+            # Field order is records.py's; the round-trip tests catch any drift.
             return RequestEvent(
-                request_id=d["request_id"],
-                model=d["model"],
-                kind=_KINDS[d["kind"]],
-                body=d["body"],
-                group=d["group"],
-                priority=d["priority"],
-                deadline_ms=d["deadline_ms"],
-                metadata=d["metadata"],
-                created_ms=d["created_ms"],
+                d["request_id"],
+                d["model"],
+                _KINDS[d["kind"]],
+                d["body"],
+                d["group"],
+                d["priority"],
+                d["deadline_ms"],
+                d["metadata"],
+                d["created_ms"],
             )
         except (KeyError, TypeError) as exc:
             raise DecodeError(f"request event is missing or mistypes a field: {exc!r}") from exc
@@ -252,26 +254,24 @@ class Codec:
             err = d["error"]
             usage = d["usage"]
             return ResultEvent(
-                request_id=d["request_id"],
-                status=_STATUSES[d["status"]],
-                model=d["model"],
-                kind=_KINDS[d["kind"]],
-                response_json=d["response_json"],
-                error=None
-                if err is None
-                else ErrorInfo(err["code"], err["status"], err["message"]),
-                metadata=d["metadata"],
-                batch_job=d["batch_job"],
-                attempt=d["attempt"],
-                usage=None
+                d["request_id"],
+                _STATUSES[d["status"]],
+                d["model"],
+                _KINDS[d["kind"]],
+                d["response_json"],
+                None if err is None else ErrorInfo(err["code"], err["status"], err["message"]),
+                d["metadata"],
+                d["batch_job"],
+                d["attempt"],
+                None
                 if usage is None
                 else TokenUsage(
                     usage["prompt_tokens"], usage["candidates_tokens"], usage["total_tokens"]
                 ),
-                request_created_ms=d["request_created_ms"],
-                completed_ms=d["completed_ms"],
-                source_partition=d["source_partition"],
-                source_offset=d["source_offset"],
+                d["request_created_ms"],
+                d["completed_ms"],
+                d["source_partition"],
+                d["source_offset"],
             )
         except (KeyError, TypeError) as exc:
             raise DecodeError(f"result event is missing or mistypes a field: {exc!r}") from exc
