@@ -27,6 +27,7 @@ class _Handler(BaseHTTPRequestHandler):
     """Turns each HTTP request into a `Request` for the service or the control API."""
 
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in separate writes
     server_version = "GeminiBatchEmulator/1"
     sys_version = ""
     service: ClassVar[Service]
@@ -152,7 +153,10 @@ class EmulatorServer:
         self._bind()
         assert self._httpd is not None
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="gemini-emulator", daemon=True
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="gemini-emulator",
+            daemon=True,
         )
         self._thread.start()
         return self
@@ -161,7 +165,7 @@ class EmulatorServer:
         """Bind and serve on the calling thread until `stop()` (used by the CLI)."""
         self._bind()
         assert self._httpd is not None
-        self._httpd.serve_forever()
+        self._httpd.serve_forever(poll_interval=0.05)
 
     def stop(self) -> None:
         """Stop serving and remove private storage."""
