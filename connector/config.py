@@ -177,6 +177,13 @@ OPTIONS: tuple[Option, ...] = (
         "on SIGTERM, time to seal and record open batches",
     ),
     Option(
+        "status_interval_s",
+        "CONNECTOR_STATUS_INTERVAL_S",
+        float,
+        30.0,
+        "how often a status line (counts, partitions, jobs) is logged",
+    ),
+    Option(
         "min_retention_h",
         "CONNECTOR_MIN_RETENTION_H",
         float,
@@ -220,6 +227,7 @@ class Settings:
     max_attempts: int = 5
     startup_timeout_s: float = 300.0
     drain_timeout_s: float = 20.0
+    status_interval_s: float = 30.0
     min_retention_h: float = 72.0
     log_level: str = "INFO"
     log_format: str = "json"

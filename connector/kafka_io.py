@@ -22,7 +22,7 @@ from kafka import (
     TopicPartition,
 )
 from kafka.admin import ConfigResource, ConfigResourceType
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaConfigurationError, KafkaError, TopicAlreadyExistsError
 
 from connector.errors import ConfigError, ConnectorError, LedgerError
 
@@ -65,9 +65,20 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped bas
         self.events.append(("revoked", {tp.partition for tp in lost}))
 
 
-def client_config(bootstrap: str, extra: Mapping[str, Any]) -> dict[str, Any]:
-    cfg: dict[str, Any] = {"bootstrap_servers": bootstrap.split(",")}
-    cfg.update(extra)
+_CLIENTS = (KafkaConsumer, KafkaProducer, KafkaAdminClient)
+
+
+def client_config(client: type, bootstrap: str, extra: Mapping[str, Any]) -> dict[str, Any]:
+    """Pass-through settings that this kind of client understands (security, timeouts...).
+
+    kafka-python rejects unknown keys, and consumer-only keys such as
+    session_timeout_ms would break the producer, so each client gets its own subset.
+    """
+    unknown = [k for k in extra if not any(k in c.DEFAULT_CONFIG for c in _CLIENTS)]
+    if unknown:
+        raise ConfigError(f"unknown Kafka settings {sorted(unknown)} (from CONNECTOR_KAFKA_*)")
+    cfg: dict[str, Any] = {k: v for k, v in extra.items() if k in client.DEFAULT_CONFIG}
+    cfg["bootstrap_servers"] = bootstrap.split(",")
     return cfg
 
 
@@ -85,7 +96,7 @@ class RequestConsumer:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=max_records,
-            **client_config(bootstrap, extra),
+            **client_config(KafkaConsumer, bootstrap, extra),
         )
         self._consumer.subscribe([topic], listener=self._listener)
 
@@ -152,7 +163,7 @@ class Producer:
             acks="all",
             linger_ms=5,
             max_in_flight_requests_per_connection=5,
-            **client_config(bootstrap, extra),
+            **client_config(KafkaProducer, bootstrap, extra),
         )
 
     def send(
@@ -196,7 +207,7 @@ def read_partition(
     ledger never has to hold payloads.
     """
     consumer = KafkaConsumer(
-        group_id=None, enable_auto_commit=False, **client_config(bootstrap, extra)
+        group_id=None, enable_auto_commit=False, **client_config(KafkaConsumer, bootstrap, extra)
     )
     try:
         tp = TopicPartition(topic, partition)
@@ -224,7 +235,7 @@ class Admin:
     """Topic checks and creation at start-up."""
 
     def __init__(self, bootstrap: str, extra: Mapping[str, Any]) -> None:
-        self._admin = KafkaAdminClient(**client_config(bootstrap, extra))
+        self._admin = KafkaAdminClient(**client_config(KafkaAdminClient, bootstrap, extra))
 
     def partitions(self, topic: str) -> int | None:
         try:
@@ -295,6 +306,8 @@ def connect_with_retry(
     while True:
         try:
             return make()
+        except KafkaConfigurationError as exc:
+            raise ConfigError(f"invalid Kafka settings for {what}: {exc}") from exc
         except (KafkaError, OSError) as exc:
             if time.monotonic() + delay > deadline or (stop is not None and stop.is_set()):
                 raise ConfigError(

@@ -210,7 +210,7 @@ class Sidecar:
         try:
             while not self._stop.is_set():
                 self.step()
-                if self.clock() - last_status > 30:
+                if self.clock() - last_status >= self.s.status_interval_s:
                     last_status = self.clock()
                     log.info("status", **self.status())
             self._drain()
