@@ -1,0 +1,226 @@
+"""The main job on embedded defaults: broker + emulator + sidecar + sample traffic.
+
+Starts a local Kafka broker and the Gemini Batch API emulator, runs `connector run`
+against them (pointed at the emulator explicitly), publishes sample requests and
+prints each result as it arrives, then stops everything it started.
+
+    python deploy/local/demo.py [--requests N] [--keep-logs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT))
+
+import kafka_local  # noqa: E402
+import orjson  # noqa: E402
+
+from connector.client import RequestPublisher, ResultReader  # noqa: E402
+from connector.emulator import EmulatorConfig, EmulatorServer  # noqa: E402
+from connector.records import Kind, ResultEvent, ResultStatus  # noqa: E402
+
+REQUESTS = "demo.llm.requests"
+RESULTS = "demo.llm.results"
+DLQ = "demo.llm.requests.dlq"
+
+
+def prompt(text: str, **extra: object) -> dict[str, object]:
+    return {"contents": [{"role": "user", "parts": [{"text": text}]}], **extra}
+
+
+def publish_samples(pub: RequestPublisher, bulk: int) -> tuple[set[str], int]:
+    """Sample traffic; returns the request ids that must get a result and the DLQ-only count."""
+    ids: set[str] = set()
+
+    def send(rid: str, model: str, body: dict[str, object], **kw: object) -> None:
+        pub.publish(rid, model, body, **kw)  # type: ignore[arg-type]
+        ids.add(rid)
+
+    questions = ["Why is the sky blue?", "Tell me a one-sentence joke.", "What is Kafka?"]
+    for i, q in enumerate(questions):
+        send(f"flash-{i}", "gemini-2.5-flash", prompt(q), metadata={"team": "search"})
+    send(
+        "pro-0",
+        "gemini-2.5-pro",
+        prompt(
+            "Write a short poem about a cat.",
+            systemInstruction={"parts": [{"text": "You are a cat. Your name is Neko."}]},
+        ),
+    )
+    send(
+        "recipes-0",
+        "gemini-2.5-flash",
+        prompt(
+            "List a few popular cookie recipes.",
+            generationConfig={
+                "responseMimeType": "application/json",
+                "responseSchema": {
+                    "type": "ARRAY",
+                    "items": {
+                        "type": "OBJECT",
+                        "properties": {
+                            "recipe_name": {"type": "STRING"},
+                            "ingredients": {"type": "ARRAY", "items": {"type": "STRING"}},
+                        },
+                        "required": ["recipe_name"],
+                    },
+                },
+            },
+        ),
+        priority=5,
+    )
+    for i in range(3):
+        send(
+            f"embed-{i}",
+            "gemini-embedding-001",
+            {"content": {"parts": [{"text": f"document {i}"}]}, "outputDimensionality": 8},
+            kind=Kind.EMBED,
+        )
+    # One batch too big for an inline job: it goes through an uploaded JSONL file.
+    for i in range(bulk):
+        send(
+            f"bulk-{i}",
+            "gemini-2.5-flash",
+            prompt(f"Summarise item {i}: " + "lorem ipsum " * 60),
+            group="bulk",
+        )
+    # The emulator fails these requests inside a successful job: error results, job unharmed.
+    send("fails-0", "gemini-2.5-flash", prompt("EMULATOR_FAIL this one, please"))
+    # Invalid requests: an error result plus the original record in the dead-letter topic.
+    send("invalid-0", "gemini-2.5-flash", {"contents": "not a list"})
+    send("invalid-1", "no such model!", prompt("hi"))
+    # Undecodable bytes: dead-letter only (there is no request id to answer).
+    pub.publish_raw(b"\x00 definitely not an avro record", key=b"garbage")
+    pub.flush()
+    return ids, 1
+
+
+def describe(r: ResultEvent) -> str:
+    if r.status is ResultStatus.OK:
+        body = orjson.loads(r.response_json or "{}")
+        if "embedding" in body:
+            values = body["embedding"].get("values", [])
+            detail = f"embedding[{len(values)}] {[round(v, 3) for v in values[:3]]}..."
+        else:
+            parts = body.get("candidates", [{}])[0].get("content", {}).get("parts", [{}])
+            detail = repr((parts[0].get("text") or "")[:70])
+        tokens = r.usage.total_tokens if r.usage else 0
+        return f"OK    {r.request_id:<12} {r.model:<22} {r.batch_job} tokens={tokens} {detail}"
+    e = r.error
+    assert e is not None
+    return f"ERROR {r.request_id:<12} {r.model:<22} {e.code} {e.status}: {e.message[:80]}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--bulk", type=int, default=40, help="requests in the file-sized batch")
+    parser.add_argument("--timeout", type=float, default=180.0)
+    args = parser.parse_args()
+
+    run_dir = ROOT / ".run" / "demo"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    print("== starting a local Kafka broker (jars from Maven Central, cached after the first run)")
+    broker = kafka_local.LocalKafka(run_dir / "kafka", port=kafka_local.free_port())
+    broker.start()
+    sidecar: subprocess.Popen[bytes] | None = None
+    emulator = EmulatorServer(EmulatorConfig(queue_delay_s=1.0, processing_delay_s=2.0), port=0)
+    try:
+        emulator.start()
+        print(f"== broker {broker.bootstrap}; Gemini Batch API emulator {emulator.base_url}")
+        log_path = run_dir / "sidecar.log"
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("CONNECTOR_", "GEMINI_", "GOOGLE_"))
+        }
+        env.update(
+            {
+                "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+                "CONNECTOR_REQUEST_TOPIC": REQUESTS,
+                "CONNECTOR_RESULT_TOPIC": RESULTS,
+                "CONNECTOR_DLQ_TOPIC": DLQ,
+                "CONNECTOR_GROUP_ID": "demo-sidecar",
+                # Explicit: the sidecar never falls back to an emulator on its own.
+                "CONNECTOR_GEMINI_BASE_URL": emulator.base_url,
+                "CONNECTOR_BATCH_MAX_WAIT_S": "2",
+                "CONNECTOR_POLL_INITIAL_S": "1",
+                "CONNECTOR_POLL_MAX_S": "2",
+                # Lowered from 19 MB so the demo's bulk batch shows the file path.
+                "CONNECTOR_BATCH_INLINE_MAX_BYTES": "20000",
+                "PYTHONPATH": str(ROOT),
+            }
+        )
+        sidecar = subprocess.Popen(
+            [sys.executable, "-m", "connector", "run"],
+            env=env,
+            stdout=log_path.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        print(f"== sidecar running (pid {sidecar.pid}, log {log_path.relative_to(ROOT)})")
+        pub = RequestPublisher(broker.bootstrap, REQUESTS)
+        reader = ResultReader(broker.bootstrap, RESULTS)
+        try:
+            expected, _ = publish_samples(pub, args.bulk)
+            print(
+                f"== published {len(expected)} requests (+1 undecodable record); results as they arrive:"
+            )
+            seen: dict[str, ResultEvent] = {}
+            deadline = time.monotonic() + args.timeout
+            while not expected <= set(seen) and time.monotonic() < deadline:
+                if sidecar.poll() is not None:
+                    print(f"!! sidecar exited with {sidecar.returncode}; see {log_path}")
+                    return 1
+                for _, r in reader.poll(0.5):
+                    if r.request_id in seen:
+                        continue
+                    seen[r.request_id] = r
+                    if not r.request_id.startswith("bulk-") or r.request_id == "bulk-0":
+                        print(
+                            "   "
+                            + describe(r)
+                            + (
+                                f"  (+{args.bulk - 1} more bulk results)"
+                                if r.request_id == "bulk-0"
+                                else ""
+                            )
+                        )
+        finally:
+            pub.close()
+            reader.close()
+        missing = expected - set(seen)
+        ok = sum(r.status is ResultStatus.OK for r in seen.values())
+        jobs = emulator.stats()["batches"]["created_total"]
+        print(
+            f"== {len(seen)}/{len(expected)} requests answered: {ok} OK, {len(seen) - ok} errors; "
+            f"{jobs} batch jobs created; dead-letter topic: {DLQ}"
+        )
+        if missing:
+            print(f"!! no result within {args.timeout:.0f}s for {sorted(missing)[:10]}")
+            return 1
+        return 0
+    finally:
+        if sidecar is not None and sidecar.poll() is None:
+            sidecar.send_signal(signal.SIGTERM)
+            try:
+                sidecar.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                sidecar.kill()
+        emulator.stop()
+        broker.stop()
+        print("== stopped sidecar, emulator and broker")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
