@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import random
 import re
 from array import array
 from dataclasses import dataclass
@@ -81,7 +80,7 @@ class FakeModel:
         config = field(request, "generationConfig") or {}
         version = model.removeprefix("models/").removeprefix("tunedModels/")
         digest = hashlib.blake2b(f"{version}\0{system}\0{prompt}".encode(), digest_size=16).digest()
-        seed = int.from_bytes(digest[:8], "big")
+        seed = int.from_bytes(digest[:8], "big") & ((1 << 63) - 1)
         prompt_tokens = tokens(len(prompt) + len(system)) + _MEDIA_TOKENS * media
         count = _int(field(config, "candidateCount"), 1)
         candidates = [
@@ -106,8 +105,9 @@ class FakeModel:
     def _candidate(
         self, request: JsonObj, config: Any, prompt: str, system: str, seed: int, index: int
     ) -> JsonObj:
-        words = re.findall(r"[A-Za-z0-9]+", prompt)
-        call = _function_call(request, prompt, seed, words)
+        tools = field(request, "tools")
+        words = re.findall(r"[A-Za-z0-9]+", prompt[:2000]) if tools or config else []
+        call = _function_call(request, prompt, seed, words) if tools else None
         if call is not None:
             part_tokens = tokens(len(orjson.dumps(call)))
             return {
@@ -221,8 +221,8 @@ def _text_of(contents: list[Any]) -> tuple[str, int]:
 
 
 def _prose(prompt: str, system: str, request: JsonObj, seed: int) -> str:
-    rng = random.Random(seed)
-    body = " ".join(rng.choice(_VOCAB) for _ in range(6 + seed % 18))
+    picks = hashlib.blake2b(seed.to_bytes(8, "big", signed=False), digest_size=24).digest()
+    body = " ".join([_VOCAB[b % len(_VOCAB)] for b in picks[: 6 + seed % 18]])
     excerpt = " ".join(prompt.split())[:_EXCERPT]
     text = f'Emulated answer to "{excerpt}": {body}.'
     if system:

@@ -64,9 +64,15 @@ class ApiError(Exception):
 _CAMEL_RE = re.compile(r"([A-Z])")
 
 
+_SNAKE: dict[str, str] = {}
+
+
 def snake(name: str) -> str:
-    """`fileName` -> `file_name`."""
-    return _CAMEL_RE.sub(lambda m: "_" + m.group(1).lower(), name)
+    """`fileName` -> `file_name` (memoized: field names are few and read per request)."""
+    out = _SNAKE.get(name)
+    if out is None:
+        out = _SNAKE[name] = _CAMEL_RE.sub(lambda m: "_" + m.group(1).lower(), name)
+    return out
 
 
 def field(obj: Any, camel: str, default: Any = None) -> Any:
