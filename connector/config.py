@@ -194,7 +194,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("log_format", "CONNECTOR_LOG_FORMAT", str, "json", "json or console"),
 )
 
-# kafka-python settings passed through from CONNECTOR_KAFKA_<NAME> (e.g. CONNECTOR_KAFKA_SECURITY_PROTOCOL).
+# kafka-python settings passed through from CONNECTOR_KAFKA_<NAME>
+# (e.g. CONNECTOR_KAFKA_SECURITY_PROTOCOL).
 KAFKA_PREFIX = "CONNECTOR_KAFKA_"
 _SECRET_WORDS = ("password", "secret", "key", "token")
 

@@ -5,6 +5,7 @@ kafka-python types stay in here; the runner sees `Record`, `Sent` and plain ints
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
@@ -65,10 +66,11 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped bas
         self.events.append(("revoked", {tp.partition for tp in lost}))
 
 
-_CLIENTS = (KafkaConsumer, KafkaProducer, KafkaAdminClient)
+# Any: kafka-python's client classes share DEFAULT_CONFIG but no common typed base.
+_CLIENTS: tuple[Any, ...] = (KafkaConsumer, KafkaProducer, KafkaAdminClient)
 
 
-def client_config(client: type, bootstrap: str, extra: Mapping[str, Any]) -> dict[str, Any]:
+def client_config(client: type[Any], bootstrap: str, extra: Mapping[str, Any]) -> dict[str, Any]:
     """Pass-through settings that this kind of client understands (security, timeouts...).
 
     kafka-python rejects unknown keys, and consumer-only keys such as
@@ -254,7 +256,8 @@ class Admin:
         existing = self.partitions(topic)
         if existing is not None:
             return existing
-        try:
+        # Another replica may create it between the check and here: that is fine.
+        with contextlib.suppress(TopicAlreadyExistsError):
             self._admin.create_topics(
                 {
                     topic: {
@@ -265,8 +268,6 @@ class Admin:
                 },
                 wait_for_metadata=True,
             )
-        except TopicAlreadyExistsError:
-            pass
         found = self.partitions(topic)
         if found is None:
             raise ConfigError(f"could not create topic {topic!r}")

@@ -46,7 +46,8 @@ class Ledger:
             except DecodeError as exc:
                 # A ledger we cannot read would silently lose jobs: refuse instead.
                 raise LedgerError(
-                    f"unreadable ledger entry {job_id!r} at {self.topic}[{partition}]@{rec.offset}: {exc}"
+                    f"unreadable ledger entry {job_id!r} at "
+                    f"{self.topic}[{partition}]@{rec.offset}: {exc}"
                 ) from exc
         return live
 
