@@ -169,6 +169,7 @@ class _Embed(Struct, forbid_unknown_fields=True):
 
 _GENERATE = Kind.GENERATE  # module constants: enum member lookups are slow on 3.11
 _EMBED = Kind.EMBED
+_KINDS = {k.value: k for k in Kind}
 _GENERATE_DECODER = msgspec.json.Decoder(_Generate)
 _EMBED_DECODER = msgspec.json.Decoder(_Embed)
 _SHAPE = {Kind.GENERATE: "GenerateContentRequest", Kind.EMBED: "EmbedContentRequest"}
@@ -217,7 +218,11 @@ def validate_request(ev: RequestEvent, max_request_bytes: int) -> tuple[int, int
         _check_metadata(metadata)
     kind = ev.kind
     if kind is not _GENERATE and kind is not _EMBED:
-        raise InvalidRequest(f"kind {kind!r} is not supported; use 'generate' or 'embed'")
+        # A plain "generate" string (a hand-built event) is fine; anything else is not.
+        found = _KINDS.get(kind) if isinstance(kind, str) else None
+        if found is None:
+            raise InvalidRequest(f"kind {kind!r} is not supported; use 'generate' or 'embed'")
+        kind = found
 
     body = ev.body
     if type(body) is not str:

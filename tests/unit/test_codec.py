@@ -159,6 +159,43 @@ def test_fingerprint_matches_the_avro_specification() -> None:
     assert schema_fingerprint("null") == (7195948357588979594).to_bytes(8, "little")
 
 
+def _rabin_fingerprint64(data: bytes) -> int:
+    """CRC-64-AVRO exactly as the Avro specification writes it, independent of fastavro."""
+    empty = 0xC15D213AA4D7A795
+    table = []
+    for i in range(256):
+        fp = i
+        for _ in range(8):
+            fp = (fp >> 1) ^ (empty & -(fp & 1))
+        table.append(fp)
+    fp = empty
+    for byte in data:
+        fp = (fp >> 8) ^ table[(fp ^ byte) & 0xFF]
+    return fp
+
+
+@pytest.mark.parametrize("name", SCHEMA_NAMES)
+def test_fingerprints_match_the_spec_algorithm(name: str) -> None:
+    """Our header bytes equal the spec's Rabin fingerprint of the canonical form, little-endian."""
+    from fastavro.schema import to_parsing_canonical_form
+
+    for schema in load_schemas(name):
+        canonical = to_parsing_canonical_form(schema).encode()
+        expected = _rabin_fingerprint64(canonical).to_bytes(8, "little")
+        assert schema_fingerprint(schema) == expected
+
+
+def test_schemas_are_found_in_the_checkout_when_not_installed() -> None:
+    """From a source checkout the schema folder is the repo's avro/; unknown names are refused."""
+    from pathlib import Path
+
+    from connector.schemas import schema_root
+
+    assert Path(str(schema_root())) == Path(__file__).resolve().parents[2] / "avro"
+    with pytest.raises(ValueError, match="unknown schema"):
+        load_schemas("requests")
+
+
 def test_producer_without_the_codec_is_readable() -> None:
     """A record framed by hand from the shipped schema (as in docs/contract.md) decodes."""
     schema = load_schemas("request")[-1]

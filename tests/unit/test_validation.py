@@ -279,6 +279,12 @@ def test_rejections_name_the_reason(ev: RequestEvent, expected: str) -> None:
     assert expected in reason(ev)
 
 
+def test_kind_as_a_plain_string_is_accepted() -> None:
+    """A hand-built event with kind="embed" (a str, not Kind) validates like Kind.EMBED."""
+    ev = dataclasses.replace(embed({"content": TEXT_PART}), kind="embed")
+    assert validate_request(ev, LIMIT) == validate_request(embed({"content": TEXT_PART}), LIMIT)
+
+
 def test_unknown_top_level_field_lists_the_known_ones() -> None:
     """The reason for an unknown top-level key lists the accepted keys, both spellings."""
     why = reason(gen({"contents": [TEXT_PART], "generation_cfg": {}}))
