@@ -37,6 +37,7 @@ from connector.schemas import load_schemas
 
 __all__ = [
     "MAGIC",
+    "MAX_LEDGER_OFFSETS",
     "Codec",
     "offsets_to_ranges",
     "ranges_to_offsets",
