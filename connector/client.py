@@ -81,13 +81,15 @@ class ResultReader:
     ) -> None:
         self._codec = Codec()
         self._consumer = KafkaConsumer(
-            topic,
             bootstrap_servers=bootstrap.split(","),
             group_id=group_id,
             auto_offset_reset="earliest",
             enable_auto_commit=group_id is not None,
             **kafka,
         )
+        # Metadata before subscribe: avoids kafka-python 3.0.12's empty-assignment join race.
+        self._consumer.partitions_for_topic(topic)
+        self._consumer.subscribe([topic])
 
     def poll(self, timeout_s: float = 1.0) -> list[tuple[bytes | None, ResultEvent]]:
         out: list[tuple[bytes | None, ResultEvent]] = []

@@ -100,6 +100,9 @@ class RequestConsumer:
             max_poll_records=max_records,
             **client_config(KafkaConsumer, bootstrap, extra),
         )
+        # kafka-python 3.0.12: a group join that completes before the topic's metadata is
+        # known can leave the member with no partitions for good; load the metadata first.
+        self._consumer.partitions_for_topic(topic)
         self._consumer.subscribe([topic], listener=self._listener)
 
     def poll(self, timeout_s: float) -> list[Record]:

@@ -173,9 +173,7 @@ def main() -> int:
         reader = ResultReader(broker.bootstrap, RESULTS)
         try:
             expected, _ = publish_samples(pub, args.bulk)
-            print(
-                f"== published {len(expected)} requests (+1 undecodable record); results as they arrive:"
-            )
+            print(f"== published {len(expected)} requests (+1 undecodable record); results:")
             seen: dict[str, ResultEvent] = {}
             deadline = time.monotonic() + args.timeout
             while not expected <= set(seen) and time.monotonic() < deadline:
