@@ -97,7 +97,12 @@ def to_inlined_request(item: JobInput) -> types.InlinedRequest:
     contents = body.pop("contents", None)
     body.pop("model", None)
     config: dict[str, Any] = {}
-    gen = body.pop("generationConfig", None) or body.pop("generation_config", None) or {}
+    gen = body.pop("generationConfig", None)
+    if gen is None:
+        gen = body.pop("generation_config", None)
+    if gen is None:
+        gen = {}
+    # Checked before any falsy shortcut: [], 0 or "" is not an object and must not vanish.
     if not isinstance(gen, dict):
         raise InvalidRequest("generationConfig must be an object")
     config.update(gen)
@@ -133,8 +138,14 @@ def parse_output_file(data: bytes) -> Iterator[OutputItem]:
             continue
         if not isinstance(line, dict) or "key" not in line:
             continue
+        response = line.get("response")
         err = line.get("error") or line.get("status")
-        yield OutputItem(str(line["key"]), line.get("response"), err)
+        if err is not None and not isinstance(err, dict):
+            err = {"message": str(err)}  # e.g. a bare message string
+        # Only objects reach the result builder; anything else counts as no response.
+        yield OutputItem(
+            str(line["key"]), response if isinstance(response, dict) else None, err or None
+        )
 
 
 class Gemini:
