@@ -61,8 +61,8 @@ class FakeModel:
         if not isinstance(request, dict):
             return Outcome(error=request_error(400, "Request must be a JSON object."))
         contents = field(request, "contents")
-        if isinstance(contents, dict):
-            contents = [contents]
+        if isinstance(contents, dict | str):
+            contents = [contents]  # lenient: a lone Content or bare text
         if not contents or not isinstance(contents, list):
             return Outcome(
                 error=request_error(
