@@ -139,13 +139,12 @@ def parse_output_file(data: bytes) -> Iterator[OutputItem]:
         if not isinstance(line, dict) or "key" not in line:
             continue
         response = line.get("response")
-        err = line.get("error") or line.get("status")
+        # Empty values ("status": "" or {}) mean no error.
+        err = line.get("error") or line.get("status") or None
         if err is not None and not isinstance(err, dict):
             err = {"message": str(err)}  # e.g. a bare message string
         # Only objects reach the result builder; anything else counts as no response.
-        yield OutputItem(
-            str(line["key"]), response if isinstance(response, dict) else None, err or None
-        )
+        yield OutputItem(str(line["key"]), response if isinstance(response, dict) else None, err)
 
 
 class Gemini:

@@ -225,12 +225,17 @@ def test_parse_output_file_never_raises_and_keeps_types(lines: list[bytes]) -> N
         (b'{"key": "1", "response": "oops"}', OutputItem("1", None, None)),
         (b'{"key": "1", "error": "boom"}', OutputItem("1", None, {"message": "boom"})),
         (b'{"key": "1", "response": [1]}', OutputItem("1", None, None)),
+        (b'{"key": "1", "response": {}, "status": ""}', OutputItem("1", {}, None)),
+        (b'{"key": "1", "response": {}, "error": {}}', OutputItem("1", {}, None)),
     ],
 )
 def test_parse_output_file_normalises_non_object_payloads(
     line: bytes, expected: OutputItem
 ) -> None:
-    """A non-object response or error must not reach the result builder (it calls .get)."""
+    """A non-object response or error must not reach the result builder (it calls .get).
+
+    An empty error or status ("" or {}) is no error, so the response still counts.
+    """
     assert list(parse_output_file(line)) == [expected]
 
 
