@@ -1,0 +1,192 @@
+"""Imports point one way: leaves -> core -> shells -> runner -> cli; the emulator stands alone.
+
+Parsed with `ast` (nothing is imported), counting every import statement, including
+lazy imports inside functions and imports under TYPE_CHECKING.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "connector"
+EMULATOR = "connector.emulator"
+
+LEAF, CORE, SHELL, RUNNER, CLI, ENTRY = range(6)
+# Every sidecar module, by layer. A new module must be added here (see test below).
+LAYERS: dict[str, int] = {
+    "connector": LEAF,  # __init__: the version string only
+    "connector.records": LEAF,
+    "connector.errors": LEAF,
+    "connector.config": LEAF,
+    "connector.batcher": CORE,
+    "connector.watermark": CORE,
+    "connector.policy": CORE,
+    "connector.quota": CORE,
+    "connector.outcomes": CORE,
+    "connector.validation": CORE,
+    "connector.codec": CORE,
+    "connector.schemas": CORE,
+    "connector.kafka_io": SHELL,
+    "connector.gemini": SHELL,
+    "connector.ledger": SHELL,
+    "connector.replay": SHELL,
+    "connector.client": SHELL,
+    "connector.logs": SHELL,  # configures structlog and stdlib logging: process-wide I/O
+    "connector.runner": RUNNER,
+    "connector.cli": CLI,
+    "connector.__main__": ENTRY,
+}
+# Only the CLI may start the emulator (it ships in the same wheel as a subcommand).
+MAY_IMPORT_EMULATOR = {"connector.cli"}
+# Third-party I/O libraries that belong in one shell each, never in leaves or the core.
+IO_LIBRARIES = {"kafka", "google", "httpx", "httpx2"}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _is_package(name: str) -> bool:
+    return (PACKAGE.parent / Path(*name.split(".")) / "__init__.py").exists()
+
+
+def _is_module(name: str) -> bool:
+    p = PACKAGE.parent / Path(*name.split("."))
+    return p.with_suffix(".py").exists() or (p / "__init__.py").exists()
+
+
+def imports_of(path: Path) -> Iterator[tuple[int, str]]:
+    """(line, absolute module name) for every import in the file.
+
+    `from pkg import name` counts as importing `pkg.name` when that is a module.
+    """
+    me = _module_name(path)
+    package = me if path.name == "__init__.py" else me.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                module = ".".join([*base, node.module] if node.module else base)
+            else:
+                module = node.module or ""
+            for alias in node.names:
+                sub = f"{module}.{alias.name}"
+                yield node.lineno, sub if _is_module(sub) else module
+
+
+def _sidecar_files() -> list[Path]:
+    return sorted(PACKAGE.glob("*.py"))
+
+
+def _is_emulator(name: str) -> bool:
+    return name == EMULATOR or name.startswith(EMULATOR + ".")
+
+
+def _internal_edges() -> dict[str, set[str]]:
+    edges: dict[str, set[str]] = {}
+    for path in _sidecar_files():
+        me = _module_name(path)
+        edges[me] = {
+            name
+            for _, name in imports_of(path)
+            if (name == "connector" or name.startswith("connector."))
+            and not _is_emulator(name)
+            and name != me
+        }
+    return edges
+
+
+def test_the_import_parser_sees_lazy_relative_and_from_imports() -> None:
+    """The checker must see every kind of import this package uses, or it proves nothing."""
+    cli = {name for _, name in imports_of(PACKAGE / "cli.py")}
+    assert "connector.runner" in cli  # imported lazily inside a function
+    assert "connector.config" in cli  # `from connector import config`
+    assert "connector" in cli  # `from connector import __version__`
+    assert "connector.emulator.cli" in cli
+    emu_cli = {name for _, name in imports_of(PACKAGE / "emulator" / "cli.py")}
+    assert "connector.emulator.config" in emu_cli  # `from .config import ...`
+
+
+def test_every_module_has_a_layer() -> None:
+    """A new module must be placed in a layer, so this map and the rule stay current."""
+    found = {_module_name(p) for p in _sidecar_files()}
+    assert found - LAYERS.keys() == set(), "add the new module(s) to LAYERS"
+    assert LAYERS.keys() - found == set(), "remove deleted module(s) from LAYERS"
+
+
+@pytest.mark.parametrize("path", _sidecar_files(), ids=lambda p: p.name)
+def test_imports_point_down(path: Path) -> None:
+    """A module imports only its own layer or lower ones: the core never reaches a shell."""
+    me = _module_name(path)
+    if me not in LAYERS:
+        pytest.fail(f"{me} has no layer in LAYERS")
+    wrong = []
+    for line, name in imports_of(path):
+        if _is_emulator(name):
+            if me not in MAY_IMPORT_EMULATOR:
+                wrong.append(f"{path.name}:{line} imports {name}")
+            continue
+        if name != "connector" and not name.startswith("connector."):
+            continue
+        if name not in LAYERS:
+            wrong.append(f"{path.name}:{line} imports unknown {name}")
+        elif LAYERS[name] > LAYERS[me]:
+            wrong.append(f"{path.name}:{line} ({LAYERS[me]}) imports {name} ({LAYERS[name]})")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_no_import_cycles_inside_a_layer() -> None:
+    """Same-layer imports are allowed, but must still point one way (no cycles)."""
+    edges = _internal_edges()
+    done: set[str] = set()
+    stack: list[str] = []
+
+    def visit(m: str) -> None:
+        if m in stack:
+            cycle = [*stack[stack.index(m) :], m]
+            pytest.fail("import cycle: " + " -> ".join(cycle))
+        if m in done:
+            return
+        stack.append(m)
+        for n in sorted(edges.get(m, ())):
+            visit(n)
+        stack.pop()
+        done.add(m)
+
+    for m in sorted(edges):
+        visit(m)
+
+
+@pytest.mark.parametrize(
+    "module", sorted(m for m, layer in LAYERS.items() if layer in (LEAF, CORE))
+)
+def test_leaves_and_core_import_no_io_library(module: str) -> None:
+    """Kafka, google-genai and HTTP types stay in their shells, never in pure code."""
+    name = module.removeprefix("connector").lstrip(".") or "__init__"
+    path = PACKAGE / f"{name}.py"
+    bad = [f"{line}: {n}" for line, n in imports_of(path) if n.split(".")[0] in IO_LIBRARIES]
+    assert not bad, f"{module} imports I/O libraries: {bad}"
+
+
+def test_emulator_imports_nothing_from_the_sidecar() -> None:
+    """The emulator must not share the sidecar's code, or it could share its bugs."""
+    files = sorted((PACKAGE / "emulator").rglob("*.py"))
+    assert files, "emulator sources not found"
+    wrong = [
+        f"{p.relative_to(PACKAGE)}:{line} imports {name}"
+        for p in files
+        for line, name in imports_of(p)
+        if (name == "connector" or name.startswith("connector.")) and not _is_emulator(name)
+    ]
+    assert not wrong, "\n".join(wrong)
