@@ -132,7 +132,7 @@ def test_imports_point_down(path: Path) -> None:
     if me not in LAYERS:
         pytest.fail(f"{me} has no layer in LAYERS")
     wrong = []
-    for line, name in imports_of(path):
+    for line, name in sorted(set(imports_of(path))):
         if _is_emulator(name):
             if me not in MAY_IMPORT_EMULATOR:
                 wrong.append(f"{path.name}:{line} imports {name}")
