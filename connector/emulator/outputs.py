@@ -43,10 +43,16 @@ class OutputBuilder:
             model = FakeModel(cfg.request_fail_trigger)
             answer = model.embed if job.kind == "embed" else model.generate
             roll = _Roller(cfg.seed, job.seq, cfg.request_error_rate)
-            if job.input_path is not None:
-                output, ok, bad = self._file_output(job, answer, roll)
-            else:
-                output, ok, bad = self._inline_output(job, answer, roll)
+            try:
+                if job.input_path is not None:
+                    output, ok, bad = self._file_output(job, answer, roll)
+                else:
+                    output, ok, bad = self._inline_output(job, answer, roll)
+            except OSError as exc:  # input vanished (e.g. reset) or disk full: the job fails
+                with self._jobs.lock:
+                    job.state = "FAILED"
+                    job.error = {"code": 13, "message": f"Batch failed: {exc}"}
+                return
             with self._jobs.lock:
                 job.succeeded, job.failed = ok, bad
                 job.output = output

@@ -74,12 +74,17 @@ class Service:
         kind, version, rest = match.group("kind"), match.group("version"), match.group("rest")
         if kind == "upload/" and "upload_id" in req.query:
             return self._upload_chunk(req)  # the upload ID is the credential: no key, no faults
+        if kind == "upload/":
+            try:
+                self._faults()
+                self._authenticate(req)
+                if rest != "files" or req.method != "POST":
+                    raise ApiError(404, f"Unknown upload path {req.path}.")
+                return self._upload_start(req, version)
+            except ApiError as exc:  # upload replies always say where the upload stands
+                return Response.json(exc.body(), exc.code, {"x-goog-upload-status": "final"})
         self._faults()
         self._authenticate(req)
-        if kind == "upload/":
-            if rest != "files" or req.method != "POST":
-                raise ApiError(404, f"Unknown upload path {req.path}.")
-            return self._upload_start(req, version)
         if kind == "download/":
             found = _FILE.match(rest)
             if found is None or found.group("verb") != "download":

@@ -167,6 +167,19 @@ def test_file_size_cap(make_emulator: Callable[..., EmulatorServer]) -> None:
         client.files.upload(file=io.BytesIO(b"x" * 2_000), config={"mime_type": "jsonl"})
     assert info.value.code == 400
     client.files.upload(file=io.BytesIO(b"x" * 500), config={"mime_type": "jsonl"})
+    start = raw(
+        srv,
+        "POST",
+        "/upload/v1beta/files",
+        headers={
+            "x-goog-api-key": "k",
+            "X-Goog-Upload-Protocol": "resumable",
+            "X-Goog-Upload-Command": "start",
+            "X-Goog-Upload-Header-Content-Length": "5000",
+        },
+    )
+    assert start.status_code == 400
+    assert start.headers["x-goog-upload-status"] == "final"
 
 
 def test_storage_cap(make_emulator: Callable[..., EmulatorServer]) -> None:
