@@ -16,8 +16,6 @@ from types import FrameType
 from .config import EmulatorConfig
 from .server import EmulatorServer
 
-_SKIP = {"extra"}
-
 
 def build_parser() -> argparse.ArgumentParser:
     """Parser with --host, --port, --verbose and one flag per knob."""
@@ -30,8 +28,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log every request")
     defaults = EmulatorConfig()
     for f in dataclasses.fields(EmulatorConfig):
-        if f.name in _SKIP:
-            continue
         kind = str(f.type)
         if kind.startswith("int"):
             conv: type = int
@@ -51,11 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
     """The EmulatorConfig the parsed flags describe."""
-    values = {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(EmulatorConfig)
-        if f.name not in _SKIP
-    }
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(EmulatorConfig)}
     return EmulatorConfig(**values)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 HOUR = 3600.0
@@ -70,9 +70,6 @@ class EmulatorConfig:
     job_expire_trigger: str = "emulator-expire-job"
     """A batch whose display name contains this ends EXPIRED."""
 
-    extra: dict[str, Any] = field(default_factory=dict)
-    """Free-form values for forward compatibility; ignored by the emulator."""
-
     def updated(self, changes: dict[str, Any]) -> EmulatorConfig:
         """Return a copy with `changes` applied, coercing JSON values to the field types."""
         known = {f.name: f for f in dataclasses.fields(self)}
@@ -93,10 +90,6 @@ def coerce(annotation: object, value: Any) -> Any:
     if value is None:
         return None
     text = str(annotation)
-    if "dict" in text:
-        if not isinstance(value, dict):
-            raise ValueError("expected an object")
-        return value
     if text.startswith("int"):
         return int(value)
     if text.startswith("float"):

@@ -49,7 +49,7 @@ class Control:
         if path == "/_emulator/reset" and method == "POST":
             self._svc.jobs.reset()
             self._svc.files.reset()
-            self._svc.calls.clear()
+            self._svc.reset_calls()
             return Response.json({})
         if (m := _FORCE.match(path)) and method == "POST":
             body = loads_lenient(req.body.read_all())
@@ -64,7 +64,7 @@ class Control:
         return {
             "batches": self._svc.jobs.stats(),
             "files": self._svc.files.stats(),
-            "calls": dict(self._svc.calls),
+            "calls": self._svc.call_counts(),
             "clock": self.clock(),
         }
 

@@ -249,4 +249,4 @@ class EmulatorServer:
         """Forget all batches and files."""
         self.service.jobs.reset()
         self.service.files.reset()
-        self.service.calls.clear()
+        self.service.reset_calls()

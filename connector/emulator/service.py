@@ -46,6 +46,7 @@ class Service:
         self._rng = random.Random(config.seed)
         self._rng_lock = threading.Lock()
         self.calls: Counter[str] = Counter()
+        self._calls_lock = threading.Lock()
 
     @property
     def config(self) -> EmulatorConfig:
@@ -110,11 +111,11 @@ class Service:
             if verb is None and method == "GET":
                 return self._get_batch(job_id, version)
             if (verb is None and method == "DELETE") or verb == "delete":
-                self.calls["batches.delete"] += 1
+                self._count("batches.delete")
                 self.jobs.delete(job_id)
                 return Response.json({})
             if verb == "cancel" and method in ("POST", "GET"):
-                self.calls["batches.cancel"] += 1
+                self._count("batches.cancel")
                 self.jobs.cancel(job_id)
                 return Response.json({})
             raise ApiError(404, f"Unknown batch method {rest} ({method}).")
@@ -125,15 +126,29 @@ class Service:
             if verb == "download" and method == "GET":
                 return self._download(file_id)
             if verb is None and method == "GET":
-                self.calls["files.get"] += 1
+                self._count("files.get")
                 return Response.json(self.files.get(file_id).to_json(req.origin, version))
             if verb is None and method == "DELETE":
-                self.calls["files.delete"] += 1
+                self._count("files.delete")
                 self.files.delete(file_id)
                 return Response.json({})
         raise ApiError(404, f"Unknown path {req.path} ({method}).")
 
     # -- cross-cutting --------------------------------------------------------------------
+
+    def _count(self, call: str) -> None:
+        with self._calls_lock:
+            self.calls[call] += 1
+
+    def call_counts(self) -> dict[str, int]:
+        """A consistent copy of the per-method call counts."""
+        with self._calls_lock:
+            return dict(self.calls)
+
+    def reset_calls(self) -> None:
+        """Zero the call counts."""
+        with self._calls_lock:
+            self.calls.clear()
 
     def _faults(self) -> None:
         cfg = self._config
@@ -145,7 +160,7 @@ class Service:
             hit = self._rng.random() < cfg.transient_error_rate
             unavailable = self._rng.random() < 2 / 3
         if hit:
-            self.calls["faults.transient"] += 1
+            self._count("faults.transient")
             if unavailable:
                 raise ApiError(503, "The service is currently unavailable. (emulated)")
             raise ApiError(500, "An internal error has occurred. (emulated)")
@@ -176,7 +191,7 @@ class Service:
     # -- batches --------------------------------------------------------------------------
 
     def _create(self, req: Request, version: str, model: str, kind: str) -> Response:
-        self.calls["batches.create" if kind == "generate" else "batches.create_embeddings"] += 1
+        self._count("batches.create" if kind == "generate" else "batches.create_embeddings")
         cfg = self._config
         if req.body.length > cfg.max_inline_request_bytes:
             req.body.drain()
@@ -254,13 +269,13 @@ class Service:
             raise
 
     def _get_batch(self, job_id: str, version: str) -> Response:
-        self.calls["batches.get"] += 1
+        self._count("batches.get")
         job = self.jobs.get(job_id)
         self.outputs.ensure(job)
         return Response.json(operation(job, version))
 
     def _list_batches(self, req: Request, version: str) -> Response:
-        self.calls["batches.list"] += 1
+        self._count("batches.list")
         size = _page_size(req.query, default=50, maximum=1000)
         jobs, token = self.jobs.list(
             size, req.query.get("pageToken") or req.query.get("page_token")
@@ -275,7 +290,7 @@ class Service:
     # -- files ----------------------------------------------------------------------------
 
     def _upload_start(self, req: Request, version: str) -> Response:
-        self.calls["files.upload"] += 1
+        self._count("files.upload")
         protocol = req.header("x-goog-upload-protocol").lower()
         command = req.header("x-goog-upload-command").lower()
         if protocol == "raw" or req.query.get("uploadType") == "media":
@@ -357,14 +372,14 @@ class Service:
             return Response.json(err.body(), 400, {"x-goog-upload-status": status})
 
     def _download(self, file_id: str) -> Response:
-        self.calls["files.download"] += 1
+        self._count("files.download")
         stored = self.files.get(file_id)
         if stored.source != "GENERATED":
             raise ApiError(400, "Only generated files can be downloaded; this file was uploaded.")
         return Response(content_type=stored.mime_type, file=stored.path)
 
     def _list_files(self, req: Request, version: str) -> Response:
-        self.calls["files.list"] += 1
+        self._count("files.list")
         size = _page_size(req.query, default=10, maximum=100)
         files, token = self.files.list(
             size, req.query.get("pageToken") or req.query.get("page_token")
