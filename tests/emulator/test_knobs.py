@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx2
 import pytest
@@ -277,3 +278,59 @@ def test_errors_have_google_shape(emulator: EmulatorServer) -> None:
         assert resp.status_code in (400, 404)
         assert err["message"]
         assert err["status"] in ("INVALID_ARGUMENT", "NOT_FOUND")
+
+
+def test_per_request_delay_and_running_time(make_emulator: Callable[..., EmulatorServer]) -> None:
+    """RUNNING lasts processing_delay_s + per_request_delay_s x requests."""
+    srv = make_emulator(queue_delay_s=0, processing_delay_s=0, per_request_delay_s=10)
+    client = make_client(srv)
+    job = client.batches.create(model=MODEL, src=[{"contents": str(i)} for i in range(3)])  # type: ignore[misc]
+    assert client.batches.get(name=job.name or "").state == JS.JOB_STATE_RUNNING
+    srv.advance_clock(28)
+    assert client.batches.get(name=job.name or "").state == JS.JOB_STATE_RUNNING
+    srv.advance_clock(3)
+    assert client.batches.get(name=job.name or "").state == JS.JOB_STATE_SUCCEEDED
+
+
+def test_file_ttl_knob(make_emulator: Callable[..., EmulatorServer]) -> None:
+    """file_ttl_s sets the retention and the File's expirationTime."""
+    srv = make_emulator(file_ttl_s=60)
+    client = make_client(srv)
+    up = client.files.upload(file=io.BytesIO(b"{}\n"), config={"mime_type": "jsonl"})
+    assert up.expiration_time is not None
+    assert up.create_time is not None
+    assert round((up.expiration_time - up.create_time).total_seconds()) == 60
+    srv.advance_clock(61)
+    with pytest.raises(errors.ClientError) as info:
+        client.files.get(name=up.name or "")
+    assert info.value.code == 403
+
+
+def test_storage_dir_holds_the_bytes(
+    make_emulator: Callable[..., EmulatorServer], tmp_path: Path
+) -> None:
+    """With storage_dir, file bytes land on disk there (not in memory)."""
+    root = tmp_path / "store"
+    srv = make_emulator(storage_dir=str(root))
+    client = make_client(srv)
+    up = client.files.upload(file=io.BytesIO(b"hello-bytes\n"), config={"mime_type": "jsonl"})
+    stored = root / "files" / (up.name or "").removeprefix("files/")
+    assert stored.read_bytes() == b"hello-bytes\n"
+
+
+def test_custom_trigger_strings(make_emulator: Callable[..., EmulatorServer]) -> None:
+    """The trigger texts are knobs too."""
+    srv = make_emulator(request_fail_trigger="BOOM", job_fail_trigger="kaboom")
+    client = make_client(srv)
+    job = client.batches.create(
+        model=MODEL, src=[{"contents": "BOOM_503"}, {"contents": "EMULATOR_FAIL"}]
+    )  # type: ignore[list-item]
+    done = wait_done(client, job.name or "")
+    assert done.dest is not None
+    assert done.dest.inlined_responses is not None
+    first, second = done.dest.inlined_responses
+    assert first.error is not None
+    assert first.error.code == 503
+    assert second.error is None
+    failing = client.batches.create(model=MODEL, src=ONE, config={"display_name": "kaboom-1"})  # type: ignore[arg-type]
+    assert wait_done(client, failing.name or "").state == JS.JOB_STATE_FAILED
