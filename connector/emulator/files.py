@@ -102,6 +102,10 @@ class UploadSession:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+def _order(stored: StoredFile) -> tuple[float, str]:
+    return (-stored.created, stored.file_id)
+
+
 class FileStore:
     """Files and upload sessions. Bytes live under a directory; metadata in memory."""
 
@@ -279,19 +283,21 @@ class FileStore:
         stored.path.unlink(missing_ok=True)
 
     def list(self, page_size: int, token: str | None) -> tuple[list[StoredFile], str | None]:
-        """Newest first, paged by an opaque token (the last ID of the previous page)."""
+        """Newest first; the token is the sort key of the last file returned, so deleting
+        files between pages neither skips nor repeats any."""
         with self._lock:
             self._purge()
-            files = sorted(self._files.values(), key=lambda f: (-f.created, f.file_id))
-        start = 0
+            files = sorted(self._files.values(), key=_order)
         if token:
-            ids = [f.file_id for f in files]
-            if token not in ids:
-                raise ApiError(400, "Invalid page token.")
-            start = ids.index(token) + 1
-        page = files[start : start + page_size]
-        more = start + page_size < len(files)
-        return page, (page[-1].file_id if more and page else None)
+            try:
+                created, _, file_id = token.partition(":")
+                after = (-float(created), file_id)
+            except ValueError:
+                raise ApiError(400, "Invalid page token.") from None
+            files = [f for f in files if _order(f) > after]
+        page = files[:page_size]
+        more = len(files) > page_size
+        return page, (f"{page[-1].created!r}:{page[-1].file_id}" if more and page else None)
 
     def stats(self) -> JsonObj:
         """Counts for the control API."""

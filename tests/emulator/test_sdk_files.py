@@ -201,3 +201,26 @@ def test_create_from_missing_file_is_rejected(client: genai.Client) -> None:
     with pytest.raises(errors.ClientError) as info:
         client.batches.create(model="gemini-2.5-flash", src="files/doesnotexist")
     assert info.value.code == 400
+
+
+def test_files_paging_survives_deletes(client: genai.Client, emulator: EmulatorServer) -> None:
+    """Deleting a file already listed does not make the next page skip or repeat files."""
+    import httpx2
+
+    for i in range(5):
+        client.files.upload(
+            file=io.BytesIO(b"{}\n"), config={"mime_type": "jsonl", "display_name": f"p{i}"}
+        )
+    headers = {"x-goog-api-key": "k"}
+    with httpx2.Client(base_url=emulator.base_url, headers=headers) as http:
+        first = http.get("/v1beta/files", params={"pageSize": 2}).json()
+        http.delete(f"/v1beta/{first['files'][0]['name']}")
+        seen = [f["name"] for f in first["files"]]
+        token = first.get("nextPageToken")
+        while token:
+            page = http.get("/v1beta/files", params={"pageSize": 2, "pageToken": token}).json()
+            assert page["files"]
+            seen += [f["name"] for f in page["files"]]
+            token = page.get("nextPageToken")
+    assert len(seen) == 5
+    assert len(set(seen)) == 5
