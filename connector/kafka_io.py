@@ -129,6 +129,20 @@ class RequestConsumer:
                 }
             )
 
+    def rewind(self, partitions: Iterable[int]) -> None:
+        """Seek to the committed offset (or the beginning): open work was dropped on revocation.
+
+        kafka-python may keep its in-memory position for a partition that is revoked and
+        assigned again in one rebalance, which would skip the records of dropped batches.
+        """
+        for p in partitions:
+            tp = TopicPartition(self.topic, p)
+            committed = self._consumer.committed(tp)
+            if committed is None:
+                self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, committed)
+
     def assignment(self) -> set[int]:
         return {tp.partition for tp in self._consumer.assignment()}
 

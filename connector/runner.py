@@ -255,7 +255,10 @@ class Sidecar:
     def step(self) -> None:
         """One pass of the loop; every phase is bounded so polls stay frequent."""
         records = self.consumer.poll(self._poll_timeout())
-        self._apply_rebalance()
+        rewound = self._apply_rebalance()
+        if rewound:
+            # Fetched before the rewind: these come again from the committed offset.
+            records = [r for r in records if r.partition not in rewound]
         now = self.clock()
         sends: list[Sent] = []
         resolved: dict[int, list[int]] = {}
@@ -285,8 +288,10 @@ class Sidecar:
 
     # -- partitions --------------------------------------------------------------------
 
-    def _apply_rebalance(self) -> None:
+    def _apply_rebalance(self) -> set[int]:
+        """Apply queued partition changes; return the partitions assigned (and rewound)."""
         changed = False
+        assigned: set[int] = set()
         for kind, partitions in self.consumer.rebalance_events():
             changed = True
             if kind == "revoked":
@@ -297,9 +302,14 @@ class Sidecar:
             else:
                 for p in sorted(partitions):
                     self._recover(p)
+                assigned |= partitions
                 log.info("partitions assigned", partitions=sorted(partitions))
+        assigned &= set(self.owned)
+        if assigned:
+            self.consumer.rewind(assigned)
         if changed:
             self.budget = share(self.project_budget, len(self.owned), self.total_partitions)
+        return assigned
 
     def _recover(self, p: int) -> None:
         """Rebuild partition p from its ledger before any of its records is processed."""
@@ -309,7 +319,8 @@ class Sidecar:
         now = self.clock()
         sends: list[Sent] = []
         for job_id, entry in live.items():
-            # A parent whose successors exist was already resubmitted: only its tombstone is missing.
+            # A parent whose successors exist was resubmitted already; only its tombstone is
+            # missing (writing the successors again could create a finished one twice).
             if any(other.startswith(job_id + "/") for other in live):
                 sends.append(self.ledger.tombstone(entry))
                 continue
@@ -758,7 +769,10 @@ class Sidecar:
             log.info("resumed consumption", waiting=waiting)
 
     def _drain(self) -> None:
-        """On stop: record open batches as INTENTs so their offsets commit; jobs live on in the ledger."""
+        """On stop: record open batches as INTENTs so their offsets commit.
+
+        Running jobs stay in the ledger for the next owner of their partition.
+        """
         self._drain_until = self.clock() + self.s.drain_timeout_s
         sends: list[Sent] = []
         resolved: dict[int, list[int]] = {}

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+from waiting import wait_until
 
 from connector.client import ResultReader
 from connector.config import Settings
 from connector.gemini import Gemini
 from connector.records import ResultEvent
 from connector.runner import Sidecar
-from waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -176,7 +176,8 @@ def test_refuses_to_start_without_key_or_endpoint(topics: Topics, tmp_path: Path
         check=False,
     )
     assert proc.returncode == 2
-    assert b"GEMINI_API_KEY" in proc.stderr and b"CONNECTOR_GEMINI_BASE_URL" in proc.stderr
+    assert b"GEMINI_API_KEY" in proc.stderr
+    assert b"CONNECTOR_GEMINI_BASE_URL" in proc.stderr
 
 
 def test_never_logs_the_api_key(
@@ -193,4 +194,5 @@ def test_never_logs_the_api_key(
         assert stop(proc) == 0
     text = log.read_text()
     assert secret not in text
-    assert "explicit endpoint" in text and emulator.base_url in text
+    assert "explicit endpoint" in text
+    assert emulator.base_url in text

@@ -41,8 +41,10 @@ def test_inline_job_answers_every_request_once(
         body = orjson.loads(r.response_json)
         assert body["candidates"][0]["content"]["parts"][0]["text"]
         assert r.metadata["n"] == rid.split("-")[1] or r.metadata["n"].isdigit()
-        assert r.usage is not None and r.usage.total_tokens > 0
-        assert r.batch_job and r.batch_job.startswith("batches/")
+        assert r.usage is not None
+        assert r.usage.total_tokens > 0
+        assert r.batch_job
+        assert r.batch_job.startswith("batches/")
         assert got.keys[rid] == rid.encode()
     jobs = list_jobs(emulator.base_url)
     # Two partitions -> two jobs: batches never span partitions. Finished jobs are deleted.
@@ -96,7 +98,9 @@ def test_mixed_models_become_separate_jobs_and_per_request_errors(
         got = collect(kafka_bootstrap, topics.results, ids, timeout=60)
     assert got.latest("m2-fail").status is ResultStatus.ERROR
     err = got.latest("m2-fail").error
-    assert err is not None and err.code >= 400 and err.message
+    assert err is not None
+    assert err.code >= 400
+    assert err.message
     for rid in ("m1-a", "m1-b", "m2-a"):
         assert got.latest(rid).status is ResultStatus.OK
     assert got.latest("m1-a").batch_job == got.latest("m1-b").batch_job
@@ -107,7 +111,7 @@ def test_mixed_models_become_separate_jobs_and_per_request_errors(
 def test_poison_records_go_to_dead_letter_and_partition_keeps_flowing(
     kafka_bootstrap: str, topics: Topics, emulator: EmulatorServer, publisher: RequestPublisher
 ) -> None:
-    """Undecodable and invalid records land in the DLQ with provenance; later requests still flow."""
+    """Undecodable and invalid records go to the DLQ with provenance; later requests flow on."""
     from kafka import KafkaConsumer
 
     publisher.publish_raw(b"not avro at all", key=b"poison-1", partition=0)
@@ -118,7 +122,8 @@ def test_poison_records_go_to_dead_letter_and_partition_keeps_flowing(
         got = collect(kafka_bootstrap, topics.results, {"bad-shape", "good-after"}, timeout=60)
     assert got.latest("good-after").status is ResultStatus.OK
     bad = got.latest("bad-shape")
-    assert bad.status is ResultStatus.ERROR and bad.error is not None
+    assert bad.status is ResultStatus.ERROR
+    assert bad.error is not None
     assert bad.error.status == "INVALID_ARGUMENT"
     consumer = KafkaConsumer(
         topics.dlq, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest"
@@ -192,7 +197,8 @@ def test_exhausted_retries_become_error_results(
     for rid in ids:
         r = got.latest(rid)
         assert r.status is ResultStatus.ERROR
-        assert r.error is not None and "failed after 2 attempt" in r.error.message
+        assert r.error is not None
+        assert "failed after 2 attempt" in r.error.message
     assert emulator_stats(emulator.base_url)["batches"]["created_total"] == 2
 
 
@@ -220,3 +226,39 @@ def test_results_decode_with_the_published_schema(
     assert recs[0].value[:2] == b"\xc3\x01"
     assert Codec().decode_result(recs[0].value).request_id == "schema-1"
     assert dict(recs[0].headers)["request_id"] == b"schema-1"
+
+
+def test_rebalance_while_batches_are_open_loses_nothing(
+    kafka_bootstrap: str, topics: Topics, emulator: EmulatorServer, publisher: RequestPublisher
+) -> None:
+    """A member joining and leaving mid-batch revokes open batches; their records come again."""
+    from kafka import KafkaConsumer
+
+    settings = topics.settings(
+        kafka_bootstrap, emulator.base_url, batch_max_wait_s=4.0, status_interval_s=0.2
+    )
+    ids = {f"reb-{i}" for i in range(8)}
+    with sidecar_thread(settings) as sidecar:
+        for i, rid in enumerate(sorted(ids)):
+            publisher.publish(rid, "gemini-2.5-flash", prompt(rid), partition=i % 2)
+        publisher.flush()
+        wait_until(lambda: len(sidecar.batcher) == len(ids), timeout=30, message="open batches")
+        intruder = KafkaConsumer(
+            bootstrap_servers=kafka_bootstrap,
+            group_id=topics.group,
+            enable_auto_commit=False,  # a peer that commits nothing, like a busy sidecar
+            session_timeout_ms=6000,
+        )
+        try:
+            intruder.partitions_for_topic(topics.requests)
+            intruder.subscribe([topics.requests])
+            wait_until(
+                lambda: intruder.poll(200) is not None and intruder.assignment(),
+                timeout=30,
+                message="join",
+            )
+        finally:
+            intruder.close()
+        got = collect(kafka_bootstrap, topics.results, ids, timeout=60)
+    for rid in ids:
+        assert got.latest(rid).status is ResultStatus.OK
