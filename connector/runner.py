@@ -547,6 +547,9 @@ class Sidecar:
         except ProviderError as exc:
             log.warning("job create failed; backing off", job_id=entry.job_id, error=str(exc))
             self._cleanup(None, input_file, None)
+            # A 5xx or timeout may hide a job that was created: look it up before trying again.
+            # A 429 is a clear refusal.
+            t.lookup = exc.code != 429
             self._reschedule(t, now)
             return
         self.stats.jobs_created += 1

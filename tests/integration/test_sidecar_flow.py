@@ -262,3 +262,23 @@ def test_rebalance_while_batches_are_open_loses_nothing(
         got = collect(kafka_bootstrap, topics.results, ids, timeout=60)
     for rid in ids:
         assert got.latest(rid).status is ResultStatus.OK
+
+
+def test_transient_provider_errors_delay_but_never_duplicate(
+    kafka_bootstrap: str, topics: Topics, emulator: EmulatorServer, publisher: RequestPublisher
+) -> None:
+    """With a third of all Gemini calls failing 500/503, every request is still answered once."""
+    emulator.update_config(transient_error_rate=0.35, seed=7)
+    ids = {f"flaky-{i}" for i in range(10)}
+    for i, rid in enumerate(sorted(ids)):
+        publisher.publish(rid, "gemini-2.5-flash", prompt(rid), partition=i % 2)
+    publisher.flush()
+    settings = topics.settings(kafka_bootstrap, emulator.base_url, batch_max_requests=3)
+    with sidecar_thread(settings):
+        got = collect(kafka_bootstrap, topics.results, ids, timeout=120)
+    for rid in ids:
+        assert got.latest(rid).status is ResultStatus.OK
+        assert len(got.by_id[rid]) == 1
+    by_name = emulator_stats(emulator.base_url)["batches"]["by_display_name"]
+    assert by_name
+    assert max(by_name.values()) == 1, by_name
