@@ -182,6 +182,28 @@ def test_failed_job_is_retried_and_expired_job_is_split(
     assert created == (2 if forced == "FAILED" else 3)
 
 
+def test_cancelled_job_becomes_error_results(
+    kafka_bootstrap: str, topics: Topics, emulator: EmulatorServer, publisher: RequestPublisher
+) -> None:
+    """Someone cancels the job at the provider: each request gets a CANCELLED error, no retry."""
+    emulator.update_config(queue_delay_s=3600.0)
+    ids = {"cxl-1", "cxl-2"}
+    for rid in sorted(ids):
+        publisher.publish(rid, "gemini-2.5-flash", prompt(rid), partition=0)
+    publisher.flush()
+    with sidecar_thread(topics.settings(kafka_bootstrap, emulator.base_url)):
+        job = wait_until(lambda: list_jobs(emulator.base_url), timeout=30, message="job")[0]
+        emulator.force_state(job["name"], "CANCELLED")
+        got = collect(kafka_bootstrap, topics.results, ids, timeout=60)
+    for rid in ids:
+        r = got.latest(rid)
+        assert r.status is ResultStatus.ERROR
+        assert r.error is not None
+        assert r.error.status == "CANCELLED"
+        assert r.batch_job == job["name"]
+    assert emulator_stats(emulator.base_url)["batches"]["created_total"] == 1
+
+
 def test_exhausted_retries_become_error_results(
     kafka_bootstrap: str, topics: Topics, emulator: EmulatorServer, publisher: RequestPublisher
 ) -> None:
