@@ -15,8 +15,9 @@ Prints figures and ratios; asserts nothing. Phases (bench/README.md explains eve
 4. sidecar: `Sidecar` in a thread, fresh group: time until all N are taken in, until all N
    offsets are committed (INTENTs acked), and until all N results are in the results topic;
    peak RSS before/after;
-5. memory: the sidecar again (fresh group) against a Gemini that refuses every create, so all
-   N requests stay in flight in the sidecar; tracemalloc current/peak → MB per 10k in flight.
+5. memory: the sidecar again (fresh group, max_jobs=1) against a Gemini whose one job never
+   ends, so every later INTENT waits for quota with its requests in the sidecar's memory;
+   tracemalloc current/peak → MB per 10k in flight.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import time
 import tracemalloc
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +57,10 @@ from connector.client import RequestPublisher  # noqa: E402
 from connector.codec import Codec  # noqa: E402
 from connector.config import Settings  # noqa: E402
 from connector.emulator import EmulatorConfig, EmulatorServer  # noqa: E402
-from connector.errors import ProviderRetryable  # noqa: E402
-from connector.gemini import Gemini, JobInput, to_inlined_request  # noqa: E402
+from connector.gemini import Gemini, JobInput, RemoteJob, to_inlined_request  # noqa: E402
 from connector.logs import configure as configure_logs  # noqa: E402
 from connector.records import (  # noqa: E402
+    JobState,
     Kind,
     RequestEvent,
     ResultEvent,
@@ -429,10 +430,17 @@ def bare_consume(bootstrap: str, topics: Topics, n: int, decode: bool) -> Consum
 
 
 class HeldGemini(Gemini):
-    """A Gemini that refuses every create (retryable): every request stays in flight."""
+    """A Gemini that accepts jobs which never finish.
+
+    With `max_jobs=1` the first sealed batch becomes one never-ending job and every later
+    INTENT waits for quota (a cheap `admit` check, no SDK work), its requests held in memory.
+    """
 
     def create(self, *args: Any, **kwargs: Any) -> str:
-        raise ProviderRetryable("bench: creates are held back", 503, "UNAVAILABLE")
+        return "batches/bench-held"
+
+    def get(self, name: str) -> RemoteJob:
+        return RemoteJob(name, JobState.RUNNING, None, None, None)
 
 
 def sidecar_settings(
@@ -606,10 +614,10 @@ class HeldRun:
 
 
 def run_held(bootstrap: str, topics: Topics, n: int, batch: int, timeout: float) -> HeldRun:
-    """All N in flight: INTENTs recorded and committed, creates refused, payloads kept in memory."""
+    """All N in flight: INTENTs recorded and committed, held for quota, payloads in memory."""
     group = f"bench-held-{uuid.uuid4().hex[:8]}"
-    base_url = "http://127.0.0.1:9"  # never called: HeldGemini refuses before any HTTP
-    settings = sidecar_settings(bootstrap, topics, group, base_url, batch)
+    base_url = "http://127.0.0.1:9"  # never called: HeldGemini answers without HTTP
+    settings = replace(sidecar_settings(bootstrap, topics, group, base_url, batch), max_jobs=1)
     offsets = Offsets(bootstrap, group)
     rss_start = current_rss_mb()
     tracemalloc.start()
@@ -732,7 +740,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(out.getvalue(), flush=True)
 
             if not args.no_memory:
-                print("== memory: all N in flight in the sidecar (creates refused)", flush=True)
+                print("== memory: all N in flight in the sidecar (held for quota)", flush=True)
                 held = run_held(bootstrap, topics, n, args.batch, args.timeout)
                 grown = held.traced_end_mb - held.traced_start_mb
                 report.add(
