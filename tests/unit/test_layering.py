@@ -30,11 +30,16 @@ LAYERS: dict[str, int] = {
     "connector.validation": CORE,
     "connector.codec": CORE,
     "connector.schemas": CORE,
+    "connector.jobs": CORE,  # the replica's partition and job state, no I/O
     "connector.kafka_io": SHELL,
     "connector.gemini": SHELL,
     "connector.ledger": SHELL,
     "connector.replay": SHELL,
     "connector.client": SHELL,
+    "connector.sink": SHELL,
+    "connector.context": SHELL,
+    "connector.tracker": SHELL,  # polls Gemini, produces results
+    "connector.submitter": SHELL,  # creates Gemini jobs
     "connector.logs": SHELL,  # configures structlog and stdlib logging: process-wide I/O
     "connector.runner": RUNNER,
     "connector.cli": CLI,

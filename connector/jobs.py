@@ -1,0 +1,80 @@
+"""What one replica knows about its partitions and their jobs (state only, no I/O)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from connector.records import EntryState, LedgerEntry, PendingRequest
+from connector.watermark import Watermark
+
+
+@dataclass(slots=True)
+class Tracked:
+    """A live ledger entry plus this process's scheduling state for it."""
+
+    entry: LedgerEntry
+    due: float = 0.0
+    """Monotonic time of the next submit attempt (INTENT) or poll (SUBMITTED)."""
+    tries: int = 0
+    lookup: bool = True
+    """The job may already exist remotely (recovered, or after an unclear create failure)."""
+    payload: tuple[PendingRequest, ...] | None = None
+    """Requests still in memory from sealing, saving a re-read on first submit."""
+
+
+@dataclass(slots=True)
+class PartitionState:
+    """One owned request partition: its commit watermark and its live jobs."""
+
+    watermark: Watermark | None = None
+    jobs: dict[str, Tracked] = field(default_factory=dict)
+    covered: set[int] = field(default_factory=set)
+    """Offsets owned by live entries: never batched again."""
+    committed: int = -1
+
+    def add(self, t: Tracked) -> None:
+        self.jobs[t.entry.job_id] = t
+        self.covered.update(t.entry.offsets)
+
+    def remove(self, job_id: str) -> None:
+        t = self.jobs.pop(job_id, None)
+        if t is not None:
+            self.covered.difference_update(t.entry.offsets)
+
+
+class Partitions(dict[int, PartitionState]):
+    """The partitions this replica owns, with views over all their jobs."""
+
+    def tracked(self) -> Iterator[Tracked]:
+        for st in self.values():
+            yield from st.jobs.values()
+
+    def live(self) -> Iterator[LedgerEntry]:
+        for t in self.tracked():
+            yield t.entry
+
+    def due(self, state: EntryState, now: float) -> list[Tracked]:
+        return [t for t in self.tracked() if t.entry.state is state and t.due <= now]
+
+    def count(self, state: EntryState) -> int:
+        return sum(t.entry.state is state for t in self.tracked())
+
+    def remove_job(self, entry: LedgerEntry) -> None:
+        st = self.get(entry.key.partition)
+        if st is not None:
+            st.remove(entry.job_id)
+
+
+@dataclass(slots=True)
+class Stats:
+    """Counters for the periodic status line and for tests."""
+
+    consumed: int = 0
+    dead_lettered: int = 0
+    results_ok: int = 0
+    results_error: int = 0
+    jobs_created: int = 0
+    jobs_adopted: int = 0
+    jobs_finished: int = 0
+    jobs_resubmitted: int = 0

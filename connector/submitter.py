@@ -1,0 +1,145 @@
+"""The submitter: turns ledger INTENTs into Gemini jobs, each created at most once.
+
+A recovered INTENT (or one whose create failed unclearly) is first looked up by its
+display name and adopted if it exists; `create` itself runs with SDK retries off.
+"""
+
+from __future__ import annotations
+
+import orjson
+import structlog
+
+from connector import policy
+from connector.context import Context
+from connector.errors import InvalidRequest, ProviderError, ProviderRejected
+from connector.gemini import JobInput, jsonl_lines, to_inlined_request
+from connector.jobs import Tracked
+from connector.kafka_io import Sent
+from connector.outcomes import correlation_key
+from connector.quota import Budget, admit
+from connector.records import EntryState, ErrorInfo, Kind, RequestEvent
+from connector.tracker import Tracker
+
+log = structlog.get_logger("connector")
+
+
+class Submitter:
+    """Creates (or adopts) the jobs of due INTENTs within this replica's quota share."""
+
+    def __init__(self, ctx: Context, tracker: Tracker) -> None:
+        self.ctx = ctx
+        self.tracker = tracker
+
+    def submit_due(self, now: float, budget: Budget, deadline: float = float("inf")) -> None:
+        ctx = self.ctx
+        due = ctx.owned.due(EntryState.INTENT, now)
+        if not due:
+            return
+        due.sort(key=lambda t: (-t.entry.key.priority, t.entry.created_ms))
+        lookups = {t.entry.display_name for t in due if t.lookup}
+        try:
+            existing = ctx.gemini.find_by_display_names(lookups)
+        except ProviderError as exc:
+            log.warning("job lookup failed; will retry", error=str(exc))
+            for t in due:
+                ctx.reschedule(t, now)
+            return
+        sends: list[Sent] = []
+        for t in due:
+            if ctx.clock() >= deadline:
+                break
+            found = existing.get(t.entry.display_name) if t.lookup else None
+            if found is not None:
+                ctx.stats.jobs_adopted += 1
+                log.info("adopted existing job", job_id=t.entry.job_id, batch_job=found)
+                sends.append(self._submitted(t, found, None))
+                continue
+            if not admit(t.entry, ctx.owned.live(), budget):
+                t.due = now + 1.0
+                continue
+            sent = self._create(t, now)
+            if sent is not None:
+                sends.append(sent)
+        ctx.producer.flush_and_check(sends)
+
+    def _create(self, t: Tracked, now: float) -> Sent | None:
+        """Upload (file jobs) and create; returns the SUBMITTED ledger write on success."""
+        ctx = self.ctx
+        entry = t.entry
+        inputs = self._inputs(t)
+        inline = []
+        use_file = entry.use_file or entry.key.kind is Kind.EMBED
+        if not use_file:
+            for item in inputs:
+                try:
+                    inline.append(to_inlined_request(item))
+                except InvalidRequest:
+                    continue  # left out; its result says why (tracker._explain_missing)
+        if not (inline or (use_file and inputs)):
+            error = ErrorInfo(400, "INVALID_ARGUMENT", "no request of the job could be submitted")
+            self.tracker.give_up(entry, error, None)
+            return None
+        input_file = None
+        model, kind, name, prio = (
+            entry.key.model,
+            entry.key.kind,
+            entry.display_name,
+            entry.key.priority,
+        )
+        try:
+            if use_file:
+                input_file = ctx.gemini.upload_jsonl(jsonl_lines(inputs), name)
+                job = ctx.gemini.create(model, kind, name, prio, file_name=input_file)
+            else:
+                job = ctx.gemini.create(model, kind, name, prio, inline=inline)
+        except ProviderRejected as exc:
+            log.error("job rejected by the provider", job_id=entry.job_id, error=str(exc))
+            self.tracker.cleanup(None, input_file, None)
+            self.tracker.give_up(entry, ErrorInfo(exc.code or 400, exc.status, str(exc)), None)
+            return None
+        except ProviderError as exc:
+            log.warning("job create failed; backing off", job_id=entry.job_id, error=str(exc))
+            self.tracker.cleanup(None, input_file, None)
+            # A 5xx or timeout may hide a job that was created: look it up before trying
+            # again. A 429 is a clear refusal.
+            t.lookup = exc.code != 429
+            ctx.reschedule(t, now)
+            return None
+        ctx.stats.jobs_created += 1
+        log.info(
+            "job created",
+            job_id=entry.job_id,
+            batch_job=job,
+            partition=entry.key.partition,
+            model=model,
+            kind=kind.value,
+            requests=len(entry.offsets),
+            via="file" if input_file else "inline",
+            attempt=entry.attempt,
+        )
+        return self._submitted(t, job, input_file)
+
+    def _submitted(self, t: Tracked, job: str, input_file: str | None) -> Sent:
+        ctx = self.ctx
+        t.entry = policy.submitted(t.entry, job, input_file, ctx.wall_ms())
+        t.payload = None
+        t.tries = 0
+        t.lookup = False
+        t.due = ctx.clock() + ctx.retry.poll_initial_s
+        return ctx.ledger.write(t.entry)
+
+    def _inputs(self, t: Tracked) -> list[JobInput]:
+        """The job's requests with their correlation keys: from memory, or re-read by offset."""
+        events: list[tuple[int, RequestEvent]] = []
+        if t.payload is not None:
+            events = [(r.offset, r.event) for r in t.payload]
+        else:
+            for o in self.ctx.originals(t.entry).values():
+                if o.event is not None:  # unreadable ones get DATA_LOSS results at delivery
+                    events.append((o.offset, o.event))
+        out: list[JobInput] = []
+        for offset, ev in events:
+            key = correlation_key(offset)
+            meta = {"key": key, "request_id": ev.request_id}
+            out.append(JobInput(key, orjson.loads(ev.body), meta))
+        return out

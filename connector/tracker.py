@@ -1,0 +1,180 @@
+"""The tracker: polls submitted jobs and turns each ending into results or successor jobs.
+
+Order within a job's ending: results (or successor INTENTs) are produced and acked, then
+the job's tombstone; a crash in between repeats results (the named duplicate window).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import orjson
+import structlog
+
+from connector import policy
+from connector.context import Context
+from connector.errors import ConnectorError, InvalidRequest, ProviderError, ProviderRejected
+from connector.gemini import JobInput, RemoteJob, parse_output_file, to_inlined_request
+from connector.jobs import Tracked
+from connector.outcomes import (
+    NO_OUTPUT,
+    Original,
+    Outgoing,
+    correlation_key,
+    error_results,
+    success_results,
+)
+from connector.records import EntryState, ErrorInfo, JobState, Kind, LedgerEntry, OutputItem
+
+log = structlog.get_logger("connector")
+
+
+class Tracker:
+    """Polls SUBMITTED jobs with backoff and finishes the ones that ended."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def track_due(self, now: float, stopping: bool = False) -> None:
+        ctx = self.ctx
+        for t in ctx.owned.due(EntryState.SUBMITTED, now):
+            if stopping:
+                return
+            name = t.entry.provider_job
+            assert name is not None
+            remote: RemoteJob | None
+            try:
+                remote = ctx.gemini.get(name)
+                state = remote.state
+            except ProviderRejected as exc:
+                if exc.code != 404:
+                    log.warning("job poll rejected", batch_job=name, error=str(exc))
+                    ctx.reschedule(t, now)
+                    continue
+                log.warning("job vanished at the provider; treating as failed", batch_job=name)
+                remote, state = None, JobState.FAILED
+            except ProviderError as exc:
+                log.warning("job poll failed; backing off", batch_job=name, error=str(exc))
+                ctx.reschedule(t, now)
+                continue
+            if not state.terminal:
+                t.tries += 1
+                delay = policy.next_poll_delay(t.tries, ctx.retry)
+                t.due = now + delay * (0.8 + 0.4 * ctx.rand.random())
+                continue
+            self.finish(t, state, remote)
+
+    def finish(self, t: Tracked, state: JobState, remote: RemoteJob | None) -> None:
+        ctx = self.ctx
+        entry = t.entry
+        outcome = policy.on_terminal(entry, state, ctx.retry, ctx.wall_ms())
+        log.info("job ended", job_id=entry.job_id, batch_job=entry.provider_job, state=state.value)
+        if isinstance(outcome, policy.Deliver):
+            try:
+                outputs = self._outputs(remote)
+            except ProviderError as exc:
+                log.warning(
+                    "fetching results failed; will retry",
+                    batch_job=entry.provider_job,
+                    error=str(exc),
+                )
+                ctx.reschedule(t, ctx.clock())
+                return
+            originals = ctx.originals(entry)
+            outgoing = success_results(entry, originals, outputs, entry.provider_job, ctx.wall_ms())
+            self.deliver(entry, [_explain_missing(o, originals) for o in outgoing])
+            self.cleanup(
+                entry.provider_job, entry.input_file, remote.responses_file if remote else None
+            )
+        elif isinstance(outcome, policy.Resubmit):
+            self._resubmit(entry, outcome.entries, state)
+            self.cleanup(entry.provider_job, entry.input_file, None)
+        else:
+            self.give_up(entry, outcome.error, entry.provider_job)
+            self.cleanup(entry.provider_job, entry.input_file, None)
+
+    def _resubmit(
+        self, entry: LedgerEntry, successors: tuple[LedgerEntry, ...], state: JobState
+    ) -> None:
+        """Successor INTENTs first (only ids not live yet), acked; then the parent's tombstone."""
+        ctx = self.ctx
+        st = ctx.owned[entry.key.partition]
+        new = [e for e in successors if e.job_id not in st.jobs]
+        ctx.producer.flush_and_check([ctx.ledger.write(e) for e in new])
+        ctx.producer.flush_and_check([ctx.ledger.tombstone(entry)])
+        st.remove(entry.job_id)
+        for e in new:
+            # New to the ledger, and a job is only created after its INTENT is acked:
+            # no job of this name can exist, so no lookup is needed.
+            st.add(Tracked(e, due=ctx.clock(), lookup=False))
+        ctx.stats.jobs_resubmitted += 1
+        log.info(
+            "job resubmitted",
+            job_id=entry.job_id,
+            state=state.value,
+            successors=[e.job_id for e in successors],
+        )
+
+    def _outputs(self, remote: RemoteJob | None) -> list[OutputItem]:
+        if remote is None:
+            return []
+        if remote.inline is not None:
+            return list(remote.inline)
+        if remote.responses_file:
+            return list(parse_output_file(self.ctx.gemini.download(remote.responses_file)))
+        return []
+
+    def deliver(self, entry: LedgerEntry, outgoing: list[Outgoing]) -> None:
+        """Results first, acked; then the tombstone. A crash between them repeats results."""
+        ctx = self.ctx
+        ctx.producer.flush_and_check([ctx.sink.result(o.kafka_key, o.result) for o in outgoing])
+        ctx.producer.flush_and_check([ctx.ledger.tombstone(entry)])
+        ctx.owned.remove_job(entry)
+        ctx.stats.jobs_finished += 1
+        log.info(
+            "results produced",
+            job_id=entry.job_id,
+            batch_job=entry.provider_job,
+            ok=sum(o.result.error is None for o in outgoing),
+            errors=sum(o.result.error is not None for o in outgoing),
+        )
+
+    def give_up(self, entry: LedgerEntry, error: ErrorInfo, job_name: str | None) -> None:
+        """Every request of the job gets `error` as its result."""
+        ctx = self.ctx
+        log.warning(
+            "job gave up; producing error results", job_id=entry.job_id, error=error.message
+        )
+        originals = ctx.originals(entry)
+        self.deliver(entry, error_results(entry, originals, error, job_name, ctx.wall_ms()))
+
+    def cleanup(self, job: str | None, input_file: str | None, output_file: str | None) -> None:
+        """Best effort: Gemini deletes files after 48 h anyway; a failure here loses nothing."""
+        gemini = self.ctx.gemini
+        for what, fn, arg in (
+            ("input file", gemini.delete_file, input_file),
+            ("output file", gemini.delete_file, output_file),
+            ("job", gemini.delete_job, job),
+        ):
+            if arg is None:
+                continue
+            try:
+                fn(arg)
+            except ConnectorError as exc:
+                log.info("cleanup failed", what=what, name=arg, error=str(exc))
+
+
+def _explain_missing(o: Outgoing, originals: dict[int, Original]) -> Outgoing:
+    """A request left out at create (the SDK refused it) gets that reason, not 'no output'."""
+    r = o.result
+    if r.error != NO_OUTPUT:
+        return o
+    orig = originals.get(r.source_offset)
+    if orig is None or orig.event is None or orig.event.kind is not Kind.GENERATE:
+        return o
+    key = correlation_key(r.source_offset)
+    try:
+        to_inlined_request(JobInput(key, orjson.loads(orig.event.body), {"key": key}))
+    except InvalidRequest as exc:
+        return Outgoing(o.kafka_key, replace(r, error=ErrorInfo(exc.code, exc.status, exc.reason)))
+    return o
