@@ -304,3 +304,60 @@ def test_transient_provider_errors_delay_but_never_duplicate(
     by_name = emulator_stats(emulator.base_url)["batches"]["by_display_name"]
     assert by_name
     assert max(by_name.values()) == 1, by_name
+
+
+def test_job_quota_holds_intents_back_but_commits_their_offsets(
+    kafka_bootstrap: str, topics: Topics, emulator: EmulatorServer, publisher: RequestPublisher
+) -> None:
+    """Budget of one job: sealed batches wait as INTENTs, offsets committed, and run in turn."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    emulator.update_config(queue_delay_s=1.0)
+    ids = {f"quota-{i}" for i in range(6)}
+    for rid in sorted(ids):
+        publisher.publish(rid, "gemini-2.5-flash", prompt(rid), partition=0)
+    publisher.flush()
+    settings = topics.settings(kafka_bootstrap, emulator.base_url, max_jobs=1, batch_max_requests=2)
+    most_active = 0
+
+    def watch() -> bool:
+        nonlocal most_active
+        most_active = max(most_active, emulator_stats(emulator.base_url)["batches"]["active"])
+        return False
+
+    with sidecar_thread(settings) as sidecar:
+        wait_until(
+            lambda: watch() or sidecar.status()["intents"] >= 1,
+            timeout=30,
+            interval=0.1,
+            message="an INTENT waiting for quota",
+        )
+        reader = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=topics.group)
+        try:
+            # All six offsets commit although at most one job may run.
+            wait_until(
+                lambda: watch() or reader.committed(TopicPartition(topics.requests, 0)) == 6,
+                timeout=30,
+                interval=0.1,
+                message="offsets of waiting INTENTs committed",
+            )
+        finally:
+            reader.close()
+        got = collect(kafka_bootstrap, topics.results, ids, timeout=60)
+    assert all(got.latest(rid).status is ResultStatus.OK for rid in ids)
+    assert most_active == 1
+    assert emulator_stats(emulator.base_url)["batches"]["created_total"] == 3
+
+
+def test_expired_deadline_gets_an_error_without_a_job(
+    kafka_bootstrap: str, topics: Topics, emulator: EmulatorServer, publisher: RequestPublisher
+) -> None:
+    """A request whose deadline has passed is answered DEADLINE_EXCEEDED and never submitted."""
+    publisher.publish("late-1", "gemini-2.5-flash", prompt("too late"), deadline_ms=1, partition=0)
+    publisher.flush()
+    with sidecar_thread(topics.settings(kafka_bootstrap, emulator.base_url)):
+        got = collect(kafka_bootstrap, topics.results, {"late-1"}, timeout=30)
+    err = got.latest("late-1").error
+    assert err is not None
+    assert err.status == "DEADLINE_EXCEEDED"
+    assert emulator_stats(emulator.base_url)["batches"]["created_total"] == 0
