@@ -249,12 +249,9 @@ class Gemini:
         if dest is not None:
             responses_file = dest.file_name
             if dest.inlined_responses is not None:
-                inline = tuple(_inline_item(i, r) for i, r in enumerate(dest.inlined_responses))
+                inline = tuple(_inline_item(r) for r in dest.inlined_responses)
             elif dest.inlined_embed_content_responses is not None:
-                inline = tuple(
-                    _inline_embed_item(i, r)
-                    for i, r in enumerate(dest.inlined_embed_content_responses)
-                )
+                inline = tuple(_inline_item(r) for r in dest.inlined_embed_content_responses)
         return RemoteJob(name, state, job.display_name, inline, responses_file)
 
     def find_by_display_names(self, wanted: set[str]) -> dict[str, str]:
@@ -289,7 +286,7 @@ class Gemini:
             raise _map_error(exc) from exc
 
 
-def _inline_item(index: int, r: types.InlinedResponse) -> OutputItem:
+def _inline_item(r: types.InlinedResponse | types.InlinedEmbedContentResponse) -> OutputItem:
     key = (r.metadata or {}).get("key")
     response = (
         r.response.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -298,15 +295,4 @@ def _inline_item(index: int, r: types.InlinedResponse) -> OutputItem:
     )
     error = r.error.model_dump(mode="json", exclude_none=True) if r.error is not None else None
     # A missing key cannot be correlated; "" never matches a request, so it becomes an error.
-    return OutputItem(str(key) if key is not None else "", response, error)
-
-
-def _inline_embed_item(index: int, r: types.InlinedEmbedContentResponse) -> OutputItem:
-    key = (r.metadata or {}).get("key")
-    response = (
-        r.response.model_dump(mode="json", by_alias=True, exclude_none=True)
-        if r.response is not None
-        else None
-    )
-    error = r.error.model_dump(mode="json", exclude_none=True) if r.error is not None else None
     return OutputItem(str(key) if key is not None else "", response, error)

@@ -7,7 +7,7 @@ a response to the wrong request.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import orjson
@@ -137,6 +137,25 @@ def lost_request(entry: LedgerEntry, offset: int, now_ms: int, job_name: str | N
     )
 
 
+def _per_request(
+    entry: LedgerEntry,
+    originals: Mapping[int, Original],
+    job_name: str | None,
+    now_ms: int,
+    make: Callable[[Original, RequestEvent], ResultEvent],
+) -> list[Outgoing]:
+    """One result per offset of the job; unreadable requests get DATA_LOSS."""
+    out: list[Outgoing] = []
+    for offset in entry.offsets:
+        o = originals.get(offset)
+        if o is None or o.event is None:
+            result = lost_request(entry, offset, now_ms, job_name)
+        else:
+            result = make(o, o.event)
+        out.append(Outgoing(None if o is None else o.kafka_key, result))
+    return out
+
+
 def error_results(
     entry: LedgerEntry,
     originals: Mapping[int, Original],
@@ -145,19 +164,13 @@ def error_results(
     now_ms: int,
 ) -> list[Outgoing]:
     """One error result per request of a job that cannot succeed."""
-    out: list[Outgoing] = []
-    for offset in entry.offsets:
-        o = originals.get(offset)
-        if o is None or o.event is None:
-            out.append(
-                Outgoing(
-                    None if o is None else o.kafka_key,
-                    lost_request(entry, offset, now_ms, job_name),
-                )
-            )
-            continue
-        out.append(Outgoing(o.kafka_key, _base(o.event, o, entry, job_name, now_ms, error)))
-    return out
+    return _per_request(
+        entry,
+        originals,
+        job_name,
+        now_ms,
+        lambda o, ev: _base(ev, o, entry, job_name, now_ms, error),
+    )
 
 
 def success_results(
@@ -169,32 +182,23 @@ def success_results(
 ) -> list[Outgoing]:
     """One result per request of a SUCCEEDED job, matched to its output by key."""
     by_key = {item.key: item for item in outputs}
-    out: list[Outgoing] = []
-    for offset in entry.offsets:
-        o = originals.get(offset)
-        if o is None or o.event is None:
-            out.append(
-                Outgoing(
-                    None if o is None else o.kafka_key,
-                    lost_request(entry, offset, now_ms, job_name),
-                )
-            )
-            continue
-        item = by_key.get(correlation_key(offset))
+
+    def make(o: Original, ev: RequestEvent) -> ResultEvent:
+        base = _base(ev, o, entry, job_name, now_ms, NO_OUTPUT)
+        item = by_key.get(correlation_key(o.offset))
         if item is None:
-            result = _base(o.event, o, entry, job_name, now_ms, NO_OUTPUT)
-        elif item.response is not None and item.error is None:
-            result = replace(
-                _base(o.event, o, entry, job_name, now_ms, NO_OUTPUT),
+            return base
+        if item.response is not None and item.error is None:
+            return replace(
+                base,
                 status=ResultStatus.OK,
                 error=None,
                 response_json=orjson.dumps(item.response).decode(),
                 usage=usage_of(item.response),
             )
-        else:
-            result = _base(o.event, o, entry, job_name, now_ms, provider_error(item.error or {}))
-        out.append(Outgoing(o.kafka_key, result))
-    return out
+        return replace(base, error=provider_error(item.error or {}))
+
+    return _per_request(entry, originals, job_name, now_ms, make)
 
 
 def refused(
