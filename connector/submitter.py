@@ -11,8 +11,8 @@ import structlog
 
 from connector import policy
 from connector.context import Context
-from connector.errors import InvalidRequest, ProviderError, ProviderRejected
-from connector.gemini import JobInput, jsonl_lines, to_inlined_request
+from connector.errors import ProviderError, ProviderRejected
+from connector.gemini import JobInput, jsonl_lines
 from connector.jobs import Tracked
 from connector.kafka_io import Sent
 from connector.outcomes import correlation_key
@@ -67,31 +67,20 @@ class Submitter:
         ctx = self.ctx
         entry = t.entry
         inputs = self._inputs(t)
-        inline = []
-        use_file = entry.use_file or entry.key.kind is Kind.EMBED
-        if not use_file:
-            for item in inputs:
-                try:
-                    inline.append(to_inlined_request(item))
-                except InvalidRequest:
-                    continue  # left out; its result says why (tracker._explain_missing)
-        if not (inline or (use_file and inputs)):
-            error = ErrorInfo(400, "INVALID_ARGUMENT", "no request of the job could be submitted")
+        if not inputs:
+            error = ErrorInfo(400, "INVALID_ARGUMENT", "no request of the job could be read")
             self.tracker.give_up(entry, error, None)
             return None
+        use_file = entry.use_file or entry.key.kind is Kind.EMBED
         input_file = None
-        model, kind, name, prio = (
-            entry.key.model,
-            entry.key.kind,
-            entry.display_name,
-            entry.key.priority,
-        )
+        model, kind, name = entry.key.model, entry.key.kind, entry.display_name
+        prio = entry.key.priority
         try:
             if use_file:
                 input_file = ctx.gemini.upload_jsonl(jsonl_lines(inputs), name)
                 job = ctx.gemini.create(model, kind, name, prio, file_name=input_file)
             else:
-                job = ctx.gemini.create(model, kind, name, prio, inline=inline)
+                job = ctx.gemini.create(model, kind, name, prio, inline=inputs)
         except ProviderRejected as exc:
             log.error("job rejected by the provider", job_id=entry.job_id, error=str(exc))
             self.tracker.cleanup(None, input_file, None)

@@ -6,25 +6,15 @@ the job's tombstone; a crash in between repeats results (the named duplicate win
 
 from __future__ import annotations
 
-from dataclasses import replace
-
-import orjson
 import structlog
 
 from connector import policy
 from connector.context import Context
-from connector.errors import ConnectorError, InvalidRequest, ProviderError, ProviderRejected
-from connector.gemini import JobInput, RemoteJob, parse_output_file, to_inlined_request
+from connector.errors import ConnectorError, ProviderError, ProviderRejected
+from connector.gemini import RemoteJob, parse_output_file
 from connector.jobs import Tracked
-from connector.outcomes import (
-    NO_OUTPUT,
-    Original,
-    Outgoing,
-    correlation_key,
-    error_results,
-    success_results,
-)
-from connector.records import EntryState, ErrorInfo, JobState, Kind, LedgerEntry, OutputItem
+from connector.outcomes import Outgoing, error_results, success_results
+from connector.records import EntryState, ErrorInfo, JobState, LedgerEntry, OutputItem
 
 log = structlog.get_logger("connector")
 
@@ -82,7 +72,7 @@ class Tracker:
                 return
             originals = ctx.originals(entry)
             outgoing = success_results(entry, originals, outputs, entry.provider_job, ctx.wall_ms())
-            self.deliver(entry, [_explain_missing(o, originals) for o in outgoing])
+            self.deliver(entry, outgoing)
             self.cleanup(
                 entry.provider_job, entry.input_file, remote.responses_file if remote else None
             )
@@ -162,19 +152,3 @@ class Tracker:
                 fn(arg)
             except ConnectorError as exc:
                 log.info("cleanup failed", what=what, name=arg, error=str(exc))
-
-
-def _explain_missing(o: Outgoing, originals: dict[int, Original]) -> Outgoing:
-    """A request left out at create (the SDK refused it) gets that reason, not 'no output'."""
-    r = o.result
-    if r.error != NO_OUTPUT:
-        return o
-    orig = originals.get(r.source_offset)
-    if orig is None or orig.event is None or orig.event.kind is not Kind.GENERATE:
-        return o
-    key = correlation_key(r.source_offset)
-    try:
-        to_inlined_request(JobInput(key, orjson.loads(orig.event.body), {"key": key}))
-    except InvalidRequest as exc:
-        return Outgoing(o.kafka_key, replace(r, error=ErrorInfo(exc.code, exc.status, exc.reason)))
-    return o

@@ -1,6 +1,7 @@
-"""The google-genai boundary as pure mappings: REST body to SDK request, JSONL, errors.
+"""The google-genai boundary: the create body on the wire, Operation reading, JSONL, errors.
 
-No network: these build SDK objects and exceptions in memory, the way the SDK does.
+No network: the real SDK sends through an in-memory transport, and errors are built the
+way the SDK builds them.
 """
 
 from __future__ import annotations
@@ -10,136 +11,164 @@ from typing import Any
 import httpx2
 import orjson
 import pytest
+from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connector.errors import InvalidRequest, ProviderRejected, ProviderRetryable
+from connector.errors import ProviderRejected, ProviderRetryable
 from connector.gemini import (
+    Gemini,
     JobInput,
     _map_error,
     jsonl_lines,
     parse_output_file,
-    to_inlined_request,
+    remote_job,
 )
-from connector.records import OutputItem
+from connector.records import JobState, Kind, OutputItem
 
 CONTENTS = [{"role": "user", "parts": [{"text": "Say hi"}]}]
-SCHEMA = {"type": "OBJECT", "properties": {"greeting": {"type": "STRING"}}}
+CAMEL = {
+    "contents": CONTENTS,
+    "systemInstruction": {"parts": [{"text": "Be brief."}]},
+    "tools": [{"functionDeclarations": [{"name": "lookup", "description": "find a thing"}]}],
+    "generationConfig": {"temperature": 0.25, "responseMimeType": "application/json"},
+}
+SNAKE = {
+    "contents": CONTENTS,
+    "system_instruction": {"parts": [{"text": "Be brief."}]},
+    "generation_config": {"max_output_tokens": 64, "thinking_config": {"thinking_budget": 0}},
+    "someFutureField": {"kept": True},
+}
 
 
-def _inline(body: dict[str, Any], metadata: dict[str, str] | None = None) -> types.InlinedRequest:
-    return to_inlined_request(JobInput("42", body, metadata or {"key": "42"}))
+# -- create: the wire body, captured from the real SDK ------------------------------------
 
 
-def _camel() -> dict[str, Any]:
-    return {
-        "contents": CONTENTS,
-        "systemInstruction": {"parts": [{"text": "Be brief."}]},
-        "tools": [{"functionDeclarations": [{"name": "lookup", "description": "find a thing"}]}],
-        "toolConfig": {"functionCallingConfig": {"mode": "ANY"}},
-        "safetySettings": [{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_NONE"}],
-        "cachedContent": "cachedContents/abc",
-        "generationConfig": {
-            "temperature": 0.25,
-            "maxOutputTokens": 64,
-            "responseMimeType": "application/json",
-            "responseSchema": SCHEMA,
+def _captured_gemini(seen: list[dict[str, Any]]) -> Gemini:
+    """A Gemini shell whose SDK client sends through a MockTransport that records bodies."""
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        seen.append({"path": request.url.path, "body": orjson.loads(request.content or b"{}")})
+        op = {"name": "batches/abc", "metadata": {"state": "BATCH_STATE_PENDING"}}
+        return httpx2.Response(200, json=op)
+
+    g = Gemini(api_key="k", base_url="http://gemini.test", api_version="v1beta")
+    g._client = genai.Client(
+        api_key="k",
+        http_options=types.HttpOptions(
+            base_url="http://gemini.test",
+            api_version="v1beta",
+            httpx_client=httpx2.Client(transport=httpx2.MockTransport(handler)),
+        ),
+    )
+    return g
+
+
+def test_inline_requests_reach_the_wire_verbatim() -> None:
+    """REST bodies in either casing, and fields the SDK does not model, pass through unchanged."""
+    seen: list[dict[str, Any]] = []
+    g = _captured_gemini(seen)
+    items = [JobInput("7", CAMEL, {"key": "7"}), JobInput("9", SNAKE, {"key": "9", "x": "y"})]
+    name = g.create("gemini-2.5-flash", Kind.GENERATE, "grp:p0-7-abc", 3, inline=items)
+    assert name == "batches/abc"
+    assert seen[0]["path"] == "/v1beta/models/gemini-2.5-flash:batchGenerateContent"
+    batch = seen[0]["body"]["batch"]
+    assert batch["displayName"] == "grp:p0-7-abc"
+    assert batch["priority"] == "3"
+    assert batch["inputConfig"]["requests"]["requests"] == [
+        {"request": CAMEL, "metadata": {"key": "7"}},
+        {"request": SNAKE, "metadata": {"key": "9", "x": "y"}},
+    ]
+
+
+def test_file_job_names_the_file_and_omits_zero_priority() -> None:
+    """A file job carries `fileName`; priority 0 (the default) is not sent at all."""
+    seen: list[dict[str, Any]] = []
+    g = _captured_gemini(seen)
+    g.create("gemini-2.5-flash", Kind.GENERATE, "grp:j", 0, file_name="files/in1")
+    batch = seen[0]["body"]["batch"]
+    assert batch["inputConfig"] == {"fileName": "files/in1"}
+    assert "priority" not in batch
+
+
+# -- reading a job: the Operation JSON ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("wire", "state"),
+    [
+        ("BATCH_STATE_PENDING", JobState.PENDING),
+        ("BATCH_STATE_RUNNING", JobState.RUNNING),
+        ("BATCH_STATE_SUCCEEDED", JobState.SUCCEEDED),
+        ("BATCH_STATE_FAILED", JobState.FAILED),
+        ("BATCH_STATE_CANCELLED", JobState.CANCELLED),
+        ("BATCH_STATE_EXPIRED", JobState.EXPIRED),
+        ("JOB_STATE_SUCCEEDED", JobState.SUCCEEDED),
+        ("BATCH_STATE_SOMETHING_NEW", JobState.UNKNOWN),
+        ("", JobState.UNKNOWN),
+    ],
+)
+def test_states_map_from_the_wire(wire: str, state: JobState) -> None:
+    """BATCH_STATE_* (and the SDK's JOB_STATE_*) map onto JobState; unknown ones stay unknown."""
+    assert remote_job("batches/x", {"metadata": {"state": wire}}).state is state
+
+
+def test_inline_output_is_read_by_key_with_errors() -> None:
+    """Inline responses keep their metadata key; an error item carries its error object."""
+    op = {
+        "name": "batches/x",
+        "metadata": {
+            "state": "BATCH_STATE_SUCCEEDED",
+            "displayName": "grp:j",
+            "output": {
+                "inlinedResponses": {
+                    "inlinedResponses": [
+                        {"response": {"candidates": []}, "metadata": {"key": "5"}},
+                        {"error": {"code": 400, "message": "bad"}, "metadata": {"key": "6"}},
+                        {"response": {"candidates": []}},
+                    ]
+                }
+            },
         },
+        "done": True,
     }
+    job = remote_job("batches/x", op)
+    assert job.display_name == "grp:j"
+    assert job.inline == (
+        OutputItem("5", {"candidates": []}, None),
+        OutputItem("6", None, {"code": 400, "message": "bad"}),
+        OutputItem("", {"candidates": []}, None),
+    )
+    assert job.responses_file is None
 
 
-def _snake() -> dict[str, Any]:
-    return {
-        "contents": CONTENTS,
-        "system_instruction": {"parts": [{"text": "Be brief."}]},
-        "tools": [{"function_declarations": [{"name": "lookup", "description": "find a thing"}]}],
-        "tool_config": {"function_calling_config": {"mode": "ANY"}},
-        "safety_settings": [{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_NONE"}],
-        "cached_content": "cachedContents/abc",
-        "generation_config": {
-            "temperature": 0.25,
-            "max_output_tokens": 64,
-            "response_mime_type": "application/json",
-            "response_schema": SCHEMA,
-        },
+def test_file_output_and_the_response_mirror() -> None:
+    """`responsesFile` is found in metadata.output, or in the Operation's `response` mirror."""
+    in_meta = {
+        "metadata": {"state": "BATCH_STATE_SUCCEEDED", "output": {"responsesFile": "files/o"}}
     }
+    mirrored = {
+        "metadata": {"state": "BATCH_STATE_SUCCEEDED"},
+        "response": {"responsesFile": "files/o"},
+    }
+    assert remote_job("batches/x", in_meta).responses_file == "files/o"
+    assert remote_job("batches/x", mirrored).responses_file == "files/o"
 
 
-# -- to_inlined_request ----------------------------------------------------------------
-
-
-@pytest.mark.parametrize("body", [_camel(), _snake()], ids=["camelCase", "snake_case"])
-def test_rest_request_maps_onto_sdk_config(body: dict[str, Any]) -> None:
-    """Request-level fields and the generation config both land in GenerateContentConfig."""
-    req = _inline(body, {"key": "42", "request_id": "r-1"})
-    assert isinstance(req, types.InlinedRequest)
-    assert req.metadata == {"key": "42", "request_id": "r-1"}
-    assert req.contents is not None
-    assert req.contents[0].parts[0].text == "Say hi"
-    cfg = req.config
-    assert cfg is not None
-    assert cfg.system_instruction.parts[0].text == "Be brief."
-    assert cfg.tools[0].function_declarations[0].name == "lookup"
-    assert cfg.tool_config.function_calling_config.mode == "ANY"
-    assert cfg.safety_settings[0].threshold == "BLOCK_NONE"
-    assert cfg.cached_content == "cachedContents/abc"
-    assert cfg.temperature == 0.25
-    assert cfg.max_output_tokens == 64
-    assert cfg.response_mime_type == "application/json"
-    schema = cfg.response_schema
-    dumped = schema if isinstance(schema, dict) else schema.model_dump(exclude_none=True)
-    assert dumped["properties"]["greeting"]["type"] == "STRING"
-
-
-def test_caller_body_is_not_mutated() -> None:
-    """Mapping pops fields from a copy: the request can be mapped again after a retry."""
-    body = _camel()
-    before = orjson.dumps(body)
-    _inline(body)
-    assert orjson.dumps(body) == before
-    assert _inline(body).config == _inline(body).config
-
-
-def test_contents_only_has_no_config() -> None:
-    """A bare request carries no config, and `model` in the body is dropped (the job sets it)."""
-    req = _inline({"contents": CONTENTS, "model": "models/other"})
-    assert req.config is None
-    assert req.model is None
-
-
-@pytest.mark.parametrize("field", ["foo", "generation_settings", "contentz"])
-def test_unknown_top_level_field_is_invalid(field: str) -> None:
-    """A field the SDK cannot carry fails this request alone, naming the field."""
-    with pytest.raises(InvalidRequest, match=field):
-        _inline({"contents": CONTENTS, field: 1})
-
-
-@pytest.mark.parametrize("key", ["generationConfig", "generation_config"])
-@pytest.mark.parametrize("value", ["x", 3, [1], True, [], 0, "", False])
-def test_non_object_generation_config_is_invalid(key: str, value: object) -> None:
-    """generationConfig must be an object; even an empty list or 0 is not silently dropped."""
-    with pytest.raises(InvalidRequest, match="generationConfig"):
-        _inline({"contents": CONTENTS, key: value})
-
-
-def test_null_generation_config_means_none() -> None:
-    """JSON null is the same as leaving the field out."""
-    assert _inline({"contents": CONTENTS, "generationConfig": None}).config is None
-
-
-@pytest.mark.parametrize("field", ["temperatur", "responseFormat", "thinking"])
-def test_unknown_generation_config_field_is_invalid(field: str) -> None:
-    """The SDK forbids extra fields; that becomes InvalidRequest, not a crashed job."""
-    with pytest.raises(InvalidRequest, match="SDK"):
-        _inline({"contents": CONTENTS, "generationConfig": {field: 1}})
-
-
-def test_ill_typed_generation_config_value_is_invalid() -> None:
-    """A value of the wrong type is rejected by the SDK's model and mapped likewise."""
-    with pytest.raises(InvalidRequest):
-        _inline({"contents": CONTENTS, "generationConfig": {"temperature": "hot"}})
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+        lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
+        max_leaves=20,
+    )
+)
+def test_any_json_never_crashes_the_reader(value: object) -> None:
+    """Whatever the provider sends, reading it yields a RemoteJob (UNKNOWN at worst)."""
+    op = {"metadata": value, "response": value} if not isinstance(value, dict) else value
+    job = remote_job("batches/x", op)
+    assert isinstance(job.state, JobState)
 
 
 # -- JSONL input and output ------------------------------------------------------------
