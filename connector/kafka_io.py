@@ -129,19 +129,22 @@ class RequestConsumer:
                 }
             )
 
-    def rewind(self, partitions: Iterable[int]) -> None:
-        """Seek to the committed offset (or the beginning): open work was dropped on revocation.
+    def rewind(self, partitions: Iterable[int]) -> dict[int, int]:
+        """Seek to the committed offset (or the beginning) and return where each starts.
 
         kafka-python may keep its in-memory position for a partition that is revoked and
-        assigned again in one rebalance, which would skip the records of dropped batches.
+        assigned again in one rebalance, which would skip the records of dropped batches;
+        an explicit seek and a watermark that starts exactly there rule that out.
         """
-        for p in partitions:
-            tp = TopicPartition(self.topic, p)
+        tps = [TopicPartition(self.topic, p) for p in partitions]
+        beginning = self._consumer.beginning_offsets(tps) if tps else {}
+        starts: dict[int, int] = {}
+        for tp in tps:
             committed = self._consumer.committed(tp)
-            if committed is None:
-                self._consumer.seek_to_beginning(tp)
-            else:
-                self._consumer.seek(tp, committed)
+            start = beginning[tp] if committed is None else max(committed, beginning[tp])
+            self._consumer.seek(tp, start)
+            starts[tp.partition] = start
+        return starts
 
     def assignment(self) -> set[int]:
         return {tp.partition for tp in self._consumer.assignment()}

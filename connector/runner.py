@@ -178,7 +178,7 @@ class Sidecar:
     def step(self) -> None:
         """One pass of the loop; every phase is bounded so polls stay frequent."""
         records = self.consumer.poll(self._poll_timeout())
-        rewound = self._apply_rebalance()
+        rewound = self._apply_rebalance({r.partition for r in records})
         if rewound:
             # Fetched before the rewind: these come again from the committed offset.
             records = [r for r in records if r.partition not in rewound]
@@ -205,8 +205,12 @@ class Sidecar:
 
     # -- partitions --------------------------------------------------------------------
 
-    def _apply_rebalance(self) -> set[int]:
-        """Apply queued partition changes; return the partitions assigned (and rewound)."""
+    def _apply_rebalance(self, fetched: set[int]) -> set[int]:
+        """Apply queued partition changes; return the partitions (re)started, and rewound.
+
+        `fetched` are the partitions of the records just polled: one we hold records of
+        but have no state for is treated as newly assigned, never silently skipped.
+        """
         owned = self.ctx.owned
         changed = False
         assigned: set[int] = set()
@@ -222,9 +226,18 @@ class Sidecar:
                     self._recover(p)
                 assigned |= partitions
                 log.info("partitions assigned", partitions=sorted(partitions))
+        stray = (fetched - set(owned)) & self.consumer.assignment()
+        if stray:
+            log.warning(
+                "records of a partition without state; recovering it", partitions=sorted(stray)
+            )
+            for p in sorted(stray):
+                self._recover(p)
+            assigned |= stray
         assigned &= set(owned)
         if assigned:
-            self.consumer.rewind(assigned)
+            for p, start in self.consumer.rewind(assigned).items():
+                owned[p].watermark = Watermark(start)
         if changed:
             self.budget = share(self.project_budget, len(owned), self.total_partitions)
             self._paused = False  # a rebalance resets pauses; the next pass decides again
@@ -266,6 +279,8 @@ class Sidecar:
             return []  # fetched before a revocation; the new owner reads it again
         if st.watermark is None:
             st.watermark = Watermark(rec.offset)
+        if rec.offset <= st.watermark.high:
+            return []  # before where this partition (re)started: already handled
         st.watermark.consumed(rec.offset)
         self.stats.consumed += 1
         done = resolved.setdefault(rec.partition, [])
