@@ -50,14 +50,13 @@ for _p in (ROOT, ROOT / "deploy" / "local"):
 
 import kafka_local  # noqa: E402
 import orjson  # noqa: E402
-from google.genai import batches as sdk_batches  # noqa: E402
 from kafka import KafkaAdminClient, KafkaConsumer, OffsetAndMetadata, TopicPartition  # noqa: E402
 
 from connector.client import RequestPublisher  # noqa: E402
 from connector.codec import Codec  # noqa: E402
 from connector.config import Settings  # noqa: E402
 from connector.emulator import EmulatorConfig, EmulatorServer  # noqa: E402
-from connector.gemini import Gemini, JobInput, RemoteJob, to_inlined_request  # noqa: E402
+from connector.gemini import Gemini, RemoteJob  # noqa: E402
 from connector.logs import configure as configure_logs  # noqa: E402
 from connector.records import (  # noqa: E402
     JobState,
@@ -326,9 +325,6 @@ def micro(n: int, report: Report) -> dict[str, float]:
     events = [typical_event(i) for i in range(n)]
     encoded = [codec.encode_request(ev) for ev in events]
     results = [typical_result(ev, i) for i, ev in enumerate(events)]
-    inputs = [
-        JobInput(f"k{i}", orjson.loads(ev.body), {"key": f"k{i}"}) for i, ev in enumerate(events)
-    ]
     print(
         f"== micro ({n:,} distinct requests; avro record {len(encoded[0])} bytes, body "
         f"{len(events[0].body)} bytes, result record {len(codec.encode_result(results[0]))} bytes)",
@@ -339,7 +335,6 @@ def micro(n: int, report: Report) -> dict[str, float]:
         "validate": per_call_us(lambda ev: validate_request(ev, MAX_REQUEST_BYTES), events),
         "encode_result": per_call_us(codec.encode_result, results),
         "encode_request": per_call_us(codec.encode_request, events),
-        "sdk_inlined": per_call_us(to_inlined_request, inputs[: max(1, n // 4)], repeat=1),
     }
     report.add(
         "micro: Codec.decode_request", f"{figures['decode']:.1f} µs", "ref: fastavro read 4.7 µs"
@@ -355,35 +350,7 @@ def micro(n: int, report: Report) -> dict[str, float]:
         "ref: fastavro write 4.6 µs",
     )
     report.add("micro: Codec.encode_request", f"{figures['encode_request']:.1f} µs")
-    sdk_wire = sdk_wire_us(inputs[: max(1, n // 10)])
-    if sdk_wire is not None:
-        figures["sdk_wire"] = sdk_wire
-        report.add(
-            "micro: SDK batches.create per-request serialisation",
-            f"{sdk_wire:.1f} µs",
-            "google-genai _InlinedRequest_to_mldev",
-        )
-    report.add(
-        "micro: to_inlined_request (SDK, at create)",
-        f"{figures['sdk_inlined']:.1f} µs",
-        "ref: pydantic Content+Config ~28 µs",
-    )
     return figures
-
-
-def sdk_wire_us(inputs: Sequence[JobInput]) -> float | None:
-    """µs per request of the SDK's request-to-wire conversion inside `batches.create`.
-
-    A private google-genai function (3.4): skipped, not failed, if it moves.
-    """
-    try:
-        convert = sdk_batches._InlinedRequest_to_mldev
-        api_client = Gemini("bench", "http://127.0.0.1:9")._client._api_client
-        requests = [to_inlined_request(x) for x in inputs]
-        return per_call_us(lambda r: convert(api_client, r), requests, repeat=1)
-    except Exception as exc:  # a private API: report, do not fail
-        print(f"  (SDK serialisation figure skipped: {exc!r})", flush=True)
-        return None
 
 
 @dataclass
