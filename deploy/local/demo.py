@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 import kafka_local  # noqa: E402
 import orjson  # noqa: E402
+from kafka import KafkaConsumer  # noqa: E402
 
 from connector.client import RequestPublisher, ResultReader  # noqa: E402
 from connector.emulator import EmulatorConfig, EmulatorServer  # noqa: E402
@@ -121,6 +123,26 @@ def describe(r: ResultEvent) -> str:
     return f"ERROR {r.request_id:<12} {r.model:<22} {e.code} {e.status}: {e.message[:80]}"
 
 
+def show_dead_letters(bootstrap: str, expected: int, timeout_s: float = 20.0) -> None:
+    """Print the dead-letter records with their Kafka Connect-style provenance headers."""
+    consumer = KafkaConsumer(DLQ, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    records = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(records) < expected and time.monotonic() < deadline:
+            records.extend(r for rs in consumer.poll(500).values() for r in rs)
+    finally:
+        consumer.close()
+    print(f"== dead-letter topic {DLQ}: {len(records)} records (originals, unchanged)")
+    for r in records:
+        h = {k: v.decode(errors="replace") for k, v in r.headers}
+        where = f"{h.get('__connect.errors.topic')}/{h.get('__connect.errors.partition')}"
+        where += f"@{h.get('__connect.errors.offset')}"
+        stage = h.get("__connect.errors.stage")
+        message = h.get("__connect.errors.exception.message", "")[:70]
+        print(f"   key={r.key!r:<14} {where} stage={stage}: {message}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -130,7 +152,9 @@ def main() -> int:
     args = parser.parse_args()
 
     run_dir = ROOT / ".run" / "demo"
-    run_dir.mkdir(parents=True, exist_ok=True)
+    # A fresh broker every time: old results must never pass for this run's answers.
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
     print("== starting a local Kafka broker (jars from Maven Central, cached after the first run)")
     broker = kafka_local.LocalKafka(run_dir / "kafka", port=kafka_local.free_port())
     broker.start()
@@ -202,8 +226,9 @@ def main() -> int:
         jobs = emulator.stats()["batches"]["created_total"]
         print(
             f"== {len(seen)}/{len(expected)} requests answered: {ok} OK, {len(seen) - ok} errors; "
-            f"{jobs} batch jobs created; dead-letter topic: {DLQ}"
+            f"{jobs} batch jobs created"
         )
+        show_dead_letters(broker.bootstrap, expected=3)
         if missing:
             print(f"!! no result within {args.timeout:.0f}s for {sorted(missing)[:10]}")
             return 1
