@@ -30,7 +30,7 @@ from connector.config import Settings
 from connector.context import Context
 from connector.errors import DecodeError, InvalidRequest
 from connector.gemini import Gemini
-from connector.jobs import PartitionState, Stats, Tracked
+from connector.jobs import Partitions, PartitionState, Stats, Tracked
 from connector.kafka_io import Admin, Producer, Record, RequestConsumer, Sent, connect_with_retry
 from connector.ledger import Ledger
 from connector.outcomes import refused
@@ -85,6 +85,7 @@ class Sidecar:
         )
         self.budget = self.project_budget
         self.total_partitions = 1
+        self.owned = Partitions()
         self._paused = False
         self._extra = dict(settings.kafka_extra)
 
@@ -116,6 +117,7 @@ class Sidecar:
             stats=self.stats,
             clock=self.clock,
             wall_ms=self.wall_ms,
+            owned=self.owned,
         )
         self.tracker = Tracker(self.ctx)
         self.submitter = Submitter(self.ctx, self.tracker)
@@ -164,12 +166,11 @@ class Sidecar:
         return n
 
     def status(self) -> dict[str, Any]:
-        owned = self.ctx.owned if hasattr(self, "ctx") else {}
         return {
-            "partitions": sorted(owned),
+            "partitions": sorted(self.owned),
             "open_requests": len(self.batcher),
-            "intents": self.ctx.owned.count(EntryState.INTENT) if owned else 0,
-            "submitted": self.ctx.owned.count(EntryState.SUBMITTED) if owned else 0,
+            "intents": self.owned.count(EntryState.INTENT),
+            "submitted": self.owned.count(EntryState.SUBMITTED),
             **asdict(self.stats),
         }
 
@@ -226,8 +227,8 @@ class Sidecar:
                     self._recover(p)
                 assigned |= partitions
                 log.info("partitions assigned", partitions=sorted(partitions))
-        stray = (fetched - set(owned)) & self.consumer.assignment()
-        if stray:
+        stray = fetched - set(owned)
+        if stray and (stray := stray & self.consumer.assignment()):
             log.warning(
                 "records of a partition without state; recovering it", partitions=sorted(stray)
             )

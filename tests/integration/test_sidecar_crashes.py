@@ -31,8 +31,12 @@ def publish(pub: RequestPublisher, prefix: str, n: int) -> set[str]:
     return ids
 
 
-def created_per_display_name(base_url: str) -> Counter[str]:
-    return Counter(emulator_stats(base_url)["batches"]["by_display_name"])
+def assert_no_job_created_twice(base_url: str) -> None:
+    """Every display name (one per ledger job) was created at most once at the provider."""
+    created = Counter(emulator_stats(base_url)["batches"]["by_display_name"])
+    twice = {name: n for name, n in created.items() if n > 1}
+    assert created, "no job was created at all"
+    assert not twice, f"jobs created twice: {twice}"
 
 
 def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 60) -> int:
@@ -74,8 +78,7 @@ def test_kill_minus_9_then_restart_loses_nothing_and_creates_no_job_twice(
     finally:
         assert stop(second) == 0, log.read_text()[-3000:]
     assert ids <= set(got.by_id)
-    twice = {name: n for name, n in created_per_display_name(emulator.base_url).items() if n > 1}
-    assert not twice, f"jobs created twice: {twice}"
+    assert_no_job_created_twice(emulator.base_url)
 
 
 def test_two_replicas_one_killed_every_request_still_answered(
@@ -120,8 +123,7 @@ def test_two_replicas_one_killed_every_request_still_answered(
             a.kill()
         assert stop(b) == 0, logs[1].read_text()[-3000:]
     assert ids <= set(got.by_id)
-    twice = {name: n for name, n in created_per_display_name(emulator.base_url).items() if n > 1}
-    assert not twice, f"jobs created twice: {twice}"
+    assert_no_job_created_twice(emulator.base_url)
 
 
 def test_sigterm_drains_and_exits_cleanly(
