@@ -258,7 +258,13 @@ class Sidecar:
             if any(other.startswith(job_id + "/") for other in live):
                 sends.append(ctx.ledger.tombstone(entry))
                 continue
-            st.add(Tracked(entry, due=now, lookup=entry.state is EntryState.INTENT))
+            if entry.state is EntryState.INTENT:
+                # The previous owner may have had a create in flight. The SDK sends the client
+                # timeout as X-Server-Timeout, so by then that create has landed or died; look
+                # the display name up only after it, or the lookup could miss a landing job.
+                st.add(Tracked(entry, due=now + self.s.http_timeout_s, lookup=True))
+            else:
+                st.add(Tracked(entry, due=now, lookup=False))
         ctx.producer.flush_and_check(sends)
         ctx.owned[p] = st
         if st.jobs:

@@ -45,7 +45,7 @@ class Topics:
             poll_max_s=1.0,
             startup_timeout_s=30,
             drain_timeout_s=5,
-            http_timeout_s=30,
+            http_timeout_s=6,
             log_format="console",
         )
         return replace(s, **overrides)
@@ -69,6 +69,11 @@ class Topics:
                 "CONNECTOR_POLL_INITIAL_S": "0.3",
                 "CONNECTOR_POLL_MAX_S": "1.0",
                 "CONNECTOR_STARTUP_TIMEOUT_S": "60",
+                # Short, so recovered INTENTs wait little before their lookup (see _recover)
+                # and a killed member leaves the group quickly.
+                "CONNECTOR_HTTP_TIMEOUT_S": "6",
+                "CONNECTOR_KAFKA_SESSION_TIMEOUT_MS": "6000",
+                "CONNECTOR_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
                 "CONNECTOR_LOG_FORMAT": "json",
                 "PYTHONPATH": str(ROOT),
             }

@@ -10,11 +10,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from sidecar_harness import ROOT, Topics, collect, emulator_stats, spawn
+from sidecar_harness import ROOT, Topics, collect, emulator_stats, sidecar_thread, spawn
 from waiting import wait_until
 
 from connector.client import RequestPublisher
 from connector.emulator import EmulatorServer
+from connector.records import ResultStatus
 
 pytestmark = pytest.mark.slow
 
@@ -94,8 +95,6 @@ def test_two_replicas_one_killed_every_request_still_answered(
         kafka_bootstrap,
         emulator.base_url,
         CONNECTOR_BATCH_MAX_REQUESTS="3",
-        CONNECTOR_KAFKA_SESSION_TIMEOUT_MS="6000",
-        CONNECTOR_KAFKA_HEARTBEAT_INTERVAL_MS="1000",
     )
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
     a = spawn(env, logs[0])
@@ -198,3 +197,152 @@ def test_never_logs_the_api_key(
     assert secret not in text
     assert "explicit endpoint" in text
     assert emulator.base_url in text
+
+
+def test_second_signal_exits_at_once_and_the_ledger_makes_it_safe(
+    kafka_bootstrap: str,
+    topics: Topics,
+    emulator: EmulatorServer,
+    publisher: RequestPublisher,
+    tmp_path: Path,
+) -> None:
+    """A second SIGTERM mid-drain (inside a slow create) exits now; a restart answers all once."""
+    import time
+
+    from kafka import KafkaConsumer
+
+    env = topics.env(
+        kafka_bootstrap,
+        emulator.base_url,
+        CONNECTOR_BATCH_MAX_WAIT_S="3600",
+        CONNECTOR_STATUS_INTERVAL_S="0.2",
+        CONNECTOR_DRAIN_TIMEOUT_S="60",
+    )
+    log = tmp_path / "sidecar.log"
+    proc = spawn(env, log)
+    ids = publish(publisher, "twice", 4)
+    wait_until(lambda: log_has(log, '"open_requests": 4'), timeout=60, message="4 open requests")
+    emulator.update_config(latency_ms=4000)  # the drain's create call now hangs for 4 s
+    proc.send_signal(signal.SIGTERM)
+    # The drain writes the INTENTs, commits, then calls create (which now hangs).
+    ledger = KafkaConsumer(
+        f"{topics.group}.ledger", bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest"
+    )
+    try:
+        wait_until(lambda: any(ledger.poll(200).values()), timeout=30, message="drain INTENTs")
+    finally:
+        ledger.close()
+    sent_at = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(timeout=30)
+    assert code == 128 + signal.SIGTERM, log.read_text()[-2000:]
+    assert time.monotonic() - sent_at < 3.0
+    emulator.update_config(latency_ms=0)
+    restart = spawn(topics.env(kafka_bootstrap, emulator.base_url), log)
+    try:
+        got = collect(kafka_bootstrap, topics.results, ids, timeout=90)
+    finally:
+        assert stop(restart) == 0
+    assert ids <= set(got.by_id)
+    assert_no_job_created_twice(emulator.base_url)
+
+
+@pytest.mark.parametrize("job_exists", [True, False], ids=["created-before-crash", "never-created"])
+def test_recovered_intent_is_adopted_or_created_once(
+    kafka_bootstrap: str,
+    topics: Topics,
+    emulator: EmulatorServer,
+    publisher: RequestPublisher,
+    job_exists: bool,
+) -> None:
+    """The crash table's rows 'commit..create' and 'create..SUBMITTED', set up exactly.
+
+    A previous owner wrote an INTENT, committed the offsets, and died either before or after
+    `batches.create`. The new owner looks the display name up: adopts the job if it exists,
+    creates it otherwise; either way exactly one job exists and every request is answered.
+    """
+    import time
+
+    from google import genai
+    from google.genai import types
+    from kafka import (
+        KafkaAdminClient,
+        KafkaConsumer,
+        KafkaProducer,
+        OffsetAndMetadata,
+        TopicPartition,
+    )
+
+    from connector import policy
+    from connector.codec import Codec
+    from connector.records import BatchKey, EntryState, Kind, LedgerEntry
+
+    ids = ["adopt-0", "adopt-1", "adopt-2"]
+    for rid in ids:
+        publisher.publish(rid, "gemini-2.5-flash", prompt(rid), partition=0)
+    publisher.flush()
+    now_ms = int(time.time() * 1000)
+    entry = LedgerEntry(
+        job_id="p0-0-crashed",
+        key=BatchKey(0, "gemini-2.5-flash", Kind.GENERATE),
+        offsets=(0, 1, 2),
+        attempt=1,
+        display_name=policy.display_name(topics.group, "p0-0-crashed"),
+        state=EntryState.INTENT,
+        use_file=False,
+        est_tokens=30,
+        created_ms=now_ms,
+        updated_ms=now_ms,
+    )
+    ledger_topic = f"{topics.group}.ledger"
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        spec = {
+            "num_partitions": 2,
+            "replication_factor": 1,
+            "configs": {"cleanup.policy": "compact"},
+        }
+        admin.create_topics({ledger_topic: spec}, wait_for_metadata=True)
+    finally:
+        admin.close()
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    try:
+        producer.send(
+            ledger_topic, Codec().encode_ledger(entry), key=entry.job_id.encode(), partition=0
+        )
+        producer.flush()
+    finally:
+        producer.close()
+    committer = KafkaConsumer(
+        bootstrap_servers=kafka_bootstrap, group_id=topics.group, enable_auto_commit=False
+    )
+    try:
+        tp = TopicPartition(topics.requests, 0)
+        committer.assign([tp])
+        committer.commit({tp: OffsetAndMetadata(3, "", -1)})
+    finally:
+        committer.close()
+    if job_exists:
+        client = genai.Client(
+            api_key="k",
+            http_options=types.HttpOptions(base_url=emulator.base_url, api_version="v1beta"),
+        )
+        client.batches.create(
+            model="gemini-2.5-flash",
+            src=[
+                {"contents": prompt(rid)["contents"], "metadata": {"key": str(i)}}
+                for i, rid in enumerate(ids)
+            ],
+            config={"display_name": entry.display_name},
+        )
+    with sidecar_thread(
+        topics.settings(kafka_bootstrap, emulator.base_url, http_timeout_s=2)
+    ) as sidecar:
+        got = collect(kafka_bootstrap, topics.results, set(ids), timeout=60)
+        assert sidecar.stats.jobs_adopted == (1 if job_exists else 0)
+        assert sidecar.stats.jobs_created == (0 if job_exists else 1)
+    for rid in ids:
+        assert got.latest(rid).status is ResultStatus.OK
+    assert emulator_stats(emulator.base_url)["batches"]["by_display_name"] == {
+        entry.display_name: 1
+    }
