@@ -190,6 +190,27 @@ OPTIONS: tuple[Option, ...] = (
         72.0,
         "warn when the request topic keeps records for less",
     ),
+    Option(
+        "health_port",
+        "CONNECTOR_HEALTH_PORT",
+        int,
+        0,
+        "serve /healthz, /readyz and /status on this port (0: off)",
+    ),
+    Option(
+        "health_host",
+        "CONNECTOR_HEALTH_HOST",
+        str,
+        "0.0.0.0",
+        "address the health endpoints listen on",
+    ),
+    Option(
+        "liveness_timeout_s",
+        "CONNECTOR_LIVENESS_TIMEOUT_S",
+        float,
+        600.0,
+        "/healthz fails when no loop pass completed for this long",
+    ),
     Option("log_level", "CONNECTOR_LOG_LEVEL", str, "INFO", "DEBUG, INFO, WARNING or ERROR"),
     Option("log_format", "CONNECTOR_LOG_FORMAT", str, "json", "json or console"),
 )
@@ -230,6 +251,9 @@ class Settings:
     drain_timeout_s: float = 20.0
     status_interval_s: float = 30.0
     min_retention_h: float = 72.0
+    health_port: int = 0
+    health_host: str = "0.0.0.0"
+    liveness_timeout_s: float = 600.0
     log_level: str = "INFO"
     log_format: str = "json"
     kafka_extra: Mapping[str, Any] = field(default_factory=dict, repr=False)

@@ -30,6 +30,7 @@ from connector.config import Settings
 from connector.context import Context
 from connector.errors import DecodeError, InvalidRequest
 from connector.gemini import Gemini
+from connector.health import HealthServer
 from connector.jobs import Partitions, PartitionState, Stats, Tracked
 from connector.kafka_io import Admin, Producer, Record, RequestConsumer, Sent, connect_with_retry
 from connector.ledger import Ledger
@@ -86,6 +87,8 @@ class Sidecar:
         self.budget = self.project_budget
         self.total_partitions = 1
         self.owned = Partitions()
+        self.last_pass = clock()
+        self.running = False
         self._paused = False
         self._extra = dict(settings.kafka_extra)
 
@@ -95,9 +98,28 @@ class Sidecar:
 
     # -- lifecycle ---------------------------------------------------------------------
 
+    def alive(self) -> bool:
+        """The loop completed a pass recently (for a liveness probe)."""
+        return self.clock() - self.last_pass < self.s.liveness_timeout_s
+
     def run(self) -> None:
         s = self.s
         log.info("starting", endpoint=s.endpoint, settings=s.describe())
+        health = None
+        if s.health_port:
+            health = HealthServer(
+                s.health_host, s.health_port, self.status, self.alive, lambda: self.running
+            ).start()
+            log.info("health endpoints", port=health.port, paths=["/healthz", "/readyz", "/status"])
+        try:
+            self._run()
+        finally:
+            self.running = False
+            if health is not None:
+                health.stop()
+
+    def _run(self) -> None:
+        s = self.s
         admin: Admin = self._connect(lambda: Admin(s.bootstrap_servers, self._extra), "admin")
         try:
             self.total_partitions = self._prepare_topics(admin)
@@ -128,10 +150,12 @@ class Sidecar:
             "consumer",
         )
         log.info("running", request_topic=s.request_topic, partitions=self.total_partitions)
+        self.running = True
         last_status = self.clock()
         try:
             while not self._stop.is_set():
                 self.step()
+                self.last_pass = self.clock()
                 if self.clock() - last_status >= s.status_interval_s:
                     last_status = self.clock()
                     log.info("status", **self.status())

@@ -361,3 +361,32 @@ def test_expired_deadline_gets_an_error_without_a_job(
     assert err is not None
     assert err.status == "DEADLINE_EXCEEDED"
     assert emulator_stats(emulator.base_url)["batches"]["created_total"] == 0
+
+
+def test_health_endpoints_of_a_running_sidecar(
+    kafka_bootstrap: str, topics: Topics, emulator: EmulatorServer
+) -> None:
+    """With CONNECTOR_HEALTH_PORT set, probes see a live, ready sidecar and its partitions."""
+    import socket
+
+    import httpx2
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings = topics.settings(
+        kafka_bootstrap, emulator.base_url, health_port=port, health_host="127.0.0.1"
+    )
+    base = f"http://127.0.0.1:{port}"
+    with sidecar_thread(settings):
+        wait_until(
+            lambda: httpx2.get(base + "/readyz", timeout=5).status_code == 200,
+            timeout=30,
+            message="ready",
+        )
+        assert httpx2.get(base + "/healthz", timeout=5).status_code == 200
+        wait_until(
+            lambda: httpx2.get(base + "/status", timeout=5).json()["partitions"] == [0, 1],
+            timeout=30,
+            message="both partitions in /status",
+        )

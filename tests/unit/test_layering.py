@@ -37,6 +37,7 @@ LAYERS: dict[str, int] = {
     "connector.replay": SHELL,
     "connector.client": SHELL,
     "connector.sink": SHELL,
+    "connector.health": SHELL,  # HTTP probes
     "connector.context": SHELL,
     "connector.tracker": SHELL,  # polls Gemini, produces results
     "connector.submitter": SHELL,  # creates Gemini jobs
