@@ -163,6 +163,14 @@ OPTIONS: tuple[Option, ...] = (
         "attempts (retries and expired splits) before error results",
     ),
     Option(
+        "max_job_age_h",
+        "CONNECTOR_MAX_JOB_AGE_H",
+        float,
+        0.0,
+        "cancel a job still unfinished after this many hours and resubmit it split (0: off; "
+        "Gemini expires jobs at 48 h)",
+    ),
+    Option(
         "startup_timeout_s",
         "CONNECTOR_STARTUP_TIMEOUT_S",
         float,
@@ -247,6 +255,7 @@ class Settings:
     poll_max_s: float = 120.0
     max_failed_retries: int = 2
     max_attempts: int = 5
+    max_job_age_h: float = 0.0
     startup_timeout_s: float = 300.0
     drain_timeout_s: float = 20.0
     status_interval_s: float = 30.0

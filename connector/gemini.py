@@ -231,6 +231,12 @@ class Gemini:
         except Exception as exc:
             raise _map_error(exc) from exc
 
+    def cancel(self, name: str) -> None:
+        try:
+            self._client.batches.cancel(name=name)
+        except Exception as exc:
+            raise _map_error(exc) from exc
+
     def delete_job(self, name: str) -> None:
         try:
             self._client.batches.delete(name=name)

@@ -47,12 +47,48 @@ class Tracker:
                 log.warning("job poll failed; backing off", batch_job=name, error=str(exc))
                 ctx.reschedule(t, now)
                 continue
+            if not state.terminal and self._too_old(t):
+                cancelled = self._cancel_stuck(t, now)
+                if cancelled is None:
+                    continue
+                state = cancelled
             if not state.terminal:
                 t.tries += 1
                 delay = policy.next_poll_delay(t.tries, ctx.retry)
                 t.due = now + delay * (0.8 + 0.4 * ctx.rand.random())
                 continue
             self.finish(t, state, remote)
+
+    def _too_old(self, t: Tracked) -> bool:
+        max_age_ms = self.ctx.settings.max_job_age_h * 3_600_000
+        return 0 < max_age_ms <= self.ctx.wall_ms() - t.entry.updated_ms
+
+    def _cancel_stuck(self, t: Tracked, now: float) -> JobState | None:
+        """Cancel a job past CONNECTOR_MAX_JOB_AGE_H and treat it as EXPIRED (split, resubmit).
+
+        Users of batch APIs watch for jobs stuck for a day and recreate them smaller; this
+        does it for them, before the provider's own 48 h expiry. None: try again later.
+        """
+        name = t.entry.provider_job
+        assert name is not None
+        try:
+            self.ctx.gemini.cancel(name)
+        except ProviderRejected as exc:
+            # Finished meanwhile (cancel refused): the next poll sees its real state.
+            log.info("cancel of a stuck job refused", batch_job=name, error=str(exc))
+            t.due = now
+            return None
+        except ProviderError as exc:
+            log.warning("cancel of a stuck job failed; backing off", batch_job=name, error=str(exc))
+            self.ctx.reschedule(t, now)
+            return None
+        log.warning(
+            "job exceeded its maximum age; cancelled, resubmitting as if expired",
+            job_id=t.entry.job_id,
+            batch_job=name,
+            max_age_h=self.ctx.settings.max_job_age_h,
+        )
+        return JobState.EXPIRED
 
     def finish(self, t: Tracked, state: JobState, remote: RemoteJob | None) -> None:
         ctx = self.ctx

@@ -390,3 +390,27 @@ def test_health_endpoints_of_a_running_sidecar(
             timeout=30,
             message="both partitions in /status",
         )
+
+
+def test_stuck_job_is_cancelled_and_resubmitted_split(
+    kafka_bootstrap: str, topics: Topics, emulator: EmulatorServer, publisher: RequestPublisher
+) -> None:
+    """A job older than CONNECTOR_MAX_JOB_AGE_H is cancelled; its requests go again, in halves."""
+    emulator.update_config(queue_delay_s=3600.0)  # the first job never leaves PENDING
+    ids = {f"stuck-{i}" for i in range(4)}
+    for rid in sorted(ids):
+        publisher.publish(rid, "gemini-2.5-flash", prompt(rid), partition=1)
+    publisher.flush()
+    settings = topics.settings(kafka_bootstrap, emulator.base_url, max_job_age_h=2 / 3600)
+    with sidecar_thread(settings):
+        first = wait_until(lambda: list_jobs(emulator.base_url), timeout=30, message="first job")
+        emulator.update_config(queue_delay_s=0.1)  # successors run normally
+        got = collect(kafka_bootstrap, topics.results, ids, timeout=60)
+    for rid in ids:
+        r = got.latest(rid)
+        assert r.status is ResultStatus.OK, r.error
+        assert r.attempt == 2
+        assert r.batch_job != first[0]["name"]
+    stats = emulator_stats(emulator.base_url)
+    assert stats["batches"]["created_total"] == 3
+    assert stats["calls"].get("batches.cancel") == 1
