@@ -37,7 +37,10 @@ class HealthServer:
                     ok = outer._ready()
                     self._send(200 if ok else 503, {"ready": ok})
                 elif self.path == "/status":
-                    self._send(200, outer._status())
+                    try:
+                        self._send(200, outer._status())
+                    except RuntimeError:  # the loop changed its state mid-read; rare
+                        self._send(503, {"error": "status changed while reading; try again"})
                 else:
                     self._send(404, {"error": "try /healthz, /readyz or /status"})
 
