@@ -14,9 +14,9 @@ Two choices for speed and fidelity, both measured (docs/design.md):
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import httpx2
 import orjson
@@ -28,6 +28,7 @@ from connector.errors import ProviderRejected, ProviderRetryable
 from connector.records import JobState, Kind, OutputItem
 
 GEMINI_BASE_URL = "https://generativelanguage.googleapis.com/"
+T = TypeVar("T")
 
 _STATES = {
     "PENDING": JobState.PENDING,
@@ -220,28 +221,24 @@ class Gemini:
         return found
 
     def download(self, file_name: str) -> bytes:
-        try:
-            return self._client.files.download(file=file_name)
-        except Exception as exc:
-            raise _map_error(exc) from exc
+        return _mapped(self._client.files.download, file=file_name)
 
     def delete_file(self, file_name: str) -> None:
-        try:
-            self._client.files.delete(name=file_name)
-        except Exception as exc:
-            raise _map_error(exc) from exc
+        _mapped(self._client.files.delete, name=file_name)
 
     def cancel(self, name: str) -> None:
-        try:
-            self._client.batches.cancel(name=name)
-        except Exception as exc:
-            raise _map_error(exc) from exc
+        _mapped(self._client.batches.cancel, name=name)
 
     def delete_job(self, name: str) -> None:
-        try:
-            self._client.batches.delete(name=name)
-        except Exception as exc:
-            raise _map_error(exc) from exc
+        _mapped(self._client.batches.delete, name=name)
+
+
+def _mapped(call: Callable[..., T], **kwargs: Any) -> T:
+    """Run one SDK call with its errors translated into the sidecar's tree."""
+    try:
+        return call(**kwargs)
+    except Exception as exc:
+        raise _map_error(exc) from exc
 
 
 def remote_job(name: str, operation: dict[str, Any]) -> RemoteJob:
