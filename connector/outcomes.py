@@ -100,20 +100,8 @@ def _base(
     error: ErrorInfo,
 ) -> ResultEvent:
     """An error result for the request; callers replace fields for other outcomes."""
-    return ResultEvent(
-        request_id=ev.request_id,
-        status=ResultStatus.ERROR,
-        model=ev.model,
-        kind=ev.kind,
-        error=error,
-        metadata=dict(ev.metadata),
-        batch_job=job_name,
-        attempt=entry.attempt,
-        request_created_ms=ev.created_ms,
-        completed_ms=now_ms,
-        source_partition=o.partition,
-        source_offset=o.offset,
-    )
+    result = refused(ev, o.partition, o.offset, error, now_ms)
+    return replace(result, batch_job=job_name, attempt=entry.attempt)
 
 
 def lost_request(entry: LedgerEntry, offset: int, now_ms: int, job_name: str | None) -> ResultEvent:
