@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -13,9 +14,11 @@ import pytest
 from sidecar_harness import ROOT, Topics, collect, emulator_stats, sidecar_thread, spawn
 from waiting import wait_until
 
+from connector import policy
 from connector.client import RequestPublisher
+from connector.codec import Codec
 from connector.emulator import EmulatorServer
-from connector.records import ResultStatus
+from connector.records import BatchKey, EntryState, Kind, LedgerEntry, ResultStatus
 
 pytestmark = pytest.mark.slow
 
@@ -207,8 +210,6 @@ def test_second_signal_exits_at_once_and_the_ledger_makes_it_safe(
     tmp_path: Path,
 ) -> None:
     """A second SIGTERM mid-drain (inside a slow create) exits now; a restart answers all once."""
-    import time
-
     from kafka import KafkaConsumer
 
     env = topics.env(
@@ -261,67 +262,15 @@ def test_recovered_intent_is_adopted_or_created_once(
     `batches.create`. The new owner looks the display name up: adopts the job if it exists,
     creates it otherwise; either way exactly one job exists and every request is answered.
     """
-    import time
-
     from google import genai
     from google.genai import types
-    from kafka import (
-        KafkaAdminClient,
-        KafkaConsumer,
-        KafkaProducer,
-        OffsetAndMetadata,
-        TopicPartition,
-    )
-
-    from connector import policy
-    from connector.codec import Codec
-    from connector.records import BatchKey, EntryState, Kind, LedgerEntry
 
     ids = ["adopt-0", "adopt-1", "adopt-2"]
     for rid in ids:
         publisher.publish(rid, "gemini-2.5-flash", prompt(rid), partition=0)
     publisher.flush()
-    now_ms = int(time.time() * 1000)
-    entry = LedgerEntry(
-        job_id="p0-0-crashed",
-        key=BatchKey(0, "gemini-2.5-flash", Kind.GENERATE),
-        offsets=(0, 1, 2),
-        attempt=1,
-        display_name=policy.display_name(topics.group, "p0-0-crashed"),
-        state=EntryState.INTENT,
-        use_file=False,
-        est_tokens=30,
-        created_ms=now_ms,
-        updated_ms=now_ms,
-    )
-    ledger_topic = f"{topics.group}.ledger"
-    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    try:
-        spec = {
-            "num_partitions": 2,
-            "replication_factor": 1,
-            "configs": {"cleanup.policy": "compact"},
-        }
-        admin.create_topics({ledger_topic: spec}, wait_for_metadata=True)
-    finally:
-        admin.close()
-    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
-    try:
-        producer.send(
-            ledger_topic, Codec().encode_ledger(entry), key=entry.job_id.encode(), partition=0
-        )
-        producer.flush()
-    finally:
-        producer.close()
-    committer = KafkaConsumer(
-        bootstrap_servers=kafka_bootstrap, group_id=topics.group, enable_auto_commit=False
-    )
-    try:
-        tp = TopicPartition(topics.requests, 0)
-        committer.assign([tp])
-        committer.commit({tp: OffsetAndMetadata(3, "", -1)})
-    finally:
-        committer.close()
+    entry = crashed_entry(topics.group, "p0-0-crashed", (0, 1, 2), EntryState.INTENT)
+    seed_crashed_owner(kafka_bootstrap, topics, [entry], committed=3)
     if job_exists:
         client = genai.Client(
             api_key="k",
@@ -345,4 +294,110 @@ def test_recovered_intent_is_adopted_or_created_once(
         assert got.latest(rid).status is ResultStatus.OK
     assert emulator_stats(emulator.base_url)["batches"]["by_display_name"] == {
         entry.display_name: 1
+    }
+
+
+def crashed_entry(
+    group: str, job_id: str, offsets: tuple[int, ...], state: EntryState, **kw: object
+) -> LedgerEntry:
+    """A ledger entry as a previous owner of partition 0 would have written it."""
+    now_ms = int(time.time() * 1000)
+    fields: dict[str, object] = {
+        "job_id": job_id,
+        "key": BatchKey(0, "gemini-2.5-flash", Kind.GENERATE),
+        "offsets": offsets,
+        "attempt": 1,
+        "display_name": policy.display_name(group, job_id),
+        "state": state,
+        "use_file": False,
+        "est_tokens": 10 * len(offsets),
+        "created_ms": now_ms,
+        "updated_ms": now_ms,
+    }
+    fields.update(kw)
+    return LedgerEntry(**fields)  # type: ignore[arg-type]
+
+
+def seed_crashed_owner(
+    bootstrap: str, topics: Topics, entries: list[LedgerEntry], committed: int
+) -> None:
+    """What a dead owner of partition 0 left: ledger entries and a committed offset."""
+    from kafka import (
+        KafkaAdminClient,
+        KafkaConsumer,
+        KafkaProducer,
+        OffsetAndMetadata,
+        TopicPartition,
+    )
+
+    ledger_topic = f"{topics.group}.ledger"
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        spec = {
+            "num_partitions": 2,
+            "replication_factor": 1,
+            "configs": {"cleanup.policy": "compact"},
+        }
+        admin.create_topics({ledger_topic: spec}, wait_for_metadata=True)
+    finally:
+        admin.close()
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    try:
+        for e in entries:
+            producer.send(
+                ledger_topic, Codec().encode_ledger(e), key=e.job_id.encode(), partition=0
+            )
+        producer.flush()
+    finally:
+        producer.close()
+    committer = KafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=topics.group, enable_auto_commit=False
+    )
+    try:
+        tp = TopicPartition(topics.requests, 0)
+        committer.assign([tp])
+        committer.commit({tp: OffsetAndMetadata(committed, "", -1)})
+    finally:
+        committer.close()
+
+
+def test_parent_with_live_successors_is_retired_not_decided_again(
+    kafka_bootstrap: str,
+    topics: Topics,
+    emulator: EmulatorServer,
+    publisher: RequestPublisher,
+) -> None:
+    """Crash between an expired job's successor INTENTs and its tombstone, set up exactly.
+
+    The parent still looks SUBMITTED (its provider job is gone). Deciding it again would
+    poll a vanished job and retry it; the new owner instead retires it and runs only the
+    two halves: two jobs, every request answered once, from attempt 2.
+    """
+    ids = [f"half-{i}" for i in range(4)]
+    for rid in ids:
+        publisher.publish(rid, "gemini-2.5-flash", prompt(rid), partition=0)
+    publisher.flush()
+    parent = crashed_entry(
+        topics.group,
+        "p0-0-expired",
+        (0, 1, 2, 3),
+        EntryState.SUBMITTED,
+        provider_job="batches/expiredlongago",
+    )
+    halves = [
+        crashed_entry(topics.group, "p0-0-expired/a", (0, 1), EntryState.INTENT, attempt=2),
+        crashed_entry(topics.group, "p0-0-expired/b", (2, 3), EntryState.INTENT, attempt=2),
+    ]
+    seed_crashed_owner(kafka_bootstrap, topics, [parent, *halves], committed=4)
+    settings = topics.settings(kafka_bootstrap, emulator.base_url, http_timeout_s=2)
+    with sidecar_thread(settings) as sidecar:
+        got = collect(kafka_bootstrap, topics.results, set(ids), timeout=60)
+        assert sidecar.stats.jobs_resubmitted == 0
+    for rid in ids:
+        assert len(got.by_id[rid]) == 1
+        assert got.latest(rid).status is ResultStatus.OK
+        assert got.latest(rid).attempt == 2
+    assert emulator_stats(emulator.base_url)["batches"]["by_display_name"] == {
+        halves[0].display_name: 1,
+        halves[1].display_name: 1,
     }
