@@ -52,22 +52,24 @@ import kafka_local  # noqa: E402
 import orjson  # noqa: E402
 from kafka import KafkaAdminClient, KafkaConsumer, OffsetAndMetadata, TopicPartition  # noqa: E402
 
+from connector.adapters.gemini import Gemini  # noqa: E402
 from connector.client import RequestPublisher  # noqa: E402
-from connector.codec import Codec  # noqa: E402
 from connector.config import Settings  # noqa: E402
-from connector.emulator import EmulatorConfig, EmulatorServer  # noqa: E402
-from connector.gemini import Gemini, RemoteJob  # noqa: E402
-from connector.logs import configure as configure_logs  # noqa: E402
-from connector.records import (  # noqa: E402
+from connector.core.codec import Codec  # noqa: E402
+from connector.core.records import (  # noqa: E402
     JobState,
     Kind,
+    RemoteJob,
     RequestEvent,
     ResultEvent,
     ResultStatus,
     TokenUsage,
 )
+from connector.core.validation import validate_request  # noqa: E402
+from connector.emulator import EmulatorConfig, EmulatorServer  # noqa: E402
+from connector.logs import configure as configure_logs  # noqa: E402
 from connector.runner import Sidecar  # noqa: E402
-from connector.validation import validate_request  # noqa: E402
+from connector.testing import wait_until  # noqa: E402
 
 MODEL = "gemini-2.5-flash"
 MAX_REQUEST_BYTES = 10_000_000
@@ -172,15 +174,14 @@ def wait_for(
     predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.01
 ) -> float:
     """Poll until `predicate()` holds; return the monotonic time seen. Raise at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return time.monotonic()
+
+    def check() -> bool:
         if ALIVE and not ALIVE[-1].is_alive():
             raise RuntimeError(f"the sidecar thread ended while waiting for {what}")
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
+        return bool(predicate())
+
+    wait_until(check, timeout, interval, what)
+    return time.monotonic()
 
 
 def per_call_us(fn: Callable[[Any], object], items: Sequence[Any], repeat: int = 3) -> float:

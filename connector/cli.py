@@ -25,7 +25,7 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     logs.configure(settings.log_level, settings.log_format)
 
-    from connector.gemini import Gemini
+    from connector.adapters.gemini import Gemini
     from connector.runner import Sidecar
 
     gemini = Gemini(

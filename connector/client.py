@@ -13,8 +13,8 @@ from typing import Any
 import orjson
 from kafka import KafkaConsumer, KafkaProducer
 
-from connector.codec import Codec
-from connector.records import Kind, RequestEvent, ResultEvent
+from connector.core.codec import Codec
+from connector.core.records import Kind, RequestEvent, ResultEvent
 
 __all__ = ["RequestPublisher", "ResultReader"]
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from connector import defaults as D
 from connector.errors import ConfigError
 
 
@@ -86,28 +87,28 @@ OPTIONS: tuple[Option, ...] = (
         "batch_max_requests",
         "CONNECTOR_BATCH_MAX_REQUESTS",
         int,
-        1000,
+        D.BATCH_MAX_REQUESTS,
         "seal a batch at this many requests",
     ),
     Option(
         "batch_max_bytes",
         "CONNECTOR_BATCH_MAX_BYTES",
         int,
-        100_000_000,
+        D.BATCH_MAX_BYTES,
         "seal a batch at this many bytes",
     ),
     Option(
         "batch_inline_max_bytes",
         "CONNECTOR_BATCH_INLINE_MAX_BYTES",
         int,
-        19_000_000,
+        D.BATCH_INLINE_MAX_BYTES,
         "larger batches go through an uploaded JSONL file",
     ),
     Option(
         "batch_max_wait_s",
         "CONNECTOR_BATCH_MAX_WAIT_S",
         float,
-        5.0,
+        D.BATCH_MAX_WAIT_S,
         "seal a batch this long after its first request",
     ),
     Option(
@@ -142,24 +143,28 @@ OPTIONS: tuple[Option, ...] = (
         "poll_initial_s",
         "CONNECTOR_POLL_INITIAL_S",
         float,
-        5.0,
+        D.POLL_INITIAL_S,
         "first job status poll after create",
     ),
     Option(
-        "poll_max_s", "CONNECTOR_POLL_MAX_S", float, 120.0, "longest interval between job polls"
+        "poll_max_s",
+        "CONNECTOR_POLL_MAX_S",
+        float,
+        D.POLL_MAX_S,
+        "longest interval between job polls",
     ),
     Option(
         "max_failed_retries",
         "CONNECTOR_MAX_FAILED_RETRIES",
         int,
-        2,
+        D.MAX_FAILED_RETRIES,
         "retries of a FAILED job before error results",
     ),
     Option(
         "max_attempts",
         "CONNECTOR_MAX_ATTEMPTS",
         int,
-        5,
+        D.MAX_ATTEMPTS,
         "attempts (retries and expired splits) before error results",
     ),
     Option(
@@ -223,6 +228,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("log_format", "CONNECTOR_LOG_FORMAT", str, "json", "json or console"),
 )
 
+DEFAULTS: dict[str, Any] = {o.attr: o.default for o in OPTIONS}
+"""Each setting's default, from OPTIONS: the one place defaults are declared."""
+
 # kafka-python settings passed through from CONNECTOR_KAFKA_<NAME>
 # (e.g. CONNECTOR_KAFKA_SECURITY_PROTOCOL).
 KAFKA_PREFIX = "CONNECTOR_KAFKA_"
@@ -233,38 +241,38 @@ _SECRET_WORDS = ("password", "secret", "key", "token")
 class Settings:
     """Everything `connector run` needs, validated."""
 
-    bootstrap_servers: str = "localhost:9092"
-    request_topic: str = "llm.requests"
-    result_topic: str = "llm.results"
-    dlq_topic: str = "llm.requests.dlq"
-    ledger_topic: str = ""
-    group_id: str = "gemini-batch-connector"
-    gemini_base_url: str = ""
-    api_key: str = field(default="", repr=False)
-    api_version: str = "v1beta"
-    http_timeout_s: float = 60.0
-    batch_max_requests: int = 1000
-    batch_max_bytes: int = 100_000_000
-    batch_inline_max_bytes: int = 19_000_000
-    batch_max_wait_s: float = 5.0
-    max_request_bytes: int = 10_000_000
-    max_jobs: int = 100
-    token_budget: int = 3_000_000
-    max_waiting_intents: int = 200
-    poll_initial_s: float = 5.0
-    poll_max_s: float = 120.0
-    max_failed_retries: int = 2
-    max_attempts: int = 5
-    max_job_age_h: float = 0.0
-    startup_timeout_s: float = 300.0
-    drain_timeout_s: float = 20.0
-    status_interval_s: float = 30.0
-    min_retention_h: float = 72.0
-    health_port: int = 0
-    health_host: str = "0.0.0.0"
-    liveness_timeout_s: float = 600.0
-    log_level: str = "INFO"
-    log_format: str = "json"
+    bootstrap_servers: str = DEFAULTS["bootstrap_servers"]
+    request_topic: str = DEFAULTS["request_topic"]
+    result_topic: str = DEFAULTS["result_topic"]
+    dlq_topic: str = DEFAULTS["dlq_topic"]
+    ledger_topic: str = DEFAULTS["ledger_topic"]
+    group_id: str = DEFAULTS["group_id"]
+    gemini_base_url: str = DEFAULTS["gemini_base_url"]
+    api_key: str = field(default=DEFAULTS["api_key"], repr=False)
+    api_version: str = DEFAULTS["api_version"]
+    http_timeout_s: float = DEFAULTS["http_timeout_s"]
+    batch_max_requests: int = DEFAULTS["batch_max_requests"]
+    batch_max_bytes: int = DEFAULTS["batch_max_bytes"]
+    batch_inline_max_bytes: int = DEFAULTS["batch_inline_max_bytes"]
+    batch_max_wait_s: float = DEFAULTS["batch_max_wait_s"]
+    max_request_bytes: int = DEFAULTS["max_request_bytes"]
+    max_jobs: int = DEFAULTS["max_jobs"]
+    token_budget: int = DEFAULTS["token_budget"]
+    max_waiting_intents: int = DEFAULTS["max_waiting_intents"]
+    poll_initial_s: float = DEFAULTS["poll_initial_s"]
+    poll_max_s: float = DEFAULTS["poll_max_s"]
+    max_failed_retries: int = DEFAULTS["max_failed_retries"]
+    max_attempts: int = DEFAULTS["max_attempts"]
+    max_job_age_h: float = DEFAULTS["max_job_age_h"]
+    startup_timeout_s: float = DEFAULTS["startup_timeout_s"]
+    drain_timeout_s: float = DEFAULTS["drain_timeout_s"]
+    status_interval_s: float = DEFAULTS["status_interval_s"]
+    min_retention_h: float = DEFAULTS["min_retention_h"]
+    health_port: int = DEFAULTS["health_port"]
+    health_host: str = DEFAULTS["health_host"]
+    liveness_timeout_s: float = DEFAULTS["liveness_timeout_s"]
+    log_level: str = DEFAULTS["log_level"]
+    log_format: str = DEFAULTS["log_format"]
     kafka_extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @property

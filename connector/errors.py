@@ -5,6 +5,10 @@ ConnectorError
 ├── DecodeError          a record's bytes are not a request event we can read
 ├── InvalidRequest       a decoded request breaks the contract (shape, size, kind)
 ├── LedgerError          the ledger topic is missing, mismatched or unreadable
+├── KafkaError           a Kafka call failed (mapped from kafka-python in adapters.kafka)
+│   ├── BrokerUnavailable  no broker answered (outage, restart): wait and try again
+│   ├── CommitFailed       an offset commit was refused (rebalance in progress)
+│   └── ProduceFailed      a record was not acked; nothing after it may be committed
 └── ProviderError        a Gemini call failed
     ├── ProviderRetryable  429, 5xx, timeouts: back off and try again
     └── ProviderRejected   4xx other than 429: trying again will not help
@@ -37,6 +41,22 @@ class InvalidRequest(ConnectorError):
 
 class LedgerError(ConnectorError):
     """Raised when the ledger topic cannot be used safely."""
+
+
+class KafkaError(ConnectorError):
+    """Raised when a Kafka call fails; kafka-python's own types never leave the adapter."""
+
+
+class BrokerUnavailable(KafkaError):
+    """Raised when no broker answered in time; an outage, not a configuration problem."""
+
+
+class CommitFailed(KafkaError):
+    """Raised when the group refused an offset commit (typically a rebalance in progress)."""
+
+
+class ProduceFailed(KafkaError):
+    """Raised when a produced record was not acked (after the producer's own retries)."""
 
 
 class ProviderError(ConnectorError):

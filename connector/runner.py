@@ -14,39 +14,61 @@ Ordering invariants (docs/design.md has the crash table):
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import structlog
 
-from connector import policy
-from connector.batcher import Batcher, BatchLimits
-from connector.codec import Codec
+from connector.adapters.kafka import Admin, Producer, RequestConsumer, connect_with_retry
+from connector.adapters.ledger import Ledger
+from connector.adapters.reread import RequestReader
 from connector.config import Settings
-from connector.context import Context
-from connector.errors import DecodeError, InvalidRequest
-from connector.gemini import Gemini
+from connector.core import policy
+from connector.core.batcher import Batcher, BatchLimits
+from connector.core.codec import Codec
+from connector.core.partitions import Partitions, PartitionState, Stats, Tracked
+from connector.core.ports import (
+    ConsumerPort,
+    GeminiPort,
+    LedgerPort,
+    ProducerPort,
+    RequestReaderPort,
+)
+from connector.core.quota import Budget, share, should_pause
+from connector.core.records import EntryState
+from connector.core.recovery import plan_recovery
+from connector.core.watermark import Watermark
 from connector.health import HealthServer
-from connector.jobs import Partitions, PartitionState, Stats, Tracked
-from connector.kafka_io import Admin, Producer, Record, RequestConsumer, Sent, connect_with_retry
-from connector.ledger import Ledger
-from connector.outcomes import refused
-from connector.quota import Budget, share, should_pause
-from connector.records import EntryState, ErrorInfo, PendingRequest, SealedBatch
-from connector.sink import Sink
-from connector.submitter import Submitter
-from connector.tracker import Tracker
-from connector.validation import validate_request
-from connector.watermark import Watermark
+from connector.stages.checkpoint import Checkpoint
+from connector.stages.context import Context
+from connector.stages.intake import Intake
+from connector.stages.sink import Sink
+from connector.stages.submitter import Submitter
+from connector.stages.tracker import Tracker
 
 log = structlog.get_logger("connector")
 
-Resolved = dict[int, list[int]]
-"""Offsets per partition that become durable once this pass's sends are acked."""
+
+@dataclass(frozen=True, slots=True)
+class Ports:
+    """What the loop talks to: the real adapters in `run()`, doubles in unit tests."""
+
+    consumer: ConsumerPort
+    producer: ProducerPort
+    ledger: LedgerPort
+    reader: RequestReaderPort
+    total_partitions: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What the loop publishes after each pass; other threads read only this."""
+
+    status: dict[str, Any] = field(default_factory=dict)
+    last_pass: float = 0.0
 
 
 class Sidecar:
@@ -55,7 +77,7 @@ class Sidecar:
     def __init__(
         self,
         settings: Settings,
-        gemini: Gemini,
+        gemini: GeminiPort,
         codec: Codec | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
@@ -88,6 +110,7 @@ class Sidecar:
         self.total_partitions = 1
         self.owned = Partitions()
         self.last_pass = clock()
+        self.snapshot = Snapshot(self._status(), self.last_pass)
         self.running = False
         self._paused = False
         self._extra = dict(settings.kafka_extra)
@@ -100,7 +123,7 @@ class Sidecar:
 
     def alive(self) -> bool:
         """The loop completed a pass recently (for a liveness probe)."""
-        return self.clock() - self.last_pass < self.s.liveness_timeout_s
+        return self.clock() - self.snapshot.last_pass < self.s.liveness_timeout_s
 
     def run(self) -> None:
         s = self.s
@@ -122,48 +145,80 @@ class Sidecar:
         s = self.s
         admin: Admin = self._connect(lambda: Admin(s.bootstrap_servers, self._extra), "admin")
         try:
-            self.total_partitions = self._prepare_topics(admin)
+            total = self._prepare_topics(admin)
         finally:
             admin.close()
         producer: Producer = self._connect(
             lambda: Producer(s.bootstrap_servers, self._extra), "producer"
         )
+        consumer: RequestConsumer = self._connect(
+            lambda: RequestConsumer(
+                s.request_topic, s.group_id, s.bootstrap_servers, self._extra, max_records=500
+            ),
+            "consumer",
+        )
+        self.attach(
+            Ports(
+                consumer=consumer,
+                producer=producer,
+                ledger=Ledger(s.ledger, self.codec, producer, s.bootstrap_servers, self._extra),
+                reader=RequestReader(s.request_topic, self.codec, s.bootstrap_servers, self._extra),
+                total_partitions=total,
+            )
+        )
+        log.info("running", request_topic=s.request_topic, partitions=total)
+        self.running = True
+        try:
+            self.loop()
+        finally:
+            consumer.close()
+            producer.close()
+            log.info("stopped", **self.status())
+
+    def attach(self, ports: Ports) -> None:
+        """Wire the stages to `ports`; `run()` passes the real adapters, tests pass doubles."""
+        s = self.s
+        self.ports = ports
+        self.consumer = ports.consumer
+        self.total_partitions = ports.total_partitions
+        sink = Sink(s, ports.producer, self.codec, self.stats)
         self.ctx = Context(
             settings=s,
             gemini=self.gemini,
             codec=self.codec,
-            producer=producer,
-            ledger=Ledger(s.ledger, self.codec, producer, s.bootstrap_servers, self._extra),
-            sink=Sink(s, producer, self.codec, self.stats),
+            producer=ports.producer,
+            ledger=ports.ledger,
+            reader=ports.reader,
+            sink=sink,
             retry=self.retry,
             stats=self.stats,
             clock=self.clock,
             wall_ms=self.wall_ms,
             owned=self.owned,
         )
+        self.intake = Intake(
+            s,
+            self.codec,
+            self.batcher,
+            self.owned,
+            sink,
+            ports.ledger,
+            self.stats,
+            self.clock,
+            self.wall_ms,
+        )
         self.tracker = Tracker(self.ctx)
         self.submitter = Submitter(self.ctx, self.tracker)
-        self.consumer: RequestConsumer = self._connect(
-            lambda: RequestConsumer(
-                s.request_topic, s.group_id, s.bootstrap_servers, self._extra, max_records=500
-            ),
-            "consumer",
-        )
-        log.info("running", request_topic=s.request_topic, partitions=self.total_partitions)
-        self.running = True
+
+    def loop(self) -> None:
+        """Pass after pass until `stop()`, then drain."""
         last_status = self.clock()
-        try:
-            while not self._stop.is_set():
-                self.step()
-                self.last_pass = self.clock()
-                if self.clock() - last_status >= s.status_interval_s:
-                    last_status = self.clock()
-                    log.info("status", **self.status())
-            self._drain()
-        finally:
-            self.consumer.close()
-            producer.close()
-            log.info("stopped", **self.status())
+        while not self._stop.is_set():
+            self.step()
+            if self.clock() - last_status >= self.s.status_interval_s:
+                last_status = self.clock()
+                log.info("status", **self.status())
+        self._drain()
 
     def _connect(self, make: Callable[[], Any], what: str) -> Any:
         return connect_with_retry(make, what, self.s.startup_timeout_s, self._stop)
@@ -190,6 +245,10 @@ class Sidecar:
         return n
 
     def status(self) -> dict[str, Any]:
+        """The latest published status (safe from any thread: an immutable snapshot)."""
+        return dict(self.snapshot.status)
+
+    def _status(self) -> dict[str, Any]:
         return {
             "partitions": sorted(self.owned),
             "open_requests": len(self.batcher),
@@ -197,6 +256,10 @@ class Sidecar:
             "submitted": self.owned.count(EntryState.SUBMITTED),
             **asdict(self.stats),
         }
+
+    def _publish(self) -> None:
+        self.last_pass = self.clock()
+        self.snapshot = Snapshot(self._status(), self.last_pass)
 
     # -- one pass ----------------------------------------------------------------------
 
@@ -208,17 +271,17 @@ class Sidecar:
             # Fetched before the rewind: these come again from the committed offset.
             records = [r for r in records if r.partition not in rewound]
         now = self.clock()
-        sends: list[Sent] = []
-        resolved: Resolved = {}
-        sealed: list[SealedBatch] = []
+        cp = Checkpoint()
+        sealed = []
         for rec in records:
-            sealed.extend(self._intake(rec, now, sends, resolved))
+            sealed.extend(self.intake.take(rec, now, cp))
         sealed.extend(self.batcher.due(now))
-        self._record_intents(sealed, sends, resolved)
-        self._make_durable(sends, resolved)
+        self.intake.record_intents(sealed, cp)
+        cp.commit(self.ctx.producer, self.consumer, self.owned)
         self.submitter.submit_due(self.clock(), self.budget)
         self.tracker.track_due(self.clock(), self._stop.is_set())
         self._backpressure()
+        self._publish()
 
     def _poll_timeout(self) -> float:
         now = self.clock()
@@ -272,113 +335,20 @@ class Sidecar:
         """Rebuild partition p from its ledger before any of its records is processed."""
         ctx = self.ctx
         self.batcher.drop_partition(p)
+        plan = plan_recovery(ctx.ledger.load(p), self.clock(), self.s.http_timeout_s)
+        ctx.producer.flush_and_check([ctx.ledger.tombstone(e) for e in plan.tombstones])
         st = PartitionState()
-        live = ctx.ledger.load(p)
-        now = self.clock()
-        sends: list[Sent] = []
-        for job_id, entry in live.items():
-            # A parent whose successors exist was resubmitted already; only its tombstone is
-            # missing (writing the successors again could create a finished one twice).
-            if any(other.startswith(job_id + "/") for other in live):
-                sends.append(ctx.ledger.tombstone(entry))
-                continue
-            if entry.state is EntryState.INTENT:
-                # The previous owner may have had a create in flight. The SDK sends the client
-                # timeout as X-Server-Timeout, so by then that create has landed or died; look
-                # the display name up only after it, or the lookup could miss a landing job.
-                st.add(Tracked(entry, due=now + self.s.http_timeout_s, lookup=True))
-            else:
-                st.add(Tracked(entry, due=now, lookup=False))
-        ctx.producer.flush_and_check(sends)
+        for r in plan.resume:
+            st.add(Tracked(r.entry, due=r.due, lookup=r.lookup))
         ctx.owned[p] = st
-        if st.jobs:
+        if plan.resume:
             log.info(
                 "recovered jobs from ledger",
                 partition=p,
-                intents=sum(t.entry.state is EntryState.INTENT for t in st.jobs.values()),
-                submitted=sum(t.entry.state is EntryState.SUBMITTED for t in st.jobs.values()),
+                intents=plan.intents,
+                submitted=plan.submitted,
+                superseded=len(plan.tombstones),
             )
-
-    # -- intake ------------------------------------------------------------------------
-
-    def _intake(
-        self, rec: Record, now: float, sends: list[Sent], resolved: Resolved
-    ) -> list[SealedBatch]:
-        """Decode, validate and batch one record; anything refused gets its terminal record."""
-        st = self.ctx.owned.get(rec.partition)
-        if st is None:
-            return []  # fetched before a revocation; the new owner reads it again
-        if st.watermark is None:
-            st.watermark = Watermark(rec.offset)
-        if rec.offset <= st.watermark.high:
-            return []  # before where this partition (re)started: already handled
-        st.watermark.consumed(rec.offset)
-        self.stats.consumed += 1
-        done = resolved.setdefault(rec.partition, [])
-        if rec.offset in st.covered:
-            done.append(rec.offset)  # already owned by a live ledger entry
-            return []
-        sink = self.ctx.sink
-        try:
-            event = self.codec.decode_request(rec.value or b"")
-        except DecodeError as exc:
-            sends.append(sink.dead_letter(rec, "VALUE_CONVERTER", exc))
-            done.append(rec.offset)
-            return []
-        error: ErrorInfo | None = None
-        try:
-            size, tokens = validate_request(event, self.s.max_request_bytes)
-        except InvalidRequest as exc:
-            sends.append(sink.dead_letter(rec, "VALIDATION", exc))
-            error = ErrorInfo(exc.code, exc.status, exc.reason)
-        if error is None and event.deadline_ms is not None and event.deadline_ms <= self.wall_ms():
-            error = ErrorInfo(504, "DEADLINE_EXCEEDED", "the deadline passed before batching")
-        if error is not None:
-            result = refused(event, rec.partition, rec.offset, error, self.wall_ms())
-            sends.append(sink.result(rec.key, result))
-            done.append(rec.offset)
-            return []
-        return self.batcher.add(PendingRequest(rec.partition, rec.offset, event, size, tokens), now)
-
-    def _record_intents(
-        self, sealed: Iterable[SealedBatch], sends: list[Sent], resolved: Resolved
-    ) -> None:
-        ctx = self.ctx
-        now_ms = self.wall_ms()
-        for batch in sealed:
-            st = ctx.owned.get(batch.key.partition)
-            if st is None:
-                continue
-            job_id = policy.new_job_id(batch.key.partition, batch.offsets[0], secrets.token_hex(4))
-            entry = policy.new_intent(batch, job_id, self.s.group_id, now_ms)
-            sends.append(ctx.ledger.write(entry))
-            # Fresh id: no job of this name can exist yet, so no lookup before create.
-            st.add(Tracked(entry, due=self.clock(), lookup=False, payload=batch.requests))
-            resolved.setdefault(batch.key.partition, []).extend(batch.offsets)
-
-    def _make_durable(self, sends: list[Sent], resolved: Resolved) -> None:
-        """Wait for every ack, then let the watermarks pass those offsets and commit."""
-        owned = self.ctx.owned
-        self.ctx.producer.flush_and_check(sends)
-        for p, offsets in resolved.items():
-            st = owned.get(p)
-            if st is not None and st.watermark is not None:
-                st.watermark.resolved(offsets)
-        commits = {
-            p: c
-            for p, st in owned.items()
-            if st.watermark is not None and (c := st.watermark.committable()) > st.committed
-        }
-        if not commits:
-            return
-        try:
-            self.consumer.commit(commits)
-        except Exception as exc:  # a rebalance in progress: the next pass commits again
-            log.warning("commit failed; will retry", error=str(exc))
-            return
-        for p, c in commits.items():
-            if p in owned:
-                owned[p].committed = c
 
     # -- flow control and shutdown -------------------------------------------------------
 
@@ -400,9 +370,10 @@ class Sidecar:
         Running jobs stay in the ledger for the next owner of their partition.
         """
         deadline = self.clock() + self.s.drain_timeout_s
-        sends: list[Sent] = []
-        resolved: Resolved = {}
-        self._record_intents(self.batcher.drain(), sends, resolved)
-        self._make_durable(sends, resolved)
+        cp = Checkpoint()
+        self.intake.record_intents(self.batcher.drain(), cp)
+        recorded = sum(len(v) for v in cp.resolved.values())
+        cp.commit(self.ctx.producer, self.consumer, self.owned)
         self.submitter.submit_due(self.clock(), self.budget, deadline)
-        log.info("drained", intents_recorded=sum(len(v) for v in resolved.values()))
+        self._publish()
+        log.info("drained", intents_recorded=recorded)

@@ -28,8 +28,8 @@ import orjson  # noqa: E402
 from kafka import KafkaConsumer  # noqa: E402
 
 from connector.client import RequestPublisher, ResultReader  # noqa: E402
+from connector.core.records import Kind, ResultEvent, ResultStatus  # noqa: E402
 from connector.emulator import EmulatorConfig, EmulatorServer  # noqa: E402
-from connector.records import Kind, ResultEvent, ResultStatus  # noqa: E402
 
 REQUESTS = "demo.llm.requests"
 RESULTS = "demo.llm.results"

@@ -15,10 +15,10 @@ from typing import Any
 import httpx2
 from waiting import wait_until
 
+from connector.adapters.gemini import Gemini
 from connector.client import ResultReader
 from connector.config import Settings
-from connector.gemini import Gemini
-from connector.records import ResultEvent
+from connector.core.records import ResultEvent
 from connector.runner import Sidecar
 
 ROOT = Path(__file__).resolve().parents[2]

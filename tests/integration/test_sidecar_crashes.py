@@ -14,11 +14,11 @@ import pytest
 from sidecar_harness import ROOT, Topics, collect, emulator_stats, sidecar_thread, spawn
 from waiting import wait_until
 
-from connector import policy
 from connector.client import RequestPublisher
-from connector.codec import Codec
+from connector.core import policy
+from connector.core.codec import Codec
+from connector.core.records import BatchKey, EntryState, Kind, LedgerEntry, ResultStatus
 from connector.emulator import EmulatorServer
-from connector.records import BatchKey, EntryState, Kind, LedgerEntry, ResultStatus
 
 pytestmark = pytest.mark.slow
 

@@ -8,9 +8,9 @@ from sidecar_harness import Topics, collect, emulator_stats, list_jobs, sidecar_
 from waiting import wait_until
 
 from connector.client import RequestPublisher
-from connector.codec import Codec
+from connector.core.codec import Codec
+from connector.core.records import Kind, ResultStatus
 from connector.emulator import EmulatorServer
-from connector.records import Kind, ResultStatus
 
 
 def prompt(text: str) -> dict[str, object]:

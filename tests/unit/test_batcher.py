@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connector.batcher import Batcher, BatchLimits
+from connector.core import policy
+from connector.core.batcher import Batcher, BatchLimits
+from connector.core.records import BatchKey, Kind, PendingRequest, RequestEvent, SealedBatch
 from connector.errors import ConfigError
-from connector.records import BatchKey, Kind, PendingRequest, RequestEvent, SealedBatch
 
 _ids = itertools.count()
 
@@ -98,7 +99,7 @@ def test_oversized_request_is_a_batch_alone() -> None:
 
 
 def test_use_file_by_size_and_kind() -> None:
-    """Batches above inline_max_bytes, and every file_kinds batch, go through a file."""
+    """Batches above inline_max_bytes, and every FILE_KINDS batch, go through a file."""
     b = Batcher(limits(max_requests=1, inline_max_bytes=50))
     (at_limit,) = b.add(req(0, size=50), 0.0)
     (above,) = b.add(req(1, size=51), 0.0)
@@ -106,13 +107,6 @@ def test_use_file_by_size_and_kind() -> None:
     assert not at_limit.use_file
     assert above.use_file
     assert embed.use_file
-
-
-def test_use_file_kinds_configurable() -> None:
-    """With no file kinds, a small embeddings batch stays inline."""
-    b = Batcher(limits(max_requests=1, file_kinds=frozenset()))
-    (embed,) = b.add(req(0, kind=Kind.EMBED), 0.0)
-    assert not embed.use_file
 
 
 def test_keys_never_mix() -> None:
@@ -261,7 +255,7 @@ def test_default_limits_match_gemini() -> None:
         19_000_000,
         5.0,
     )
-    assert d.file_kinds == frozenset({Kind.EMBED})
+    assert frozenset({Kind.EMBED}) == policy.FILE_KINDS
 
 
 # -- properties ---------------------------------------------------------------------------
@@ -363,7 +357,8 @@ def test_batcher_properties(
 
 # -- purity -------------------------------------------------------------------------------
 
-_CORE = ["batcher", "watermark", "policy", "quota"]
+_CORE = ["batcher", "watermark", "policy", "quota", "partitions", "recovery", "ports"]
+_LEAVES = {"connector.errors", "connector.defaults"}
 _IMPURE = {"time", "datetime", "random", "secrets", "os", "socket", "threading", "asyncio"}
 
 
@@ -379,17 +374,19 @@ def test_core_modules_are_pure(module: str) -> None:
 
     import connector
 
-    src = Path(connector.__file__).parent / f"{module}.py"
+    src = Path(connector.__file__).parent / "core" / f"{module}.py"
     imported: set[str] = set()
     for node in ast.walk(ast.parse(src.read_text())):
         if isinstance(node, ast.Import):
             imported.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module == "connector":
+            imported.update(f"connector.{a.name}" for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module)
     for name in imported:
         top = name.split(".")[0]
         if top == "connector":
-            assert name in {"connector.records", "connector.errors"}, name
+            assert name.startswith("connector.core.") or name in _LEAVES, name
         else:
             assert top in sys.stdlib_module_names or top == "__future__", name
             assert top not in _IMPURE, name

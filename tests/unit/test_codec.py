@@ -14,15 +14,14 @@ from fastavro.utils import generate_many
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connector.codec import (
+from connector.core.codec import (
     MAGIC,
     Codec,
     offsets_to_ranges,
     ranges_to_offsets,
     schema_fingerprint,
 )
-from connector.errors import DecodeError
-from connector.records import (
+from connector.core.records import (
     BatchKey,
     EntryState,
     ErrorInfo,
@@ -33,7 +32,8 @@ from connector.records import (
     ResultStatus,
     TokenUsage,
 )
-from connector.schemas import SCHEMA_NAMES, load_schemas, schema_versions
+from connector.core.schemas import SCHEMA_NAMES, load_schemas, schema_versions
+from connector.errors import DecodeError
 
 CODEC = Codec()  # parsing the schemas once keeps hypothesis runs fast
 
@@ -189,7 +189,7 @@ def test_schemas_are_found_in_the_checkout_when_not_installed() -> None:
     """From a source checkout the schema folder is the repo's avro/; unknown names are refused."""
     from pathlib import Path
 
-    from connector.schemas import schema_root
+    from connector.core.schemas import schema_root
 
     assert Path(str(schema_root())) == Path(__file__).resolve().parents[2] / "avro"
     with pytest.raises(ValueError, match="unknown schema"):

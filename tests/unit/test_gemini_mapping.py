@@ -17,16 +17,10 @@ from google.genai import types
 from hypothesis import given
 from hypothesis import strategies as st
 
+from connector.adapters.gemini import Gemini, map_error, remote_job
+from connector.core.jsonl import jsonl_lines, parse_output_file
+from connector.core.records import JobInput, JobState, Kind, OutputItem
 from connector.errors import ProviderRejected, ProviderRetryable
-from connector.gemini import (
-    Gemini,
-    JobInput,
-    _map_error,
-    jsonl_lines,
-    parse_output_file,
-    remote_job,
-)
-from connector.records import JobState, Kind, OutputItem
 
 CONTENTS = [{"role": "user", "parts": [{"text": "Say hi"}]}]
 CAMEL = {
@@ -296,7 +290,7 @@ def test_sdk_errors_map_to_the_tree(
     cls: type[genai_errors.APIError], code: int, status: str | None, want: type[Exception]
 ) -> None:
     """429, 408 and 5xx are worth retrying; other 4xx never are."""
-    mapped = _map_error(_api_error(cls, code, status))
+    mapped = map_error(_api_error(cls, code, status))
     assert type(mapped) is want
     assert isinstance(mapped, ProviderRetryable | ProviderRejected)
     assert mapped.code == code
@@ -319,7 +313,7 @@ def test_sdk_errors_map_to_the_tree(
 )
 def test_transport_errors_are_retryable(exc: Exception) -> None:
     """Network trouble is transient: retry with backoff, reported as 503 UNAVAILABLE."""
-    mapped = _map_error(exc)
+    mapped = map_error(exc)
     assert isinstance(mapped, ProviderRetryable)
     assert (mapped.code, mapped.status) == (503, "UNAVAILABLE")
     assert type(exc).__name__ in str(mapped)
@@ -328,4 +322,4 @@ def test_transport_errors_are_retryable(exc: Exception) -> None:
 def test_other_errors_pass_through_unchanged() -> None:
     """A bug in our code (say a KeyError) must not be disguised as a provider error."""
     exc = KeyError("x")
-    assert _map_error(exc) is exc
+    assert map_error(exc) is exc

@@ -7,7 +7,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connector.outcomes import (
+from connector.core.records import (
+    BatchKey,
+    EntryState,
+    ErrorInfo,
+    Kind,
+    LedgerEntry,
+    OutputItem,
+    RequestEvent,
+    ResultStatus,
+    TokenUsage,
+)
+from connector.core.results import (
     NO_OUTPUT,
     Original,
     correlation_key,
@@ -18,17 +29,6 @@ from connector.outcomes import (
     result_headers,
     success_results,
     usage_of,
-)
-from connector.records import (
-    BatchKey,
-    EntryState,
-    ErrorInfo,
-    Kind,
-    LedgerEntry,
-    OutputItem,
-    RequestEvent,
-    ResultStatus,
-    TokenUsage,
 )
 
 PARTITION = 2

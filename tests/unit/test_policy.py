@@ -9,8 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connector.errors import ConfigError
-from connector.policy import (
+from connector.core.policy import (
     MAX_DISPLAY_NAME,
     Deliver,
     GiveUp,
@@ -25,7 +24,7 @@ from connector.policy import (
     split_offsets,
     submitted,
 )
-from connector.records import (
+from connector.core.records import (
     BatchKey,
     EntryState,
     JobState,
@@ -35,6 +34,7 @@ from connector.records import (
     RequestEvent,
     SealedBatch,
 )
+from connector.errors import ConfigError
 
 KEY = BatchKey(3, "gemini-2.5-flash", Kind.GENERATE)
 PREFIX = "grp"

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connector.quota import Budget, admit, share, should_pause
-from connector.records import BatchKey, EntryState, Kind, LedgerEntry
+from connector.core.quota import Budget, admit, share, should_pause
+from connector.core.records import BatchKey, EntryState, Kind, LedgerEntry
 
 _ids = itertools.count()
 

@@ -86,8 +86,8 @@ def test_installed_wheel_loads_schemas_from_the_package(wheel: Path, tmp_path: P
         timeout=300,
     )
     script = (
-        "import json, connector, connector.schemas as s\n"
-        "from connector.codec import Codec\n"
+        "import json, connector, connector.core.schemas as s\n"
+        "from connector.core.codec import Codec\n"
         "Codec()\n"
         "print(json.dumps({'package': connector.__file__, 'root': str(s.schema_root()),"
         " 'versions': {n: len(s.load_schemas(n)) for n in s.SCHEMA_NAMES}}))\n"

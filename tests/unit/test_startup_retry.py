@@ -7,8 +7,8 @@ import threading
 import pytest
 from kafka.errors import KafkaConfigurationError, KafkaTimeoutError
 
+from connector.adapters.kafka import connect_with_retry
 from connector.errors import ConfigError
-from connector.kafka_io import connect_with_retry
 
 
 def test_retries_until_the_broker_answers() -> None:

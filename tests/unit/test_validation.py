@@ -11,14 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connector.errors import InvalidRequest
-from connector.records import Kind, RequestEvent
-from connector.validation import (
+from connector.core.records import Kind, RequestEvent
+from connector.core.validation import (
     ENVELOPE_BYTES,
     MAX_METADATA_BYTES,
     MEDIA_PART_TOKENS,
     validate_request,
 )
+from connector.errors import InvalidRequest
 
 LIMIT = 1_000_000
 TEXT_PART = {"parts": [{"text": "hello"}], "role": "user"}

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connector.watermark import Watermark
+from connector.core.watermark import Watermark
 
 
 def test_nothing_consumed_commits_start() -> None:

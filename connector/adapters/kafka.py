@@ -25,24 +25,11 @@ from kafka import (
 from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import KafkaConfigurationError, KafkaError, TopicAlreadyExistsError
 
+from connector.core.ports import SendHandle
+from connector.core.records import Headers, Record
 from connector.errors import ConfigError, ConnectorError, LedgerError
 
 log = structlog.get_logger(__name__)
-
-Headers = list[tuple[str, bytes]]
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """A consumed record, stripped of kafka-python's types."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Headers
-    timestamp_ms: int
 
 
 def _record(r: Any) -> Record:
@@ -201,7 +188,7 @@ class Producer:
         )
         return Sent(fut)
 
-    def flush_and_check(self, sent: Sequence[Sent], timeout_s: float = 60.0) -> None:
+    def flush_and_check(self, sent: Sequence[SendHandle], timeout_s: float = 60.0) -> None:
         """Block until every send is acked; raise if any failed (nothing may pass unacked)."""
         if not sent:
             return

@@ -4,7 +4,7 @@ Wire format (Avro specification, "single-object encoding"): the two bytes
 ``C3 01``, the 8-byte little-endian CRC-64-AVRO fingerprint of the writer
 schema's Parsing Canonical Form, then the Avro binary body. A record therefore
 names its own writer schema without a schema registry; the codec knows every
-released version (``connector.schemas``) and resolves old writers to the
+released version (``connector.core.schemas``) and resolves old writers to the
 current reader schema, filling defaults. See docs/contract.md.
 
 Schemas are parsed once per ``Codec``; encode and decode are a dict build plus
@@ -21,8 +21,7 @@ from typing import Any
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from connector.errors import DecodeError
-from connector.records import (
+from connector.core.records import (
     BatchKey,
     EntryState,
     ErrorInfo,
@@ -33,7 +32,8 @@ from connector.records import (
     ResultStatus,
     TokenUsage,
 )
-from connector.schemas import load_schemas
+from connector.core.schemas import load_schemas
+from connector.errors import DecodeError
 
 __all__ = [
     "MAGIC",

@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import structlog
 
-from connector import policy
-from connector.context import Context
+from connector.core import policy
+from connector.core.jsonl import parse_output_file
+from connector.core.partitions import Tracked
+from connector.core.records import (
+    EntryState,
+    ErrorInfo,
+    JobState,
+    LedgerEntry,
+    OutputItem,
+    RemoteJob,
+)
+from connector.core.results import Outgoing, error_results, success_results
 from connector.errors import ConnectorError, ProviderError, ProviderRejected
-from connector.gemini import RemoteJob, parse_output_file
-from connector.jobs import Tracked
-from connector.outcomes import Outgoing, error_results, success_results
-from connector.records import EntryState, ErrorInfo, JobState, LedgerEntry, OutputItem
+from connector.stages.context import Context
 
 log = structlog.get_logger("connector")
 
@@ -52,10 +59,10 @@ class Tracker:
                 if cancelled is None:
                     continue
                 state = cancelled
+            t.failures = 0  # the provider answered
             if not state.terminal:
-                t.tries += 1
-                delay = policy.next_poll_delay(t.tries, ctx.retry)
-                t.due = now + delay * (0.8 + 0.4 * ctx.rand.random())
+                t.polls += 1
+                t.due = now + policy.poll_delay(t.polls, ctx.retry, ctx.rand.random())
                 continue
             self.finish(t, state, remote)
 

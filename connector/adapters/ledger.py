@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from connector.codec import Codec
+from connector.adapters.kafka import Producer, Sent, read_partition
+from connector.core.codec import Codec
+from connector.core.records import LedgerEntry
 from connector.errors import DecodeError, LedgerError
-from connector.kafka_io import Producer, Sent, read_partition
-from connector.records import LedgerEntry
 
 
 class Ledger:

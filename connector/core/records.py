@@ -8,6 +8,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
+
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A consumed Kafka record, stripped of the client library's types."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+    timestamp_ms: int
 
 
 class Kind(StrEnum):
@@ -182,3 +198,23 @@ class OutputItem:
     key: str
     response: dict[str, object] | None
     error: dict[str, object] | None
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteJob:
+    """What the provider says about a job."""
+
+    name: str
+    state: JobState
+    display_name: str | None
+    inline: tuple[OutputItem, ...] | None
+    responses_file: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class JobInput:
+    """A request to place in a job: its correlation key and REST body."""
+
+    key: str
+    body: dict[str, Any]
+    metadata: dict[str, str]

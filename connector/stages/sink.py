@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import structlog
 
-from connector.codec import Codec
 from connector.config import Settings
-from connector.jobs import Stats
-from connector.kafka_io import Producer, Record, Sent
-from connector.outcomes import dead_letter_headers, result_headers
-from connector.records import ResultEvent, ResultStatus
+from connector.core.codec import Codec
+from connector.core.partitions import Stats
+from connector.core.ports import ProducerPort, SendHandle
+from connector.core.records import Record, ResultEvent, ResultStatus
+from connector.core.results import dead_letter_headers, result_headers
 
 log = structlog.get_logger("connector")
 
@@ -17,13 +17,15 @@ log = structlog.get_logger("connector")
 class Sink:
     """Sends results (keyed by the request's Kafka key) and dead letters (the original record)."""
 
-    def __init__(self, settings: Settings, producer: Producer, codec: Codec, stats: Stats) -> None:
+    def __init__(
+        self, settings: Settings, producer: ProducerPort, codec: Codec, stats: Stats
+    ) -> None:
         self._s = settings
         self._producer = producer
         self._codec = codec
         self._stats = stats
 
-    def result(self, kafka_key: bytes | None, result: ResultEvent) -> Sent:
+    def result(self, kafka_key: bytes | None, result: ResultEvent) -> SendHandle:
         if result.status is ResultStatus.OK:
             self._stats.results_ok += 1
         else:
@@ -36,7 +38,7 @@ class Sink:
             headers=result_headers(result, self._s.request_topic),
         )
 
-    def dead_letter(self, rec: Record, stage: str, exc: BaseException) -> Sent:
+    def dead_letter(self, rec: Record, stage: str, exc: BaseException) -> SendHandle:
         self._stats.dead_lettered += 1
         log.warning(
             "dead-lettered request",

@@ -1,12 +1,16 @@
-"""What one replica knows about its partitions and their jobs (state only, no I/O)."""
+"""What one replica knows about its partitions and their jobs (state only, no I/O).
+
+`Tracked` is a live ledger entry plus scheduling state; `PartitionState` one owned request
+partition; `Partitions` all of them.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from connector.records import EntryState, LedgerEntry, PendingRequest
-from connector.watermark import Watermark
+from connector.core.records import EntryState, LedgerEntry, PendingRequest
+from connector.core.watermark import Watermark
 
 
 @dataclass(slots=True)
@@ -16,7 +20,10 @@ class Tracked:
     entry: LedgerEntry
     due: float = 0.0
     """Monotonic time of the next submit attempt (INTENT) or poll (SUBMITTED)."""
-    tries: int = 0
+    polls: int = 0
+    """Status polls since the job was submitted: spaces the polls out (backoff by polls)."""
+    failures: int = 0
+    """Consecutive failed calls for this job: spaces the retries out (backoff by failures)."""
     lookup: bool = True
     """The job may already exist remotely (recovered, or after an unclear create failure)."""
     payload: tuple[PendingRequest, ...] | None = None

@@ -33,7 +33,7 @@ def schema_root() -> Traversable:
     packaged = resources.files("connector") / "_avro"
     if packaged.is_dir():
         return packaged
-    checkout = Path(__file__).resolve().parent.parent / "avro"
+    checkout = Path(__file__).resolve().parents[2] / "avro"
     if checkout.is_dir():
         return checkout
     raise ConfigError(

@@ -12,8 +12,10 @@ import heapq
 import itertools
 from dataclasses import dataclass, field
 
+from connector import defaults as D
+from connector.core.policy import needs_file
+from connector.core.records import BatchKey, PendingRequest, SealedBatch
 from connector.errors import ConfigError
-from connector.records import BatchKey, Kind, PendingRequest, SealedBatch
 
 __all__ = ["BatchLimits", "Batcher"]
 
@@ -22,16 +24,14 @@ __all__ = ["BatchLimits", "Batcher"]
 class BatchLimits:
     """When a batch seals and whether it goes through an uploaded file."""
 
-    max_requests: int = 1000
+    max_requests: int = D.BATCH_MAX_REQUESTS
     """Seal when a batch holds this many requests."""
-    max_bytes: int = 100_000_000
+    max_bytes: int = D.BATCH_MAX_BYTES
     """Seal when a batch would exceed this many bytes (the file job ceiling)."""
-    inline_max_bytes: int = 19_000_000
+    inline_max_bytes: int = D.BATCH_INLINE_MAX_BYTES
     """A sealed batch above this becomes a JSONL file job (inline create must stay < 20 MB)."""
-    max_wait_s: float = 5.0
+    max_wait_s: float = D.BATCH_MAX_WAIT_S
     """Seal a batch this long after its first request arrived."""
-    file_kinds: frozenset[Kind] = frozenset({Kind.EMBED})
-    """Kinds that always go through a file (inline embeddings carry no per-request key)."""
 
     def __post_init__(self) -> None:
         if self.max_requests < 1:
@@ -173,5 +173,5 @@ class Batcher:
         self._count -= len(batch.requests)
         self._bytes -= batch.size
         limits = self._limits
-        use_file = key.kind in limits.file_kinds or batch.size > limits.inline_max_bytes
+        use_file = needs_file(key.kind, batch.size, limits.inline_max_bytes)
         return SealedBatch(key, tuple(batch.requests), batch.size, use_file)

@@ -22,8 +22,8 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType, field
 
+from connector.core.records import Kind, RequestEvent
 from connector.errors import InvalidRequest
-from connector.records import Kind, RequestEvent
 
 __all__ = [
     "ENVELOPE_BYTES",

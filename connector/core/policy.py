@@ -15,8 +15,16 @@ import hashlib
 import math
 from dataclasses import dataclass, replace
 
+from connector import defaults as D
+from connector.core.records import (
+    EntryState,
+    ErrorInfo,
+    JobState,
+    Kind,
+    LedgerEntry,
+    SealedBatch,
+)
 from connector.errors import ConfigError
-from connector.records import EntryState, ErrorInfo, JobState, LedgerEntry, SealedBatch
 
 __all__ = [
     "MAX_DISPLAY_NAME",
@@ -27,12 +35,16 @@ __all__ = [
     "RetryPolicy",
     "backoff_with_jitter",
     "display_name",
+    "failure_delay",
+    "needs_file",
     "new_intent",
     "new_job_id",
     "next_poll_delay",
     "on_terminal",
+    "poll_delay",
     "split_offsets",
     "submitted",
+    "uses_file",
 ]
 
 MAX_DISPLAY_NAME = 128
@@ -45,13 +57,13 @@ _HASH_CHARS = 16  # 64 bits of sha256: collisions are out of reach for one consu
 class RetryPolicy:
     """How often failed or expired jobs are tried again, and how jobs are polled."""
 
-    max_failed_retries: int = 2
+    max_failed_retries: int = D.MAX_FAILED_RETRIES
     """A FAILED job is retried while its attempt number is at most this."""
-    max_attempts: int = 5
+    max_attempts: int = D.MAX_ATTEMPTS
     """Total attempts including expired splits; beyond this, error results."""
-    poll_initial_s: float = 2.0
-    poll_max_s: float = 60.0
-    poll_factor: float = 1.5
+    poll_initial_s: float = D.POLL_INITIAL_S
+    poll_max_s: float = D.POLL_MAX_S
+    poll_factor: float = D.POLL_FACTOR
 
     def __post_init__(self) -> None:
         if self.max_failed_retries < 0:
@@ -126,6 +138,21 @@ def submitted(
         input_file=input_file,
         updated_ms=now_ms,
     )
+
+
+FILE_KINDS = frozenset({Kind.EMBED})
+"""Kinds that always go through a file: the SDK's inline embedding batches carry no
+per-request key, and results are matched by key, never by position."""
+
+
+def needs_file(kind: Kind, size: int, inline_max_bytes: int) -> bool:
+    """The inline-or-file rule, in one place: too big for an inline create, or a file kind."""
+    return kind in FILE_KINDS or size > inline_max_bytes
+
+
+def uses_file(entry: LedgerEntry) -> bool:
+    """Whether a ledger entry's job goes through a file (entries of any age)."""
+    return entry.use_file or entry.key.kind in FILE_KINDS
 
 
 def split_offsets(offsets: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -238,6 +265,29 @@ def _derive(
 
 
 # -- timing ------------------------------------------------------------------------------
+# Every delay the loop schedules comes from here, so backoff has one set of constants.
+
+FAILURE_FLOOR_S = 0.5
+"""Least wait after a failed provider call (a refused lookup, create, poll or download)."""
+FAILURE_BASE_S = 1.0
+FAILURE_CAP_S = 60.0
+POLL_JITTER = 0.2
+"""Job polls are spread by +-20 % so jobs created together do not poll in lockstep."""
+
+
+def failure_delay(failures: int, rand: float) -> float:
+    """Seconds before retrying after the `failures`-th consecutive failure of one job's call.
+
+    Counts failures only: quiet polls of a healthy job must not push its next retry to the cap.
+    """
+    return FAILURE_FLOOR_S + backoff_with_jitter(failures, FAILURE_BASE_S, FAILURE_CAP_S, rand)
+
+
+def poll_delay(polls_so_far: int, policy: RetryPolicy, rand: float) -> float:
+    """Seconds until the next status poll of a running job, with jitter."""
+    if not 0 <= rand < 1:
+        raise ValueError(f"rand must be in [0, 1), got {rand}")
+    return next_poll_delay(polls_so_far, policy) * (1 - POLL_JITTER + 2 * POLL_JITTER * rand)
 
 
 def next_poll_delay(polls_so_far: int, policy: RetryPolicy) -> float:

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from connector.records import EntryState, LedgerEntry
+from connector.core.records import EntryState, LedgerEntry
 
 __all__ = ["Budget", "admit", "share", "should_pause"]
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 import orjson
 
-from connector.records import (
+from connector.core.records import (
     ErrorInfo,
     LedgerEntry,
     OutputItem,

@@ -9,16 +9,16 @@ from __future__ import annotations
 import orjson
 import structlog
 
-from connector import policy
-from connector.context import Context
+from connector.core import policy
+from connector.core.jsonl import jsonl_lines
+from connector.core.partitions import Tracked
+from connector.core.ports import SendHandle
+from connector.core.quota import Budget, admit
+from connector.core.records import EntryState, ErrorInfo, JobInput, RequestEvent
+from connector.core.results import correlation_key
 from connector.errors import ProviderError, ProviderRejected
-from connector.gemini import JobInput, jsonl_lines
-from connector.jobs import Tracked
-from connector.kafka_io import Sent
-from connector.outcomes import correlation_key
-from connector.quota import Budget, admit
-from connector.records import EntryState, ErrorInfo, Kind, RequestEvent
-from connector.tracker import Tracker
+from connector.stages.context import Context
+from connector.stages.tracker import Tracker
 
 log = structlog.get_logger("connector")
 
@@ -44,7 +44,7 @@ class Submitter:
             for t in due:
                 ctx.reschedule(t, now)
             return
-        sends: list[Sent] = []
+        sends: list[SendHandle] = []
         for t in due:
             if ctx.clock() >= deadline:
                 break
@@ -62,7 +62,7 @@ class Submitter:
                 sends.append(sent)
         ctx.producer.flush_and_check(sends)
 
-    def _create(self, t: Tracked, now: float) -> Sent | None:
+    def _create(self, t: Tracked, now: float) -> SendHandle | None:
         """Upload (file jobs) and create; returns the SUBMITTED ledger write on success."""
         ctx = self.ctx
         entry = t.entry
@@ -71,7 +71,7 @@ class Submitter:
             error = ErrorInfo(400, "INVALID_ARGUMENT", "no request of the job could be read")
             self.tracker.give_up(entry, error, None)
             return None
-        use_file = entry.use_file or entry.key.kind is Kind.EMBED
+        use_file = policy.uses_file(entry)
         input_file = None
         model, kind, name = entry.key.model, entry.key.kind, entry.display_name
         prio = entry.key.priority
@@ -108,11 +108,12 @@ class Submitter:
         )
         return self._submitted(t, job, input_file)
 
-    def _submitted(self, t: Tracked, job: str, input_file: str | None) -> Sent:
+    def _submitted(self, t: Tracked, job: str, input_file: str | None) -> SendHandle:
         ctx = self.ctx
         t.entry = policy.submitted(t.entry, job, input_file, ctx.wall_ms())
         t.payload = None
-        t.tries = 0
+        t.polls = 0
+        t.failures = 0
         t.lookup = False
         t.due = ctx.clock() + ctx.retry.poll_initial_s
         return ctx.ledger.write(t.entry)

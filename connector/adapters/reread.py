@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from connector.codec import Codec
+from connector.adapters.kafka import read_partition
+from connector.core.codec import Codec
+from connector.core.results import Original
 from connector.errors import DecodeError
-from connector.kafka_io import read_partition
-from connector.outcomes import Original
 
 
 def reread(
@@ -40,3 +40,18 @@ def reread(
             event = None
         found[rec.offset] = Original(partition, rec.offset, rec.key, event)
     return found
+
+
+class RequestReader:
+    """`RequestReaderPort` over the request topic, one short-lived consumer per read."""
+
+    def __init__(
+        self, topic: str, codec: Codec, bootstrap: str, kafka_extra: Mapping[str, Any]
+    ) -> None:
+        self._topic = topic
+        self._codec = codec
+        self._bootstrap = bootstrap
+        self._extra = kafka_extra
+
+    def read(self, partition: int, offsets: Iterable[int]) -> dict[int, Original]:
+        return reread(self._topic, partition, offsets, self._codec, self._bootstrap, self._extra)

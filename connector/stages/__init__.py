@@ -1,0 +1,1 @@
+"""Stages of the loop (intake, submitter, tracker, sink), written against the ports only."""

@@ -1,0 +1,71 @@
+"""One pass's sends and the offsets they make durable, committed in the only safe order.
+
+Modelled on Quix Streams' `Checkpoint`: the loop collects what it sent (ledger INTENTs,
+dead letters, error results) and which request offsets those sends resolve; `commit` then
+flushes and checks every ack, only then lets the watermarks pass those offsets, and only
+then commits the consumer. A crash anywhere before the commit re-reads; nothing unacked
+is ever committed.
+"""
+
+from __future__ import annotations
+
+import structlog
+
+from connector.core.partitions import Partitions
+from connector.core.ports import ConsumerPort, ProducerPort, SendHandle
+
+log = structlog.get_logger("connector")
+
+
+class Checkpoint:
+    """Sends to ack and the offsets that become durable once they are acked."""
+
+    __slots__ = ("resolved", "sends")
+
+    def __init__(self) -> None:
+        self.sends: list[SendHandle] = []
+        self.resolved: dict[int, list[int]] = {}
+
+    def send(self, handle: SendHandle) -> None:
+        self.sends.append(handle)
+
+    def resolve(self, partition: int, offset: int) -> None:
+        self.resolved.setdefault(partition, []).append(offset)
+
+    def resolve_all(self, partition: int, offsets: tuple[int, ...] | list[int]) -> None:
+        self.resolved.setdefault(partition, []).extend(offsets)
+
+    @property
+    def empty(self) -> bool:
+        return not self.sends and not self.resolved
+
+    def commit(
+        self, producer: ProducerPort, consumer: ConsumerPort, owned: Partitions
+    ) -> dict[int, int]:
+        """Flush → advance watermarks → commit; return the offsets committed per partition.
+
+        A failed commit (a rebalance in progress) is logged and left to the next pass: the
+        watermarks already passed those offsets, so the next commit covers them.
+        """
+        producer.flush_and_check(self.sends)
+        for p, offsets in self.resolved.items():
+            st = owned.get(p)
+            if st is not None and st.watermark is not None:
+                st.watermark.resolved(offsets)
+        commits = {
+            p: c
+            for p, st in owned.items()
+            if st.watermark is not None and (c := st.watermark.committable()) > st.committed
+        }
+        self.sends, self.resolved = [], {}
+        if not commits:
+            return {}
+        try:
+            consumer.commit(commits)
+        except Exception as exc:  # a rebalance in progress: the next pass commits again
+            log.warning("commit failed; will retry", error=str(exc))
+            return {}
+        for p, c in commits.items():
+            if p in owned:
+                owned[p].committed = c
+        return commits

@@ -1,0 +1,101 @@
+"""Intake: decode → validate → deadline → batch each consumed record; seal into INTENTs.
+
+Anything refused gets its terminal record (a dead letter and/or an error result) in the
+pass's checkpoint, so its offset commits only once that record is acked.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterable
+
+from connector.config import Settings
+from connector.core import policy
+from connector.core.batcher import Batcher
+from connector.core.codec import Codec
+from connector.core.partitions import Partitions, Stats, Tracked
+from connector.core.ports import LedgerPort
+from connector.core.records import ErrorInfo, PendingRequest, Record, SealedBatch
+from connector.core.results import refused
+from connector.core.validation import validate_request
+from connector.core.watermark import Watermark
+from connector.errors import DecodeError, InvalidRequest
+from connector.stages.checkpoint import Checkpoint
+from connector.stages.sink import Sink
+
+
+class Intake:
+    """Turns consumed records into open batches, and sealed batches into ledger INTENTs."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        codec: Codec,
+        batcher: Batcher,
+        owned: Partitions,
+        sink: Sink,
+        ledger: LedgerPort,
+        stats: Stats,
+        clock: Callable[[], float],
+        wall_ms: Callable[[], int],
+        nonce: Callable[[], str] = lambda: secrets.token_hex(4),
+    ) -> None:
+        self.s = settings
+        self.codec = codec
+        self.batcher = batcher
+        self.owned = owned
+        self.sink = sink
+        self.ledger = ledger
+        self.stats = stats
+        self.clock = clock
+        self.wall_ms = wall_ms
+        self.nonce = nonce
+
+    def take(self, rec: Record, now: float, cp: Checkpoint) -> list[SealedBatch]:
+        """Decode, validate and batch one record; anything refused gets its terminal record."""
+        st = self.owned.get(rec.partition)
+        if st is None:
+            return []  # fetched before a revocation; the new owner reads it again
+        if st.watermark is None:
+            st.watermark = Watermark(rec.offset)
+        if rec.offset <= st.watermark.high:
+            return []  # before where this partition (re)started: already handled
+        st.watermark.consumed(rec.offset)
+        self.stats.consumed += 1
+        if rec.offset in st.covered:
+            cp.resolve(rec.partition, rec.offset)  # already owned by a live ledger entry
+            return []
+        try:
+            event = self.codec.decode_request(rec.value or b"")
+        except DecodeError as exc:
+            cp.send(self.sink.dead_letter(rec, "VALUE_CONVERTER", exc))
+            cp.resolve(rec.partition, rec.offset)
+            return []
+        error: ErrorInfo | None = None
+        try:
+            size, tokens = validate_request(event, self.s.max_request_bytes)
+        except InvalidRequest as exc:
+            cp.send(self.sink.dead_letter(rec, "VALIDATION", exc))
+            error = ErrorInfo(exc.code, exc.status, exc.reason)
+        if error is None and event.deadline_ms is not None and event.deadline_ms <= self.wall_ms():
+            error = ErrorInfo(504, "DEADLINE_EXCEEDED", "the deadline passed before batching")
+        if error is not None:
+            result = refused(event, rec.partition, rec.offset, error, self.wall_ms())
+            cp.send(self.sink.result(rec.key, result))
+            cp.resolve(rec.partition, rec.offset)
+            return []
+        return self.batcher.add(PendingRequest(rec.partition, rec.offset, event, size, tokens), now)
+
+    def record_intents(self, sealed: Iterable[SealedBatch], cp: Checkpoint) -> None:
+        """One INTENT per sealed batch; its offsets resolve once the INTENT is acked."""
+        now_ms = self.wall_ms()
+        for batch in sealed:
+            st = self.owned.get(batch.key.partition)
+            if st is None:
+                continue
+            job_id = policy.new_job_id(batch.key.partition, batch.offsets[0], self.nonce())
+            entry = policy.new_intent(batch, job_id, self.s.group_id, now_ms)
+            cp.send(self.ledger.write(entry))
+            # Fresh id: no job of this name can exist yet, so no lookup before create.
+            st.add(Tracked(entry, due=self.clock(), lookup=False, payload=batch.requests))
+            cp.resolve_all(batch.key.partition, batch.offsets)

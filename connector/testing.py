@@ -1,0 +1,542 @@
+"""Doubles of the loop's ports, for fast deterministic tests of the sidecar (and of yours).
+
+Shipped in the package, as structlog and Dramatiq ship theirs, so users can test code around
+the sidecar the same way:
+
+- `MemoryKafka`: an in-memory log of topics and partitions (offsets, keys, values, headers),
+  with a consumer group's committed offsets. The doubles below all read and write it.
+- `ScriptedConsumer`: a `ConsumerPort` over `MemoryKafka`; tests script rebalances
+  (`assign`, `revoke`, `lose`) that the loop sees as the real listener would report them.
+- `RecordingProducer`: a `ProducerPort` that appends to `MemoryKafka` on flush; `fail_next`
+  makes acks fail, the way a broker outage or an oversized record does.
+- `MemoryLedger`, `MemoryReader`: the ledger and the request re-read over `MemoryKafka`,
+  with the real codec, so entries round-trip through the real Avro encoding.
+- `ManualClock`: monotonic seconds and wall milliseconds that move only when told to.
+- `emulated_gemini(...)`: the real `Gemini` adapter and the real google-genai SDK talking to
+  the project's own emulator *service* in-process, through an httpx transport (no socket,
+  no thread): the double cannot drift from the emulator because it is the emulator.
+- `wait_until`: poll a condition with a deadline instead of sleeping a guessed time.
+- `harness(...)`: a `Sidecar` wired to all of the above, ready for `step()`.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import zlib
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, unquote
+
+import httpx2
+import orjson
+from google import genai
+from google.genai import types
+
+from connector.adapters.gemini import Gemini
+from connector.config import Settings
+from connector.core.codec import Codec
+from connector.core.ports import RebalanceEvent
+from connector.core.records import Headers, Kind, LedgerEntry, Record, RequestEvent
+from connector.core.results import Original
+from connector.emulator.config import EmulatorConfig
+from connector.emulator.control import Control
+from connector.emulator.messages import Body, Request, Response
+from connector.emulator.service import Service
+from connector.emulator.wire import ApiError
+from connector.errors import DecodeError, LedgerError, ProduceFailed
+from connector.runner import Ports, Sidecar
+
+T = TypeVar("T")
+
+__all__ = [
+    "InProcessEmulator",
+    "ManualClock",
+    "MemoryKafka",
+    "MemoryLedger",
+    "MemoryReader",
+    "RecordingProducer",
+    "ScriptedConsumer",
+    "TestHarness",
+    "emulated_gemini",
+    "harness",
+    "wait_until",
+]
+
+
+# -- waiting ------------------------------------------------------------------------------
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    message: str | Callable[[], str] = "condition",
+) -> T:
+    """Call `predicate` until it returns something truthy and return that value.
+
+    Raises `TimeoutError` after `timeout` seconds, naming `message` (a string or a callable,
+    so the failure can show the latest state) and the last value seen. The predicate is always
+    called at least once, and once more at the deadline.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            text = message() if callable(message) else message
+            raise TimeoutError(
+                f"timed out after {timeout:.1f} s waiting for {text}; last {value!r}"
+            )
+        time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+
+
+# -- time ---------------------------------------------------------------------------------
+
+
+class ManualClock:
+    """Monotonic seconds (`clock()`) and wall milliseconds (`wall_ms()`) moved by `advance`."""
+
+    def __init__(self, start: float = 1_000.0, wall_ms: int = 1_700_000_000_000) -> None:
+        self.now = start
+        self._wall_ms = wall_ms
+
+    def __call__(self) -> float:
+        return self.now
+
+    def wall_ms(self) -> int:
+        return self._wall_ms
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+        self._wall_ms += int(seconds * 1000)
+
+
+# -- Kafka --------------------------------------------------------------------------------
+
+
+class MemoryKafka:
+    """Topics of partitions of records, and one group's committed offsets."""
+
+    def __init__(self) -> None:
+        self.logs: dict[tuple[str, int], list[Record]] = defaultdict(list)
+        self.partitions: dict[str, int] = {}
+        self.committed: dict[tuple[str, int], int] = {}
+        self._ts = 0
+
+    def create_topic(self, topic: str, partitions: int) -> None:
+        self.partitions[topic] = partitions
+
+    def append(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: Headers | None = None,
+        partition: int | None = None,
+    ) -> Record:
+        n = self.partitions.setdefault(topic, 1)
+        p = partition if partition is not None else (zlib.crc32(key) % n if key else 0)
+        log = self.logs[(topic, p)]
+        self._ts += 1
+        rec = Record(topic, p, len(log), key, value, list(headers or []), self._ts)
+        log.append(rec)
+        return rec
+
+    def records(self, topic: str, partition: int | None = None) -> list[Record]:
+        """Every record of a topic (one partition, or all in partition order)."""
+        if partition is not None:
+            return list(self.logs.get((topic, partition), []))
+        return [r for (t, _), log in sorted(self.logs.items()) if t == topic for r in log]
+
+
+class ScriptedConsumer:
+    """A `ConsumerPort` that reads `MemoryKafka` and reports the rebalances a test scripts."""
+
+    def __init__(self, kafka: MemoryKafka, topic: str, max_records: int = 500) -> None:
+        self.kafka = kafka
+        self.topic = topic
+        self.max_records = max_records
+        self.assigned: set[int] = set()
+        self.paused: set[int] = set()
+        self.positions: dict[int, int] = {}
+        self.events: list[RebalanceEvent] = []
+        self.commits: list[dict[int, int]] = []
+        self.fail_commits = 0
+        """Refuse this many commits, as a group does during a rebalance."""
+
+    # scripting
+    def assign(self, *partitions: int) -> None:
+        self.assigned |= set(partitions)
+        for p in partitions:
+            self.positions[p] = self.kafka.committed.get((self.topic, p), 0)
+        self.events.append(("assigned", set(partitions)))
+
+    def revoke(self, *partitions: int) -> None:
+        self.assigned -= set(partitions)
+        self.events.append(("revoked", set(partitions)))
+
+    lose = revoke
+    """A lost partition (session timeout) reaches the loop as a revocation."""
+
+    # ConsumerPort
+    def poll(self, timeout_s: float) -> list[Record]:
+        out: list[Record] = []
+        for p in sorted(self.assigned - self.paused):
+            log = self.kafka.logs.get((self.topic, p), [])
+            pos = self.positions.get(p, 0)
+            take = log[pos : pos + self.max_records - len(out)]
+            out.extend(take)
+            self.positions[p] = pos + len(take)
+            if len(out) >= self.max_records:
+                break
+        return out
+
+    def rebalance_events(self) -> list[RebalanceEvent]:
+        events, self.events = self.events, []
+        return events
+
+    def commit(self, offsets: Mapping[int, int]) -> None:
+        if self.fail_commits > 0:
+            self.fail_commits -= 1
+            raise RuntimeError("commit refused: rebalance in progress (scripted)")
+        self.commits.append(dict(offsets))
+        for p, o in offsets.items():
+            self.kafka.committed[(self.topic, p)] = o
+
+    def rewind(self, partitions: Iterable[int]) -> dict[int, int]:
+        starts = {p: self.kafka.committed.get((self.topic, p), 0) for p in partitions}
+        self.positions.update(starts)
+        return starts
+
+    def assignment(self) -> set[int]:
+        return set(self.assigned)
+
+    def pause(self, partitions: Iterable[int]) -> None:
+        self.paused |= set(partitions)
+
+    def resume_all(self) -> None:
+        self.paused.clear()
+
+    def close(self) -> None:
+        self.assigned.clear()
+
+
+@dataclass(slots=True)
+class _Handle:
+    topic: str
+    value: bytes | None
+    key: bytes | None
+    headers: Headers
+    partition: int | None
+    done: bool = False
+    exc: BaseException | None = None
+    record: Record | None = None
+
+    def ok(self) -> bool:
+        return self.done and self.exc is None
+
+    def error(self) -> BaseException | None:
+        return self.exc
+
+
+class RecordingProducer:
+    """A `ProducerPort`: sends become records of `MemoryKafka` when flushed (and acked)."""
+
+    def __init__(self, kafka: MemoryKafka) -> None:
+        self.kafka = kafka
+        self.pending: list[_Handle] = []
+        self.fail_next = 0
+        """Fail the acks of this many of the next sends (records are not written)."""
+        self.fail_when: Callable[[str, bytes | None], BaseException | None] | None = None
+        """Per-record failure: return an exception to refuse that record (e.g. too large)."""
+        self.flushes = 0
+
+    def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: Headers | None = None,
+        partition: int | None = None,
+    ) -> _Handle:
+        h = _Handle(topic, value, key, list(headers or []), partition)
+        self.pending.append(h)
+        return h
+
+    def flush_and_check(self, sent: Sequence[Any], timeout_s: float = 60.0) -> None:
+        self.flushes += 1
+        for h in self.pending:
+            exc: BaseException | None = None
+            if self.fail_next > 0:
+                self.fail_next -= 1
+                exc = ProduceFailed("scripted produce failure")
+            elif self.fail_when is not None:
+                exc = self.fail_when(h.topic, h.value)
+            h.done, h.exc = True, exc
+            if exc is None:
+                h.record = self.kafka.append(h.topic, h.value, h.key, h.headers, h.partition)
+        self.pending = []
+        for h in sent:
+            if not h.ok():
+                raise ProduceFailed(f"produce failed: {h.error()!r}")
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        self.pending = []
+
+
+class MemoryLedger:
+    """A `LedgerPort` over a compacted topic of `MemoryKafka`, with the real codec."""
+
+    def __init__(self, kafka: MemoryKafka, topic: str, producer: RecordingProducer, codec: Codec):
+        self.kafka, self.topic, self.producer, self.codec = kafka, topic, producer, codec
+
+    def load(self, partition: int) -> dict[str, LedgerEntry]:
+        live: dict[str, LedgerEntry] = {}
+        for rec in self.kafka.records(self.topic, partition):
+            if rec.key is None:
+                continue
+            job_id = rec.key.decode()
+            if rec.value is None:
+                live.pop(job_id, None)
+                continue
+            try:
+                live[job_id] = self.codec.decode_ledger(rec.value)
+            except DecodeError as exc:
+                raise LedgerError(f"unreadable ledger entry {job_id!r}: {exc}") from exc
+        return live
+
+    def write(self, entry: LedgerEntry) -> _Handle:
+        value = self.codec.encode_ledger(entry)
+        key = entry.job_id.encode()
+        return self.producer.send(self.topic, value, key=key, partition=entry.key.partition)
+
+    def tombstone(self, entry: LedgerEntry) -> _Handle:
+        key = entry.job_id.encode()
+        return self.producer.send(self.topic, None, key=key, partition=entry.key.partition)
+
+    def live(self, partition: int) -> dict[str, LedgerEntry]:
+        """The live entries now (what a new owner would load)."""
+        return self.load(partition)
+
+
+class MemoryReader:
+    """A `RequestReaderPort` over the request topic of `MemoryKafka`."""
+
+    def __init__(self, kafka: MemoryKafka, topic: str, codec: Codec) -> None:
+        self.kafka, self.topic, self.codec = kafka, topic, codec
+        self.deleted_below: dict[int, int] = {}
+        """Offsets below this per partition are gone (retention), as a test decides."""
+
+    def read(self, partition: int, offsets: Iterable[int]) -> dict[int, Original]:
+        log = self.kafka.records(self.topic, partition)
+        floor = self.deleted_below.get(partition, 0)
+        out: dict[int, Original] = {}
+        for o in offsets:
+            if o < floor or o >= len(log):
+                continue
+            rec = log[o]
+            try:
+                event = self.codec.decode_request(rec.value or b"")
+            except DecodeError:
+                event = None
+            out[o] = Original(partition, o, rec.key, event)
+        return out
+
+
+# -- Gemini -------------------------------------------------------------------------------
+
+
+class InProcessEmulator:
+    """The emulator's service and control API behind an httpx transport: no socket, no thread."""
+
+    base_url = "http://emulator.invalid"
+
+    def __init__(self, config: EmulatorConfig | None = None) -> None:
+        self.service = Service(config or EmulatorConfig())
+        self.control = Control(self.service)
+        self.transport = httpx2.MockTransport(self._handle)
+
+    def _handle(self, request: httpx2.Request) -> httpx2.Response:
+        data = request.read()
+        headers = {k: v for k, v in request.headers.items()}
+        req = Request(
+            method=request.method,
+            path=unquote(request.url.path),
+            query=dict(parse_qsl(request.url.query.decode(), keep_blank_values=True)),
+            headers=_CaseInsensitive(headers),
+            body=Body(io.BytesIO(data), len(data)),
+            origin=self.base_url,
+        )
+        try:
+            if req.path.startswith("/_emulator/"):
+                resp = self.control.handle(req)
+            else:
+                resp = self.service.handle(req)
+        except ApiError as exc:
+            resp = Response.json(exc.body(), exc.code)
+        body = resp.file.read_bytes() if resp.file is not None else resp.body
+        out_headers = {"content-type": resp.content_type, **resp.headers}
+        return httpx2.Response(resp.status, headers=out_headers, content=body)
+
+    # the knobs, as on EmulatorServer
+    def update_config(self, **changes: Any) -> EmulatorConfig:
+        return self.service.update_config(changes)
+
+    def advance_clock(self, seconds: float) -> float:
+        return self.service.clock.advance(seconds)
+
+    def created_by_display_name(self) -> dict[str, int]:
+        """How many jobs were created under each display name (2+ means paid twice)."""
+        stats = self.control.handle(
+            Request("GET", "/_emulator/stats", {}, {}, Body(io.BytesIO(b""), 0), self.base_url)
+        )
+        return dict(orjson.loads(stats.body)["batches"]["by_display_name"])
+
+    def close(self) -> None:
+        self.service.files.close()
+
+
+class _CaseInsensitive(dict[str, str]):
+    def get(self, key: str, default: Any = None) -> Any:
+        lower = key.lower()
+        for k, v in self.items():
+            if k.lower() == lower:
+                return v
+        return default
+
+
+def emulated_gemini(
+    emulator: InProcessEmulator | None = None, timeout_s: float = 60.0
+) -> tuple[Gemini, InProcessEmulator]:
+    """The real adapter and SDK, wired to the emulator service in-process."""
+    emu = emulator or InProcessEmulator()
+    client = genai.Client(
+        api_key="test-key",
+        http_options=types.HttpOptions(
+            base_url=emu.base_url,
+            api_version="v1beta",
+            timeout=int(timeout_s * 1000),
+            httpx_client=httpx2.Client(transport=emu.transport, base_url=emu.base_url),
+        ),
+    )
+    return Gemini(api_key="test-key", client=client), emu
+
+
+# -- the whole sidecar --------------------------------------------------------------------
+
+
+@dataclass
+class TestHarness:
+    """A `Sidecar` on doubles. `step()` runs one pass; everything is inspectable."""
+
+    __test__ = False  # not a pytest test class
+
+    sidecar: Sidecar
+    kafka: MemoryKafka
+    consumer: ScriptedConsumer
+    producer: RecordingProducer
+    ledger: MemoryLedger
+    reader: MemoryReader
+    clock: ManualClock
+    gemini: Any
+    emulator: InProcessEmulator | None
+    settings: Settings
+    codec: Codec = field(default_factory=Codec)
+
+    def step(self, n: int = 1, advance_s: float = 0.0) -> None:
+        """Run `n` passes, moving both clocks by `advance_s` before each."""
+        for _ in range(n):
+            if advance_s:
+                self.advance(advance_s)
+            self.sidecar.step()
+
+    def advance(self, seconds: float) -> None:
+        """Move the sidecar's clock and the emulator's clock together."""
+        self.clock.advance(seconds)
+        if self.emulator is not None:
+            self.emulator.advance_clock(seconds)
+
+    def publish(
+        self,
+        request_id: str,
+        prompt: str = "hello",
+        model: str = "gemini-2.5-flash",
+        partition: int = 0,
+        **fields: Any,
+    ) -> Record:
+        """Append a valid request event to the request topic (its Kafka key is the id)."""
+        body = fields.pop("body", None) or {
+            "contents": [{"role": "user", "parts": [{"text": prompt}]}]
+        }
+        ev = RequestEvent(
+            request_id=request_id,
+            model=model,
+            kind=fields.pop("kind", Kind.GENERATE),
+            body=orjson.dumps(body).decode(),
+            **fields,
+        )
+        value = self.codec.encode_request(ev)
+        return self.kafka.append(
+            self.settings.request_topic, value, request_id.encode(), partition=partition
+        )
+
+    def run_until(
+        self, predicate: Callable[[], Any], max_passes: int = 200, advance_s: float = 1.0
+    ) -> None:
+        """Step (moving time by `advance_s` per pass) until `predicate()` holds."""
+        for _ in range(max_passes):
+            if predicate():
+                return
+            self.step(advance_s=advance_s)
+        if not predicate():
+            raise AssertionError(f"condition not reached in {max_passes} passes")
+
+    def result_events(self) -> list[Any]:
+        return [self.codec.decode_result(r.value or b"") for r in self.results()]
+
+    def results(self) -> list[Record]:
+        return self.kafka.records(self.settings.result_topic)
+
+    def dead_letters(self) -> list[Record]:
+        return self.kafka.records(self.settings.dlq_topic)
+
+    def committed(self, partition: int = 0) -> int:
+        return self.kafka.committed.get((self.settings.request_topic, partition), 0)
+
+
+def harness(
+    settings: Settings | None = None,
+    partitions: int = 1,
+    gemini: Any = None,
+    emulator_config: EmulatorConfig | None = None,
+    clock: ManualClock | None = None,
+    **overrides: Any,
+) -> TestHarness:
+    """A sidecar on in-memory Kafka and the in-process emulator (or the `gemini` given)."""
+    s = settings or Settings(gemini_base_url="http://emulator.invalid", **overrides)
+    clock = clock or ManualClock()
+    codec = Codec()
+    kafka = MemoryKafka()
+    for topic in (s.request_topic, s.ledger, s.result_topic, s.dlq_topic):
+        kafka.create_topic(topic, partitions)
+    producer = RecordingProducer(kafka)
+    consumer = ScriptedConsumer(kafka, s.request_topic)
+    ledger = MemoryLedger(kafka, s.ledger, producer, codec)
+    reader = MemoryReader(kafka, s.request_topic, codec)
+    emulator = None
+    if gemini is None:
+        gemini, emulator = emulated_gemini(InProcessEmulator(emulator_config))
+    sidecar = Sidecar(s, gemini, codec=codec, clock=clock, wall_ms=clock.wall_ms)
+    sidecar.attach(Ports(consumer, producer, ledger, reader, total_partitions=partitions))
+    return TestHarness(
+        sidecar, kafka, consumer, producer, ledger, reader, clock, gemini, emulator, s, codec
+    )
+
+
+def headers_of(rec: Record) -> dict[str, bytes]:
+    """A record's headers as a dict (the last value of a repeated header wins)."""
+    return dict(rec.headers)
