@@ -12,7 +12,7 @@ import sys
 from types import FrameType
 
 from connector import __version__, config
-from connector.errors import ConfigError
+from connector.errors import BrokerUnavailable, ConfigError
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -51,6 +51,9 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"connector: {exc}", file=sys.stderr)
         return 2
+    except BrokerUnavailable as exc:
+        print(f"connector: {exc}", file=sys.stderr)
+        return 3
     finally:
         gemini.close()
     return 0

@@ -46,7 +46,7 @@ from connector.emulator.control import Control
 from connector.emulator.messages import Body, Request, Response
 from connector.emulator.service import Service
 from connector.emulator.wire import ApiError
-from connector.errors import DecodeError, LedgerError, ProduceFailed
+from connector.errors import CommitFailed, DecodeError, LedgerError, ProduceFailed
 from connector.runner import Ports, Sidecar
 
 T = TypeVar("T")
@@ -202,7 +202,7 @@ class ScriptedConsumer:
     def commit(self, offsets: Mapping[int, int]) -> None:
         if self.fail_commits > 0:
             self.fail_commits -= 1
-            raise RuntimeError("commit refused: rebalance in progress (scripted)")
+            raise CommitFailed("commit refused: rebalance in progress (scripted)")
         self.commits.append(dict(offsets))
         for p, o in offsets.items():
             self.kafka.committed[(self.topic, p)] = o

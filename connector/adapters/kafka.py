@@ -27,7 +27,13 @@ from kafka.errors import KafkaConfigurationError, KafkaError, TopicAlreadyExists
 
 from connector.core.ports import SendHandle
 from connector.core.records import Headers, Record
-from connector.errors import ConfigError, ConnectorError, LedgerError
+from connector.errors import (
+    BrokerUnavailable,
+    CommitFailed,
+    ConfigError,
+    LedgerError,
+    ProduceFailed,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -93,9 +99,12 @@ class RequestConsumer:
         self._consumer.subscribe([topic], listener=self._listener)
 
     def poll(self, timeout_s: float) -> list[Record]:
-        batches = self._consumer.poll(
-            timeout_ms=max(0, int(timeout_s * 1000)), max_records=self._max_records
-        )
+        try:
+            batches = self._consumer.poll(
+                timeout_ms=max(0, int(timeout_s * 1000)), max_records=self._max_records
+            )
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"poll failed: {exc!r}") from exc
         out: list[Record] = []
         for recs in batches.values():
             out.extend(_record(r) for r in recs)
@@ -108,13 +117,17 @@ class RequestConsumer:
 
     def commit(self, offsets: Mapping[int, int]) -> None:
         """Commit next-offsets per partition (blocking): only durable work is covered."""
-        if offsets:
+        if not offsets:
+            return
+        try:
             self._consumer.commit(
                 {
                     TopicPartition(self.topic, p): OffsetAndMetadata(o, "", -1)
                     for p, o in offsets.items()
                 }
             )
+        except KafkaError as exc:
+            raise CommitFailed(f"offset commit refused: {exc!r}") from exc
 
     def rewind(self, partitions: Iterable[int]) -> dict[int, int]:
         """Seek to the committed offset (or the beginning) and return where each starts.
@@ -192,10 +205,13 @@ class Producer:
         """Block until every send is acked; raise if any failed (nothing may pass unacked)."""
         if not sent:
             return
-        self._producer.flush(timeout=timeout_s)
+        try:
+            self._producer.flush(timeout=timeout_s)
+        except KafkaError as exc:
+            raise ProduceFailed(f"flush failed: {exc!r}") from exc
         for s in sent:
             if not s.ok():
-                raise ConnectorError(f"produce failed: {s.error()!r}")
+                raise ProduceFailed(f"produce failed: {s.error()!r}")
 
     def close(self, timeout_s: float = 10.0) -> None:
         self._producer.close(timeout=timeout_s)
@@ -232,7 +248,7 @@ def read_partition(
         deadline = time.monotonic() + timeout_s
         while consumer.position(tp) < last:
             if time.monotonic() > deadline:
-                raise ConnectorError(f"timed out reading {topic}[{partition}] {first}..{last}")
+                raise BrokerUnavailable(f"timed out reading {topic}[{partition}] {first}..{last}")
             for recs in consumer.poll(timeout_ms=500).values():
                 out.extend(_record(r) for r in recs if r.offset < last)
         return out
@@ -318,7 +334,7 @@ def connect_with_retry(
             raise ConfigError(f"invalid Kafka settings for {what}: {exc}") from exc
         except (KafkaError, OSError) as exc:
             if time.monotonic() + delay > deadline or (stop is not None and stop.is_set()):
-                raise ConfigError(
+                raise BrokerUnavailable(
                     f"Kafka not reachable for {what} after {timeout_s:.0f}s: {exc}"
                 ) from exc
             log.warning("kafka not ready, retrying", what=what, error=str(exc), retry_in_s=delay)

@@ -13,6 +13,7 @@ import structlog
 
 from connector.core.partitions import Partitions
 from connector.core.ports import ConsumerPort, ProducerPort, SendHandle
+from connector.errors import CommitFailed
 
 log = structlog.get_logger("connector")
 
@@ -62,7 +63,7 @@ class Checkpoint:
             return {}
         try:
             consumer.commit(commits)
-        except Exception as exc:  # a rebalance in progress: the next pass commits again
+        except CommitFailed as exc:  # a rebalance in progress: the next pass commits again
             log.warning("commit failed; will retry", error=str(exc))
             return {}
         for p, c in commits.items():

@@ -8,7 +8,7 @@ import pytest
 from kafka.errors import KafkaConfigurationError, KafkaTimeoutError
 
 from connector.adapters.kafka import connect_with_retry
-from connector.errors import ConfigError
+from connector.errors import BrokerUnavailable, ConfigError
 
 
 def test_retries_until_the_broker_answers() -> None:
@@ -31,7 +31,7 @@ def test_gives_up_with_a_clear_error_after_the_timeout() -> None:
     def make() -> str:
         raise KafkaTimeoutError("still nothing")
 
-    with pytest.raises(ConfigError, match="Kafka not reachable for consumer"):
+    with pytest.raises(BrokerUnavailable, match="Kafka not reachable for consumer"):
         connect_with_retry(make, "consumer", timeout_s=0.2)
 
 
@@ -56,5 +56,5 @@ def test_stop_interrupts_the_wait() -> None:
     def make() -> str:
         raise KafkaTimeoutError("no broker")
 
-    with pytest.raises(ConfigError):
+    with pytest.raises(BrokerUnavailable):
         connect_with_retry(make, "admin", timeout_s=300, stop=stop)

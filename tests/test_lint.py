@@ -6,7 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.lint
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
