@@ -55,6 +55,10 @@ class EmulatorConfig:
     """Probability that one request inside a batch gets a per-request error."""
     job_failure_rate: float = 0.0
     """Probability that a job ends FAILED instead of SUCCEEDED."""
+    job_expiry_rate: float = 0.0
+    """Probability that a job ends EXPIRED instead of SUCCEEDED (when it would have finished)."""
+    rate_limit_rate: float = 0.0
+    """Probability that a create is refused with 429 RESOURCE_EXHAUSTED whatever the quota."""
     transient_error_rate: float = 0.0
     """Probability that an API call is refused with 503 UNAVAILABLE or 500 INTERNAL."""
     latency_ms: float = 0.0

@@ -18,6 +18,7 @@ from typing import Any
 
 from .clock import Clock
 from .config import EmulatorConfig
+from .faults import chance, triggered
 from .files import new_id
 from .wire import GRPC_CODE, ApiError, JsonObj
 
@@ -59,6 +60,22 @@ class Job:
     def name(self) -> str:
         """`batches/ID`."""
         return f"batches/{self.job_id}"
+
+
+def _outcome(cfg: EmulatorConfig, display_name: str, seq: int) -> str:
+    """The terminal state a new job will reach: triggers first, then the seeded rates."""
+    if triggered(cfg.job_expire_trigger, display_name):
+        return "EXPIRED"
+    if triggered(cfg.job_fail_trigger, display_name):
+        return "FAILED"
+    if chance(cfg.seed, "job_expiry", seq, cfg.job_expiry_rate):
+        return "EXPIRED"
+    if (
+        cfg.job_failure_rate > 0
+        and random.Random(f"{cfg.seed}:job:{seq}").random() < cfg.job_failure_rate
+    ):
+        return "FAILED"
+    return "SUCCEEDED"
 
 
 class JobStore:
@@ -110,14 +127,7 @@ class JobStore:
                     f"({queued} queued, {tokens} requested).",
                 )
             self._seq += 1
-            outcome = "SUCCEEDED"
-            if cfg.job_expire_trigger and cfg.job_expire_trigger in display_name:
-                outcome = "EXPIRED"
-            elif (cfg.job_fail_trigger and cfg.job_fail_trigger in display_name) or (
-                cfg.job_failure_rate > 0
-                and random.Random(f"{cfg.seed}:job:{self._seq}").random() < cfg.job_failure_rate
-            ):
-                outcome = "FAILED"
+            outcome = _outcome(cfg, display_name, self._seq)
             job = Job(
                 job_id=new_id(20),
                 seq=self._seq,

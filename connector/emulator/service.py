@@ -18,6 +18,7 @@ from typing import Any
 
 from .clock import Clock
 from .config import EmulatorConfig
+from .faults import chance
 from .files import FileStore
 from .jobs import JobStore
 from .messages import Request, Response
@@ -47,6 +48,7 @@ class Service:
         self._rng_lock = threading.Lock()
         self.calls: Counter[str] = Counter()
         self._calls_lock = threading.Lock()
+        self._creates = 0  # numbers create calls for the seeded create faults
 
     @property
     def config(self) -> EmulatorConfig:
@@ -150,6 +152,11 @@ class Service:
         with self._calls_lock:
             self.calls.clear()
 
+    def _next_create(self) -> int:
+        with self._calls_lock:
+            self._creates += 1
+            return self._creates
+
     def _faults(self) -> None:
         cfg = self._config
         if cfg.latency_ms > 0:
@@ -193,6 +200,10 @@ class Service:
     def _create(self, req: Request, version: str, model: str, kind: str) -> Response:
         self._count("batches.create" if kind == "generate" else "batches.create_embeddings")
         cfg = self._config
+        number = self._next_create()
+        if chance(cfg.seed, "rate_limit", number, cfg.rate_limit_rate):
+            self._count("faults.rate_limit")
+            raise ApiError(429, "Resource has been exhausted (e.g. check quota).")
         if req.body.length > cfg.max_inline_request_bytes:
             req.body.drain()
             raise ApiError(
