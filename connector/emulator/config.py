@@ -59,6 +59,13 @@ class EmulatorConfig:
     """Probability that a job ends EXPIRED instead of SUCCEEDED (when it would have finished)."""
     rate_limit_rate: float = 0.0
     """Probability that a create is refused with 429 RESOURCE_EXHAUSTED whatever the quota."""
+    create_reply_lost_rate: float = 0.0
+    """Probability that a create makes the job but answers 503 UNAVAILABLE (reply lost)."""
+    create_late_rate: float = 0.0
+    """Probability that a create lands late (only when `create_land_delay_s` > 0)."""
+    create_land_delay_s: float = 0.0
+    """A late create answers 504 DEADLINE_EXCEEDED and its job appears this much later
+    (0 turns late creates off)."""
     transient_error_rate: float = 0.0
     """Probability that an API call is refused with 503 UNAVAILABLE or 500 INTERNAL."""
     latency_ms: float = 0.0
@@ -73,6 +80,10 @@ class EmulatorConfig:
     """A batch whose display name contains this ends FAILED."""
     job_expire_trigger: str = "emulator-expire-job"
     """A batch whose display name contains this ends EXPIRED."""
+    create_reply_lost_trigger: str = "emulator-lost-reply"
+    """A create whose display name contains this makes the job but answers 503."""
+    create_late_trigger: str = "emulator-late-create"
+    """A create whose display name contains this lands late (see `create_land_delay_s`)."""
 
     def updated(self, changes: dict[str, Any]) -> EmulatorConfig:
         """Return a copy with `changes` applied, coercing JSON values to the field types."""

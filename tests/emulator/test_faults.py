@@ -3,8 +3,10 @@ observed through the real SDK over HTTP."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 
+import httpx2
 import pytest
 from emu_helpers import make_client
 from google import genai
@@ -108,3 +110,136 @@ def test_job_expiry_rate_is_seeded(make_emulator: Callable[..., EmulatorServer])
     again = _final_states(make_emulator(job_expiry_rate=0.5, seed=2), 16)
     assert set(first) == {JS.JOB_STATE_EXPIRED, JS.JOB_STATE_SUCCEEDED}
     assert first == again
+
+
+# -- creates whose reply is lost --------------------------------------------------------------
+
+
+def _names_by_display(client: genai.Client) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for job in client.batches.list():
+        out.setdefault(job.display_name or "", []).append(job.name or "")
+    return out
+
+
+def test_lost_reply_trigger_creates_the_job(emulator: EmulatorServer) -> None:
+    """The create answers 503 UNAVAILABLE, yet the job exists, is counted and runs."""
+    client = make_client(emulator)
+    name = "order-7-emulator-lost-reply"
+    with pytest.raises(errors.ServerError) as info:
+        client.batches.create(model=MODEL, src=ONE, config={"display_name": name})  # type: ignore[arg-type]
+    assert info.value.code == 503
+    assert info.value.status == "UNAVAILABLE"
+    stats = emulator.stats()
+    assert stats["batches"]["by_display_name"] == {name: 1}
+    assert stats["calls"]["faults.create_reply_lost"] == 1
+    [job_name] = _names_by_display(client)[name]
+    emulator.advance_clock(5)
+    assert client.batches.get(name=job_name).state == JS.JOB_STATE_SUCCEEDED
+    other = client.batches.create(model=MODEL, src=ONE, config={"display_name": "plain"})  # type: ignore[arg-type]
+    assert other.name
+
+
+def test_lost_reply_on_create_embeddings(emulator: EmulatorServer) -> None:
+    """`:asyncBatchEmbedContent` loses its reply the same way."""
+    client = make_client(emulator)
+    with pytest.raises(errors.ServerError) as info:
+        client.batches.create_embeddings(
+            model=EMBED_MODEL,
+            src={"inlined_requests": {"contents": ["a", "b"]}},
+            config={"display_name": "emb-emulator-lost-reply"},
+        )
+    assert info.value.code == 503
+    assert emulator.stats()["calls"]["batches.create_embeddings"] == 1
+    assert list(_names_by_display(client)) == ["emb-emulator-lost-reply"]
+
+
+def test_blind_retry_of_a_lost_reply_duplicates(emulator: EmulatorServer) -> None:
+    """The SDK retries 503 on create: every attempt makes another job (create is not idempotent)."""
+    retrying = genai.Client(
+        api_key="k",
+        http_options=types.HttpOptions(
+            base_url=emulator.base_url,
+            api_version="v1beta",
+            retry_options=types.HttpRetryOptions(attempts=3, initial_delay=0.01, max_delay=0.02),
+        ),
+    )
+    name = "dup-emulator-lost-reply"
+    with pytest.raises(errors.ServerError):
+        retrying.batches.create(model=MODEL, src=ONE, config={"display_name": name})  # type: ignore[arg-type]
+    assert emulator.stats()["batches"]["by_display_name"] == {name: 3}
+    assert len(_names_by_display(make_client(emulator))[name]) == 3
+
+
+def test_create_reply_lost_rate_is_seeded(make_emulator: Callable[..., EmulatorServer]) -> None:
+    """At 0.5 some creates answer 503, the same ones for the same seed; every job exists."""
+    srv = make_emulator(create_reply_lost_rate=0.5, seed=9)
+    first = _create_outcomes(srv, 20)
+    again = _create_outcomes(make_emulator(create_reply_lost_rate=0.5, seed=9), 20)
+    assert set(first) == {None, 503}
+    assert first == again
+    assert srv.stats()["batches"]["created_total"] == 20
+    assert len(list(make_client(srv).batches.list())) == 20
+
+
+# -- creates that land late -------------------------------------------------------------------
+
+
+def test_late_create_appears_only_after_the_delay(
+    make_emulator: Callable[..., EmulatorServer],
+) -> None:
+    """504 DEADLINE_EXCEEDED now; list and get show the job only create_land_delay_s later."""
+    srv = make_emulator(create_land_delay_s=30, queue_delay_s=5)
+    client = make_client(srv)
+    name = "order-8-emulator-late-create"
+    asked_at = srv.now()
+    with pytest.raises(errors.ServerError) as info:
+        client.batches.create(model=MODEL, src=ONE, config={"display_name": name})  # type: ignore[arg-type]
+    assert info.value.code == 504
+    assert info.value.status == "DEADLINE_EXCEEDED"
+    assert list(client.batches.list()) == []
+    stats = srv.stats()["batches"]
+    assert (stats["landing"], stats["live"], stats["by_display_name"]) == (1, 0, {name: 1})
+    srv.advance_clock(29)
+    assert list(client.batches.list()) == []
+    srv.advance_clock(2)
+    [job_name] = _names_by_display(client)[name]
+    landed = client.batches.get(name=job_name)
+    assert landed.state == JS.JOB_STATE_PENDING
+    assert landed.create_time is not None
+    assert landed.create_time.timestamp() - asked_at == pytest.approx(30, abs=1)
+    srv.advance_clock(5)
+    assert client.batches.get(name=job_name).state == JS.JOB_STATE_SUCCEEDED
+    assert srv.stats()["batches"]["landing"] == 0
+
+
+def test_late_create_from_a_file_and_off_by_default(
+    make_emulator: Callable[..., EmulatorServer],
+) -> None:
+    """File-sourced creates land late too; with create_land_delay_s 0 the trigger does nothing."""
+    srv = make_emulator()
+    client = make_client(srv)
+    data = b'{"key": "a", "request": {"contents": [{"parts": [{"text": "x"}]}]}}\n'
+    up = client.files.upload(file=io.BytesIO(data), config={"mime_type": "jsonl"})
+    cfg = {"display_name": "emulator-late-create"}
+    assert client.batches.create(model=MODEL, src=up.name or "", config=cfg).name
+    srv.update_config(create_land_delay_s=10)
+    with pytest.raises(errors.ServerError) as info:
+        client.batches.create(model=MODEL, src=up.name or "", config=cfg)
+    assert info.value.code == 504
+    assert len(list(client.batches.list())) == 1
+    srv.advance_clock(11)
+    assert len(list(client.batches.list())) == 2
+
+
+def test_create_late_rate_via_control_api(make_emulator: Callable[..., EmulatorServer]) -> None:
+    """The knobs are settable over HTTP; at rate 1 every create lands late."""
+    srv = make_emulator()
+    knobs = {"create_land_delay_s": 60, "create_late_rate": 1.0}
+    changed = httpx2.post(f"{srv.base_url}/_emulator/config", json=knobs)
+    assert changed.status_code == 200
+    assert changed.json()["create_land_delay_s"] == 60
+    assert _create_outcomes(srv, 3) == [504, 504, 504]
+    assert srv.stats()["batches"]["landing"] == 3
+    srv.advance_clock(61)
+    assert len(list(make_client(srv).batches.list())) == 3
