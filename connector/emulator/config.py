@@ -35,6 +35,9 @@ class EmulatorConfig:
     # Files.
     file_ttl_s: float = 48 * HOUR
     """Files (uploaded and generated) vanish this long after creation."""
+    output_file_ttl_s: float | None = None
+    """Retention of generated result files only (None: `file_ttl_s`), so a test can make a
+    job's responsesFile expire while the job stays readable."""
     max_file_bytes: int = 2 * GB
     """Per-file cap; a larger upload gets 400 INVALID_ARGUMENT."""
     max_storage_bytes: int = 20 * GB

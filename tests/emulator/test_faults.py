@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import httpx2
 import pytest
-from emu_helpers import make_client
+from emu_helpers import make_client, raw, wait_done
 from google import genai
 from google.genai import errors, types
 
@@ -243,3 +243,50 @@ def test_create_late_rate_via_control_api(make_emulator: Callable[..., EmulatorS
     assert srv.stats()["batches"]["landing"] == 3
     srv.advance_clock(61)
     assert len(list(make_client(srv).batches.list())) == 3
+
+
+# -- expired result files ---------------------------------------------------------------------
+
+
+def test_output_file_ttl_expires_results_only(
+    make_emulator: Callable[..., EmulatorServer],
+) -> None:
+    """The responsesFile vanishes (403, like any missing file) while the job and input stay."""
+    srv = make_emulator(output_file_ttl_s=60)
+    client = make_client(srv)
+    data = b'{"key": "a", "request": {"contents": [{"parts": [{"text": "x"}]}]}}\n'
+    up = client.files.upload(file=io.BytesIO(data), config={"mime_type": "jsonl"})
+    done = wait_done(client, client.batches.create(model=MODEL, src=up.name or "").name or "")
+    assert done.dest is not None
+    result = done.dest.file_name or ""
+    assert b'"key":"a"' in client.files.download(file=result)
+    srv.advance_clock(61)
+    with pytest.raises(errors.ClientError) as info:
+        client.files.download(file=result)
+    assert info.value.code == 403
+    assert info.value.status == "PERMISSION_DENIED"
+    with pytest.raises(errors.ClientError):
+        client.files.get(name=result)
+    media = raw(srv, "GET", f"/download/v1beta/{result}:download?alt=media")
+    assert media.status_code == 403
+    again = client.batches.get(name=done.name or "")
+    assert again.state == JS.JOB_STATE_SUCCEEDED
+    assert again.dest is not None
+    assert again.dest.file_name == result
+    assert client.files.get(name=up.name or "").name == up.name  # input keeps file_ttl_s
+
+
+def test_output_file_ttl_none_means_file_ttl(
+    make_emulator: Callable[..., EmulatorServer],
+) -> None:
+    """None (the default, also settable over the control API) falls back to file_ttl_s."""
+    srv = make_emulator(output_file_ttl_s=1, file_ttl_s=100)
+    reply = httpx2.post(f"{srv.base_url}/_emulator/config", json={"output_file_ttl_s": None})
+    assert reply.json()["output_file_ttl_s"] is None
+    client = make_client(srv)
+    data = b'{"key": "a", "request": {"contents": [{"parts": [{"text": "x"}]}]}}\n'
+    up = client.files.upload(file=io.BytesIO(data), config={"mime_type": "jsonl"})
+    done = wait_done(client, client.batches.create(model=MODEL, src=up.name or "").name or "")
+    assert done.dest is not None
+    srv.advance_clock(50)
+    assert client.files.download(file=done.dest.file_name or "")
