@@ -87,6 +87,8 @@ class EmulatorConfig:
     """A create whose display name contains this makes the job but answers 503."""
     create_late_trigger: str = "emulator-late-create"
     """A create whose display name contains this lands late (see `create_land_delay_s`)."""
+    big_response_trigger: str = "EMULATOR_BIG"
+    """A prompt containing `EMULATOR_BIG_<n>` gets an extra base64 inlineData part of ~n bytes."""
 
     def updated(self, changes: dict[str, Any]) -> EmulatorConfig:
         """Return a copy with `changes` applied, coercing JSON values to the field types."""

@@ -40,7 +40,7 @@ class OutputBuilder:
             if job.output is not None:
                 return
             cfg = self._config()
-            model = FakeModel(cfg.request_fail_trigger)
+            model = FakeModel(cfg.request_fail_trigger, cfg.big_response_trigger)
             answer = model.embed if job.kind == "embed" else model.generate
             roll = _Roller(cfg.seed, job.seq, cfg.request_error_rate)
             try:

@@ -4,6 +4,7 @@ observed through the real SDK over HTTP."""
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Callable
 
 import httpx2
@@ -290,3 +291,54 @@ def test_output_file_ttl_none_means_file_ttl(
     assert done.dest is not None
     srv.advance_clock(50)
     assert client.files.download(file=done.dest.file_name or "")
+
+
+# -- oversized responses ----------------------------------------------------------------------
+
+
+def test_big_response_inline(emulator: EmulatorServer) -> None:
+    """EMULATOR_BIG_<n> adds an image-like inlineData part whose base64 is about n bytes."""
+    client = make_client(emulator)
+    src = [{"contents": "draw EMULATOR_BIG_2000000 please"}, {"contents": "small"}]
+    done = wait_done(client, client.batches.create(model=MODEL, src=src).name or "")  # type: ignore[arg-type]
+    assert done.dest is not None
+    assert done.dest.inlined_responses is not None
+    big, small = (r.response for r in done.dest.inlined_responses)
+    assert big is not None
+    assert small is not None
+    assert big.candidates is not None
+    assert big.candidates[0].content is not None
+    parts = big.candidates[0].content.parts or []
+    assert parts[0].text
+    blob = parts[-1].inline_data
+    assert blob is not None
+    assert blob.mime_type == "image/png"
+    assert blob.data is not None
+    assert blob.data.startswith(b"\x89PNG")
+    assert abs(len(blob.data) - 1_500_000) <= 3  # 2 MB of base64 on the wire
+    assert small.candidates is not None
+    assert small.candidates[0].content is not None
+    assert all(p.inline_data is None for p in small.candidates[0].content.parts or [])
+    op = raw(emulator, "GET", f"/v1beta/{done.name}").json()
+    items = op["metadata"]["output"]["inlinedResponses"]["inlinedResponses"]
+    wire = items[0]["response"]["candidates"][0]["content"]["parts"][-1]["inlineData"]["data"]
+    assert abs(len(wire) - 2_000_000) <= 4
+
+
+def test_big_response_in_file_output_and_cap(emulator: EmulatorServer) -> None:
+    """File jobs get the same big part in their JSONL line; sizes above the cap fail alone."""
+    client = make_client(emulator)
+    lines = [
+        {"key": "big", "request": {"contents": [{"parts": [{"text": "EMULATOR_BIG_300000"}]}]}},
+        {"key": "huge", "request": {"contents": [{"parts": [{"text": "EMULATOR_BIG_999999999"}]}]}},
+    ]
+    data = b"".join(json.dumps(x).encode() + b"\n" for x in lines)
+    up = client.files.upload(file=io.BytesIO(data), config={"mime_type": "jsonl"})
+    done = wait_done(client, client.batches.create(model=MODEL, src=up.name or "").name or "")
+    assert done.dest is not None
+    body = client.files.download(file=done.dest.file_name or "")
+    out = [json.loads(x) for x in body.splitlines()]
+    part = out[0]["response"]["candidates"][0]["content"]["parts"][-1]
+    assert abs(len(part["inlineData"]["data"]) - 300_000) <= 4
+    assert out[1]["key"] == "huge"
+    assert out[1]["error"]["code"] == 400
