@@ -69,6 +69,8 @@ class EmulatorConfig:
     create_land_delay_s: float = 0.0
     """A late create answers 504 DEADLINE_EXCEEDED and its job appears this much later
     (0 turns late creates off)."""
+    shuffle_inline_responses: bool = False
+    """Return inline responses in a seeded shuffled order: clients must match them by metadata."""
     transient_error_rate: float = 0.0
     """Probability that an API call is refused with 503 UNAVAILABLE or 500 INTERNAL."""
     latency_ms: float = 0.0
@@ -110,8 +112,22 @@ def coerce(annotation: object, value: Any) -> Any:
     if value is None:
         return None
     text = str(annotation)
+    if text == "bool":
+        return boolean(value)
     if text.startswith("int"):
         return int(value)
     if text.startswith("float"):
         return float(value)
     return str(value)
+
+
+def boolean(value: Any) -> bool:
+    """`true`/`1`/`yes`/`on` (any case) or a JSON bool or number; anything else is refused."""
+    if isinstance(value, bool | int | float):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {value!r}")

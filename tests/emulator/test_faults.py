@@ -14,6 +14,7 @@ from google import genai
 from google.genai import errors, types
 
 from connector.emulator import EmulatorServer
+from connector.emulator.cli import build_parser, config_from_args
 
 JS = types.JobState
 ONE = [{"contents": "hello"}]
@@ -342,3 +343,63 @@ def test_big_response_in_file_output_and_cap(emulator: EmulatorServer) -> None:
     assert abs(len(part["inlineData"]["data"]) - 300_000) <= 4
     assert out[1]["key"] == "huge"
     assert out[1]["error"]["code"] == 400
+
+
+# -- out-of-order inline responses ------------------------------------------------------------
+
+
+def _keyed_responses(srv: EmulatorServer, n: int) -> list[tuple[str, str | None, int | None]]:
+    """One inline job of n keyed prompts (k3 fails on purpose): (key, text, error code) each."""
+    client = make_client(srv)
+    src = [
+        {"contents": "EMULATOR_FAIL" if i == 3 else f"prompt {i}", "metadata": {"key": f"k{i}"}}
+        for i in range(n)
+    ]
+    done = wait_done(client, client.batches.create(model=MODEL, src=src).name or "")  # type: ignore[arg-type]
+    assert done.dest is not None
+    out = []
+    for item in done.dest.inlined_responses or []:
+        assert item.metadata is not None
+        text = item.response.text if item.response else None
+        out.append((item.metadata["key"], text, item.error.code if item.error else None))
+    return out
+
+
+def test_shuffled_inline_responses_keep_their_metadata(
+    make_emulator: Callable[..., EmulatorServer],
+) -> None:
+    """Shuffled, seeded order; each response still carries its own key and its own answer."""
+    first = _keyed_responses(make_emulator(shuffle_inline_responses=True, seed=3), 10)
+    again = _keyed_responses(make_emulator(shuffle_inline_responses=True, seed=3), 10)
+    keys = [key for key, _, _ in first]
+    assert keys != [f"k{i}" for i in range(10)]
+    assert sorted(keys) == sorted(f"k{i}" for i in range(10))
+    assert first == again
+    for key, text, code in first:
+        if key == "k3":
+            assert (text, code) == (None, 400)
+        else:
+            assert f'"prompt {key[1:]}"' in (text or "")
+    in_order = _keyed_responses(make_emulator(), 10)
+    assert [key for key, _, _ in in_order] == [f"k{i}" for i in range(10)]
+
+
+def test_shuffle_never_keeps_input_order(make_emulator: Callable[..., EmulatorServer]) -> None:
+    """Two responses are always swapped, whatever the seed."""
+    for seed in range(4):
+        srv = make_emulator(shuffle_inline_responses=True, seed=seed)
+        assert [key for key, _, _ in _keyed_responses(srv, 2)] == ["k1", "k0"]
+
+
+def test_boolean_knob_over_control_api_and_cli(emulator: EmulatorServer) -> None:
+    """Booleans accept JSON booleans and true/false/1/0 text; anything else is a 400."""
+    url = f"{emulator.base_url}/_emulator/config"
+    assert httpx2.post(url, json={"shuffle_inline_responses": "true"}).json()[
+        "shuffle_inline_responses"
+    ]
+    assert emulator.config.shuffle_inline_responses is True
+    assert httpx2.post(url, json={"shuffle_inline_responses": False}).status_code == 200
+    assert emulator.config.shuffle_inline_responses is False
+    assert httpx2.post(url, json={"shuffle_inline_responses": "maybe"}).status_code == 400
+    args = build_parser().parse_args(["--shuffle-inline-responses", "1"])
+    assert config_from_args(args).shuffle_inline_responses is True
