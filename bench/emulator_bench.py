@@ -12,11 +12,12 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx2
 import orjson
+
+from connector.testing import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = {"x-goog-api-key": "bench"}
@@ -61,13 +62,14 @@ class Emulator:
 def wait_done(http: httpx2.Client, base: str, name: str) -> dict[str, object]:
     """Advance the emulator clock past processing, then poll until done."""
     http.post(f"{base}/_emulator/clock/advance", json={"seconds": 3600})
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
+
+    def done() -> dict[str, object] | None:
         op = http.get(f"{base}/v1beta/{name}", headers=KEY).json()
-        if op["done"]:
-            return dict(op)
-        time.sleep(0.05)
-    raise TimeoutError(name)
+        return dict(op) if op["done"] else None
+
+    op = wait_until(done, timeout=600, message=f"{name} to finish")
+    assert op is not None
+    return op
 
 
 def inline_10k() -> None:

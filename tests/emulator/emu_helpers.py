@@ -12,6 +12,7 @@ from google import genai
 from google.genai import types
 
 from connector.emulator import EmulatorServer
+from connector.testing import wait_until as _wait_until
 
 
 def make_client(
@@ -26,14 +27,14 @@ def make_client(
 
 def wait_done(client: genai.Client, name: str, timeout: float = 15.0) -> types.BatchJob:
     """Poll `batches.get` until the job is done, failing after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def done() -> types.BatchJob | None:
         job = client.batches.get(name=name)
-        if job.done:
-            return job
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{name} still {job.state} after {timeout} s")
-        time.sleep(0.02)
+        return job if job.done else None
+
+    job = _wait_until(done, timeout, 0.02, f"{name} to finish")
+    assert job is not None
+    return job
 
 
 async def wait_done_async(client: genai.Client, name: str, timeout: float = 15.0) -> types.BatchJob:
@@ -52,11 +53,7 @@ def wait_until(
     predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition"
 ) -> None:
     """Poll `predicate` until true or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+    _wait_until(predicate, timeout, 0.02, what)
 
 
 def raw(srv: EmulatorServer, method: str, path: str, **kwargs: Any) -> httpx2.Response:

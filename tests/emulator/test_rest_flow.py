@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import httpx2
 import pytest
 
 from connector.emulator import EmulatorServer
+from connector.testing import wait_until
 
 KEY = {"x-goog-api-key": "test-key"}
 BARE_LINES = (
@@ -29,14 +29,15 @@ BARE_LINES = (
 
 def _poll(http: httpx2.Client, url: str) -> dict[str, object]:
     """GET the batch until `.done` is true (deadline 15 s)."""
-    deadline = time.monotonic() + 15
-    while True:
+
+    def done() -> dict[str, object] | None:
         status = http.get(url, headers={**KEY, "Content-Type": "application/json"}).json()
-        if status.get("done") is True:
-            return dict(status)
-        assert status.get("done") is False
-        assert time.monotonic() < deadline, status
-        time.sleep(0.02)
+        assert status.get("done") in (True, False), status
+        return dict(status) if status.get("done") is True else None
+
+    status = wait_until(done, timeout=15, interval=0.02, message=f"{url} to finish")
+    assert status is not None
+    return status
 
 
 def test_rest_flow_plain_http(emulator: EmulatorServer) -> None:

@@ -22,6 +22,8 @@ from connector.core.records import ResultEvent
 from connector.runner import Sidecar
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "deploy" / "local"))
+from kafka_local import free_port  # noqa: E402
 
 
 @dataclass
@@ -109,15 +111,47 @@ def sidecar_thread(settings: Settings) -> Iterator[Sidecar]:
 
 
 def spawn(env: Mapping[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """`python -m connector run` as a real process (for kill -9 and SIGTERM tests)."""
+    """`python -m connector run` as a real process (for kill -9 and SIGTERM tests).
+
+    Each process serves its health endpoints on a free loopback port (`proc.health_port`),
+    so tests wait on `/status` (see `status_of`) instead of scraping log text.
+    """
+    env = dict(env)
+    port = int(env.get("CONNECTOR_HEALTH_PORT") or 0) or free_port()
+    env["CONNECTOR_HEALTH_PORT"] = str(port)
+    env.setdefault("CONNECTOR_HEALTH_HOST", "127.0.0.1")
     out = log_path.open("ab")
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "connector", "run"],
-        env=dict(env),
+        env=env,
         cwd=str(ROOT),
         stdout=out,
         stderr=subprocess.STDOUT,
     )
+    proc.health_port = port  # type: ignore[attr-defined]
+    return proc
+
+
+def status_of(proc: subprocess.Popen[bytes]) -> dict[str, Any]:
+    """The process's `/status` (the loop's last published snapshot), or {} while unreachable."""
+    port = proc.health_port  # type: ignore[attr-defined]
+    try:
+        r = httpx2.get(f"http://127.0.0.1:{port}/status", timeout=2)
+    except httpx2.TransportError:
+        return {}
+    if r.status_code != 200:
+        return {}
+    data: dict[str, Any] = r.json()
+    return data
+
+
+def running(proc: subprocess.Popen[bytes]) -> bool:
+    """The process answers /readyz with 200 (its loop is running)."""
+    port = proc.health_port  # type: ignore[attr-defined]
+    try:
+        return httpx2.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
+    except httpx2.TransportError:
+        return False
 
 
 @dataclass

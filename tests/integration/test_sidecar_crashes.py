@@ -11,7 +11,16 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from sidecar_harness import ROOT, Topics, collect, emulator_stats, sidecar_thread, spawn
+from sidecar_harness import (
+    ROOT,
+    Topics,
+    collect,
+    emulator_stats,
+    running,
+    sidecar_thread,
+    spawn,
+    status_of,
+)
 from waiting import wait_until
 
 from connector.client import RequestPublisher
@@ -104,11 +113,9 @@ def test_two_replicas_one_killed_every_request_still_answered(
     b = spawn(env, logs[1])
     try:
         wait_until(
-            lambda: all(
-                log_has(p, '"partitions": [') or log_has(p, "partitions assigned") for p in logs
-            ),
+            lambda: all(status_of(proc).get("partitions") for proc in (a, b)),
             timeout=60,
-            message="both replicas joined",
+            message="both replicas own partitions",
         )
         ids = publish(publisher, "pair", 30)
         wait_until(
@@ -147,7 +154,9 @@ def test_sigterm_drains_and_exits_cleanly(
     log = tmp_path / "sidecar.log"
     proc = spawn(env, log)
     ids = publish(publisher, "drain", 5)
-    wait_until(lambda: log_has(log, '"open_requests": 5'), timeout=60, message="5 open requests")
+    wait_until(
+        lambda: status_of(proc).get("open_requests") == 5, timeout=60, message="5 open requests"
+    )
     assert stop(proc) == 0, log.read_text()[-3000:]
     assert log_has(log, '"intents_recorded": 5')
     reader = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=topics.group)
@@ -193,7 +202,7 @@ def test_never_logs_the_api_key(
     log = tmp_path / "sidecar.log"
     proc = spawn(env, log)
     try:
-        wait_until(lambda: log_has(log, "running"), timeout=60, message="sidecar running")
+        wait_until(lambda: running(proc), timeout=60, message="sidecar running")
     finally:
         assert stop(proc) == 0
     text = log.read_text()
@@ -222,7 +231,9 @@ def test_second_signal_exits_at_once_and_the_ledger_makes_it_safe(
     log = tmp_path / "sidecar.log"
     proc = spawn(env, log)
     ids = publish(publisher, "twice", 4)
-    wait_until(lambda: log_has(log, '"open_requests": 4'), timeout=60, message="4 open requests")
+    wait_until(
+        lambda: status_of(proc).get("open_requests") == 4, timeout=60, message="4 open requests"
+    )
     emulator.update_config(latency_ms=4000)  # the drain's create call now hangs for 4 s
     proc.send_signal(signal.SIGTERM)
     # The drain writes the INTENTs, commits, then calls create (which now hangs).

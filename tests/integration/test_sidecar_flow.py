@@ -22,6 +22,7 @@ def test_inline_job_answers_every_request_once(
 ) -> None:
     """Requests become one inline job per partition; each gets exactly one OK result with usage."""
     ids = {f"inline-{i}" for i in range(12)}
+    sent_meta = {rid: {"n": str(i)} for i, rid in enumerate(sorted(ids))}
     for i, rid in enumerate(sorted(ids)):
         publisher.publish(
             rid,
@@ -40,7 +41,7 @@ def test_inline_job_answers_every_request_once(
         assert r.response_json is not None
         body = orjson.loads(r.response_json)
         assert body["candidates"][0]["content"]["parts"][0]["text"]
-        assert r.metadata["n"] == rid.split("-")[1] or r.metadata["n"].isdigit()
+        assert r.metadata == sent_meta[rid]  # echoed exactly, nothing added or lost
         assert r.usage is not None
         assert r.usage.total_tokens > 0
         assert r.batch_job
