@@ -323,3 +323,31 @@ def test_other_errors_pass_through_unchanged() -> None:
     """A bug in our code (say a KeyError) must not be disguised as a provider error."""
     exc = KeyError("x")
     assert map_error(exc) is exc
+
+
+def test_private_get_call_contract() -> None:
+    """`Gemini.get` uses the SDK's private `_api_client.request`: pin what it relies on.
+
+    If a google-genai release renames the call or changes what it returns, this fails here
+    (fast, no network: the SDK talks to the emulator service in-process) instead of at run time.
+    """
+    from connector.emulator.config import EmulatorConfig
+    from connector.testing import InProcessEmulator, emulated_gemini
+
+    gemini, emu = emulated_gemini(InProcessEmulator(EmulatorConfig(queue_delay_s=60)))
+    try:
+        inputs = [JobInput("k0", {"contents": CONTENTS}, {"key": "k0"})]
+        name = gemini.create("gemini-2.5-flash", Kind.GENERATE, "g:contract", 0, inline=inputs)
+        api = gemini._client._api_client
+        assert callable(api.request)
+        response = api.request("get", name, {})
+        body = orjson.loads(response.body)
+        assert body["name"] == name
+        assert body["metadata"]["state"].endswith("PENDING")
+        job = gemini.get(name)
+        assert job.name == name
+        assert job.state is JobState.PENDING
+        assert job.display_name == "g:contract"
+    finally:
+        gemini.close()
+        emu.close()
