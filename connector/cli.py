@@ -12,7 +12,7 @@ import sys
 from types import FrameType
 
 from connector import __version__, config
-from connector.errors import BrokerUnavailable, ConfigError
+from connector.errors import BrokerUnavailable, ConfigError, RegistryUnavailable
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -51,7 +51,7 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"connector: {exc}", file=sys.stderr)
         return 2
-    except BrokerUnavailable as exc:
+    except (BrokerUnavailable, RegistryUnavailable) as exc:
         print(f"connector: {exc}", file=sys.stderr)
         return 3
     finally:

@@ -226,6 +226,43 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("log_level", "CONNECTOR_LOG_LEVEL", str, "INFO", "DEBUG, INFO, WARNING or ERROR"),
     Option("log_format", "CONNECTOR_LOG_FORMAT", str, "json", "json or console"),
+    Option(
+        "result_format",
+        "CONNECTOR_RESULT_FORMAT",
+        str,
+        "single_object",
+        "results as single_object (Avro, no registry), confluent (Avro + registry id) or json",
+    ),
+    Option(
+        "schema_registry_url",
+        "CONNECTOR_SCHEMA_REGISTRY_URL",
+        str,
+        "",
+        "Confluent-compatible schema registry, for Confluent-framed requests and results",
+    ),
+    Option(
+        "schema_registry_username",
+        "CONNECTOR_SCHEMA_REGISTRY_USERNAME",
+        str,
+        "",
+        "schema registry basic-auth user (environment only)",
+        flag=False,
+    ),
+    Option(
+        "schema_registry_password",
+        "CONNECTOR_SCHEMA_REGISTRY_PASSWORD",
+        str,
+        "",
+        "schema registry basic-auth password (environment only; never logged)",
+        flag=False,
+    ),
+    Option(
+        "schema_registry_auto_register",
+        "CONNECTOR_SCHEMA_REGISTRY_AUTO_REGISTER",
+        bool,
+        True,
+        "register the result schema under <result topic>-value (false: look it up only)",
+    ),
 )
 
 DEFAULTS: dict[str, Any] = {o.attr: o.default for o in OPTIONS}
@@ -273,6 +310,11 @@ class Settings:
     liveness_timeout_s: float = DEFAULTS["liveness_timeout_s"]
     log_level: str = DEFAULTS["log_level"]
     log_format: str = DEFAULTS["log_format"]
+    result_format: str = DEFAULTS["result_format"]
+    schema_registry_url: str = field(default=DEFAULTS["schema_registry_url"], repr=False)
+    schema_registry_username: str = field(default=DEFAULTS["schema_registry_username"], repr=False)
+    schema_registry_password: str = field(default=DEFAULTS["schema_registry_password"], repr=False)
+    schema_registry_auto_register: bool = DEFAULTS["schema_registry_auto_register"]
     kafka_extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -291,8 +333,10 @@ class Settings:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "api_key":
+            if f.name in ("api_key", "schema_registry_password"):
                 value = "***" if value else ""
+            elif f.name == "schema_registry_url":
+                value = _redact_url(value)
             elif f.name == "kafka_extra":
                 value = {
                     k: ("***" if any(w in k for w in _SECRET_WORDS) else v)
@@ -300,6 +344,14 @@ class Settings:
                 }
             out[f.name] = value
         return out
+
+
+def _redact_url(url: str) -> str:
+    """A URL without its `user:password@` part, for logs."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest.split("/", 1)[0]:
+        return url
+    return f"{scheme}://{rest.split('@', 1)[1]}"
 
 
 def _convert(opt: Option, raw: str) -> Any:
@@ -377,6 +429,10 @@ def validate(s: Settings) -> None:
         raise ConfigError("CONNECTOR_MAX_REQUEST_BYTES must not exceed CONNECTOR_BATCH_MAX_BYTES")
     if s.log_format not in ("json", "console"):
         raise ConfigError("CONNECTOR_LOG_FORMAT must be json or console")
+    if s.result_format not in ("single_object", "confluent", "json"):
+        raise ConfigError("CONNECTOR_RESULT_FORMAT must be single_object, confluent or json")
+    if s.result_format == "confluent" and not s.schema_registry_url:
+        raise ConfigError("CONNECTOR_RESULT_FORMAT=confluent needs CONNECTOR_SCHEMA_REGISTRY_URL")
 
 
 def env_table(options: Sequence[Option] = OPTIONS) -> str:

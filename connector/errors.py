@@ -4,6 +4,7 @@ ConnectorError
 ├── ConfigError          bad or missing settings; the process refuses to start
 ├── DecodeError          a record's bytes are not a request event we can read
 ├── InvalidRequest       a decoded request breaks the contract (shape, size, kind)
+├── RegistryUnavailable  the schema registry did not answer: the record waits, it is not bad
 ├── LedgerError          the ledger topic is missing, mismatched or unreadable
 ├── KafkaError           a Kafka call failed (mapped from kafka-python in adapters.kafka)
 │   ├── BrokerUnavailable  no broker answered (outage, restart): wait and try again
@@ -37,6 +38,10 @@ class InvalidRequest(ConnectorError):
         self.reason = reason
         self.status = status
         self.code = code
+
+
+class RegistryUnavailable(ConnectorError):
+    """Raised when the schema registry cannot be reached; transient, never a dead letter."""
 
 
 class LedgerError(ConnectorError):

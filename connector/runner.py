@@ -24,11 +24,13 @@ import structlog
 
 from connector.adapters.kafka import Admin, Producer, RequestConsumer, connect_with_retry
 from connector.adapters.ledger import Ledger
+from connector.adapters.registry import SchemaRegistry
 from connector.adapters.reread import RequestReader
 from connector.config import Settings
 from connector.core import policy
 from connector.core.batcher import Batcher, BatchLimits
 from connector.core.codec import Codec
+from connector.core.formats import Format, RequestDecoder, ResultEncoder
 from connector.core.partitions import Partitions, PartitionState, Stats, Tracked
 from connector.core.ports import (
     ConsumerPort,
@@ -41,6 +43,7 @@ from connector.core.quota import Budget, share, should_pause
 from connector.core.records import EntryState
 from connector.core.recovery import plan_recovery
 from connector.core.watermark import Watermark
+from connector.errors import RegistryUnavailable
 from connector.health import HealthServer
 from connector.stages.checkpoint import Checkpoint
 from connector.stages.context import Context
@@ -61,6 +64,10 @@ class Ports:
     ledger: LedgerPort
     reader: RequestReaderPort
     total_partitions: int = 1
+    schema_by_id: Callable[[int], Any] | None = None
+    """Confluent writer schemas by id (the schema registry), if one is configured."""
+    result_schema_id: int | None = None
+    """The registry id of the result schema, for CONNECTOR_RESULT_FORMAT=confluent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +120,9 @@ class Sidecar:
         self.snapshot = Snapshot(self._status(), self.last_pass)
         self.running = False
         self._paused = False
+        self._held: dict[int, float] = {}
+        """Partitions waiting for the schema registry, and when they try again."""
+        self._held_tries: dict[int, int] = {}
         self._extra = dict(settings.kafka_extra)
 
     def stop(self) -> None:
@@ -157,13 +167,19 @@ class Sidecar:
             ),
             "consumer",
         )
+        schema_by_id, result_schema_id = self._registry()
+        decoder = RequestDecoder(self.codec, schema_by_id)
         self.attach(
             Ports(
                 consumer=consumer,
                 producer=producer,
                 ledger=Ledger(s.ledger, self.codec, producer, s.bootstrap_servers, self._extra),
-                reader=RequestReader(s.request_topic, self.codec, s.bootstrap_servers, self._extra),
+                reader=RequestReader(
+                    s.request_topic, decoder.decode, s.bootstrap_servers, self._extra
+                ),
                 total_partitions=total,
+                schema_by_id=schema_by_id,
+                result_schema_id=result_schema_id,
             )
         )
         log.info("running", request_topic=s.request_topic, partitions=total)
@@ -175,13 +191,41 @@ class Sidecar:
             producer.close()
             log.info("stopped", **self.status())
 
+    def _registry(self) -> tuple[Callable[[int], Any] | None, int | None]:
+        """The schema registry's lookups, if configured; the result schema id if results
+        go out Confluent-framed (registered or looked up now, retried while it is down)."""
+        s = self.s
+        if not s.schema_registry_url:
+            return None, None
+        registry = SchemaRegistry(
+            s.schema_registry_url, s.schema_registry_username, s.schema_registry_password
+        )
+        log.info("schema registry", url=registry.url, result_format=s.result_format)
+        if s.result_format != Format.CONFLUENT:
+            return registry.schema_by_id, None
+        schema = self.codec.current_schema("result")
+        deadline = self.clock() + s.startup_timeout_s
+        delay = 0.5
+        while True:
+            try:
+                return registry.schema_by_id, registry.result_schema_id(
+                    s.result_topic, schema, s.schema_registry_auto_register
+                )
+            except RegistryUnavailable as exc:
+                if self.clock() + delay > deadline or self._stop.is_set():
+                    raise
+                log.warning("schema registry not ready, retrying", error=str(exc))
+                self._stop.wait(delay)
+                delay = min(delay * 2, 10.0)
+
     def attach(self, ports: Ports) -> None:
         """Wire the stages to `ports`; `run()` passes the real adapters, tests pass doubles."""
         s = self.s
         self.ports = ports
         self.consumer = ports.consumer
         self.total_partitions = ports.total_partitions
-        sink = Sink(s, ports.producer, self.codec, self.stats)
+        encoder = ResultEncoder(Format(s.result_format), self.codec, ports.result_schema_id)
+        sink = Sink(s, ports.producer, self.codec, self.stats, encoder)
         self.ctx = Context(
             settings=s,
             gemini=self.gemini,
@@ -206,6 +250,7 @@ class Sidecar:
             self.stats,
             self.clock,
             self.wall_ms,
+            decoder=RequestDecoder(self.codec, ports.schema_by_id),
         )
         self.tracker = Tracker(self.ctx)
         self.submitter = Submitter(self.ctx, self.tracker)
@@ -273,8 +318,14 @@ class Sidecar:
         now = self.clock()
         cp = Checkpoint()
         sealed = []
+        self._release_held(now)
         for rec in records:
-            sealed.extend(self.intake.take(rec, now, cp))
+            if rec.partition in self._held:
+                continue
+            try:
+                sealed.extend(self.intake.take(rec, now, cp))
+            except RegistryUnavailable as exc:
+                self._hold(rec.partition, rec.offset, now, exc)
         sealed.extend(self.batcher.due(now))
         self.intake.record_intents(sealed, cp)
         cp.commit(self.ctx.producer, self.consumer, self.owned)
@@ -282,6 +333,30 @@ class Sidecar:
         self.tracker.track_due(self.clock(), self._stop.is_set())
         self._backpressure()
         self._publish()
+
+    def _hold(self, p: int, offset: int, now: float, exc: Exception) -> None:
+        """The registry is out: read p again from `offset` later; nothing is dead-lettered."""
+        tries = self._held_tries.get(p, 0) + 1
+        self._held_tries[p] = tries
+        self._held[p] = now + policy.failure_delay(tries, self.ctx.rand.random())
+        self.consumer.seek(p, offset)
+        self.consumer.pause([p])
+        log.warning(
+            "schema registry unavailable; partition waits",
+            partition=p,
+            offset=offset,
+            error=str(exc),
+            retry_in_s=round(self._held[p] - now, 1),
+        )
+
+    def _release_held(self, now: float) -> None:
+        due = [p for p, t in self._held.items() if t <= now]
+        for p in due:
+            del self._held[p]
+        if due:
+            self.consumer.resume(due)
+        for p in set(self._held_tries) - set(self._held) - set(due):
+            self._held_tries.pop(p, None)
 
     def _poll_timeout(self) -> float:
         now = self.clock()
@@ -308,6 +383,7 @@ class Sidecar:
                 for p in partitions:
                     self.batcher.drop_partition(p)
                     owned.pop(p, None)
+                    self._held.pop(p, None)
                 log.info("partitions revoked", partitions=sorted(partitions))
             else:
                 for p in sorted(partitions):
@@ -361,6 +437,8 @@ class Sidecar:
             log.warning("paused consumption: too many jobs wait for quota", waiting=waiting)
         elif not should and self._paused:
             self.consumer.resume_all()
+            if self._held:  # partitions waiting for the schema registry stay paused
+                self.consumer.pause(self._held)
             self._paused = False
             log.info("resumed consumption", waiting=waiting)
 

@@ -38,6 +38,7 @@ from google.genai import types
 from connector.adapters.gemini import Gemini
 from connector.config import Settings
 from connector.core.codec import Codec
+from connector.core.formats import RequestDecoder
 from connector.core.ports import RebalanceEvent
 from connector.core.records import Headers, Kind, LedgerEntry, Record, RequestEvent
 from connector.core.results import Original
@@ -221,6 +222,12 @@ class ScriptedConsumer:
     def resume_all(self) -> None:
         self.paused.clear()
 
+    def resume(self, partitions: Iterable[int]) -> None:
+        self.paused -= set(partitions)
+
+    def seek(self, partition: int, offset: int) -> None:
+        self.positions[partition] = offset
+
     def close(self) -> None:
         self.assigned.clear()
 
@@ -326,8 +333,15 @@ class MemoryLedger:
 class MemoryReader:
     """A `RequestReaderPort` over the request topic of `MemoryKafka`."""
 
-    def __init__(self, kafka: MemoryKafka, topic: str, codec: Codec) -> None:
+    def __init__(
+        self,
+        kafka: MemoryKafka,
+        topic: str,
+        codec: Codec,
+        decode: Callable[[bytes], RequestEvent] | None = None,
+    ) -> None:
         self.kafka, self.topic, self.codec = kafka, topic, codec
+        self.decode = decode or codec.decode_request
         self.deleted_below: dict[int, int] = {}
         """Offsets below this per partition are gone (retention), as a test decides."""
 
@@ -340,7 +354,7 @@ class MemoryReader:
                 continue
             rec = log[o]
             try:
-                event = self.codec.decode_request(rec.value or b"")
+                event = self.decode(rec.value or b"")
             except DecodeError:
                 event = None
             out[o] = Original(partition, o, rec.key, event)
@@ -460,6 +474,10 @@ class TestHarness:
         if self.emulator is not None:
             self.emulator.advance_clock(seconds)
 
+    def publish_raw(self, value: bytes, key: bytes | None = None, partition: int = 0) -> Record:
+        """Append any bytes to the request topic (other formats, garbage, oversized records)."""
+        return self.kafka.append(self.settings.request_topic, value, key, partition=partition)
+
     def publish(
         self,
         request_id: str,
@@ -514,6 +532,8 @@ def harness(
     gemini: Any = None,
     emulator_config: EmulatorConfig | None = None,
     clock: ManualClock | None = None,
+    schema_by_id: Callable[[int], Any] | None = None,
+    result_schema_id: int | None = None,
     **overrides: Any,
 ) -> TestHarness:
     """A sidecar on in-memory Kafka and the in-process emulator (or the `gemini` given)."""
@@ -526,12 +546,22 @@ def harness(
     producer = RecordingProducer(kafka)
     consumer = ScriptedConsumer(kafka, s.request_topic)
     ledger = MemoryLedger(kafka, s.ledger, producer, codec)
-    reader = MemoryReader(kafka, s.request_topic, codec)
+    reader = MemoryReader(kafka, s.request_topic, codec, RequestDecoder(codec, schema_by_id).decode)
     emulator = None
     if gemini is None:
         gemini, emulator = emulated_gemini(InProcessEmulator(emulator_config))
     sidecar = Sidecar(s, gemini, codec=codec, clock=clock, wall_ms=clock.wall_ms)
-    sidecar.attach(Ports(consumer, producer, ledger, reader, total_partitions=partitions))
+    sidecar.attach(
+        Ports(
+            consumer,
+            producer,
+            ledger,
+            reader,
+            total_partitions=partitions,
+            schema_by_id=schema_by_id,
+            result_schema_id=result_schema_id,
+        )
+    )
     return TestHarness(
         sidecar, kafka, consumer, producer, ledger, reader, clock, gemini, emulator, s, codec
     )

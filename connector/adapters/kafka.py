@@ -159,6 +159,14 @@ class RequestConsumer:
         if paused:
             self._consumer.resume(*paused)
 
+    def resume(self, partitions: Iterable[int]) -> None:
+        tps = [TopicPartition(self.topic, p) for p in partitions]
+        if tps:
+            self._consumer.resume(*tps)
+
+    def seek(self, partition: int, offset: int) -> None:
+        self._consumer.seek(TopicPartition(self.topic, partition), offset)
+
     def close(self) -> None:
         self._consumer.close()
 

@@ -6,11 +6,11 @@ it is (re)submitted after a restart and when its results are produced.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from connector.adapters.kafka import read_partition
-from connector.core.codec import Codec
+from connector.core.records import RequestEvent
 from connector.core.results import Original
 from connector.errors import DecodeError
 
@@ -19,11 +19,15 @@ def reread(
     topic: str,
     partition: int,
     offsets: Iterable[int],
-    codec: Codec,
+    decode: Callable[[bytes], RequestEvent],
     bootstrap: str,
     kafka_extra: Mapping[str, Any],
 ) -> dict[int, Original]:
-    """Originals for the wanted offsets; offsets no longer retained are simply absent."""
+    """Originals for the wanted offsets; offsets no longer retained are simply absent.
+
+    `decode` is the intake's decoder (any request format); a `RegistryUnavailable` from it
+    propagates, so the caller retries later instead of answering with DATA_LOSS.
+    """
     wanted = set(offsets)
     if not wanted:
         return {}
@@ -35,7 +39,7 @@ def reread(
         if rec.offset not in wanted:
             continue
         try:
-            event = codec.decode_request(rec.value or b"")
+            event = decode(rec.value or b"")
         except DecodeError:
             event = None
         found[rec.offset] = Original(partition, rec.offset, rec.key, event)
@@ -46,12 +50,16 @@ class RequestReader:
     """`RequestReaderPort` over the request topic, one short-lived consumer per read."""
 
     def __init__(
-        self, topic: str, codec: Codec, bootstrap: str, kafka_extra: Mapping[str, Any]
+        self,
+        topic: str,
+        decode: Callable[[bytes], RequestEvent],
+        bootstrap: str,
+        kafka_extra: Mapping[str, Any],
     ) -> None:
         self._topic = topic
-        self._codec = codec
+        self._decode = decode
         self._bootstrap = bootstrap
         self._extra = kafka_extra
 
     def read(self, partition: int, offsets: Iterable[int]) -> dict[int, Original]:
-        return reread(self._topic, partition, offsets, self._codec, self._bootstrap, self._extra)
+        return reread(self._topic, partition, offsets, self._decode, self._bootstrap, self._extra)

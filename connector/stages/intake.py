@@ -13,13 +13,14 @@ from connector.config import Settings
 from connector.core import policy
 from connector.core.batcher import Batcher
 from connector.core.codec import Codec
+from connector.core.formats import RequestDecoder
 from connector.core.partitions import Partitions, Stats, Tracked
 from connector.core.ports import LedgerPort
 from connector.core.records import ErrorInfo, PendingRequest, Record, SealedBatch
 from connector.core.results import refused
 from connector.core.validation import validate_request
 from connector.core.watermark import Watermark
-from connector.errors import DecodeError, InvalidRequest
+from connector.errors import DecodeError, InvalidRequest, RegistryUnavailable
 from connector.stages.checkpoint import Checkpoint
 from connector.stages.sink import Sink
 
@@ -39,6 +40,7 @@ class Intake:
         clock: Callable[[], float],
         wall_ms: Callable[[], int],
         nonce: Callable[[], str] = lambda: secrets.token_hex(4),
+        decoder: RequestDecoder | None = None,
     ) -> None:
         self.s = settings
         self.codec = codec
@@ -50,9 +52,14 @@ class Intake:
         self.clock = clock
         self.wall_ms = wall_ms
         self.nonce = nonce
+        self.decoder = decoder or RequestDecoder(codec)
 
     def take(self, rec: Record, now: float, cp: Checkpoint) -> list[SealedBatch]:
-        """Decode, validate and batch one record; anything refused gets its terminal record."""
+        """Decode, validate and batch one record; anything refused gets its terminal record.
+
+        Raises `RegistryUnavailable` before the record counts as consumed: the caller seeks
+        back to it and tries again later (a registry outage never dead-letters a record).
+        """
         st = self.owned.get(rec.partition)
         if st is None:
             return []  # fetched before a revocation; the new owner reads it again
@@ -60,17 +67,23 @@ class Intake:
             st.watermark = Watermark(rec.offset)
         if rec.offset <= st.watermark.high:
             return []  # before where this partition (re)started: already handled
-        st.watermark.consumed(rec.offset)
-        self.stats.consumed += 1
         if rec.offset in st.covered:
+            st.watermark.consumed(rec.offset)
+            self.stats.consumed += 1
             cp.resolve(rec.partition, rec.offset)  # already owned by a live ledger entry
             return []
         try:
-            event = self.codec.decode_request(rec.value or b"")
+            event = self.decoder.decode(rec.value or b"")
+        except RegistryUnavailable:
+            raise
         except DecodeError as exc:
+            st.watermark.consumed(rec.offset)
+            self.stats.consumed += 1
             cp.send(self.sink.dead_letter(rec, "VALUE_CONVERTER", exc))
             cp.resolve(rec.partition, rec.offset)
             return []
+        st.watermark.consumed(rec.offset)
+        self.stats.consumed += 1
         error: ErrorInfo | None = None
         try:
             size, tokens = validate_request(event, self.s.max_request_bytes)

@@ -6,6 +6,7 @@ import structlog
 
 from connector.config import Settings
 from connector.core.codec import Codec
+from connector.core.formats import Format, ResultEncoder
 from connector.core.partitions import Stats
 from connector.core.ports import ProducerPort, SendHandle
 from connector.core.records import Record, ResultEvent, ResultStatus
@@ -18,12 +19,18 @@ class Sink:
     """Sends results (keyed by the request's Kafka key) and dead letters (the original record)."""
 
     def __init__(
-        self, settings: Settings, producer: ProducerPort, codec: Codec, stats: Stats
+        self,
+        settings: Settings,
+        producer: ProducerPort,
+        codec: Codec,
+        stats: Stats,
+        encoder: ResultEncoder | None = None,
     ) -> None:
         self._s = settings
         self._producer = producer
         self._codec = codec
         self._stats = stats
+        self._encode = (encoder or ResultEncoder(Format.SINGLE_OBJECT, codec)).encode
 
     def result(self, kafka_key: bytes | None, result: ResultEvent) -> SendHandle:
         if result.status is ResultStatus.OK:
@@ -33,7 +40,7 @@ class Sink:
         key = kafka_key if kafka_key is not None else (result.request_id.encode() or None)
         return self._producer.send(
             self._s.result_topic,
-            self._codec.encode_result(result),
+            self._encode(result),
             key=key,
             headers=result_headers(result, self._s.request_topic),
         )

@@ -16,7 +16,7 @@ from connector.core.ports import SendHandle
 from connector.core.quota import Budget, admit
 from connector.core.records import EntryState, ErrorInfo, JobInput, RequestEvent
 from connector.core.results import correlation_key
-from connector.errors import ProviderError, ProviderRejected
+from connector.errors import ProviderError, ProviderRejected, RegistryUnavailable
 from connector.stages.context import Context
 from connector.stages.tracker import Tracker
 
@@ -66,7 +66,14 @@ class Submitter:
         """Upload (file jobs) and create; returns the SUBMITTED ledger write on success."""
         ctx = self.ctx
         entry = t.entry
-        inputs = self._inputs(t)
+        try:
+            inputs = self._inputs(t)
+        except RegistryUnavailable as exc:  # re-reading Confluent-framed requests
+            log.warning(
+                "re-reading requests failed; will retry", job_id=entry.job_id, error=str(exc)
+            )
+            ctx.reschedule(t, now)
+            return None
         if not inputs:
             error = ErrorInfo(400, "INVALID_ARGUMENT", "no request of the job could be read")
             self.tracker.give_up(entry, error, None)

@@ -20,7 +20,12 @@ from connector.core.records import (
     RemoteJob,
 )
 from connector.core.results import Outgoing, error_results, success_results
-from connector.errors import ConnectorError, ProviderError, ProviderRejected
+from connector.errors import (
+    ConnectorError,
+    ProviderError,
+    ProviderRejected,
+    RegistryUnavailable,
+)
 from connector.stages.context import Context
 
 log = structlog.get_logger("connector")
@@ -105,7 +110,8 @@ class Tracker:
         if isinstance(outcome, policy.Deliver):
             try:
                 outputs = self._outputs(remote)
-            except ProviderError as exc:
+                originals = ctx.originals(entry)
+            except (ProviderError, RegistryUnavailable) as exc:
                 log.warning(
                     "fetching results failed; will retry",
                     batch_job=entry.provider_job,
@@ -113,7 +119,6 @@ class Tracker:
                 )
                 ctx.reschedule(t, ctx.clock())
                 return
-            originals = ctx.originals(entry)
             outgoing = success_results(entry, originals, outputs, entry.provider_job, ctx.wall_ms())
             self.deliver(entry, outgoing)
             self.cleanup(
