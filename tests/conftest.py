@@ -13,6 +13,9 @@ compaction) live in the broker, and a fake would only test our assumptions about
 - ``group_factory() -> str``: a unique consumer group id.
 
 Tests that use any of these are marked ``kafka`` automatically (``-m kafka`` / ``-m "not kafka"``).
+
+``schema_registry_url`` (a Confluent-compatible schema registry) lives in
+registry_conftest_plugin.py; tests that use it are marked ``registry``.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ if str(_DEPLOY_LOCAL) not in sys.path:
     sys.path.insert(0, str(_DEPLOY_LOCAL))
 
 import kafka_local  # noqa: E402  (stdlib-only at import time, so this costs nothing)
+from registry_conftest_plugin import schema_registry_url  # noqa: E402, F401  (a fixture)
 
 if TYPE_CHECKING:
     from kafka import KafkaAdminClient
@@ -50,10 +54,13 @@ class TopicFactory(Protocol):
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that (transitively) needs the broker with ``kafka``."""
+    """Mark tests that (transitively) need the broker ``kafka``, the registry ``registry``."""
     for item in items:
-        if "kafka_bootstrap" in getattr(item, "fixturenames", ()):
+        fixtures = getattr(item, "fixturenames", ())
+        if "kafka_bootstrap" in fixtures:
             item.add_marker(pytest.mark.kafka)
+        if "schema_registry_url" in fixtures:
+            item.add_marker(pytest.mark.registry)
 
 
 @pytest.fixture(scope="session")
