@@ -186,7 +186,7 @@ def test_python_schema_registry_client_async(schema_registry_url: str) -> None:
 @pytest.mark.parametrize("name", ["request", "result", "ledger"])
 def test_project_schemas_register_and_round_trip(schema_registry_url: str, name: str) -> None:
     """The connector's own Avro schemas (unions, logical types, defaults) are accepted as-is."""
-    from connector.schemas import load_schemas
+    from connector.core.schemas import load_schemas
 
     latest = load_schemas(name)[-1]
     subject = _value_subject()
