@@ -1,0 +1,154 @@
+"""Shared checks of Kubernetes manifests: schema validation and the pod rules every layout keeps.
+
+Schemas: kubernetes-validate (its bundled JSON schemas, strict: unknown fields fail) for every
+built-in kind. CRDs have no schema there; ServiceMonitor is checked field by field instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+# The newest Kubernetes that kubernetes-validate ships schemas for, and the one helm is built
+# for (tools.HELM_K8S_MINOR).
+K8S_VERSION = "1.37.0"
+CONNECTOR_CONTAINER = "gemini-batch-connector"
+HEALTH_PORT = 8080
+UID = 10001  # the image's user (deploy/Dockerfile)
+CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+
+Doc = dict[str, Any]
+
+
+def load_all(text: str) -> list[Doc]:
+    """Every non-empty YAML document of a multi-document stream."""
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def load_files(paths: Iterable[Path]) -> list[Doc]:
+    return [d for p in paths for d in load_all(p.read_text())]
+
+
+def validate_schema(doc: Doc) -> None:
+    """Raise unless `doc` is valid against Kubernetes K8S_VERSION (strict) or is a checked CRD."""
+    if (doc.get("apiVersion"), doc.get("kind")) in CRD_KINDS:
+        check_service_monitor(doc)
+        return
+    kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def check_service_monitor(doc: Doc) -> None:
+    """A ServiceMonitor (monitoring.coreos.com/v1) that scrapes /metrics on http-metrics."""
+    assert doc["apiVersion"] == "monitoring.coreos.com/v1"
+    assert doc["kind"] == "ServiceMonitor"
+    assert set(doc) <= {"apiVersion", "kind", "metadata", "spec"}
+    assert doc["metadata"]["name"]
+    spec = doc["spec"]
+    assert set(spec) <= {"selector", "endpoints", "namespaceSelector", "jobLabel"}
+    labels = spec["selector"]["matchLabels"]
+    assert labels
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items())
+    assert spec["endpoints"]
+    for endpoint in spec["endpoints"]:
+        assert set(endpoint) <= {"port", "path", "interval", "scrapeTimeout", "scheme"}
+        assert endpoint["port"] == "http-metrics"
+        assert endpoint["path"] == "/metrics"
+        assert endpoint["interval"].endswith("s")
+
+
+def pod_specs(docs: Iterable[Doc]) -> Iterator[tuple[Doc, Doc]]:
+    """(workload, pod spec) of every Deployment."""
+    for doc in docs:
+        if doc.get("kind") == "Deployment":
+            yield doc, doc["spec"]["template"]["spec"]
+
+
+def check_pod(spec: Doc, drain_timeout_s: float) -> Doc:
+    """The rules every pod with the connector keeps; returns the connector container."""
+    assert spec["terminationGracePeriodSeconds"] > drain_timeout_s
+    pod_sc = spec["securityContext"]
+    assert pod_sc["runAsNonRoot"] is True
+    assert pod_sc["runAsUser"] == UID
+    assert pod_sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    tmp_volumes = {v["name"] for v in spec["volumes"] if "emptyDir" in v}
+    for container in spec["containers"]:
+        sc = container["securityContext"]
+        assert sc["runAsNonRoot"] is True, container["name"]
+        assert sc["readOnlyRootFilesystem"] is True, container["name"]
+        assert sc["allowPrivilegeEscalation"] is False, container["name"]
+        assert sc["capabilities"]["drop"] == ["ALL"], container["name"]
+        assert "add" not in sc["capabilities"], container["name"]
+        mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+        assert mounts.get("/tmp") in tmp_volumes, f"{container['name']}: /tmp is no emptyDir"
+    (connector,) = [c for c in spec["containers"] if c["name"] == CONNECTOR_CONTAINER]
+    assert connector["args"] == ["run"]
+    (port,) = connector["ports"]
+    assert (port["name"], port["containerPort"]) == ("http-metrics", HEALTH_PORT)
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        get = connector[probe]["httpGet"]
+        assert get["path"] == path
+        assert get["port"] in (HEALTH_PORT, "http-metrics")
+    # The numbers come from the benchmark (bench/README.md); no CPU limit on purpose.
+    assert connector["resources"] == {
+        "requests": {"cpu": "250m", "memory": "256Mi"},
+        "limits": {"memory": "1Gi"},
+    }
+    return connector
+
+
+def api_key_ref(container: Doc) -> Doc | None:
+    """The secretKeyRef of GEMINI_API_KEY, None if the container has no key; never a literal."""
+    for env in container.get("env", []):
+        if env["name"] == "GEMINI_API_KEY":
+            assert "value" not in env, "the API key must come from a Secret"
+            ref: Doc = env["valueFrom"]["secretKeyRef"]
+            return ref
+    return None
+
+
+def config_map_env(docs: Iterable[Doc], container: Doc) -> dict[str, str]:
+    """The settings the container gets from ConfigMaps (envFrom) among `docs`."""
+    maps = {d["metadata"]["name"]: d for d in docs if d.get("kind") == "ConfigMap"}
+    out: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        name = source["configMapRef"]["name"]
+        out.update(maps[name]["data"])
+    return out
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def check_wiring(docs: list[Doc]) -> None:
+    """Service -> pods, ServiceMonitor -> Service, settings -> probes all line up."""
+    deployments = [d for d in docs if d.get("kind") == "Deployment"]
+    services = [d for d in docs if d.get("kind") == "Service"]
+    monitors = [d for d in docs if d.get("kind") == "ServiceMonitor"]
+    assert deployments
+    assert services
+    for service in services:
+        (port,) = service["spec"]["ports"]
+        assert (port["name"], port["port"]) == ("http-metrics", HEALTH_PORT)
+        assert port["targetPort"] in ("http-metrics", HEALTH_PORT)
+        assert any(
+            selects(service["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"])
+            for d in deployments
+        ), f"service {service['metadata']['name']} selects no pod"
+    for monitor in monitors:
+        assert any(
+            selects(monitor["spec"]["selector"]["matchLabels"], s["metadata"]["labels"])
+            for s in services
+        ), f"servicemonitor {monitor['metadata']['name']} selects no service"
+    for _, spec in pod_specs(docs):
+        connector = next(c for c in spec["containers"] if c["name"] == CONNECTOR_CONTAINER)
+        settings = config_map_env(docs, connector)
+        assert settings["CONNECTOR_HEALTH_PORT"] == str(HEALTH_PORT)
+        drain = float(settings["CONNECTOR_DRAIN_TIMEOUT_S"])
+        check_pod(spec, drain)
