@@ -208,7 +208,7 @@ class Sidecar:
         delay = 0.5
         while True:
             try:
-                return registry.schema_by_id, registry.result_schema_id(
+                return registry.schema_by_id, registry.schema_id_for(
                     s.result_topic, schema, s.schema_registry_auto_register
                 )
             except RegistryUnavailable as exc:

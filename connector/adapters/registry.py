@@ -82,8 +82,8 @@ class SchemaRegistry:
             self._by_id[schema_id] = raw
         return raw
 
-    def result_schema_id(self, topic: str, schema: dict[str, Any], auto_register: bool) -> int:
-        """The id of our result schema under the topic's subject: registered, or looked up."""
+    def schema_id_for(self, topic: str, schema: dict[str, Any], auto_register: bool) -> int:
+        """The id of `schema` under the topic's value subject: registered, or looked up."""
         subject = subject_for(topic)
         try:
             if auto_register:

@@ -302,7 +302,18 @@ class Codec:
 
     def decode_result(self, data: bytes) -> ResultEvent:
         """Decode a result event written with any known result schema; ``DecodeError`` otherwise."""
-        d = self._decode(data, _RESULT)
+        return self._result_event(self._decode(data, _RESULT))
+
+    def decode_result_body(self, body: bytes, writer_schema: Any) -> ResultEvent:
+        """A Confluent-framed result's Avro body, written with `writer_schema` (registry)."""
+        try:
+            parsed = parse_schema(_wire_types(writer_schema))
+            record: Any = schemaless_reader(BytesIO(body), parsed, self._current[_RESULT])
+        except Exception as exc:  # fastavro raises many types on bad bytes or schemas
+            raise DecodeError(f"cannot read ResultEvent body: {type(exc).__name__}: {exc}") from exc
+        return self._result_event(record)
+
+    def _result_event(self, d: dict[str, Any]) -> ResultEvent:
         try:
             err = d["error"]
             usage = d["usage"]
