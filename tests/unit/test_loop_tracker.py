@@ -6,6 +6,7 @@ under test, so every path is taken on purpose, not by chance.
 
 from __future__ import annotations
 
+import pytest
 from loop_support import (
     HOLD_S,
     assert_answered_once,
@@ -18,7 +19,7 @@ from loop_support import (
     settled,
 )
 
-from connector.core.records import EntryState, LedgerEntry, ResultStatus
+from connector.core.records import EntryState, Kind, LedgerEntry, ResultStatus
 from connector.testing import TestHarness
 
 
@@ -180,3 +181,43 @@ def test_job_older_than_max_age_is_cancelled_and_split() -> None:
     h.run_until(lambda: settled(h, ids))
     assert_answered_once(h, ids, ResultStatus.OK)
     assert_no_job_created_twice(h)
+
+
+def test_requests_no_longer_retained_get_data_loss_results() -> None:
+    """A recovered INTENT whose first requests fell out of retention: DATA_LOSS for those."""
+    h = make()
+    ids = publish(h, "dl", 4)
+    intent = h.entry("p0-0-dead", (0, 1, 2, 3))
+    h.seed_ledger(intent)
+    h.seed_committed(4)
+    nxt = h.restart(0)
+    nxt.reader.deleted_below[0] = 2  # retention removed offsets 0 and 1
+    nxt.run_until(lambda: not nxt.ledger.live(0))
+    by_offset = {r.source_offset: r for r in nxt.result_events()}
+    assert sorted(by_offset) == [0, 1, 2, 3]
+    for o in (0, 1):
+        err = by_offset[o].error
+        assert err is not None
+        assert err.status == "DATA_LOSS"
+    assert {by_offset[2].request_id, by_offset[3].request_id} == set(ids[2:])
+    assert by_offset[2].status is by_offset[3].status is ResultStatus.OK
+    assert emu(nxt).created_by_display_name() == {intent.display_name: 1}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: a permanent failure to fetch a SUCCEEDED job's results file (403/404: "
+    "the file is gone, e.g. past its 48 h TTL) is rescheduled like a transient one, "
+    "forever: the job stays SUBMITTED (holding quota) and its requests never get a result",
+)
+def test_succeeded_job_whose_results_file_is_gone_still_answers_every_request() -> None:
+    h = held()
+    ids = publish(h, "gf", 3, kind=Kind.EMBED, body={"content": {"parts": [{"text": "x"}]}})
+    h.consumer.assign(0)
+    h.run_until(lambda: any(e.state is EntryState.SUBMITTED for e in h.ledger.live(0).values()))
+    (entry,) = h.ledger.live(0).values()
+    emu(h).stats()  # started, held RUNNING
+    emu(h).force_state(entry.provider_job or "", "SUCCEEDED")
+    # The partition sat unowned for two days: the job's results file expired meanwhile.
+    h.advance(49 * 3600.0)
+    h.run_until(lambda: settled(h, ids), max_passes=60, advance_s=60.0)
