@@ -21,7 +21,9 @@ the sidecar the same way:
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import random
 import time
 import zlib
 from collections import defaultdict
@@ -37,11 +39,23 @@ from google.genai import types
 
 from connector.adapters.gemini import Gemini
 from connector.config import Settings
+from connector.core import policy
 from connector.core.codec import Codec
 from connector.core.formats import RequestDecoder
+from connector.core.jsonl import jsonl_lines
 from connector.core.ports import RebalanceEvent
-from connector.core.records import Headers, Kind, LedgerEntry, Record, RequestEvent
-from connector.core.results import Original
+from connector.core.records import (
+    BatchKey,
+    EntryState,
+    Headers,
+    JobInput,
+    Kind,
+    LedgerEntry,
+    Record,
+    RequestEvent,
+    ResultEvent,
+)
+from connector.core.results import Original, correlation_key
 from connector.emulator.config import EmulatorConfig
 from connector.emulator.control import Control
 from connector.emulator.messages import Body, Request, Response
@@ -405,10 +419,23 @@ class InProcessEmulator:
 
     def created_by_display_name(self) -> dict[str, int]:
         """How many jobs were created under each display name (2+ means paid twice)."""
+        return dict(self.stats()["batches"]["by_display_name"])
+
+    def stats(self) -> dict[str, Any]:
+        """Same as `GET /_emulator/stats`: batches, files, calls per API method, clock."""
         stats = self.control.handle(
             Request("GET", "/_emulator/stats", {}, {}, Body(io.BytesIO(b""), 0), self.base_url)
         )
-        return dict(orjson.loads(stats.body)["batches"]["by_display_name"])
+        out: dict[str, Any] = orjson.loads(stats.body)
+        return out
+
+    def calls(self) -> dict[str, int]:
+        """API calls answered so far, per method (`batches.create`, `batches.list`, ...)."""
+        return self.service.call_counts()
+
+    def force_state(self, name: str, state: str) -> dict[str, Any]:
+        """Force a PENDING/RUNNING job (`batches/ID` or `ID`) into `state`, as on the server."""
+        return self.control.force(name, state)
 
     def close(self) -> None:
         self.service.files.close()
@@ -445,7 +472,13 @@ def emulated_gemini(
 
 @dataclass
 class TestHarness:
-    """A `Sidecar` on doubles. `step()` runs one pass; everything is inspectable."""
+    """A `Sidecar` on doubles. `step()` runs one pass; everything is inspectable.
+
+    `restart()` plays a crash: it returns the next owner, a fresh `Sidecar` on the same
+    `MemoryKafka`, emulator and clocks, while whatever the old one had not flushed is lost.
+    `entry`, `seed_ledger`, `seed_committed` and `create_job` set up exactly what a dead
+    owner left behind (ledger entries, committed offsets, jobs at the provider).
+    """
 
     __test__ = False  # not a pytest test class
 
@@ -460,6 +493,8 @@ class TestHarness:
     emulator: InProcessEmulator | None
     settings: Settings
     codec: Codec = field(default_factory=Codec)
+    schema_by_id: Callable[[int], Any] | None = None
+    result_schema_id: int | None = None
 
     def step(self, n: int = 1, advance_s: float = 0.0) -> None:
         """Run `n` passes, moving both clocks by `advance_s` before each."""
@@ -473,10 +508,6 @@ class TestHarness:
         self.clock.advance(seconds)
         if self.emulator is not None:
             self.emulator.advance_clock(seconds)
-
-    def publish_raw(self, value: bytes, key: bytes | None = None, partition: int = 0) -> Record:
-        """Append any bytes to the request topic (other formats, garbage, oversized records)."""
-        return self.kafka.append(self.settings.request_topic, value, key, partition=partition)
 
     def publish(
         self,
@@ -525,6 +556,113 @@ class TestHarness:
     def committed(self, partition: int = 0) -> int:
         return self.kafka.committed.get((self.settings.request_topic, partition), 0)
 
+    def results_by_id(self) -> dict[str, list[ResultEvent]]:
+        """Every result produced so far, grouped by request id (duplicates show as 2+)."""
+        out: dict[str, list[ResultEvent]] = defaultdict(list)
+        for r in self.result_events():
+            out[r.request_id].append(r)
+        return dict(out)
+
+    def publish_raw(
+        self,
+        value: bytes | None,
+        key: bytes | None = None,
+        partition: int = 0,
+        headers: Headers | None = None,
+    ) -> Record:
+        """Append any bytes to the request topic (e.g. an undecodable record)."""
+        return self.kafka.append(self.settings.request_topic, value, key, headers, partition)
+
+    # -- what a dead owner left behind ---------------------------------------------------
+
+    def entry(
+        self,
+        job_id: str,
+        offsets: Sequence[int],
+        state: EntryState = EntryState.INTENT,
+        partition: int = 0,
+        model: str = "gemini-2.5-flash",
+        kind: Kind = Kind.GENERATE,
+        **fields: Any,
+    ) -> LedgerEntry:
+        """A ledger entry as a previous owner of `partition` would have written it."""
+        now_ms = self.clock.wall_ms()
+        values: dict[str, Any] = {
+            "job_id": job_id,
+            "key": BatchKey(partition, model, kind),
+            "offsets": tuple(offsets),
+            "attempt": 1,
+            "display_name": policy.display_name(self.settings.group_id, job_id),
+            "state": state,
+            "use_file": False,
+            "est_tokens": 10 * len(offsets),
+            "created_ms": now_ms,
+            "updated_ms": now_ms,
+        }
+        values.update(fields)
+        return LedgerEntry(**values)
+
+    def seed_ledger(self, *entries: LedgerEntry) -> None:
+        """Write ledger entries and wait for their acks, as a previous owner did."""
+        self.producer.flush_and_check([self.ledger.write(e) for e in entries])
+
+    def seed_tombstone(self, *entries: LedgerEntry) -> None:
+        """Tombstone ledger entries (acked), as a previous owner did once a job ended."""
+        self.producer.flush_and_check([self.ledger.tombstone(e) for e in entries])
+
+    def seed_committed(self, offset: int, partition: int = 0) -> None:
+        """The consumer group's committed offset for a request partition."""
+        self.kafka.committed[(self.settings.request_topic, partition)] = offset
+
+    def job_inputs(self, entry: LedgerEntry) -> list[JobInput]:
+        """The requests of `entry` with their correlation keys, as the submitter sends them."""
+        out: list[JobInput] = []
+        for o in self.reader.read(entry.key.partition, entry.offsets).values():
+            if o.event is None:
+                continue
+            key = correlation_key(o.offset)
+            meta = {"key": key, "request_id": o.event.request_id}
+            out.append(JobInput(key, orjson.loads(o.event.body), meta))
+        return out
+
+    def create_job(self, entry: LedgerEntry) -> str:
+        """Create `entry`'s job at the provider (real adapter and SDK), as a previous owner did.
+
+        Returns the job's `batches/ID`. File jobs are uploaded first, like the submitter does.
+        """
+        inputs = self.job_inputs(entry)
+        k, name = entry.key, entry.display_name
+        if policy.uses_file(entry):
+            file_name = self.gemini.upload_jsonl(jsonl_lines(inputs), name)
+            job: str = self.gemini.create(k.model, k.kind, name, k.priority, file_name=file_name)
+        else:
+            job = self.gemini.create(k.model, k.kind, name, k.priority, inline=inputs)
+        return job
+
+    def restart(self, *assign: int, **overrides: Any) -> TestHarness:
+        """A crash, then the next owner: a fresh `Sidecar` on the same Kafka, emulator, clock.
+
+        Sends the old owner had not flushed are lost (as in a crash); its consumer and
+        sidecar are left alone (call nothing on them after this). The new owner gets the
+        same settings (with `overrides`) and is assigned `assign` partitions, if any.
+        """
+        self.producer.pending = []
+        settings = dataclasses.replace(self.settings, **overrides) if overrides else self.settings
+        nxt = _wire(
+            settings,
+            self.kafka,
+            self.gemini,
+            self.emulator,
+            self.clock,
+            self.codec,
+            self.sidecar.total_partitions,
+            self.schema_by_id,
+            self.result_schema_id,
+        )
+        if assign:
+            nxt.consumer.assign(*assign)
+        return nxt
+
 
 def harness(
     settings: Settings | None = None,
@@ -538,18 +676,41 @@ def harness(
 ) -> TestHarness:
     """A sidecar on in-memory Kafka and the in-process emulator (or the `gemini` given)."""
     s = settings or Settings(gemini_base_url="http://emulator.invalid", **overrides)
-    clock = clock or ManualClock()
     codec = Codec()
     kafka = MemoryKafka()
     for topic in (s.request_topic, s.ledger, s.result_topic, s.dlq_topic):
         kafka.create_topic(topic, partitions)
+    emulator = None
+    if gemini is None:
+        gemini, emulator = emulated_gemini(InProcessEmulator(emulator_config))
+    return _wire(
+        s,
+        kafka,
+        gemini,
+        emulator,
+        clock or ManualClock(),
+        codec,
+        partitions,
+        schema_by_id,
+        result_schema_id,
+    )
+
+
+def _wire(
+    s: Settings,
+    kafka: MemoryKafka,
+    gemini: Any,
+    emulator: InProcessEmulator | None,
+    clock: ManualClock,
+    codec: Codec,
+    partitions: int,
+    schema_by_id: Callable[[int], Any] | None = None,
+    result_schema_id: int | None = None,
+) -> TestHarness:
     producer = RecordingProducer(kafka)
     consumer = ScriptedConsumer(kafka, s.request_topic)
     ledger = MemoryLedger(kafka, s.ledger, producer, codec)
     reader = MemoryReader(kafka, s.request_topic, codec, RequestDecoder(codec, schema_by_id).decode)
-    emulator = None
-    if gemini is None:
-        gemini, emulator = emulated_gemini(InProcessEmulator(emulator_config))
     sidecar = Sidecar(s, gemini, codec=codec, clock=clock, wall_ms=clock.wall_ms)
     sidecar.attach(
         Ports(
@@ -562,9 +723,13 @@ def harness(
             result_schema_id=result_schema_id,
         )
     )
-    return TestHarness(
+    # Jitter from a seeded generator: the same test makes the same polls on every run.
+    sidecar.ctx.rand = random.Random(0)
+    h = TestHarness(
         sidecar, kafka, consumer, producer, ledger, reader, clock, gemini, emulator, s, codec
     )
+    h.schema_by_id, h.result_schema_id = schema_by_id, result_schema_id
+    return h
 
 
 def headers_of(rec: Record) -> dict[str, bytes]:
