@@ -404,7 +404,12 @@ class Sidecar:
                 owned[p].watermark = Watermark(start)
         if changed:
             self.budget = share(self.project_budget, len(owned), self.total_partitions)
-            self._paused = False  # a rebalance resets pauses; the next pass decides again
+            # kafka-python keeps the paused flag of partitions retained through a rebalance:
+            # resume everything (but partitions waiting for the registry) and decide again.
+            self.consumer.resume_all()
+            if self._held:
+                self.consumer.pause(self._held)
+            self._paused = False
         return assigned
 
     def _recover(self, p: int) -> None:

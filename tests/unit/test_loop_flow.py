@@ -282,13 +282,6 @@ def test_drain_records_intents_even_without_quota() -> None:
     assert_no_job_created_twice(nxt)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Sidecar._apply_rebalance forgets it paused ('a rebalance resets pauses'), but "
-    "kafka-python (3.0.x assign_from_subscribed) keeps the paused flag of partitions retained "
-    "across a rebalance; when fewer INTENTs wait afterwards, resume_all is never called and "
-    "the retained partitions stay paused for good",
-)
 def test_partition_paused_before_a_rebalance_is_resumed_after_it() -> None:
     h = make(
         emulator=fast(processing_delay_s=HOLD_S), partitions=2, max_jobs=1, max_waiting_intents=2
