@@ -246,3 +246,28 @@ def _raw_values(bootstrap: str, topic: str, n: int) -> list[bytes]:
     finally:
         consumer.close()
     return values
+
+
+def test_lookup_only_mode_and_credentials_never_logged(
+    schema_registry_url: str, topics: Topics, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Auto-registration off: a missing result schema is a clear start-up error; a registered
+    one is found. User info in the URL becomes basic auth and never appears in text."""
+    from connector.config import Settings
+    from connector.errors import ConfigError
+
+    schema = load_schemas("result")[-1]
+    secret_url = schema_registry_url.replace("http://", "http://svc:s3cr3t-pw@")
+    registry = SchemaRegistry(secret_url)
+    assert "s3cr3t-pw" not in registry.url
+    with pytest.raises(ConfigError, match="auto-registration is off") as err:
+        registry.schema_id_for(topics.results, schema, auto_register=False)
+    assert "s3cr3t-pw" not in str(err.value)
+    registered = registry.schema_id_for(topics.results, schema, auto_register=True)
+    assert registry.schema_id_for(topics.results, schema, auto_register=False) == registered
+    described = Settings(
+        schema_registry_url=secret_url, schema_registry_password="other-secret"
+    ).describe()
+    text = repr(described) + capsys.readouterr().out
+    assert "s3cr3t-pw" not in text
+    assert "other-secret" not in text
