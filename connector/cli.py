@@ -59,6 +59,55 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replay_parser(p: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    p.add_argument("--bootstrap-servers", default=env("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092"))
+    p.add_argument("--dlq-topic", default=env("CONNECTOR_DLQ_TOPIC", "llm.requests.dlq"))
+    p.add_argument(
+        "--request-topic",
+        default=env("CONNECTOR_REQUEST_TOPIC", "llm.requests"),
+        help="where replayed records go (default: the request topic)",
+    )
+    p.add_argument(
+        "--stage",
+        action="append",
+        help="only dead letters of this stage (VALUE_CONVERTER, VALIDATION); repeatable",
+    )
+    p.add_argument("--since", help="only records written at or after (epoch ms or ISO 8601)")
+    p.add_argument("--until", help="only records written before (epoch ms or ISO 8601)")
+    p.add_argument("--key", action="append", help="only records with this key; repeatable")
+    p.add_argument("--dry-run", action="store_true", help="print what would be replayed")
+
+
+def _dlq_replay(args: argparse.Namespace) -> int:
+    from connector.core.dlq import DlqFilter, parse_time_ms
+    from connector.dlq import replay_dead_letters
+
+    try:
+        flt = DlqFilter(
+            stages=frozenset(args.stage) if args.stage else None,
+            since_ms=parse_time_ms(args.since) if args.since else None,
+            until_ms=parse_time_ms(args.until) if args.until else None,
+            keys=frozenset(k.encode() for k in args.key) if args.key else None,
+        )
+        extra = config.load_kafka_extra(os.environ)
+        summary = replay_dead_letters(
+            args.bootstrap_servers, extra, args.dlq_topic, args.request_topic, flt, args.dry_run
+        )
+    except (ValueError, ConfigError) as exc:
+        print(f"connector dlq replay: {exc}", file=sys.stderr)
+        return 2
+    except BrokerUnavailable as exc:
+        print(f"connector dlq replay: {exc}", file=sys.stderr)
+        return 3
+    verb = "would replay" if args.dry_run else "replayed"
+    print(
+        f"scanned {summary.scanned} dead letters, matched {summary.matched}, {verb} "
+        f"{summary.matched if args.dry_run else summary.replayed} to {args.request_topic}"
+    )
+    return 0
+
+
 def _emulator(rest: list[str]) -> int:
     from connector.emulator.cli import main as emulator_main
 
@@ -74,12 +123,17 @@ def main(argv: list[str] | None = None) -> int:
     config.build_parser(run)
     sub.add_parser("emulator", help="run the Gemini Batch API emulator", add_help=False)
     sub.add_parser("settings", help="print the settings table (markdown)")
+    dlq = sub.add_parser("dlq", help="dead-letter topic tools")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    _replay_parser(dlq_sub.add_parser("replay", help="re-publish dead letters after a fix"))
     if argv[:1] == ["emulator"]:
         return _emulator(argv[1:])
     args = parser.parse_args(argv)
     if args.command == "settings":
         print(config.env_table())
         return 0
+    if args.command == "dlq":
+        return _dlq_replay(args)
     return _run(args)
 
 

@@ -395,14 +395,19 @@ def load(env: Mapping[str, str] | None = None, args: argparse.Namespace | None =
         if raw is None and opt.attr == "api_key":
             raw = env.get("GOOGLE_API_KEY")
         values[opt.attr] = opt.default if raw is None else _convert(opt, str(raw))
-    values["kafka_extra"] = {
+    values["kafka_extra"] = load_kafka_extra(env)
+    settings = Settings(**values)
+    validate(settings)
+    return settings
+
+
+def load_kafka_extra(env: Mapping[str, str]) -> dict[str, Any]:
+    """kafka-python settings passed through from CONNECTOR_KAFKA_<NAME> variables."""
+    return {
         k[len(KAFKA_PREFIX) :].lower(): _kafka_value(v)
         for k, v in env.items()
         if k.startswith(KAFKA_PREFIX)
     }
-    settings = Settings(**values)
-    validate(settings)
-    return settings
 
 
 def validate(s: Settings) -> None:

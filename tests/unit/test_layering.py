@@ -35,6 +35,7 @@ TOP_LEVEL: dict[str, int] = {
     "connector.client": ADAPTER,  # the public publish/read helpers speak kafka-python
     "connector.health": ADAPTER,  # HTTP probes
     "connector.logs": ADAPTER,  # configures structlog and stdlib logging: process-wide I/O
+    "connector.dlq": ADAPTER,  # `connector dlq replay`: reads the DLQ, re-publishes
     "connector.runner": RUNNER,
     "connector.testing": RUNNER,  # fakes of the ports, wired like the runner wires adapters
     "connector.cli": CLI,
