@@ -189,6 +189,8 @@ class ResultEvent:
     completed_ms: int = 0
     source_partition: int = -1
     source_offset: int = -1
+    cost_usd: float | None = None
+    """Estimated cost at the Batch API price (USD); None when usage or price is unknown."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import structlog
 
 from connector.config import Settings
 from connector.core.codec import Codec
 from connector.core.partitions import Stats
 from connector.core.ports import ProducerPort, SendHandle
+from connector.core.pricing import load_price_table
 from connector.core.records import Record, ResultEvent, ResultStatus
 from connector.core.results import dead_letter_headers, result_headers
 
@@ -24,8 +27,11 @@ class Sink:
         self._producer = producer
         self._codec = codec
         self._stats = stats
+        self._prices = load_price_table(settings.price_table)
 
     def result(self, kafka_key: bytes | None, result: ResultEvent) -> SendHandle:
+        if result.usage is not None and result.cost_usd is None:
+            result = replace(result, cost_usd=self._prices.batch_usd(result.model, result.usage))
         if result.status is ResultStatus.OK:
             self._stats.results_ok += 1
         else:
