@@ -203,6 +203,20 @@ class OutputItem:
 
 
 @dataclass(frozen=True, slots=True)
+class JobProgress:
+    """The provider's `batchStats` for a job: how many of its requests are done."""
+
+    total: int
+    succeeded: int
+    failed: int
+    pending: int
+
+    @property
+    def fraction(self) -> float:
+        return (self.succeeded + self.failed) / self.total if self.total > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class RemoteJob:
     """What the provider says about a job."""
 
@@ -211,6 +225,7 @@ class RemoteJob:
     display_name: str | None
     inline: tuple[OutputItem, ...] | None
     responses_file: str | None
+    progress: JobProgress | None = None
 
 
 @dataclass(frozen=True, slots=True)

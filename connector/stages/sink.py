@@ -8,11 +8,13 @@ import structlog
 
 from connector.config import Settings
 from connector.core.codec import Codec
+from connector.core.observe import Observer
 from connector.core.partitions import Stats
 from connector.core.ports import ProducerPort, SendHandle
 from connector.core.pricing import load_price_table
 from connector.core.records import Record, ResultEvent, ResultStatus
 from connector.core.results import dead_letter_headers, result_headers
+from connector.redact import redact
 
 log = structlog.get_logger("connector")
 
@@ -21,17 +23,28 @@ class Sink:
     """Sends results (keyed by the request's Kafka key) and dead letters (the original record)."""
 
     def __init__(
-        self, settings: Settings, producer: ProducerPort, codec: Codec, stats: Stats
+        self,
+        settings: Settings,
+        producer: ProducerPort,
+        codec: Codec,
+        stats: Stats,
+        obs: Observer | None = None,
     ) -> None:
         self._s = settings
         self._producer = producer
         self._codec = codec
         self._stats = stats
         self._prices = load_price_table(settings.price_table)
+        self._obs = obs or Observer()
 
     def result(self, kafka_key: bytes | None, result: ResultEvent) -> SendHandle:
         if result.usage is not None and result.cost_usd is None:
             result = replace(result, cost_usd=self._prices.batch_usd(result.model, result.usage))
+        if result.error is not None:  # provider and transport messages may quote URLs
+            result = replace(
+                result, error=replace(result.error, message=redact(result.error.message))
+            )
+        self._obs.result(result)
         if result.status is ResultStatus.OK:
             self._stats.results_ok += 1
         else:
@@ -46,6 +59,7 @@ class Sink:
 
     def dead_letter(self, rec: Record, stage: str, exc: BaseException) -> SendHandle:
         self._stats.dead_lettered += 1
+        self._obs.dead_letter(stage)
         log.warning(
             "dead-lettered request",
             topic=rec.topic,
