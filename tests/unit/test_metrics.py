@@ -186,3 +186,18 @@ def test_status_document_is_shaped_like_kafka_connect() -> None:
     assert "2/3" in page
     assert "<script" not in page
     assert "http://" not in page.replace("http-equiv", "")  # no external assets
+
+
+def test_readme_metrics_table_lists_exactly_what_is_exported(ran: TestHarness) -> None:
+    """The Operations table is what the Grafana dashboard is built from: keep it exact."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Metrics", 1)[1].split("### Logs", 1)[0]
+    documented = {
+        re.sub(r"_(total|info)$", "", name)
+        for name in re.findall(r"^\| `(connector_[a-z_]+)`", section, re.M)
+    }
+    exported = {m.name for m in ran.sidecar.metrics.registry.collect()}
+    assert documented == exported
