@@ -23,7 +23,20 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"connector: configuration error: {exc}", file=sys.stderr)
         return 2
-    logs.configure(settings.log_level, settings.log_format)
+    from connector.redact import secret_values
+
+    logs.configure(
+        settings.log_level,
+        settings.log_format,
+        secrets=secret_values(settings.api_key, settings.kafka_extra),
+    )
+    from connector.core.pricing import load_price_table
+
+    try:
+        load_price_table(settings.price_table)  # a bad override fails now, not at first result
+    except ConfigError as exc:
+        print(f"connector: configuration error: {exc}", file=sys.stderr)
+        return 2
 
     from connector.adapters.gemini import Gemini
     from connector.runner import Sidecar
@@ -126,8 +139,13 @@ def main(argv: list[str] | None = None) -> int:
     dlq = sub.add_parser("dlq", help="dead-letter topic tools")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
     _replay_parser(dlq_sub.add_parser("replay", help="re-publish dead letters after a fix"))
+    sub.add_parser("status", help="show in-flight jobs from the ledger topic", add_help=False)
     if argv[:1] == ["emulator"]:
         return _emulator(argv[1:])
+    if argv[:1] == ["status"]:
+        from connector.statuscli import main as status_main
+
+        return status_main(argv[1:])
     args = parser.parse_args(argv)
     if args.command == "settings":
         print(config.env_table())

@@ -55,6 +55,7 @@ def _result_from_json(d: dict[str, Any]) -> ResultEvent:
         d.get("completed_ms", 0),
         d.get("source_partition", -1),
         d.get("source_offset", -1),
+        d.get("cost_usd"),
     )
 
 

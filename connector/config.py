@@ -224,6 +224,14 @@ OPTIONS: tuple[Option, ...] = (
         600.0,
         "/healthz fails when no loop pass completed for this long",
     ),
+    Option(
+        "price_table",
+        "CONNECTOR_PRICE_TABLE",
+        str,
+        "",
+        "JSON file of per-model prices overriding the shipped estimates (connector/data/"
+        "prices.json); drives cost_usd on results and the cost metrics",
+    ),
     Option("log_level", "CONNECTOR_LOG_LEVEL", str, "INFO", "DEBUG, INFO, WARNING or ERROR"),
     Option("log_format", "CONNECTOR_LOG_FORMAT", str, "json", "json or console"),
     Option(
@@ -308,6 +316,7 @@ class Settings:
     health_port: int = DEFAULTS["health_port"]
     health_host: str = DEFAULTS["health_host"]
     liveness_timeout_s: float = DEFAULTS["liveness_timeout_s"]
+    price_table: str = DEFAULTS["price_table"]
     log_level: str = DEFAULTS["log_level"]
     log_format: str = DEFAULTS["log_format"]
     result_format: str = DEFAULTS["result_format"]

@@ -1,4 +1,4 @@
-"""Health endpoints for Kubernetes probes and people: /healthz, /readyz, /status.
+"""Health endpoints for Kubernetes probes and people: /healthz, /readyz, /status, /metrics, /.
 
 Liveness means the loop still completes passes: a loop stuck inside a client call (a
 hung broker connection, kafka-python's empty-assignment join stall) stops advancing
@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
 
 class HealthServer:
     """A tiny HTTP server on its own daemon thread; it only reads what the loop publishes."""
@@ -25,29 +27,39 @@ class HealthServer:
         status: Callable[[], dict[str, Any]],
         alive: Callable[[], bool],
         ready: Callable[[], bool],
+        metrics: Callable[[], bytes] | None = None,
+        page: Callable[[], str] | None = None,
     ) -> None:
+        """`metrics` returns the Prometheus text exposition; `page` the HTML status page."""
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                if self.path == "/healthz":
+                path = self.path.split("?", 1)[0]
+                if path == "/healthz":
                     ok = outer._alive()
                     self._send(200 if ok else 503, {"alive": ok})
-                elif self.path == "/readyz":
+                elif path == "/readyz":
                     ok = outer._ready()
                     self._send(200 if ok else 503, {"ready": ok})
-                elif self.path == "/status":
+                elif path == "/status":
                     try:
                         self._send(200, outer._status())
                     except RuntimeError:  # the loop changed its state mid-read; rare
                         self._send(503, {"error": "status changed while reading; try again"})
+                elif path == "/metrics" and outer._metrics is not None:
+                    self._send_raw(200, outer._metrics(), METRICS_TYPE)
+                elif path in ("/", "/index.html") and outer._page is not None:
+                    self._send_raw(200, outer._page().encode(), "text/html; charset=utf-8")
                 else:
-                    self._send(404, {"error": "try /healthz, /readyz or /status"})
+                    self._send(404, {"error": "try /healthz, /readyz, /status, /metrics or /"})
 
             def _send(self, code: int, body: dict[str, Any]) -> None:
-                data = orjson.dumps(body, default=str)
+                self._send_raw(code, orjson.dumps(body, default=str), "application/json")
+
+            def _send_raw(self, code: int, data: bytes, content_type: str) -> None:
                 self.send_response(code)
-                self.send_header("content-type", "application/json")
+                self.send_header("content-type", content_type)
                 self.send_header("content-length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -56,6 +68,7 @@ class HealthServer:
                 return  # probes every few seconds would flood the log
 
         self._status, self._alive, self._ready = status, alive, ready
+        self._metrics, self._page = metrics, page
         self._server = ThreadingHTTPServer((host, port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(

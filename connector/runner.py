@@ -22,6 +22,7 @@ from typing import Any
 
 import structlog
 
+from connector import endpoints
 from connector.adapters.kafka import Admin, Producer, RequestConsumer, connect_with_retry
 from connector.adapters.ledger import Ledger
 from connector.adapters.registry import SchemaRegistry
@@ -44,7 +45,7 @@ from connector.core.records import EntryState
 from connector.core.recovery import plan_recovery
 from connector.core.watermark import Watermark
 from connector.errors import RegistryUnavailable
-from connector.health import HealthServer
+from connector.metrics import Telemetry
 from connector.stages.checkpoint import Checkpoint
 from connector.stages.context import Context
 from connector.stages.intake import Intake
@@ -76,6 +77,8 @@ class Snapshot:
 
     status: dict[str, Any] = field(default_factory=dict)
     last_pass: float = 0.0
+    view: Any = None
+    """`connector.core.observe.View`: jobs, partitions and quota for status pages and metrics."""
 
 
 class Sidecar:
@@ -90,7 +93,8 @@ class Sidecar:
         wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
         self.s = settings
-        self.gemini = gemini
+        self.metrics = Telemetry(settings, clock=clock, wall_ms=wall_ms)
+        self.gemini = self.metrics.wrap_gemini(gemini)
         self.codec = codec or Codec()
         self.clock = clock
         self.wall_ms = wall_ms
@@ -118,6 +122,7 @@ class Sidecar:
         self.owned = Partitions()
         self.last_pass = clock()
         self.snapshot = Snapshot(self._status(), self.last_pass)
+        self.metrics.collector(lambda: self.snapshot)
         self.running = False
         self._paused = False
         self._held: dict[int, float] = {}
@@ -140,10 +145,9 @@ class Sidecar:
         log.info("starting", endpoint=s.endpoint, settings=s.describe())
         health = None
         if s.health_port:
-            health = HealthServer(
-                s.health_host, s.health_port, self.status, self.alive, lambda: self.running
-            ).start()
-            log.info("health endpoints", port=health.port, paths=["/healthz", "/readyz", "/status"])
+            health = endpoints.serve(self)
+            paths = ["/healthz", "/readyz", "/status", "/metrics", "/"]
+            log.info("health endpoints", port=health.port, paths=paths)
         try:
             self._run()
         finally:
@@ -221,11 +225,12 @@ class Sidecar:
     def attach(self, ports: Ports) -> None:
         """Wire the stages to `ports`; `run()` passes the real adapters, tests pass doubles."""
         s = self.s
+        ports = self.metrics.wrap_ports(ports)
         self.ports = ports
         self.consumer = ports.consumer
         self.total_partitions = ports.total_partitions
         encoder = ResultEncoder(Format(s.result_format), self.codec, ports.result_schema_id)
-        sink = Sink(s, ports.producer, self.codec, self.stats, encoder)
+        sink = Sink(s, ports.producer, self.codec, self.stats, encoder=encoder, obs=self.metrics)
         self.ctx = Context(
             settings=s,
             gemini=self.gemini,
@@ -239,6 +244,7 @@ class Sidecar:
             clock=self.clock,
             wall_ms=self.wall_ms,
             owned=self.owned,
+            obs=self.metrics,
         )
         self.intake = Intake(
             s,
@@ -304,7 +310,7 @@ class Sidecar:
 
     def _publish(self) -> None:
         self.last_pass = self.clock()
-        self.snapshot = Snapshot(self._status(), self.last_pass)
+        self.snapshot = Snapshot(self._status(), self.last_pass, self.metrics.view(self))
 
     # -- one pass ----------------------------------------------------------------------
 

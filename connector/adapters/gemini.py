@@ -24,7 +24,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from connector.core.records import JobInput, JobState, Kind, OutputItem, RemoteJob
+from connector.core.records import JobInput, JobProgress, JobState, Kind, OutputItem, RemoteJob
 from connector.errors import ProviderRejected, ProviderRetryable
 
 GEMINI_BASE_URL = "https://generativelanguage.googleapis.com/"
@@ -216,7 +216,29 @@ def remote_job(name: str, operation: dict[str, Any]) -> RemoteJob:
                 break
     display = meta.get("displayName")
     return RemoteJob(
-        name, state, display if isinstance(display, str) else None, inline, responses_file
+        name,
+        state,
+        display if isinstance(display, str) else None,
+        inline,
+        responses_file,
+        job_progress(meta.get("batchStats")),
+    )
+
+
+def job_progress(raw: object) -> JobProgress | None:
+    """`batchStats` (int64 counts as strings in proto3 JSON) as plain ints; None if absent."""
+    if not isinstance(raw, dict):
+        return None
+
+    def num(key: str) -> int:
+        v = raw.get(key)
+        return int(v) if isinstance(v, int | str) and str(v).isdigit() else 0
+
+    return JobProgress(
+        num("requestCount"),
+        num("successfulRequestCount"),
+        num("failedRequestCount"),
+        num("pendingRequestCount"),
     )
 
 

@@ -149,6 +149,15 @@ class RequestConsumer:
     def assignment(self) -> set[int]:
         return {tp.partition for tp in self._consumer.assignment()}
 
+    def highwaters(self) -> dict[int, int]:
+        """End offsets as the last fetch responses reported them (no request; for lag)."""
+        out: dict[int, int] = {}
+        for tp in self._consumer.assignment():
+            hw = self._consumer.highwater(tp)
+            if hw is not None:
+                out[tp.partition] = int(hw)
+        return out
+
     def pause(self, partitions: Iterable[int]) -> None:
         tps = [TopicPartition(self.topic, p) for p in partitions]
         if tps:

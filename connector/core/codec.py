@@ -298,6 +298,7 @@ class Codec:
             "completed_ms": r.completed_ms,
             "source_partition": r.source_partition,
             "source_offset": r.source_offset,
+            "cost_usd": r.cost_usd,
         }
 
     def decode_result(self, data: bytes) -> ResultEvent:
@@ -336,6 +337,7 @@ class Codec:
                 d["completed_ms"],
                 d["source_partition"],
                 d["source_offset"],
+                d["cost_usd"],
             )
         except (KeyError, TypeError) as exc:
             raise DecodeError(f"result event is missing or mistypes a field: {exc!r}") from exc

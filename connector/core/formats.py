@@ -149,6 +149,7 @@ def result_json_object(r: ResultEvent) -> dict[str, Any]:
         "completed_ms": r.completed_ms,
         "source_partition": r.source_partition,
         "source_offset": r.source_offset,
+        "cost_usd": r.cost_usd,
     }
 
 

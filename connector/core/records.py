@@ -189,6 +189,8 @@ class ResultEvent:
     completed_ms: int = 0
     source_partition: int = -1
     source_offset: int = -1
+    cost_usd: float | None = None
+    """Estimated cost at the Batch API price (USD); None when usage or price is unknown."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +203,20 @@ class OutputItem:
 
 
 @dataclass(frozen=True, slots=True)
+class JobProgress:
+    """The provider's `batchStats` for a job: how many of its requests are done."""
+
+    total: int
+    succeeded: int
+    failed: int
+    pending: int
+
+    @property
+    def fraction(self) -> float:
+        return (self.succeeded + self.failed) / self.total if self.total > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class RemoteJob:
     """What the provider says about a job."""
 
@@ -209,6 +225,7 @@ class RemoteJob:
     display_name: str | None
     inline: tuple[OutputItem, ...] | None
     responses_file: str | None
+    progress: JobProgress | None = None
 
 
 @dataclass(frozen=True, slots=True)

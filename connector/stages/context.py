@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from connector.config import Settings
 from connector.core import policy
 from connector.core.codec import Codec
+from connector.core.observe import Observer
 from connector.core.partitions import Partitions, Stats, Tracked
 from connector.core.ports import GeminiPort, LedgerPort, ProducerPort, RequestReaderPort
 from connector.core.records import LedgerEntry
@@ -33,6 +34,7 @@ class Context:
     wall_ms: Callable[[], int]
     owned: Partitions = field(default_factory=Partitions)
     rand: random.Random = field(default_factory=random.Random)
+    obs: Observer = field(default_factory=Observer)
 
     def originals(self, entry: LedgerEntry) -> dict[int, Original]:
         """The job's requests, re-read from the request topic by offset."""

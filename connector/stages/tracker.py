@@ -106,7 +106,7 @@ class Tracker:
         ctx = self.ctx
         entry = t.entry
         outcome = policy.on_terminal(entry, state, ctx.retry, ctx.wall_ms())
-        log.info("job ended", job_id=entry.job_id, batch_job=entry.provider_job, state=state.value)
+        ctx.obs.job_ended(entry, state, type(outcome).__name__.lower())
         if isinstance(outcome, policy.Deliver):
             try:
                 outputs = self._outputs(remote)

@@ -70,6 +70,7 @@ results = st.builds(
     completed_ms=LONG,
     source_partition=INT,
     source_offset=LONG,
+    cost_usd=st.none() | st.floats(allow_nan=False),
 )
 ledger_entries = st.builds(
     LedgerEntry,
@@ -227,6 +228,49 @@ def test_older_writer_schema_is_read_with_defaults() -> None:
     ev = codec.decode_request(data)
     assert ev == RequestEvent("r-old", "m", Kind.GENERATE, "{}", created_ms=7)
     assert (ev.group, ev.priority, ev.deadline_ms, ev.metadata) == ("", 0, None, {})
+
+
+def test_result_v1_record_reads_as_current_with_null_cost() -> None:
+    """Backward: a result written with v1 (no cost_usd) decodes with cost_usd None."""
+    v1 = schema_versions("result")[0][1]
+    record = {
+        "request_id": "r1",
+        "status": "OK",
+        "model": "gemini-2.5-flash",
+        "kind": "generate",
+        "response_json": "{}",
+        "usage": {"prompt_tokens": 10, "candidates_tokens": 5, "total_tokens": 15},
+    }
+    r = CODEC.decode_result(single_object(v1, record))
+    assert r.usage == TokenUsage(10, 5, 15)
+    assert r.cost_usd is None
+
+
+def test_result_v2_record_reads_with_the_v1_schema() -> None:
+    """Forward: a consumer still on v1 reads a v2 result (cost_usd is skipped)."""
+    versions = dict(schema_versions("result"))
+    assert "cost_usd" not in {f["name"] for f in versions[1]["fields"]}
+    assert "cost_usd" in {f["name"] for f in versions[2]["fields"]}
+    data = CODEC.encode_result(
+        ResultEvent(
+            "r2",
+            ResultStatus.OK,
+            "gemini-2.5-flash",
+            Kind.GENERATE,
+            response_json="{}",
+            usage=TokenUsage(10, 5, 15),
+            cost_usd=0.0125,
+        )
+    )
+    assert data[2:10] == schema_fingerprint(versions[2])
+    buf = io.BytesIO(data[10:])
+    old = fastavro.schemaless_reader(
+        buf, fastavro.parse_schema(versions[2]), fastavro.parse_schema(versions[1])
+    )
+    assert old["request_id"] == "r2"
+    assert old["usage"]["total_tokens"] == 15
+    assert "cost_usd" not in old
+    assert CODEC.decode_result(data).cost_usd == 0.0125
 
 
 def test_register_rejects_foreign_records() -> None:

@@ -53,6 +53,29 @@ def test_readiness_waits_for_the_running_loop(server: HealthServer, state: dict[
 def test_status_is_json_and_unknown_paths_say_what_exists(server: HealthServer) -> None:
     """/status returns the status line as JSON; anything else is a 404 naming the paths."""
     assert _get(server, "/status").json() == {"partitions": [0, 1], "consumed": 7}
-    r = _get(server, "/metrics")
+    r = _get(server, "/nope")
     assert r.status_code == 404
     assert "/healthz" in r.json()["error"]
+
+
+def test_metrics_and_page_are_served_when_given() -> None:
+    """/metrics is Prometheus text; / is HTML; both only when the sidecar wires them."""
+    srv = HealthServer(
+        "127.0.0.1",
+        0,
+        status=dict,
+        alive=lambda: True,
+        ready=lambda: True,
+        metrics=lambda: b"connector_x_total 1.0\n",
+        page=lambda: "<!doctype html><p>hi</p>",
+    ).start()
+    try:
+        m = _get(srv, "/metrics")
+        assert m.status_code == 200
+        assert m.headers["content-type"].startswith("text/plain; version=0.0.4")
+        assert m.text == "connector_x_total 1.0\n"
+        page = _get(srv, "/?refresh=1")
+        assert page.headers["content-type"].startswith("text/html")
+        assert "<p>hi</p>" in page.text
+    finally:
+        srv.stop()

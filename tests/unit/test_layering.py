@@ -29,6 +29,7 @@ TOP_LEVEL: dict[str, int] = {
     "connector.errors": LEAF,
     "connector.defaults": LEAF,
     "connector.config": LEAF,
+    "connector.redact": LEAF,  # masks secrets in strings; used by logs, sink and status
     "connector.core": CORE,
     "connector.adapters": ADAPTER,
     "connector.stages": STAGE,
@@ -36,6 +37,10 @@ TOP_LEVEL: dict[str, int] = {
     "connector.health": ADAPTER,  # HTTP probes
     "connector.logs": ADAPTER,  # configures structlog and stdlib logging: process-wide I/O
     "connector.dlq": ADAPTER,  # `connector dlq replay`: reads the DLQ, re-publishes
+    "connector.metrics": ADAPTER,  # Prometheus series over the published snapshot; port wrappers
+    "connector.statusview": ADAPTER,  # /status JSON and the HTML page, from the published view
+    "connector.endpoints": ADAPTER,  # wires the health server to a sidecar's snapshot
+    "connector.statuscli": RUNNER,  # `connector status`: reads the ledger through the adapters
     "connector.runner": RUNNER,
     "connector.testing": RUNNER,  # fakes of the ports, wired like the runner wires adapters
     "connector.cli": CLI,

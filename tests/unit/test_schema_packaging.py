@@ -89,6 +89,8 @@ def test_installed_wheel_loads_schemas_from_the_package(wheel: Path, tmp_path: P
         "import json, connector, connector.core.schemas as s\n"
         "from connector.core.codec import Codec\n"
         "Codec()\n"
+        "from connector.core.pricing import load_price_table\n"
+        "assert load_price_table().models, 'the shipped price table is missing'\n"
         "print(json.dumps({'package': connector.__file__, 'root': str(s.schema_root()),"
         " 'versions': {n: len(s.load_schemas(n)) for n in s.SCHEMA_NAMES}}))\n"
     )

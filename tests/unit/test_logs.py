@@ -1,0 +1,94 @@
+"""Logs: one JSON object per line (libraries and warnings too), secrets masked, sane levels."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import warnings
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from connector import logs
+from connector.redact import REDACTOR, Redactor
+
+KEY = "AIzaFAKEFAKEFAKEFAKEFAKEFAKEFAKEFAKE123"
+
+
+@pytest.fixture
+def json_logs() -> Iterator[io.StringIO]:
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    structlog.reset_defaults()
+    logs.configure("INFO", "json", secrets=[KEY, "hunter2-sasl"])
+    buf = io.StringIO()
+    handler = root.handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(buf)
+    try:
+        yield buf
+    finally:
+        REDACTOR.clear()
+        logging.captureWarnings(False)
+        structlog.reset_defaults()
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+
+
+def _lines(buf: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in buf.getvalue().splitlines() if line.strip()]
+
+
+def test_redactor_masks_values_and_patterns() -> None:
+    r = Redactor()
+    r.add("s3cr3t-value", "ab")  # too short to register
+    assert r.text("x s3cr3t-value y") == "x *** y"
+    assert r.text("http://user:pass@host:1/p") == "http://user:***@host:1/p"
+    assert r.text("GET /v1?key=zzz&alt=json") == "GET /v1?key=***&alt=json"
+    assert r.text(f"bad {KEY}") == "bad ***"
+    assert r.text("x-goog-api-key: abc") == "x-goog-api-key: ***"
+    assert r.text("Authorization: Bearer abc.def") == "Authorization: Bearer ***"
+    assert r.text("token_budget=5 ab") == "token_budget=5 ab"
+    assert r.value({"a": ["http://u:p@h"]}) == {"a": ["http://u:***@h"]}
+
+
+def test_every_line_is_json_and_secrets_never_appear(
+    json_logs: io.StringIO,
+) -> None:
+    log = structlog.get_logger("connector")
+    log.info("starting", endpoint="explicit endpoint http://user:pass@emu:8765", key=KEY)
+    logging.getLogger("google_genai.models").warning("request to %s failed", f"/v1?key={KEY}")
+    logging.getLogger("kafka.conn").error(
+        "<BrokerConnection host=k:9092>: Connect attempt returned error 111. Disconnecting."
+    )
+    try:
+        raise RuntimeError(f"boom {KEY} sasl_plain_password=hunter2-sasl")
+    except RuntimeError:
+        log.exception("crashed")
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn("the SDK is experimental", UserWarning, stacklevel=1)
+    lines = _lines(json_logs)
+    text = json.dumps(lines)
+    assert KEY not in text
+    assert "hunter2-sasl" not in text
+    assert "user:pass@" not in text
+    by_logger = {str(x.get("logger")): x for x in lines}
+    assert by_logger["kafka.conn"]["level"] == "warning"  # a reconnect is not an ERROR
+    assert by_logger["google_genai.models"]["level"] == "warning"
+    assert "py.warnings" in by_logger
+    assert "experimental" in str(by_logger["py.warnings"]["event"])
+    assert by_logger["connector"]["level"] in ("info", "error")
+    problem = logs.last_error()
+    assert problem is not None
+    assert problem["level"] == "warning"
+
+
+def test_repeated_library_messages_are_collapsed(json_logs: io.StringIO) -> None:
+    kafka = logging.getLogger("kafka.client")
+    for _ in range(50):
+        kafka.warning("Node %s not ready", 1)
+    lines = [x for x in _lines(json_logs) if x.get("logger") == "kafka.client"]
+    assert len(lines) == 1
