@@ -23,11 +23,17 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
+import httpx2  # noqa: E402
 import kafka_local  # noqa: E402
 import orjson  # noqa: E402
 from kafka import KafkaConsumer  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+from rich.console import Console  # noqa: E402
 
+from connector import statuscli  # noqa: E402
+from connector.adapters.gemini import Gemini  # noqa: E402
 from connector.client import RequestPublisher, ResultReader  # noqa: E402
+from connector.config import Settings  # noqa: E402
 from connector.core.records import Kind, ResultEvent, ResultStatus  # noqa: E402
 from connector.emulator import EmulatorConfig, EmulatorServer  # noqa: E402
 
@@ -143,6 +149,38 @@ def show_dead_letters(bootstrap: str, expected: int, timeout_s: float = 20.0) ->
         print(f"   key={r.key!r:<14} {where} stage={stage}: {message}")
 
 
+def show_jobs(bootstrap: str, emulator_url: str, group: str) -> None:
+    """The `connector status --gemini` table: in-flight jobs with the provider's progress."""
+    s = Settings(
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        gemini_base_url=emulator_url,
+        request_topic=REQUESTS,
+    )
+    gemini = Gemini("emulator", emulator_url)
+    try:
+        jobs = statuscli.snapshot(s, gemini)
+    finally:
+        gemini.close()
+    Console().print(statuscli.table(jobs, int(time.time() * 1000), bars=True))
+
+
+def show_cost(health_url: str) -> None:
+    """Estimated spend at the batch price and the saving, from the sidecar's /metrics."""
+    text = httpx2.get(health_url + "/metrics", timeout=10).text
+    totals: dict[str, float] = {}
+    for fam in text_string_to_metric_families(text):
+        for sample in fam.samples:
+            totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    cost = totals.get("connector_estimated_cost_usd_total", 0.0)
+    saved = totals.get("connector_estimated_savings_usd_total", 0.0)
+    tokens = totals.get("connector_tokens_total", 0.0)
+    print(
+        f"== estimated cost at the batch price: ${cost:.6f} for {tokens:.0f} tokens; "
+        f"saved ${saved:.6f} against the interactive price (prices: connector/data/prices.json)"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -164,6 +202,8 @@ def main() -> int:
         emulator.start()
         print(f"== broker {broker.bootstrap}; Gemini Batch API emulator {emulator.base_url}")
         log_path = run_dir / "sidecar.log"
+        health_port = kafka_local.free_port()
+        health_url = f"http://127.0.0.1:{health_port}"
         env = {
             k: v
             for k, v in os.environ.items()
@@ -183,6 +223,8 @@ def main() -> int:
                 "CONNECTOR_POLL_MAX_S": "2",
                 # Lowered from 19 MB so the demo's bulk batch shows the file path.
                 "CONNECTOR_BATCH_INLINE_MAX_BYTES": "20000",
+                "CONNECTOR_HEALTH_PORT": str(health_port),
+                "CONNECTOR_HEALTH_HOST": "127.0.0.1",
                 "PYTHONPATH": str(ROOT),
             }
         )
@@ -200,7 +242,12 @@ def main() -> int:
             print(f"== published {len(expected)} requests (+1 undecodable record); results:")
             seen: dict[str, ResultEvent] = {}
             deadline = time.monotonic() + args.timeout
+            shown_jobs = False
             while not expected <= set(seen) and time.monotonic() < deadline:
+                if not shown_jobs and len(seen) >= 3:
+                    shown_jobs = True
+                    print("== `connector status --gemini` while jobs run:")
+                    show_jobs(broker.bootstrap, emulator.base_url, "demo-sidecar")
                 if sidecar.poll() is not None:
                     print(f"!! sidecar exited with {sidecar.returncode}; see {log_path}")
                     return 1
@@ -229,6 +276,7 @@ def main() -> int:
             f"{jobs} batch jobs created"
         )
         show_dead_letters(broker.bootstrap, expected=3)
+        show_cost(health_url)
         if missing:
             print(f"!! no result within {args.timeout:.0f}s for {sorted(missing)[:10]}")
             return 1
