@@ -254,6 +254,7 @@ class Sidecar:
             "open_requests": len(self.batcher),
             "intents": self.owned.count(EntryState.INTENT),
             "submitted": self.owned.count(EntryState.SUBMITTED),
+            "done": self.owned.count(EntryState.DONE),
             **asdict(self.stats),
         }
 
@@ -278,6 +279,7 @@ class Sidecar:
         sealed.extend(self.batcher.due(now))
         self.intake.record_intents(sealed, cp)
         cp.commit(self.ctx.producer, self.consumer, self.owned)
+        self.tracker.prune_done()
         self.submitter.submit_due(self.clock(), self.budget)
         self.tracker.track_due(self.clock(), self._stop.is_set())
         self._backpressure()
@@ -335,7 +337,20 @@ class Sidecar:
         """Rebuild partition p from its ledger before any of its records is processed."""
         ctx = self.ctx
         self.batcher.drop_partition(p)
-        plan = plan_recovery(ctx.ledger.load(p), self.clock(), self.s.http_timeout_s)
+        plan = plan_recovery(
+            ctx.ledger.load(p), self.clock(), self.s.http_timeout_s, self.s.request_topic
+        )
+        if plan.foreign:
+            self.stats.ledger_foreign_entries += len(plan.foreign)
+            log.error(
+                "ledger entries of another request topic skipped: two deployments share "
+                "this ledger; give each its own CONNECTOR_LEDGER_TOPIC",
+                partition=p,
+                ledger=self.s.ledger,
+                request_topic=self.s.request_topic,
+                foreign_topics=sorted({e.request_topic for e in plan.foreign}),
+                entries=len(plan.foreign),
+            )
         ctx.producer.flush_and_check([ctx.ledger.tombstone(e) for e in plan.tombstones])
         st = PartitionState()
         for r in plan.resume:
@@ -347,6 +362,7 @@ class Sidecar:
                 partition=p,
                 intents=plan.intents,
                 submitted=plan.submitted,
+                done=plan.done,
                 superseded=len(plan.tombstones),
             )
 

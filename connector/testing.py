@@ -514,22 +514,28 @@ def harness(
     gemini: Any = None,
     emulator_config: EmulatorConfig | None = None,
     clock: ManualClock | None = None,
+    kafka: MemoryKafka | None = None,
+    emulator: InProcessEmulator | None = None,
     **overrides: Any,
 ) -> TestHarness:
-    """A sidecar on in-memory Kafka and the in-process emulator (or the `gemini` given)."""
+    """A sidecar on in-memory Kafka and the in-process emulator (or the `gemini` given).
+
+    Pass the `kafka`, `clock`, `gemini` and `emulator` of an earlier harness to start a
+    successor process on the same topics, commits and provider (a restart after a crash).
+    """
     s = settings or Settings(gemini_base_url="http://emulator.invalid", **overrides)
     clock = clock or ManualClock()
     codec = Codec()
-    kafka = MemoryKafka()
-    for topic in (s.request_topic, s.ledger, s.result_topic, s.dlq_topic):
-        kafka.create_topic(topic, partitions)
+    if kafka is None:
+        kafka = MemoryKafka()
+        for topic in (s.request_topic, s.ledger, s.result_topic, s.dlq_topic):
+            kafka.create_topic(topic, partitions)
     producer = RecordingProducer(kafka)
     consumer = ScriptedConsumer(kafka, s.request_topic)
     ledger = MemoryLedger(kafka, s.ledger, producer, codec)
     reader = MemoryReader(kafka, s.request_topic, codec)
-    emulator = None
     if gemini is None:
-        gemini, emulator = emulated_gemini(InProcessEmulator(emulator_config))
+        gemini, emulator = emulated_gemini(emulator or InProcessEmulator(emulator_config))
     sidecar = Sidecar(s, gemini, codec=codec, clock=clock, wall_ms=clock.wall_ms)
     sidecar.attach(Ports(consumer, producer, ledger, reader, total_partitions=partitions))
     return TestHarness(
