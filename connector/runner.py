@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import structlog
@@ -29,6 +29,7 @@ from connector.config import Settings
 from connector.core import policy
 from connector.core.batcher import Batcher, BatchLimits
 from connector.core.codec import Codec
+from connector.core.ledger_topic import entry_budget
 from connector.core.partitions import Partitions, PartitionState, Stats, Tracked
 from connector.core.ports import (
     ConsumerPort,
@@ -61,6 +62,11 @@ class Ports:
     ledger: LedgerPort
     reader: RequestReaderPort
     total_partitions: int = 1
+    ledger_max_message_bytes: int = 1_048_576
+    """The ledger topic's max.message.bytes (or the producer's max_request_size if smaller):
+    batches seal before their ledger entry could outgrow it."""
+    grow_ledger: Callable[[], None] | None = None
+    """Grow the ledger to the request topic's partitions (called when one appears)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +120,7 @@ class Sidecar:
         self.running = False
         self._paused = False
         self._extra = dict(settings.kafka_extra)
+        self._ledger_max_bytes = 1_048_576
 
     def stop(self) -> None:
         """Ask the loop to drain and return; safe from any thread or signal handler."""
@@ -148,8 +155,25 @@ class Sidecar:
             total = self._prepare_topics(admin)
         finally:
             admin.close()
+        s = self.s  # _prepare_topics may have settled the ledger's name
+
+        def grow_ledger() -> None:
+            grower: Admin = self._connect(lambda: Admin(s.bootstrap_servers, self._extra), "admin")
+            try:
+                n = grower.partitions(s.request_topic)
+                if n is not None:
+                    grower.ensure_ledger(s.ledger, n)
+                    producer.await_partitions(s.ledger, n)
+            finally:
+                grower.close()
+
+        producer_extra = dict(self._extra)
+        if "batch_size" not in producer_extra and self._ledger_max_bytes < 32_768:
+            # A record batch must fit max.message.bytes too: with a small ledger limit,
+            # keep batches (16 KiB by default) well under it.
+            producer_extra["batch_size"] = max(1, self._ledger_max_bytes // 2)
         producer: Producer = self._connect(
-            lambda: Producer(s.bootstrap_servers, self._extra), "producer"
+            lambda: Producer(s.bootstrap_servers, producer_extra), "producer"
         )
         consumer: RequestConsumer = self._connect(
             lambda: RequestConsumer(
@@ -164,6 +188,8 @@ class Sidecar:
                 ledger=Ledger(s.ledger, self.codec, producer, s.bootstrap_servers, self._extra),
                 reader=RequestReader(s.request_topic, self.codec, s.bootstrap_servers, self._extra),
                 total_partitions=total,
+                ledger_max_message_bytes=self._ledger_max_bytes,
+                grow_ledger=grow_ledger,
             )
         )
         log.info("running", request_topic=s.request_topic, partitions=total)
@@ -181,6 +207,8 @@ class Sidecar:
         self.ports = ports
         self.consumer = ports.consumer
         self.total_partitions = ports.total_partitions
+        budget = entry_budget(ports.ledger_max_message_bytes, s.request_topic)
+        self.batcher = Batcher(replace(self.batcher.limits, max_entry_bytes=max(1, budget)))
         sink = Sink(s, ports.producer, self.codec, self.stats)
         self.ctx = Context(
             settings=s,
@@ -227,7 +255,23 @@ class Sidecar:
         """Create what is missing; refuse a mismatched ledger; warn on short retention."""
         s = self.s
         n = admin.ensure_topic(s.request_topic, -1)
-        admin.ensure_ledger(s.ledger, n)
+        if (
+            not s.ledger_topic
+            and admin.partitions(s.ledger) is None
+            and admin.partitions(s.legacy_ledger) is not None
+        ):
+            # An earlier release's default name: its live jobs must not be orphaned. Entries
+            # name their request topic, so sharing it with another deployment is safe.
+            log.warning(
+                "keeping the ledger of an earlier release; set CONNECTOR_LEDGER_TOPIC to "
+                "silence this",
+                ledger=s.legacy_ledger,
+                default=s.ledger,
+            )
+            self.s = s = replace(s, ledger_topic=s.legacy_ledger)
+        ledger_max = admin.ensure_ledger(s.ledger, n)
+        producer_max = int(s.kafka_extra.get("max_request_size", 1_048_576))
+        self._ledger_max_bytes = min(ledger_max, producer_max)
         admin.ensure_topic(s.result_topic, n)
         admin.ensure_topic(s.dlq_topic, n)
         try:
@@ -312,6 +356,7 @@ class Sidecar:
                     owned.pop(p, None)
                 log.info("partitions revoked", partitions=sorted(partitions))
             else:
+                self._ensure_ledger_partitions(partitions)
                 for p in sorted(partitions):
                     self._recover(p)
                 assigned |= partitions
@@ -321,6 +366,7 @@ class Sidecar:
             log.warning(
                 "records of a partition without state; recovering it", partitions=sorted(stray)
             )
+            self._ensure_ledger_partitions(stray)
             for p in sorted(stray):
                 self._recover(p)
             assigned |= stray
@@ -332,6 +378,17 @@ class Sidecar:
             self.budget = share(self.project_budget, len(owned), self.total_partitions)
             self._paused = False  # a rebalance resets pauses; the next pass decides again
         return assigned
+
+    def _ensure_ledger_partitions(self, partitions: set[int]) -> None:
+        """A request partition beyond those known at start (the topic grew): grow the ledger
+        before its jobs are loaded or written there."""
+        need = max(partitions, default=-1) + 1
+        if need <= self.total_partitions:
+            return
+        log.warning("request topic grew", partitions=need, before=self.total_partitions)
+        if self.ports.grow_ledger is not None:
+            self.ports.grow_ledger()
+        self.total_partitions = need
 
     def _recover(self, p: int) -> None:
         """Rebuild partition p from its ledger before any of its records is processed."""

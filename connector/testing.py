@@ -516,6 +516,7 @@ def harness(
     clock: ManualClock | None = None,
     kafka: MemoryKafka | None = None,
     emulator: InProcessEmulator | None = None,
+    ledger_max_message_bytes: int = 1_048_576,
     **overrides: Any,
 ) -> TestHarness:
     """A sidecar on in-memory Kafka and the in-process emulator (or the `gemini` given).
@@ -537,7 +538,16 @@ def harness(
     if gemini is None:
         gemini, emulator = emulated_gemini(emulator or InProcessEmulator(emulator_config))
     sidecar = Sidecar(s, gemini, codec=codec, clock=clock, wall_ms=clock.wall_ms)
-    sidecar.attach(Ports(consumer, producer, ledger, reader, total_partitions=partitions))
+    sidecar.attach(
+        Ports(
+            consumer,
+            producer,
+            ledger,
+            reader,
+            total_partitions=partitions,
+            ledger_max_message_bytes=ledger_max_message_bytes,
+        )
+    )
     return TestHarness(
         sidecar, kafka, consumer, producer, ledger, reader, clock, gemini, emulator, s, codec
     )

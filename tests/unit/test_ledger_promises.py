@@ -9,8 +9,23 @@ from __future__ import annotations
 from collections import defaultdict
 
 from connector.core import policy
-from connector.core.records import BatchKey, EntryState, Kind, LedgerEntry
+from connector.core.batcher import Batcher, BatchLimits
+from connector.core.ledger_topic import (
+    ENTRY_RANGE_BYTES,
+    check_ledger,
+    entry_budget,
+    ledger_replication,
+)
+from connector.core.records import (
+    BatchKey,
+    EntryState,
+    Kind,
+    LedgerEntry,
+    PendingRequest,
+    RequestEvent,
+)
 from connector.core.recovery import plan_recovery
+from connector.errors import ProduceFailed
 from connector.testing import TestHarness, harness
 
 
@@ -196,3 +211,60 @@ def test_a_shared_ledger_skips_the_other_deployments_entries() -> None:
     assert theirs.display_name not in h.emulator.created_by_display_name()  # type: ignore[union-attr]
     assert h.ledger.live(0) == {"p0-0-theirs": theirs}, "their entry is left alone"
     assert sorted(r.request_id for r in h.result_events()) == ["mine-0", "mine-1"]
+
+
+# -- entry size ----------------------------------------------------------------------------
+
+
+def test_interleaved_keys_never_write_a_ledger_entry_over_the_limit() -> None:
+    """Two keys alternating on one partition: every offset is its own range. With a ledger
+    that refuses records over 3,000 bytes (as a broker with max.message.bytes=3000 does), batches
+    seal before their entry could outgrow it; nothing crash-loops, every request answered."""
+    limit = 3000
+    h = harness(batch_max_requests=1000, batch_max_wait_s=5, ledger_max_message_bytes=limit)
+    ledger_topic = h.settings.ledger
+
+    def refuse_large(topic: str, value: bytes | None) -> BaseException | None:
+        if topic == ledger_topic and value is not None and len(value) > limit:
+            return ProduceFailed(f"MessageSizeTooLargeError: {len(value)} bytes")
+        return None
+
+    h.producer.fail_when = refuse_large
+    ids = [f"r-{i}" for i in range(2400)]
+    for i, rid in enumerate(ids):
+        h.publish(rid, group="even" if i % 2 == 0 else "odd")
+    h.consumer.assign(0)
+    h.run_until(lambda: len({r.request_id for r in h.result_events()}) == len(ids), 400)
+    sizes = [len(r.value) for r in h.kafka.records(ledger_topic) if r.value]
+    assert max(sizes) <= limit
+    assert h.sidecar.stats.jobs_created > 2, "1,000-offset interleaved batches must be split"
+
+
+def test_batcher_seals_before_the_entry_outgrows_its_budget() -> None:
+    """Pure: with room for 3 ranges, contiguous offsets fill a batch; interleaved ones seal."""
+    room = len("m") + 3 * ENTRY_RANGE_BYTES
+    b = Batcher(BatchLimits(max_requests=100, max_wait_s=60, max_entry_bytes=room))
+
+    def req(offset: int) -> PendingRequest:
+        ev = RequestEvent(f"r{offset}", "m", Kind.GENERATE, "{}")
+        return PendingRequest(0, offset, ev, 10, 1)
+
+    assert [s for o in range(50) for s in b.add(req(o), 0.0)] == []  # one range
+    sealed = [s for o in (60, 62, 64, 66, 68) for s in b.add(req(o), 0.0)]
+    assert [x.offsets for x in sealed] == [(*range(50), 60, 62)]
+    assert [x.offsets for x in b.drain()] == [(64, 66, 68)]
+
+
+def test_ledger_replication_and_checks() -> None:
+    """RF min(3, brokers), min ISR min(2, RF); grow when fewer partitions; warn on RF 1."""
+    assert [ledger_replication(n) for n in (1, 2, 3, 5)] == [(1, 1), (2, 2), (3, 2), (3, 2)]
+    ok = check_ledger("L", 4, 4, 3, 3, "compact")
+    assert (ok.grow_to, ok.error, ok.warnings) == (None, None, ())
+    assert check_ledger("L", 2, 6, 1, 1, "compact").grow_to == 6
+    assert "recreated" in (check_ledger("L", 6, 2, 1, 1, "compact").error or "")
+    assert "compact" in (check_ledger("L", 2, 2, 1, 1, "delete").error or "")
+    (warning,) = check_ledger("L", 2, 2, 1, 3, "compact").warnings
+    assert "single replica" in warning
+    assert check_ledger("L", 2, 2, 1, 1, "compact").warnings == ()  # one broker: nothing to do
+    assert entry_budget(1_048_576, "llm.requests") > 1_000_000
+    assert entry_budget(100, "t") == 0
