@@ -55,7 +55,8 @@ OPTIONS: tuple[Option, ...] = (
         "CONNECTOR_LEDGER_TOPIC",
         str,
         "",
-        "compacted job ledger topic (default: <group_id>.ledger)",
+        "compacted job ledger topic (default: <group_id>.<request_topic>.ledger; an existing "
+        "<group_id>.ledger of an earlier release is kept)",
     ),
     Option(
         "group_id",
@@ -328,7 +329,13 @@ class Settings:
 
     @property
     def ledger(self) -> str:
-        return self.ledger_topic or f"{self.group_id}.ledger"
+        """One ledger per deployment: two request topics on one group id never share one."""
+        return self.ledger_topic or f"{self.group_id}.{self.request_topic}.ledger"
+
+    @property
+    def legacy_ledger(self) -> str:
+        """The default ledger name before it named the request topic (kept if it exists)."""
+        return f"{self.group_id}.ledger"
 
     @property
     def endpoint(self) -> str:

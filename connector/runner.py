@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import structlog
@@ -32,6 +32,7 @@ from connector.core import policy
 from connector.core.batcher import Batcher, BatchLimits
 from connector.core.codec import Codec
 from connector.core.formats import Format, RequestDecoder, ResultEncoder
+from connector.core.ledger_topic import entry_budget
 from connector.core.partitions import Partitions, PartitionState, Stats, Tracked
 from connector.core.ports import (
     ConsumerPort,
@@ -69,6 +70,11 @@ class Ports:
     """Confluent writer schemas by id (the schema registry), if one is configured."""
     result_schema_id: int | None = None
     """The registry id of the result schema, for CONNECTOR_RESULT_FORMAT=confluent."""
+    ledger_max_message_bytes: int = 1_048_576
+    """The ledger topic's max.message.bytes (or the producer's max_request_size if smaller):
+    batches seal before their ledger entry could outgrow it."""
+    grow_ledger: Callable[[], None] | None = None
+    """Grow the ledger to the request topic's partitions (called when one appears)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +135,7 @@ class Sidecar:
         """Partitions waiting for the schema registry, and when they try again."""
         self._held_tries: dict[int, int] = {}
         self._extra = dict(settings.kafka_extra)
+        self._ledger_max_bytes = 1_048_576
 
     def stop(self) -> None:
         """Ask the loop to drain and return; safe from any thread or signal handler."""
@@ -162,8 +169,25 @@ class Sidecar:
             total = self._prepare_topics(admin)
         finally:
             admin.close()
+        s = self.s  # _prepare_topics may have settled the ledger's name
+
+        def grow_ledger() -> None:
+            grower: Admin = self._connect(lambda: Admin(s.bootstrap_servers, self._extra), "admin")
+            try:
+                n = grower.partitions(s.request_topic)
+                if n is not None:
+                    grower.ensure_ledger(s.ledger, n)
+                    producer.await_partitions(s.ledger, n)
+            finally:
+                grower.close()
+
+        producer_extra = dict(self._extra)
+        if "batch_size" not in producer_extra and self._ledger_max_bytes < 32_768:
+            # A record batch must fit max.message.bytes too: with a small ledger limit,
+            # keep batches (16 KiB by default) well under it.
+            producer_extra["batch_size"] = max(1, self._ledger_max_bytes // 2)
         producer: Producer = self._connect(
-            lambda: Producer(s.bootstrap_servers, self._extra), "producer"
+            lambda: Producer(s.bootstrap_servers, producer_extra), "producer"
         )
         consumer: RequestConsumer = self._connect(
             lambda: RequestConsumer(
@@ -184,6 +208,8 @@ class Sidecar:
                 total_partitions=total,
                 schema_by_id=schema_by_id,
                 result_schema_id=result_schema_id,
+                ledger_max_message_bytes=self._ledger_max_bytes,
+                grow_ledger=grow_ledger,
             )
         )
         log.info("running", request_topic=s.request_topic, partitions=total)
@@ -229,6 +255,8 @@ class Sidecar:
         self.ports = ports
         self.consumer = ports.consumer
         self.total_partitions = ports.total_partitions
+        budget = entry_budget(ports.ledger_max_message_bytes, s.request_topic)
+        self.batcher = Batcher(replace(self.batcher.limits, max_entry_bytes=max(1, budget)))
         encoder = ResultEncoder(Format(s.result_format), self.codec, ports.result_schema_id)
         sink = Sink(s, ports.producer, self.codec, self.stats, encoder=encoder, obs=self.metrics)
         self.ctx = Context(
@@ -278,7 +306,23 @@ class Sidecar:
         """Create what is missing; refuse a mismatched ledger; warn on short retention."""
         s = self.s
         n = admin.ensure_topic(s.request_topic, -1)
-        admin.ensure_ledger(s.ledger, n)
+        if (
+            not s.ledger_topic
+            and admin.partitions(s.ledger) is None
+            and admin.partitions(s.legacy_ledger) is not None
+        ):
+            # An earlier release's default name: its live jobs must not be orphaned. Entries
+            # name their request topic, so sharing it with another deployment is safe.
+            log.warning(
+                "keeping the ledger of an earlier release; set CONNECTOR_LEDGER_TOPIC to "
+                "silence this",
+                ledger=s.legacy_ledger,
+                default=s.ledger,
+            )
+            self.s = s = replace(s, ledger_topic=s.legacy_ledger)
+        ledger_max = admin.ensure_ledger(s.ledger, n)
+        producer_max = int(s.kafka_extra.get("max_request_size", 1_048_576))
+        self._ledger_max_bytes = min(ledger_max, producer_max)
         admin.ensure_topic(s.result_topic, n)
         admin.ensure_topic(s.dlq_topic, n)
         try:
@@ -305,6 +349,7 @@ class Sidecar:
             "open_requests": len(self.batcher),
             "intents": self.owned.count(EntryState.INTENT),
             "submitted": self.owned.count(EntryState.SUBMITTED),
+            "done": self.owned.count(EntryState.DONE),
             **asdict(self.stats),
         }
 
@@ -335,6 +380,7 @@ class Sidecar:
         sealed.extend(self.batcher.due(now))
         self.intake.record_intents(sealed, cp)
         cp.commit(self.ctx.producer, self.consumer, self.owned)
+        self.tracker.prune_done()
         self.submitter.submit_due(self.clock(), self.budget)
         self.tracker.track_due(self.clock(), self._stop.is_set())
         self._backpressure()
@@ -392,6 +438,7 @@ class Sidecar:
                     self._held.pop(p, None)
                 log.info("partitions revoked", partitions=sorted(partitions))
             else:
+                self._ensure_ledger_partitions(partitions)
                 for p in sorted(partitions):
                     self._recover(p)
                 assigned |= partitions
@@ -401,6 +448,7 @@ class Sidecar:
             log.warning(
                 "records of a partition without state; recovering it", partitions=sorted(stray)
             )
+            self._ensure_ledger_partitions(stray)
             for p in sorted(stray):
                 self._recover(p)
             assigned |= stray
@@ -418,11 +466,35 @@ class Sidecar:
             self._paused = False
         return assigned
 
+    def _ensure_ledger_partitions(self, partitions: set[int]) -> None:
+        """A request partition beyond those known at start (the topic grew): grow the ledger
+        before its jobs are loaded or written there."""
+        need = max(partitions, default=-1) + 1
+        if need <= self.total_partitions:
+            return
+        log.warning("request topic grew", partitions=need, before=self.total_partitions)
+        if self.ports.grow_ledger is not None:
+            self.ports.grow_ledger()
+        self.total_partitions = need
+
     def _recover(self, p: int) -> None:
         """Rebuild partition p from its ledger before any of its records is processed."""
         ctx = self.ctx
         self.batcher.drop_partition(p)
-        plan = plan_recovery(ctx.ledger.load(p), self.clock(), self.s.http_timeout_s)
+        plan = plan_recovery(
+            ctx.ledger.load(p), self.clock(), self.s.http_timeout_s, self.s.request_topic
+        )
+        if plan.foreign:
+            self.stats.ledger_foreign_entries += len(plan.foreign)
+            log.error(
+                "ledger entries of another request topic skipped: two deployments share "
+                "this ledger; give each its own CONNECTOR_LEDGER_TOPIC",
+                partition=p,
+                ledger=self.s.ledger,
+                request_topic=self.s.request_topic,
+                foreign_topics=sorted({e.request_topic for e in plan.foreign}),
+                entries=len(plan.foreign),
+            )
         ctx.producer.flush_and_check([ctx.ledger.tombstone(e) for e in plan.tombstones])
         st = PartitionState()
         for r in plan.resume:
@@ -434,6 +506,7 @@ class Sidecar:
                 partition=p,
                 intents=plan.intents,
                 submitted=plan.submitted,
+                done=plan.done,
                 superseded=len(plan.tombstones),
             )
 

@@ -672,17 +672,18 @@ def harness(
     clock: ManualClock | None = None,
     schema_by_id: Callable[[int], Any] | None = None,
     result_schema_id: int | None = None,
+    kafka: MemoryKafka | None = None,
+    emulator: InProcessEmulator | None = None,
+    ledger_max_message_bytes: int = 1_048_576,
     **overrides: Any,
 ) -> TestHarness:
-    """A sidecar on in-memory Kafka and the in-process emulator (or the `gemini` given)."""
+    """A sidecar on in-memory Kafka and the in-process emulator (or the `gemini` given).
+
+    Pass the `kafka`, `clock`, `gemini` and `emulator` of an earlier harness to start a
+    successor process on the same topics, commits and provider (a restart after a crash).
+    """
     s = settings or Settings(gemini_base_url="http://emulator.invalid", **overrides)
     codec = Codec()
-    kafka = MemoryKafka()
-    for topic in (s.request_topic, s.ledger, s.result_topic, s.dlq_topic):
-        kafka.create_topic(topic, partitions)
-    emulator = None
-    if gemini is None:
-        gemini, emulator = emulated_gemini(InProcessEmulator(emulator_config))
     return _wire(
         s,
         kafka,
@@ -693,12 +694,14 @@ def harness(
         partitions,
         schema_by_id,
         result_schema_id,
+        emulator_config,
+        ledger_max_message_bytes,
     )
 
 
 def _wire(
     s: Settings,
-    kafka: MemoryKafka,
+    kafka: MemoryKafka | None,
     gemini: Any,
     emulator: InProcessEmulator | None,
     clock: ManualClock,
@@ -706,11 +709,19 @@ def _wire(
     partitions: int,
     schema_by_id: Callable[[int], Any] | None = None,
     result_schema_id: int | None = None,
+    emulator_config: EmulatorConfig | None = None,
+    ledger_max_message_bytes: int = 1_048_576,
 ) -> TestHarness:
+    if kafka is None:
+        kafka = MemoryKafka()
+        for topic in (s.request_topic, s.ledger, s.result_topic, s.dlq_topic):
+            kafka.create_topic(topic, partitions)
     producer = RecordingProducer(kafka)
     consumer = ScriptedConsumer(kafka, s.request_topic)
     ledger = MemoryLedger(kafka, s.ledger, producer, codec)
     reader = MemoryReader(kafka, s.request_topic, codec, RequestDecoder(codec, schema_by_id).decode)
+    if gemini is None:
+        gemini, emulator = emulated_gemini(emulator or InProcessEmulator(emulator_config))
     sidecar = Sidecar(s, gemini, codec=codec, clock=clock, wall_ms=clock.wall_ms)
     sidecar.attach(
         Ports(
@@ -721,6 +732,7 @@ def _wire(
             total_partitions=partitions,
             schema_by_id=schema_by_id,
             result_schema_id=result_schema_id,
+            ledger_max_message_bytes=ledger_max_message_bytes,
         )
     )
     # Jitter from a seeded generator: the same test makes the same polls on every run.

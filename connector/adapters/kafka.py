@@ -25,6 +25,7 @@ from kafka import (
 from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import KafkaConfigurationError, KafkaError, TopicAlreadyExistsError
 
+from connector.core.ledger_topic import check_ledger, ledger_replication
 from connector.core.ports import SendHandle
 from connector.core.records import Headers, Record
 from connector.errors import (
@@ -230,6 +231,18 @@ class Producer:
             if not s.ok():
                 raise ProduceFailed(f"produce failed: {s.error()!r}")
 
+    def await_partitions(self, topic: str, n: int, timeout_s: float = 30.0) -> None:
+        """Refresh metadata until `topic` shows `n` partitions (after the ledger grew):
+        kafka-python refuses sends to a partition its cached metadata does not know."""
+        deadline = time.monotonic() + timeout_s
+        metadata = self._producer._metadata  # kafka-python has no public refresh
+        while len(metadata.partitions_for_topic(topic) or ()) < n:
+            if time.monotonic() > deadline:
+                raise LedgerError(f"producer metadata never showed {n} partitions of {topic!r}")
+            metadata.request_update()
+            self._producer._sender.wakeup()
+            time.sleep(0.2)
+
     def close(self, timeout_s: float = 10.0) -> None:
         self._producer.close(timeout=timeout_s)
 
@@ -280,17 +293,38 @@ class Admin:
         self._admin = KafkaAdminClient(**client_config(KafkaAdminClient, bootstrap, extra))
 
     def partitions(self, topic: str) -> int | None:
+        return self._describe(topic)[0]
+
+    def _describe(self, topic: str) -> tuple[int | None, int]:
+        """(partition count or None if missing, replication factor of its first partition)."""
         try:
             desc = self._admin.describe_topics([topic])
         except KafkaError:
-            return None
+            return None, 0
         for t in desc:
             if topic in (t.get("topic"), t.get("name")) and not t.get("error_code"):
-                return len(t.get("partitions") or []) or None
-        return None
+                parts = t.get("partitions") or []
+                if not parts:
+                    return None, 0
+                first = parts[0]
+                replicas = first.get("replica_nodes", first.get("replicas")) or []
+                return len(parts), len(replicas)
+        return None, 0
+
+    def brokers(self) -> int:
+        """Brokers in the cluster that are not fenced."""
+        try:
+            found = self._admin.describe_cluster().get("brokers") or []
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"describe cluster failed: {exc!r}") from exc
+        return max(1, sum(not b.get("is_fenced") for b in found))
 
     def ensure_topic(
-        self, topic: str, partitions: int, configs: Mapping[str, str] | None = None
+        self,
+        topic: str,
+        partitions: int,
+        configs: Mapping[str, str] | None = None,
+        replication_factor: int = -1,
     ) -> int:
         """Create the topic if missing; return its partition count."""
         existing = self.partitions(topic)
@@ -302,7 +336,7 @@ class Admin:
                 {
                     topic: {
                         "num_partitions": partitions,
-                        "replication_factor": -1,
+                        "replication_factor": replication_factor,
                         "configs": dict(configs or {}),
                     }
                 },
@@ -313,19 +347,48 @@ class Admin:
             raise ConfigError(f"could not create topic {topic!r}")
         return found
 
-    def ensure_ledger(self, topic: str, partitions: int) -> None:
-        """The ledger must be compacted and co-partitioned with the request topic."""
-        n = self.ensure_topic(topic, partitions, {"cleanup.policy": "compact"})
-        if n != partitions:
-            raise LedgerError(
-                f"ledger topic {topic!r} has {n} partitions but the request topic has "
-                f"{partitions}; they must match (partition p's jobs live in ledger partition p)"
+    def ensure_ledger(self, topic: str, partitions: int) -> int:
+        """Create, check and grow the ledger; return its `max.message.bytes`.
+
+        It must be compacted and co-partitioned with the request topic: a new one gets
+        `partitions` partitions, min(3, brokers) replicas and min.insync.replicas
+        min(2, replicas); an existing one with fewer partitions than the request topic is
+        grown to match (see `core.ledger_topic.check_ledger`).
+        """
+        brokers = self.brokers()
+        rf, min_isr = ledger_replication(brokers)
+        configs = {"cleanup.policy": "compact", "min.insync.replicas": str(min_isr)}
+        self.ensure_topic(topic, partitions, configs, replication_factor=rf)
+        n, replication = self._describe(topic)
+        config = self.topic_config(topic)
+        check = check_ledger(
+            topic, n or 0, partitions, replication, brokers, config.get("cleanup.policy", "")
+        )
+        if check.error is not None:
+            raise LedgerError(check.error)
+        for warning in check.warnings:
+            log.warning(warning, topic=topic)
+        if check.grow_to is not None:
+            log.warning(
+                "growing the ledger to match the request topic",
+                topic=topic,
+                partitions=n,
+                to=check.grow_to,
             )
-        policy = self.topic_config(topic).get("cleanup.policy", "")
-        if "compact" not in policy:
-            raise LedgerError(
-                f"ledger topic {topic!r} must have cleanup.policy=compact, has {policy!r}"
-            )
+            try:
+                self._admin.create_partitions({topic: check.grow_to})
+            except KafkaError as exc:
+                if self.partitions(topic) != check.grow_to:  # another replica may have won
+                    raise LedgerError(f"could not grow ledger {topic!r}: {exc!r}") from exc
+            deadline = time.monotonic() + 30
+            while (self.partitions(topic) or 0) < check.grow_to:
+                if time.monotonic() > deadline:
+                    raise LedgerError(f"ledger {topic!r} did not grow to {check.grow_to}")
+                time.sleep(0.2)
+        try:
+            return int(config.get("max.message.bytes", "1048588"))
+        except ValueError:
+            return 1048588
 
     def topic_config(self, topic: str) -> dict[str, str]:
         res = self._admin.describe_configs(

@@ -1,9 +1,11 @@
 """Groups pending requests into keyed batches and decides when each one seals.
 
 Pure: no I/O and no clock; the caller passes `now` (seconds, any monotonic origin).
-A batch seals on count (`max_requests`), on bytes (`max_bytes`) or on age
-(`max_wait_s` after its first request). Sealed batches keep arrival order, which is
-offset order because a key includes the partition and a partition is read in order.
+A batch seals on count (`max_requests`), on bytes (`max_bytes`), on age
+(`max_wait_s` after its first request), or before its ledger entry would outgrow
+`max_entry_bytes` (interleaved keys make every offset its own range). Sealed batches
+keep arrival order, which is offset order because a key includes the partition and a
+partition is read in order.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import itertools
 from dataclasses import dataclass, field
 
 from connector import defaults as D
+from connector.core.ledger_topic import ENTRY_RANGE_BYTES
 from connector.core.policy import needs_file
 from connector.core.records import BatchKey, PendingRequest, SealedBatch
 from connector.errors import ConfigError
@@ -32,6 +35,9 @@ class BatchLimits:
     """A sealed batch above this becomes a JSONL file job (inline create must stay < 20 MB)."""
     max_wait_s: float = D.BATCH_MAX_WAIT_S
     """Seal a batch this long after its first request arrived."""
+    max_entry_bytes: int = 0
+    """Seal before the batch's ledger entry could exceed this (an upper bound: its model
+    and group, plus `ENTRY_RANGE_BYTES` per offset range); 0: no bound."""
 
     def __post_init__(self) -> None:
         if self.max_requests < 1:
@@ -42,6 +48,8 @@ class BatchLimits:
             raise ConfigError(f"inline_max_bytes must be >= 0, got {self.inline_max_bytes}")
         if not self.max_wait_s >= 0:  # also rejects NaN
             raise ConfigError(f"max_wait_s must be >= 0, got {self.max_wait_s}")
+        if self.max_entry_bytes < 0:
+            raise ConfigError(f"max_entry_bytes must be >= 0, got {self.max_entry_bytes}")
 
 
 @dataclass(slots=True)
@@ -52,6 +60,8 @@ class _Open:
     opened_at: float
     requests: list[PendingRequest] = field(default_factory=list)
     size: int = 0
+    ranges: int = 0
+    """Runs of consecutive offsets: what the ledger entry's size grows with."""
 
 
 class Batcher:
@@ -96,21 +106,33 @@ class Batcher:
 
         If `req` would push the open batch past `max_bytes`, that batch seals first and
         `req` starts a new one. A batch seals as soon as it reaches `max_requests` or
-        `max_bytes`. A single request larger than `max_bytes` becomes a batch alone.
+        `max_bytes`. A single request larger than `max_bytes` becomes a batch alone. Likewise
+        a request that would start a new offset range past `max_entry_bytes` seals first.
         """
         limits = self._limits
         key = req.key
         sealed: list[SealedBatch] = []
         batch = self._open.get(key)
-        if batch is not None and batch.size + req.size > limits.max_bytes:
+        new_range = batch is None or req.offset != batch.requests[-1].offset + 1
+        if batch is not None and (
+            batch.size + req.size > limits.max_bytes
+            or (
+                new_range
+                and limits.max_entry_bytes
+                and len(key.model) + len(key.group) + (batch.ranges + 1) * ENTRY_RANGE_BYTES
+                > limits.max_entry_bytes
+            )
+        ):
             sealed.append(self._seal(key))
             batch = None
+            new_range = True
         if batch is None:
             batch = _Open(next(self._gens), now)
             self._open[key] = batch
             heapq.heappush(self._heap, (now, batch.gen, key))
         batch.requests.append(req)
         batch.size += req.size
+        batch.ranges += new_range
         self._count += 1
         self._bytes += req.size
         if len(batch.requests) >= limits.max_requests or batch.size >= limits.max_bytes:

@@ -366,6 +366,7 @@ class Codec:
                 "updated_ms": e.updated_ms,
                 "provider_job": e.provider_job,
                 "input_file": e.input_file,
+                "request_topic": e.request_topic,
             },
         )
 
@@ -403,6 +404,7 @@ class Codec:
                 updated_ms=d["updated_ms"],
                 provider_job=d["provider_job"],
                 input_file=d["input_file"],
+                request_topic=d["request_topic"],
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise DecodeError(f"ledger entry is corrupt: {exc}") from exc

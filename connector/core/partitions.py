@@ -37,8 +37,10 @@ class PartitionState:
     watermark: Watermark | None = None
     jobs: dict[str, Tracked] = field(default_factory=dict)
     covered: set[int] = field(default_factory=set)
-    """Offsets owned by live entries: never batched again."""
+    """Offsets owned by live entries (DONE ones included): never batched again."""
     committed: int = -1
+    pruned: int = -1
+    """The committed offset at the last prune of DONE entries (prune again once it moves)."""
 
     def add(self, t: Tracked) -> None:
         self.jobs[t.entry.job_id] = t
@@ -85,3 +87,5 @@ class Stats:
     jobs_adopted: int = 0
     jobs_finished: int = 0
     jobs_resubmitted: int = 0
+    ledger_foreign_entries: int = 0
+    """Ledger entries of another request topic skipped on load (a shared ledger)."""

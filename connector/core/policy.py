@@ -35,6 +35,7 @@ __all__ = [
     "RetryPolicy",
     "backoff_with_jitter",
     "display_name",
+    "done",
     "failure_delay",
     "needs_file",
     "new_intent",
@@ -42,6 +43,7 @@ __all__ = [
     "next_poll_delay",
     "on_terminal",
     "poll_delay",
+    "prunable",
     "split_offsets",
     "submitted",
     "uses_file",
@@ -111,8 +113,10 @@ def _derived_display(parent: LedgerEntry, suffix: str) -> str:
     return _fit(parent.display_name + suffix)
 
 
-def new_intent(batch: SealedBatch, job_id: str, prefix: str, now_ms: int) -> LedgerEntry:
-    """The INTENT entry for a freshly sealed batch (attempt 1)."""
+def new_intent(
+    batch: SealedBatch, job_id: str, prefix: str, now_ms: int, request_topic: str = ""
+) -> LedgerEntry:
+    """The INTENT entry for a freshly sealed batch (attempt 1) of `request_topic`."""
     return LedgerEntry(
         job_id=job_id,
         key=batch.key,
@@ -124,7 +128,21 @@ def new_intent(batch: SealedBatch, job_id: str, prefix: str, now_ms: int) -> Led
         est_tokens=batch.est_tokens,
         created_ms=now_ms,
         updated_ms=now_ms,
+        request_topic=request_topic,
     )
+
+
+def done(entry: LedgerEntry, now_ms: int) -> LedgerEntry:
+    """The DONE entry once a job's results are acked: it covers its offsets, nothing more."""
+    return replace(entry, state=EntryState.DONE, updated_ms=now_ms)
+
+
+def prunable(entry: LedgerEntry, committed: int) -> bool:
+    """A DONE entry may be tombstoned once the committed offset is past its last offset.
+
+    From then on no rewind (restart, rebalance) reads its requests again.
+    """
+    return entry.state is EntryState.DONE and (not entry.offsets or committed > max(entry.offsets))
 
 
 def submitted(
@@ -261,6 +279,7 @@ def _derive(
         est_tokens=est_tokens,
         created_ms=now_ms,
         updated_ms=now_ms,
+        request_topic=parent.request_topic,
     )
 
 

@@ -103,10 +103,16 @@ class SealedBatch:
 
 
 class EntryState(StrEnum):
-    """Where a job stands in the ledger (a tombstone ends it)."""
+    """Where a job stands in the ledger (a tombstone ends it).
+
+    DONE: its results are out; the entry only covers its offsets (never submitted nor
+    polled) until the partition's committed offset passes them, then it is tombstoned.
+    Without it, a rewind below a finished job would batch its requests again.
+    """
 
     INTENT = "INTENT"
     SUBMITTED = "SUBMITTED"
+    DONE = "DONE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +135,8 @@ class LedgerEntry:
     """The provider's `batches/ID` once created."""
     input_file: str | None = None
     """The uploaded `files/ID`, for cleanup."""
+    request_topic: str = ""
+    """The request topic the offsets belong to; "" in entries written before ledger v2."""
 
 
 class JobState(StrEnum):

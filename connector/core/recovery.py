@@ -1,7 +1,9 @@
 """What to do with a partition's live ledger entries when this replica takes it over (pure).
 
 The shell loads the entries, asks `plan_recovery` and carries the plan out: tombstone the
-superseded parents (acked before anything else), then track the rest.
+superseded parents (acked before anything else), then track the rest. DONE entries only
+cover their offsets (never submitted, polled or decided again); entries of another request
+topic (a second deployment sharing the ledger) are left alone.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ class RecoveryPlan:
     tombstones: tuple[LedgerEntry, ...]
     """Parents whose successors are live: they were resubmitted, only the tombstone is missing."""
     resume: tuple[Resume, ...]
+    """INTENT and SUBMITTED entries to track, and DONE entries that only cover offsets."""
+    foreign: tuple[LedgerEntry, ...] = ()
+    """Entries of another request topic: skipped, never tracked, tombstoned or counted."""
 
     @property
     def intents(self) -> int:
@@ -36,6 +41,10 @@ class RecoveryPlan:
     @property
     def submitted(self) -> int:
         return sum(r.entry.state is EntryState.SUBMITTED for r in self.resume)
+
+    @property
+    def done(self) -> int:
+        return sum(r.entry.state is EntryState.DONE for r in self.resume)
 
 
 def superseded(job_id: str, live: Mapping[str, LedgerEntry]) -> bool:
@@ -57,10 +66,15 @@ def _ancestors(live: Mapping[str, LedgerEntry]) -> set[str]:
 
 
 def plan_recovery(
-    live: Mapping[str, LedgerEntry], now: float, lookup_delay_s: float
+    live: Mapping[str, LedgerEntry], now: float, lookup_delay_s: float, request_topic: str = ""
 ) -> RecoveryPlan:
     """Decide, for each live entry of a partition taken over at `now`, what happens next.
 
+    - entries naming another request topic than `request_topic` are foreign: set apart
+      before anything else, so they neither count as successors nor get tracked (entries
+      older than ledger v2 name no topic and are ours);
+    - a DONE entry only covers its offsets until the commit passes them: it is never
+      decided again, even as a parent (its children count as live for the rule below);
     - superseded parents are tombstoned;
     - an INTENT may have a create in flight from the previous owner: it is looked up by
       display name, but only `lookup_delay_s` (one HTTP timeout) from now, when that create
@@ -69,12 +83,19 @@ def plan_recovery(
     """
     tombstones: list[LedgerEntry] = []
     resume: list[Resume] = []
+    foreign = [
+        e for e in live.values() if request_topic and e.request_topic not in ("", request_topic)
+    ]
+    if foreign:
+        live = {j: e for j, e in live.items() if e.request_topic in ("", request_topic)}
     parents = _ancestors(live)
     for job_id, entry in live.items():
-        if job_id in parents:
+        if entry.state is EntryState.DONE:
+            resume.append(Resume(entry, float("inf"), lookup=False))
+        elif job_id in parents:
             tombstones.append(entry)
         elif entry.state is EntryState.INTENT:
             resume.append(Resume(entry, now + lookup_delay_s, lookup=True))
         else:
             resume.append(Resume(entry, now, lookup=False))
-    return RecoveryPlan(tuple(tombstones), tuple(resume))
+    return RecoveryPlan(tuple(tombstones), tuple(resume), tuple(foreign))

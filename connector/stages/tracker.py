@@ -1,7 +1,9 @@
 """The tracker: polls submitted jobs and turns each ending into results or successor jobs.
 
 Order within a job's ending: results (or successor INTENTs) are produced and acked, then
-the job's tombstone; a crash in between repeats results (the named duplicate window).
+the job's DONE entry (or its tombstone, once the commit is past its offsets); a crash in
+between repeats results (the named duplicate window). DONE keeps the offsets covered until
+the committed offset passes them, so a rewind never batches finished requests again.
 """
 
 from __future__ import annotations
@@ -163,11 +165,22 @@ class Tracker:
         return []
 
     def deliver(self, entry: LedgerEntry, outgoing: list[Outgoing]) -> None:
-        """Results first, acked; then the tombstone. A crash between them repeats results."""
+        """Results first, acked; then DONE (or the tombstone). A crash between repeats results.
+
+        While an uncommitted offset below the job holds the partition's commit, a rewind
+        would read the job's requests again: DONE keeps them covered until `prune_done`.
+        """
         ctx = self.ctx
         ctx.producer.flush_and_check([ctx.sink.result(o.kafka_key, o.result) for o in outgoing])
-        ctx.producer.flush_and_check([ctx.ledger.tombstone(entry)])
-        ctx.owned.remove_job(entry)
+        st = ctx.owned.get(entry.key.partition)
+        finished = policy.done(entry, ctx.wall_ms())
+        if st is None or policy.prunable(finished, st.committed):
+            ctx.producer.flush_and_check([ctx.ledger.tombstone(entry)])
+            ctx.owned.remove_job(entry)
+        else:
+            ctx.producer.flush_and_check([ctx.ledger.write(finished)])
+            st.remove(entry.job_id)
+            st.add(Tracked(finished, due=float("inf"), lookup=False))
         ctx.stats.jobs_finished += 1
         log.info(
             "results produced",
@@ -176,6 +189,23 @@ class Tracker:
             ok=sum(o.result.error is None for o in outgoing),
             errors=sum(o.result.error is not None for o in outgoing),
         )
+
+    def prune_done(self) -> None:
+        """Tombstone DONE entries once the committed offset is past them.
+
+        Cheap: a partition is looked at only when its committed offset moved since the last
+        prune, and the tombstones of one pass are flushed together.
+        """
+        ctx = self.ctx
+        sends = []
+        for st in ctx.owned.values():
+            if st.committed <= st.pruned:
+                continue
+            st.pruned = st.committed
+            for t in [t for t in st.jobs.values() if policy.prunable(t.entry, st.committed)]:
+                sends.append(ctx.ledger.tombstone(t.entry))
+                st.remove(t.entry.job_id)
+        ctx.producer.flush_and_check(sends)
 
     def give_up(self, entry: LedgerEntry, error: ErrorInfo, job_name: str | None) -> None:
         """Every request of the job gets `error` as its result."""

@@ -238,7 +238,9 @@ def test_second_signal_exits_at_once_and_the_ledger_makes_it_safe(
     proc.send_signal(signal.SIGTERM)
     # The drain writes the INTENTs, commits, then calls create (which now hangs).
     ledger = KafkaConsumer(
-        f"{topics.group}.ledger", bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest"
+        f"{topics.group}.{topics.requests}.ledger",
+        bootstrap_servers=kafka_bootstrap,
+        auto_offset_reset="earliest",
     )
     try:
         wait_until(lambda: any(ledger.poll(200).values()), timeout=30, message="drain INTENTs")
@@ -341,7 +343,7 @@ def seed_crashed_owner(
         TopicPartition,
     )
 
-    ledger_topic = f"{topics.group}.ledger"
+    ledger_topic = f"{topics.group}.{topics.requests}.ledger"
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
         spec = {

@@ -86,6 +86,7 @@ ledger_entries = st.builds(
     updated_ms=LONG,
     provider_job=st.none() | TEXT,
     input_file=st.none() | TEXT,
+    request_topic=TEXT,
 )
 
 # A request schema as an early producer might have shipped it: no group,
@@ -271,6 +272,61 @@ def test_result_v2_record_reads_with_the_v1_schema() -> None:
     assert old["usage"]["total_tokens"] == 15
     assert "cost_usd" not in old
     assert CODEC.decode_result(data).cost_usd == 0.0125
+
+
+def _ledger_record(**changes: Any) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "job_id": "p0-0-abc",
+        "partition": 0,
+        "model": "gemini-2.5-flash",
+        "kind": "generate",
+        "priority": 0,
+        "group": "",
+        "offsets": [{"start": 4, "end": 6}],
+        "attempt": 1,
+        "display_name": "g:p0-0-abc",
+        "state": "SUBMITTED",
+        "use_file": False,
+        "est_tokens": 9,
+        "created_ms": 1,
+        "updated_ms": 2,
+        "provider_job": "batches/x",
+        "input_file": None,
+    }
+    record.update(changes)
+    return record
+
+
+def test_ledger_v1_entries_read_as_v2_with_no_request_topic() -> None:
+    """An old ledger stays readable: a v1 entry decodes with request_topic "" (ours)."""
+    v1 = schema_versions("ledger")[0][1]
+    entry = CODEC.decode_ledger(single_object(v1, _ledger_record()))
+    assert entry.state is EntryState.SUBMITTED
+    assert entry.request_topic == ""
+    assert entry.offsets == (4, 5, 6)
+
+
+def test_ledger_v2_entries_resolve_to_v1_unless_done() -> None:
+    """The other way: a v2 INTENT/SUBMITTED body resolves into the v1 reader schema (the
+    new field is dropped); DONE has no v1 symbol, so a v1 reader refuses it. That is why
+    a sidecar that has written DONE entries cannot be rolled back to a v1-only release."""
+    (_, v1), (_, v2) = schema_versions("ledger")[:2]
+    body = _ledger_record(request_topic="llm.requests")
+    for state in ("INTENT", "SUBMITTED"):
+        data = single_object(v2, {**body, "state": state})
+        old = fastavro.schemaless_reader(
+            io.BytesIO(data[10:]), fastavro.parse_schema(v2), fastavro.parse_schema(v1)
+        )
+        assert isinstance(old, dict)
+        assert old["state"] == state
+        assert "request_topic" not in old
+    done = single_object(v2, {**body, "state": "DONE"})
+    with pytest.raises(Exception, match="DONE"):
+        fastavro.schemaless_reader(
+            io.BytesIO(done[10:]), fastavro.parse_schema(v2), fastavro.parse_schema(v1)
+        )
+    entry = CODEC.decode_ledger(done)
+    assert (entry.state, entry.request_topic) == (EntryState.DONE, "llm.requests")
 
 
 def test_register_rejects_foreign_records() -> None:

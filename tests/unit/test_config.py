@@ -62,7 +62,7 @@ def test_empty_environment_with_endpoint_gives_defaults() -> None:
         if opt.attr != "gemini_base_url":
             assert getattr(s, opt.attr) == opt.default, opt.attr
     assert s.kafka_extra == {}
-    assert s.ledger == "gemini-batch-connector.ledger"
+    assert s.ledger == "gemini-batch-connector.llm.requests.ledger"
 
 
 # -- refusing to start ------------------------------------------------------------------
@@ -119,7 +119,7 @@ def test_http_and_https_base_urls_are_accepted(url: str) -> None:
         {"CONNECTOR_RESULT_TOPIC": "llm.requests"},
         {"CONNECTOR_DLQ_TOPIC": "llm.results"},
         {"CONNECTOR_LEDGER_TOPIC": "llm.requests"},
-        {"CONNECTOR_GROUP_ID": "llm", "CONNECTOR_RESULT_TOPIC": "llm.ledger"},
+        {"CONNECTOR_GROUP_ID": "llm", "CONNECTOR_RESULT_TOPIC": "llm.llm.requests.ledger"},
     ],
 )
 def test_topics_must_all_differ(env: dict[str, str]) -> None:
