@@ -30,6 +30,7 @@ from connector.core import policy
 from connector.core.batcher import Batcher, BatchLimits
 from connector.core.codec import Codec
 from connector.core.partitions import Partitions, PartitionState, Stats, Tracked
+from connector.core.passtime import PassTimes
 from connector.core.ports import (
     ConsumerPort,
     GeminiPort,
@@ -109,6 +110,7 @@ class Sidecar:
         self.budget = self.project_budget
         self.total_partitions = 1
         self.owned = Partitions()
+        self.pass_times = PassTimes()
         self.last_pass = clock()
         self.snapshot = Snapshot(self._status(), self.last_pass)
         self.running = False
@@ -254,6 +256,7 @@ class Sidecar:
             "open_requests": len(self.batcher),
             "intents": self.owned.count(EntryState.INTENT),
             "submitted": self.owned.count(EntryState.SUBMITTED),
+            "pass_s": self.pass_times.summary(),
             **asdict(self.stats),
         }
 
@@ -264,7 +267,13 @@ class Sidecar:
     # -- one pass ----------------------------------------------------------------------
 
     def step(self) -> None:
-        """One pass of the loop; every phase is bounded so polls stay frequent."""
+        """One pass of the loop; every phase is bounded so polls stay frequent.
+
+        Submit and track start no new Gemini call once the pass budget is spent (what is
+        left is still due next pass), so a pass ends well within max.poll.interval.ms and
+        the group never drops a replica that is merely busy.
+        """
+        started = self.clock()
         records = self.consumer.poll(self._poll_timeout())
         rewound = self._apply_rebalance({r.partition for r in records})
         if rewound:
@@ -278,9 +287,11 @@ class Sidecar:
         sealed.extend(self.batcher.due(now))
         self.intake.record_intents(sealed, cp)
         cp.commit(self.ctx.producer, self.consumer, self.owned)
-        self.submitter.submit_due(self.clock(), self.budget)
-        self.tracker.track_due(self.clock(), self._stop.is_set())
+        deadline = started + self.s.pass_budget_s
+        self.submitter.submit_due(self.clock(), self.budget, deadline)
+        self.tracker.track_due(self.clock(), self._stop.is_set(), deadline)
         self._backpressure()
+        self.pass_times.add(self.clock() - started)
         self._publish()
 
     def _poll_timeout(self) -> float:

@@ -32,10 +32,11 @@ class Tracker:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
-    def track_due(self, now: float, stopping: bool = False) -> None:
+    def track_due(self, now: float, stopping: bool = False, deadline: float = float("inf")) -> None:
+        """Poll due jobs; none after `deadline` (the pass budget): they stay due."""
         ctx = self.ctx
         for t in ctx.owned.due(EntryState.SUBMITTED, now):
-            if stopping:
+            if stopping or ctx.clock() >= deadline:
                 return
             name = t.entry.provider_job
             assert name is not None
