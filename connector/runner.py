@@ -14,6 +14,8 @@ Ordering invariants (docs/design.md has the crash table):
 
 from __future__ import annotations
 
+import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -22,7 +24,13 @@ from typing import Any
 
 import structlog
 
-from connector.adapters.kafka import Admin, Producer, RequestConsumer, connect_with_retry
+from connector.adapters.kafka import (
+    Admin,
+    Producer,
+    RequestConsumer,
+    TransactionalProducer,
+    connect_with_retry,
+)
 from connector.adapters.ledger import Ledger
 from connector.adapters.reread import RequestReader
 from connector.config import Settings
@@ -37,11 +45,13 @@ from connector.core.ports import (
     LedgerPort,
     ProducerPort,
     RequestReaderPort,
+    TransactionalProducerPort,
 )
 from connector.core.quota import Budget, share, should_pause
 from connector.core.records import EntryState
 from connector.core.recovery import plan_recovery
 from connector.core.watermark import Watermark
+from connector.errors import Fenced
 from connector.health import HealthServer
 from connector.stages.checkpoint import Checkpoint
 from connector.stages.context import Context
@@ -62,6 +72,8 @@ class Ports:
     ledger: LedgerPort
     reader: RequestReaderPort
     total_partitions: int = 1
+    txn: TransactionalProducerPort | None = None
+    """Transactional producer: claims before each create; in exactly-once mode, `producer`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,8 +162,18 @@ class Sidecar:
             total = self._prepare_topics(admin)
         finally:
             admin.close()
-        producer: Producer = self._connect(
-            lambda: Producer(s.bootstrap_servers, self._extra), "producer"
+        txn_id = transactional_id(s)
+        txn: TransactionalProducer = self._connect(
+            lambda: TransactionalProducer(s.bootstrap_servers, self._extra, txn_id),
+            "transactional producer",
+        )
+        log.info(
+            "transactional producer", transactional_id=txn_id, guarantee=s.processing_guarantee
+        )
+        producer: Producer = (
+            txn
+            if s.exactly_once
+            else self._connect(lambda: Producer(s.bootstrap_servers, self._extra), "producer")
         )
         consumer: RequestConsumer = self._connect(
             lambda: RequestConsumer(
@@ -166,6 +188,7 @@ class Sidecar:
                 ledger=Ledger(s.ledger, self.codec, producer, s.bootstrap_servers, self._extra),
                 reader=RequestReader(s.request_topic, self.codec, s.bootstrap_servers, self._extra),
                 total_partitions=total,
+                txn=txn,
             )
         )
         log.info("running", request_topic=s.request_topic, partitions=total)
@@ -175,6 +198,8 @@ class Sidecar:
         finally:
             consumer.close()
             producer.close()
+            if txn is not producer:
+                txn.close()
             log.info("stopped", **self.status())
 
     def attach(self, ports: Ports) -> None:
@@ -197,6 +222,8 @@ class Sidecar:
             clock=self.clock,
             wall_ms=self.wall_ms,
             owned=self.owned,
+            txn=ports.txn,
+            consumer=ports.consumer,
         )
         self.intake = Intake(
             s,
@@ -286,13 +313,34 @@ class Sidecar:
             sealed.extend(self.intake.take(rec, now, cp))
         sealed.extend(self.batcher.due(now))
         self.intake.record_intents(sealed, cp)
-        cp.commit(self.ctx.producer, self.consumer, self.owned)
-        deadline = started + self.s.pass_budget_s
-        self.submitter.submit_due(self.clock(), self.budget, deadline)
-        self.tracker.track_due(self.clock(), self._stop.is_set(), deadline)
+        try:
+            cp.commit(self.ctx.producer, self.consumer, self.owned, self._eos_txn())
+            deadline = started + self.s.pass_budget_s
+            self.submitter.submit_due(self.clock(), self.budget, deadline)
+            self.tracker.track_due(self.clock(), self._stop.is_set(), deadline)
+        except Fenced as exc:
+            self._fenced(exc)
         self._backpressure()
         self.pass_times.add(self.clock() - started)
         self._publish()
+
+    def _eos_txn(self) -> TransactionalProducerPort | None:
+        return self.ports.txn if self.s.exactly_once else None
+
+    def _fenced(self, exc: Fenced) -> None:
+        """The group refused a transaction: it moved on without this replica (a pass or a
+        freeze outlived max.poll.interval.ms). Forget every partition, create nothing; the
+        consumer rejoins on its next poll and the assignment it gets is recovered afresh."""
+        dropped = sorted(self.ctx.owned)
+        for p in dropped:
+            self.batcher.drop_partition(p)
+        self.ctx.owned.clear()
+        self.stats.fenced += 1
+        log.warning(
+            "fenced: this replica no longer owns its partitions; dropped them, created nothing",
+            partitions=dropped,
+            error=str(exc),
+        )
 
     def _poll_timeout(self) -> float:
         now = self.clock()
@@ -337,6 +385,7 @@ class Sidecar:
         if assigned:
             for p, start in self.consumer.rewind(assigned).items():
                 owned[p].watermark = Watermark(start)
+                owned[p].committed = start
         if changed:
             self.budget = share(self.project_budget, len(owned), self.total_partitions)
             self._paused = False  # a rebalance resets pauses; the next pass decides again
@@ -347,11 +396,13 @@ class Sidecar:
         ctx = self.ctx
         self.batcher.drop_partition(p)
         plan = plan_recovery(ctx.ledger.load(p), self.clock(), self.s.http_timeout_s)
-        ctx.producer.flush_and_check([ctx.ledger.tombstone(e) for e in plan.tombstones])
         st = PartitionState()
         for r in plan.resume:
             st.add(Tracked(r.entry, due=r.due, lookup=r.lookup))
         ctx.owned[p] = st
+        # Not fenced by offsets here (the partition's are not known before the rewind);
+        # a tombstone of a superseded parent is safe to repeat.
+        ctx.commit([ctx.ledger.tombstone(e) for e in plan.tombstones], ())
         if plan.resume:
             log.info(
                 "recovered jobs from ledger",
@@ -384,7 +435,23 @@ class Sidecar:
         cp = Checkpoint()
         self.intake.record_intents(self.batcher.drain(), cp)
         recorded = sum(len(v) for v in cp.resolved.values())
-        cp.commit(self.ctx.producer, self.consumer, self.owned)
-        self.submitter.submit_due(self.clock(), self.budget, deadline)
+        try:
+            cp.commit(self.ctx.producer, self.consumer, self.owned, self._eos_txn())
+            self.submitter.submit_due(self.clock(), self.budget, deadline)
+        except Fenced as exc:
+            self._fenced(exc)
         self._publish()
         log.info("drained", intents_recorded=recorded)
+
+
+def transactional_id(s: Settings) -> str:
+    """CONNECTOR_TRANSACTIONAL_ID, else `<group_id>.<hostname>.<8 random hex>`.
+
+    One per replica: KIP-447 fences zombies by the consumer group's generation, so ids need
+    not be per partition. A stable id (e.g. a StatefulSet pod name) lets a restart fence its
+    previous incarnation and abort the transaction it left open at once; a random one leaves
+    that transaction to transaction.timeout.ms, and two live replicas must never share one.
+    """
+    if s.transactional_id:
+        return s.transactional_id
+    return f"{s.group_id}.{socket.gethostname()}.{secrets.token_hex(4)}"

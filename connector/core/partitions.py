@@ -85,3 +85,5 @@ class Stats:
     jobs_adopted: int = 0
     jobs_finished: int = 0
     jobs_resubmitted: int = 0
+    fenced: int = 0
+    """Transactions the group refused: partitions this replica had lost (KIP-447)."""

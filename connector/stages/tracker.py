@@ -134,8 +134,12 @@ class Tracker:
         ctx = self.ctx
         st = ctx.owned[entry.key.partition]
         new = [e for e in successors if e.job_id not in st.jobs]
-        ctx.producer.flush_and_check([ctx.ledger.write(e) for e in new])
-        ctx.producer.flush_and_check([ctx.ledger.tombstone(entry)])
+        p = entry.key.partition
+        if ctx.settings.exactly_once:  # one transaction: successors and parent's tombstone
+            ctx.commit([*(ctx.ledger.write(e) for e in new), ctx.ledger.tombstone(entry)], [p])
+        else:
+            ctx.commit([ctx.ledger.write(e) for e in new], [p])
+            ctx.commit([ctx.ledger.tombstone(entry)], [p])
         st.remove(entry.job_id)
         for e in new:
             # New to the ledger, and a job is only created after its INTENT is acked:
@@ -159,10 +163,19 @@ class Tracker:
         return []
 
     def deliver(self, entry: LedgerEntry, outgoing: list[Outgoing]) -> None:
-        """Results first, acked; then the tombstone. A crash between them repeats results."""
+        """Results first, acked; then the tombstone. A crash between them repeats results.
+
+        Exactly-once: results and tombstone are one transaction, fenced by the partition's
+        group generation, so a read_committed reader sees them once or not at all.
+        """
         ctx = self.ctx
-        ctx.producer.flush_and_check([ctx.sink.result(o.kafka_key, o.result) for o in outgoing])
-        ctx.producer.flush_and_check([ctx.ledger.tombstone(entry)])
+        results = [ctx.sink.result(o.kafka_key, o.result) for o in outgoing]
+        p = entry.key.partition
+        if ctx.settings.exactly_once:  # one transaction: no duplicate window
+            ctx.commit([*results, ctx.ledger.tombstone(entry)], [p])
+        else:
+            ctx.commit(results, [p])
+            ctx.commit([ctx.ledger.tombstone(entry)], [p])
         ctx.owned.remove_job(entry)
         ctx.stats.jobs_finished += 1
         log.info(
