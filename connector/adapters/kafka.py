@@ -166,10 +166,16 @@ class RequestConsumer:
         the group dropped while it was stalled still holds the old one, so the group
         coordinator refuses its transaction.
         """
+        group = self._consumer.group_metadata()
+        if group.generation_id < 0 or not group.member_id:
+            # kafka-python resets the generation as soon as a heartbeat learns the member
+            # was dropped; the broker would accept a transactional commit without one
+            # (generation -1 is how pre-KIP-447 clients commit), so refuse it here.
+            raise Fenced("not a member of the group: dropped, and not rejoined yet")
         tps = {
             TopicPartition(self.topic, p): OffsetAndMetadata(o, "", -1) for p, o in offsets.items()
         }
-        return tps, self._consumer.group_metadata()
+        return tps, group
 
     def pause(self, partitions: Iterable[int]) -> None:
         tps = [TopicPartition(self.topic, p) for p in partitions]
@@ -334,6 +340,9 @@ class TransactionalProducer(Producer):
                 )
             _bounded(self._producer.commit_transaction, self._timeout_s, "commit_transaction")
             self._open = False
+        except Fenced:
+            self._abort()
+            raise
         except _STALE_MEMBER as exc:
             self._abort()
             raise Fenced(f"transaction refused, group generation is stale: {exc!r}") from exc

@@ -43,7 +43,7 @@ class Submitter:
         due.sort(key=lambda t: (-t.entry.key.priority, t.entry.created_ms))
         lookups = {t.entry.display_name for t in due if t.lookup}
         try:
-            existing = ctx.gemini.find_by_display_names(lookups)
+            existing = ctx.gemini.find_by_display_names(lookups) if lookups else {}
         except ProviderError as exc:
             log.warning("job lookup failed; will retry", error=str(exc))
             for t in due:
@@ -72,14 +72,19 @@ class Submitter:
     ) -> None:
         ctx = self.ctx
         for t in due:
-            if ctx.clock() >= deadline:
-                break
             found = existing.get(t.entry.display_name) if t.lookup else None
             if found is not None:
                 ctx.stats.jobs_adopted += 1
                 log.info("adopted existing job", job_id=t.entry.job_id, batch_job=found)
                 sends.append(self._submitted(t, found, None))
                 continue
+            # Looked up (recovered ones only once their lookup delay passed) and not there:
+            # no create of the previous owner can still land, so the answer holds for the
+            # next pass too. Without this, a lookup slower than the pass budget would be
+            # repeated every pass and nothing would ever be created.
+            t.lookup = False
+            if ctx.clock() >= deadline:
+                continue  # the budget is spent: created next pass
             if not admit(t.entry, ctx.owned.live(), budget):
                 t.due = now + 1.0
                 continue

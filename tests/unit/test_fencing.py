@@ -152,3 +152,26 @@ def test_exactly_once_intents_of_a_zombie_are_aborted_with_their_offsets() -> No
     assert h.ledger.live(0) == {}
     assert h.committed(0) == 0
     assert h.sidecar.stats.jobs_created == 0
+
+
+def test_a_lookup_slower_than_the_budget_does_not_starve_creates() -> None:
+    """Recovered INTENTs: the lookup's answer is kept, so the next pass creates."""
+    h = harness(batch_max_requests=1, pass_budget_s=1.0, http_timeout_s=2.0)
+    h.consumer.assign(0)
+    h.step()
+    h.publish("r-0")
+    h.sidecar.submitter.submit_due = lambda *a, **k: None  # the first owner dies before create
+    h.step()
+    new = harness(batch_max_requests=1, pass_budget_s=1.0, http_timeout_s=2.0)
+    new.kafka.logs.update(h.kafka.logs)
+    new.kafka.committed.update(h.kafka.committed)
+    find = new.gemini.find_by_display_names
+
+    def slow_find(wanted: set[str]) -> dict[str, str]:
+        new.advance(1.5)
+        found: dict[str, str] = find(wanted)
+        return found
+
+    new.gemini.find_by_display_names = slow_find
+    new.consumer.assign(0)
+    new.run_until(lambda: new.sidecar.stats.jobs_created == 1, max_passes=10)
