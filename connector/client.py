@@ -77,14 +77,23 @@ class ResultReader:
     """Reads result events from the results topic, from the beginning by default."""
 
     def __init__(
-        self, bootstrap: str, topic: str, group_id: str | None = None, **kafka: Any
+        self,
+        bootstrap: str,
+        topic: str,
+        group_id: str | None = None,
+        *,
+        isolation_level: str = "read_uncommitted",
+        **kafka: Any,
     ) -> None:
+        """`isolation_level="read_committed"`: only results of committed transactions, so
+        with a sidecar in exactly-once mode each result is seen once."""
         self._codec = Codec()
         self._consumer = KafkaConsumer(
             bootstrap_servers=bootstrap.split(","),
             group_id=group_id,
             auto_offset_reset="earliest",
             enable_auto_commit=group_id is not None,
+            isolation_level=isolation_level,
             **kafka,
         )
         # Metadata before subscribe: avoids kafka-python 3.0.12's empty-assignment join race.
