@@ -159,8 +159,12 @@ class ResultReader:
         topic: str,
         group_id: str | None = None,
         registry_url: str | None = None,
+        *,
+        isolation_level: str = "read_uncommitted",
         **kafka: Any,
     ) -> None:
+        """`isolation_level="read_committed"`: only results of committed transactions, so
+        with a sidecar in exactly-once mode each result is seen once."""
         self._codec = Codec()
         self._registry = SchemaRegistry(registry_url) if registry_url else None
         self._consumer = KafkaConsumer(
@@ -168,6 +172,7 @@ class ResultReader:
             group_id=group_id,
             auto_offset_reset="earliest",
             enable_auto_commit=group_id is not None,
+            isolation_level=isolation_level,
             **kafka,
         )
         # Metadata before subscribe: avoids kafka-python 3.0.12's empty-assignment join race.

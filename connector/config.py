@@ -85,6 +85,30 @@ OPTIONS: tuple[Option, ...] = (
         "http_timeout_s", "CONNECTOR_HTTP_TIMEOUT_S", float, 60.0, "timeout of one Gemini HTTP call"
     ),
     Option(
+        "pass_budget_s",
+        "CONNECTOR_PASS_BUDGET_S",
+        float,
+        10.0,
+        "a loop pass starts no new Gemini call after this long (the rest waits for the next "
+        "pass); with one HTTP timeout it must stay under half of max.poll.interval.ms",
+    ),
+    Option(
+        "processing_guarantee",
+        "CONNECTOR_PROCESSING_GUARANTEE",
+        str,
+        "at_least_once",
+        "at_least_once, or exactly_once: Kafka transactions, so read_committed readers see "
+        "each result once",
+    ),
+    Option(
+        "transactional_id",
+        "CONNECTOR_TRANSACTIONAL_ID",
+        str,
+        "",
+        "this replica's Kafka transactional.id (default: <group_id>.<hostname>.<random>); "
+        "unique per replica, ideally stable across its restarts",
+    ),
+    Option(
         "batch_max_requests",
         "CONNECTOR_BATCH_MAX_REQUESTS",
         int,
@@ -274,6 +298,8 @@ OPTIONS: tuple[Option, ...] = (
     ),
 )
 
+GUARANTEES = ("at_least_once", "exactly_once")
+
 DEFAULTS: dict[str, Any] = {o.attr: o.default for o in OPTIONS}
 """Each setting's default, from OPTIONS: the one place defaults are declared."""
 
@@ -297,6 +323,9 @@ class Settings:
     api_key: str = field(default=DEFAULTS["api_key"], repr=False)
     api_version: str = DEFAULTS["api_version"]
     http_timeout_s: float = DEFAULTS["http_timeout_s"]
+    pass_budget_s: float = DEFAULTS["pass_budget_s"]
+    processing_guarantee: str = DEFAULTS["processing_guarantee"]
+    transactional_id: str = DEFAULTS["transactional_id"]
     batch_max_requests: int = DEFAULTS["batch_max_requests"]
     batch_max_bytes: int = DEFAULTS["batch_max_bytes"]
     batch_inline_max_bytes: int = DEFAULTS["batch_inline_max_bytes"]
@@ -336,6 +365,15 @@ class Settings:
     def legacy_ledger(self) -> str:
         """The default ledger name before it named the request topic (kept if it exists)."""
         return f"{self.group_id}.ledger"
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.processing_guarantee == "exactly_once"
+
+    @property
+    def max_poll_interval_s(self) -> float:
+        """The consumer's max.poll.interval.ms (kafka-python's default unless overridden)."""
+        return float(self.kafka_extra.get("max_poll_interval_ms", 300_000)) / 1000
 
     @property
     def endpoint(self) -> str:
@@ -448,6 +486,19 @@ def validate(s: Settings) -> None:
         raise ConfigError("batch limits must be positive")
     if s.max_request_bytes > s.batch_max_bytes:
         raise ConfigError("CONNECTOR_MAX_REQUEST_BYTES must not exceed CONNECTOR_BATCH_MAX_BYTES")
+    if s.processing_guarantee not in GUARANTEES:
+        raise ConfigError(
+            f"CONNECTOR_PROCESSING_GUARANTEE must be one of {', '.join(GUARANTEES)}, "
+            f"got {s.processing_guarantee!r}"
+        )
+    # A pass may start one provider call just before its budget runs out; the pass and that
+    # call together must end well before the group drops this replica (then a zombie).
+    if s.pass_budget_s <= 0 or s.pass_budget_s + s.http_timeout_s > s.max_poll_interval_s / 2:
+        raise ConfigError(
+            f"CONNECTOR_PASS_BUDGET_S ({s.pass_budget_s:g} s) plus CONNECTOR_HTTP_TIMEOUT_S "
+            f"({s.http_timeout_s:g} s) must be positive and at most half of "
+            f"max.poll.interval.ms ({s.max_poll_interval_s:g} s)"
+        )
     if s.log_format not in ("json", "console"):
         raise ConfigError("CONNECTOR_LOG_FORMAT must be json or console")
     if s.result_format not in ("single_object", "confluent", "json"):

@@ -9,6 +9,7 @@ ConnectorError
 ├── KafkaError           a Kafka call failed (mapped from kafka-python in adapters.kafka)
 │   ├── BrokerUnavailable  no broker answered (outage, restart): wait and try again
 │   ├── CommitFailed       an offset commit was refused (rebalance in progress)
+│   │   └── Fenced         a transaction was refused: the group moved on without us
 │   └── ProduceFailed      a record was not acked; nothing after it may be committed
 └── ProviderError        a Gemini call failed
     ├── ProviderRetryable  429, 5xx, timeouts: back off and try again
@@ -58,6 +59,15 @@ class BrokerUnavailable(KafkaError):
 
 class CommitFailed(KafkaError):
     """Raised when the group refused an offset commit (typically a rebalance in progress)."""
+
+
+class Fenced(CommitFailed):
+    """Raised when the group coordinator refuses a transaction's offsets (KIP-447).
+
+    The consumer's generation is stale: the group dropped this replica (a pass that
+    outlived max.poll.interval.ms, a freeze) and its partitions may have a new owner. The
+    transaction was aborted; the replica must forget those partitions and create nothing.
+    """
 
 
 class ProduceFailed(KafkaError):

@@ -14,6 +14,8 @@ Ordering invariants (docs/design.md has the crash table):
 
 from __future__ import annotations
 
+import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +25,13 @@ from typing import Any
 import structlog
 
 from connector import endpoints
-from connector.adapters.kafka import Admin, Producer, RequestConsumer, connect_with_retry
+from connector.adapters.kafka import (
+    Admin,
+    Producer,
+    RequestConsumer,
+    TransactionalProducer,
+    connect_with_retry,
+)
 from connector.adapters.ledger import Ledger
 from connector.adapters.registry import SchemaRegistry
 from connector.adapters.reread import RequestReader
@@ -34,18 +42,20 @@ from connector.core.codec import Codec
 from connector.core.formats import Format, RequestDecoder, ResultEncoder
 from connector.core.ledger_topic import entry_budget
 from connector.core.partitions import Partitions, PartitionState, Stats, Tracked
+from connector.core.passtime import PassTimes
 from connector.core.ports import (
     ConsumerPort,
     GeminiPort,
     LedgerPort,
     ProducerPort,
     RequestReaderPort,
+    TransactionalProducerPort,
 )
 from connector.core.quota import Budget, share, should_pause
 from connector.core.records import EntryState
 from connector.core.recovery import plan_recovery
 from connector.core.watermark import Watermark
-from connector.errors import RegistryUnavailable
+from connector.errors import Fenced, RegistryUnavailable
 from connector.metrics import Telemetry
 from connector.stages.checkpoint import Checkpoint
 from connector.stages.context import Context
@@ -75,6 +85,8 @@ class Ports:
     batches seal before their ledger entry could outgrow it."""
     grow_ledger: Callable[[], None] | None = None
     """Grow the ledger to the request topic's partitions (called when one appears)."""
+    txn: TransactionalProducerPort | None = None
+    """Transactional producer: claims before each create; in exactly-once mode, `producer`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +138,7 @@ class Sidecar:
         self.budget = self.project_budget
         self.total_partitions = 1
         self.owned = Partitions()
+        self.pass_times = PassTimes()
         self.last_pass = clock()
         self.snapshot = Snapshot(self._status(), self.last_pass)
         self.metrics.collector(lambda: self.snapshot)
@@ -186,8 +199,18 @@ class Sidecar:
             # A record batch must fit max.message.bytes too: with a small ledger limit,
             # keep batches (16 KiB by default) well under it.
             producer_extra["batch_size"] = max(1, self._ledger_max_bytes // 2)
-        producer: Producer = self._connect(
-            lambda: Producer(s.bootstrap_servers, producer_extra), "producer"
+        txn_id = transactional_id(s)
+        txn: TransactionalProducer = self._connect(
+            lambda: TransactionalProducer(s.bootstrap_servers, producer_extra, txn_id),
+            "transactional producer",
+        )
+        log.info(
+            "transactional producer", transactional_id=txn_id, guarantee=s.processing_guarantee
+        )
+        producer: Producer = (
+            txn
+            if s.exactly_once
+            else self._connect(lambda: Producer(s.bootstrap_servers, producer_extra), "producer")
         )
         consumer: RequestConsumer = self._connect(
             lambda: RequestConsumer(
@@ -210,6 +233,7 @@ class Sidecar:
                 result_schema_id=result_schema_id,
                 ledger_max_message_bytes=self._ledger_max_bytes,
                 grow_ledger=grow_ledger,
+                txn=txn,
             )
         )
         log.info("running", request_topic=s.request_topic, partitions=total)
@@ -219,6 +243,8 @@ class Sidecar:
         finally:
             consumer.close()
             producer.close()
+            if txn is not producer:
+                txn.close()
             log.info("stopped", **self.status())
 
     def _registry(self) -> tuple[Callable[[int], Any] | None, int | None]:
@@ -273,6 +299,8 @@ class Sidecar:
             wall_ms=self.wall_ms,
             owned=self.owned,
             obs=self.metrics,
+            txn=ports.txn,
+            consumer=ports.consumer,
         )
         self.intake = Intake(
             s,
@@ -350,6 +378,7 @@ class Sidecar:
             "intents": self.owned.count(EntryState.INTENT),
             "submitted": self.owned.count(EntryState.SUBMITTED),
             "done": self.owned.count(EntryState.DONE),
+            "pass_s": self.pass_times.summary(),
             **asdict(self.stats),
         }
 
@@ -360,7 +389,13 @@ class Sidecar:
     # -- one pass ----------------------------------------------------------------------
 
     def step(self) -> None:
-        """One pass of the loop; every phase is bounded so polls stay frequent."""
+        """One pass of the loop; every phase is bounded so polls stay frequent.
+
+        Submit and track start no new Gemini call once the pass budget is spent (what is
+        left is still due next pass), so a pass ends well within max.poll.interval.ms and
+        the group never drops a replica that is merely busy.
+        """
+        started = self.clock()
         records = self.consumer.poll(self._poll_timeout())
         rewound = self._apply_rebalance({r.partition for r in records})
         if rewound:
@@ -379,11 +414,16 @@ class Sidecar:
                 self._hold(rec.partition, rec.offset, now, exc)
         sealed.extend(self.batcher.due(now))
         self.intake.record_intents(sealed, cp)
-        cp.commit(self.ctx.producer, self.consumer, self.owned)
-        self.tracker.prune_done()
-        self.submitter.submit_due(self.clock(), self.budget)
-        self.tracker.track_due(self.clock(), self._stop.is_set())
+        try:
+            cp.commit(self.ctx.producer, self.consumer, self.owned, self._eos_txn())
+            self.tracker.prune_done()
+            deadline = started + self.s.pass_budget_s
+            self.submitter.submit_due(self.clock(), self.budget, deadline)
+            self.tracker.track_due(self.clock(), self._stop.is_set(), deadline)
+        except Fenced as exc:
+            self._fenced(exc)
         self._backpressure()
+        self.pass_times.add(self.clock() - started)
         self._publish()
 
     def _hold(self, p: int, offset: int, now: float, exc: Exception) -> None:
@@ -409,6 +449,24 @@ class Sidecar:
             self.consumer.resume(due)
         for p in set(self._held_tries) - set(self._held) - set(due):
             self._held_tries.pop(p, None)
+
+    def _eos_txn(self) -> TransactionalProducerPort | None:
+        return self.ports.txn if self.s.exactly_once else None
+
+    def _fenced(self, exc: Fenced) -> None:
+        """The group refused a transaction: it moved on without this replica (a pass or a
+        freeze outlived max.poll.interval.ms). Forget every partition, create nothing; the
+        consumer rejoins on its next poll and the assignment it gets is recovered afresh."""
+        dropped = sorted(self.ctx.owned)
+        for p in dropped:
+            self.batcher.drop_partition(p)
+        self.ctx.owned.clear()
+        self.stats.fenced += 1
+        log.warning(
+            "fenced: this replica no longer owns its partitions; dropped them, created nothing",
+            partitions=dropped,
+            error=str(exc),
+        )
 
     def _poll_timeout(self) -> float:
         now = self.clock()
@@ -456,6 +514,7 @@ class Sidecar:
         if assigned:
             for p, start in self.consumer.rewind(assigned).items():
                 owned[p].watermark = Watermark(start)
+                owned[p].committed = start
         if changed:
             self.budget = share(self.project_budget, len(owned), self.total_partitions)
             # kafka-python keeps the paused flag of partitions retained through a rebalance:
@@ -495,7 +554,9 @@ class Sidecar:
                 foreign_topics=sorted({e.request_topic for e in plan.foreign}),
                 entries=len(plan.foreign),
             )
-        ctx.producer.flush_and_check([ctx.ledger.tombstone(e) for e in plan.tombstones])
+        # Not fenced by offsets here (the partition's are not known before the rewind);
+        # a tombstone of a superseded parent is safe to repeat.
+        ctx.commit([ctx.ledger.tombstone(e) for e in plan.tombstones], ())
         st = PartitionState()
         for r in plan.resume:
             st.add(Tracked(r.entry, due=r.due, lookup=r.lookup))
@@ -535,7 +596,23 @@ class Sidecar:
         cp = Checkpoint()
         self.intake.record_intents(self.batcher.drain(), cp)
         recorded = sum(len(v) for v in cp.resolved.values())
-        cp.commit(self.ctx.producer, self.consumer, self.owned)
-        self.submitter.submit_due(self.clock(), self.budget, deadline)
+        try:
+            cp.commit(self.ctx.producer, self.consumer, self.owned, self._eos_txn())
+            self.submitter.submit_due(self.clock(), self.budget, deadline)
+        except Fenced as exc:
+            self._fenced(exc)
         self._publish()
         log.info("drained", intents_recorded=recorded)
+
+
+def transactional_id(s: Settings) -> str:
+    """CONNECTOR_TRANSACTIONAL_ID, else `<group_id>.<hostname>.<8 random hex>`.
+
+    One per replica: KIP-447 fences zombies by the consumer group's generation, so ids need
+    not be per partition. A stable id (e.g. a StatefulSet pod name) lets a restart fence its
+    previous incarnation and abort the transaction it left open at once; a random one leaves
+    that transaction to transaction.timeout.ms, and two live replicas must never share one.
+    """
+    if s.transactional_id:
+        return s.transactional_id
+    return f"{s.group_id}.{socket.gethostname()}.{secrets.token_hex(4)}"

@@ -38,6 +38,7 @@ from google import genai
 from google.genai import types
 
 from connector.adapters.gemini import Gemini
+from connector.adapters.ledger import CLAIM_HEADER
 from connector.config import Settings
 from connector.core import policy
 from connector.core.codec import Codec
@@ -61,7 +62,7 @@ from connector.emulator.control import Control
 from connector.emulator.messages import Body, Request, Response
 from connector.emulator.service import Service
 from connector.emulator.wire import ApiError
-from connector.errors import CommitFailed, DecodeError, LedgerError, ProduceFailed
+from connector.errors import CommitFailed, DecodeError, Fenced, LedgerError, ProduceFailed
 from connector.runner import Ports, Sidecar
 
 T = TypeVar("T")
@@ -140,6 +141,8 @@ class MemoryKafka:
         self.logs: dict[tuple[str, int], list[Record]] = defaultdict(list)
         self.partitions: dict[str, int] = {}
         self.committed: dict[tuple[str, int], int] = {}
+        self.generation = 0
+        """The consumer group's current generation (a member with an older one is a zombie)."""
         self._ts = 0
 
     def create_topic(self, topic: str, partitions: int) -> None:
@@ -182,15 +185,30 @@ class ScriptedConsumer:
         self.commits: list[dict[int, int]] = []
         self.fail_commits = 0
         """Refuse this many commits, as a group does during a rebalance."""
+        self.generation = kafka.generation
 
     # scripting
+    def _rebalanced(self) -> None:
+        self.kafka.generation += 1
+        self.generation = self.kafka.generation
+
+    def drop_from_group(self) -> None:
+        """The group moves on without this member and tells it nothing (a stalled replica).
+
+        Its transactions are refused from now on (KIP-447); it still believes it owns its
+        partitions until a test scripts the revocation it would see on its next poll.
+        """
+        self.kafka.generation += 1
+
     def assign(self, *partitions: int) -> None:
+        self._rebalanced()
         self.assigned |= set(partitions)
         for p in partitions:
             self.positions[p] = self.kafka.committed.get((self.topic, p), 0)
         self.events.append(("assigned", set(partitions)))
 
     def revoke(self, *partitions: int) -> None:
+        self._rebalanced()
         self.assigned -= set(partitions)
         self.events.append(("revoked", set(partitions)))
 
@@ -230,6 +248,9 @@ class ScriptedConsumer:
     def assignment(self) -> set[int]:
         return set(self.assigned)
 
+    def transaction_offsets(self, offsets: Mapping[int, int]) -> tuple[object, object]:
+        return dict(offsets), self.generation
+
     def pause(self, partitions: Iterable[int]) -> None:
         self.paused |= set(partitions)
 
@@ -265,10 +286,19 @@ class _Handle:
 
 
 class RecordingProducer:
-    """A `ProducerPort`: sends become records of `MemoryKafka` when flushed (and acked)."""
+    """A `ProducerPort`: sends become records of `MemoryKafka` when flushed (and acked).
 
-    def __init__(self, kafka: MemoryKafka) -> None:
+    With a `transactional_id` it is a `TransactionalProducerPort`: acked records stay in the
+    open transaction and reach `MemoryKafka` (what a read_committed reader sees) only when
+    `commit_transaction` succeeds; a consumer whose generation is stale gets `Fenced`.
+    """
+
+    def __init__(self, kafka: MemoryKafka, transactional_id: str | None = None) -> None:
         self.kafka = kafka
+        self.transactional_id = transactional_id or ""
+        self.in_transaction: list[_Handle] = []
+        self.commits = 0
+        self.aborts = 0
         self.pending: list[_Handle] = []
         self.fail_next = 0
         """Fail the acks of this many of the next sends (records are not written)."""
@@ -298,12 +328,40 @@ class RecordingProducer:
             elif self.fail_when is not None:
                 exc = self.fail_when(h.topic, h.value)
             h.done, h.exc = True, exc
-            if exc is None:
+            if exc is None and self.transactional_id:
+                self.in_transaction.append(h)
+            elif exc is None:
                 h.record = self.kafka.append(h.topic, h.value, h.key, h.headers, h.partition)
         self.pending = []
         for h in sent:
             if not h.ok():
                 raise ProduceFailed(f"produce failed: {h.error()!r}")
+
+    def commit_transaction(
+        self, sent: Sequence[Any], offsets: Mapping[int, int], consumer: Any
+    ) -> None:
+        assert self.transactional_id, "not a transactional producer"
+        try:
+            self.flush_and_check(sent)
+        except ProduceFailed:
+            self._abort()
+            raise
+        if offsets:
+            tps, generation = consumer.transaction_offsets(offsets)
+            if generation != self.kafka.generation:
+                self._abort()
+                raise Fenced(f"transaction refused: generation {generation} is stale (scripted)")
+            for p, o in tps.items():
+                self.kafka.committed[(consumer.topic, p)] = o
+        for h in self.in_transaction:
+            h.record = self.kafka.append(h.topic, h.value, h.key, h.headers, h.partition)
+        self.in_transaction = []
+        self.commits += 1
+
+    def _abort(self) -> None:
+        self.in_transaction = []
+        self.pending = []
+        self.aborts += 1
 
     def close(self, timeout_s: float = 10.0) -> None:
         self.pending = []
@@ -338,6 +396,15 @@ class MemoryLedger:
     def tombstone(self, entry: LedgerEntry) -> _Handle:
         key = entry.job_id.encode()
         return self.producer.send(self.topic, None, key=key, partition=entry.key.partition)
+
+    def claim(self, entry: LedgerEntry, producer: Any, by: str) -> _Handle:
+        value = self.codec.encode_ledger(entry)
+        key = entry.job_id.encode()
+        headers = [(CLAIM_HEADER, by.encode())]
+        handle: _Handle = producer.send(
+            self.topic, value, key=key, headers=headers, partition=entry.key.partition
+        )
+        return handle
 
     def live(self, partition: int) -> dict[str, LedgerEntry]:
         """The live entries now (what a new owner would load)."""
@@ -495,6 +562,8 @@ class TestHarness:
     codec: Codec = field(default_factory=Codec)
     schema_by_id: Callable[[int], Any] | None = None
     result_schema_id: int | None = None
+    txn: RecordingProducer | None = None
+    """The transactional producer: claims, and every send in exactly-once mode."""
 
     def step(self, n: int = 1, advance_s: float = 0.0) -> None:
         """Run `n` passes, moving both clocks by `advance_s` before each."""
@@ -716,7 +785,8 @@ def _wire(
         kafka = MemoryKafka()
         for topic in (s.request_topic, s.ledger, s.result_topic, s.dlq_topic):
             kafka.create_topic(topic, partitions)
-    producer = RecordingProducer(kafka)
+    txn = RecordingProducer(kafka, transactional_id=f"{s.group_id}.test")
+    producer = txn if s.exactly_once else RecordingProducer(kafka)
     consumer = ScriptedConsumer(kafka, s.request_topic)
     ledger = MemoryLedger(kafka, s.ledger, producer, codec)
     reader = MemoryReader(kafka, s.request_topic, codec, RequestDecoder(codec, schema_by_id).decode)
@@ -730,6 +800,7 @@ def _wire(
             ledger,
             reader,
             total_partitions=partitions,
+            txn=txn,
             schema_by_id=schema_by_id,
             result_schema_id=result_schema_id,
             ledger_max_message_bytes=ledger_max_message_bytes,
@@ -740,7 +811,7 @@ def _wire(
     h = TestHarness(
         sidecar, kafka, consumer, producer, ledger, reader, clock, gemini, emulator, s, codec
     )
-    h.schema_by_id, h.result_schema_id = schema_by_id, result_schema_id
+    h.schema_by_id, h.result_schema_id, h.txn = schema_by_id, result_schema_id, txn
     return h
 
 

@@ -23,7 +23,16 @@ from kafka import (
     TopicPartition,
 )
 from kafka.admin import ConfigResource, ConfigResourceType
-from kafka.errors import KafkaConfigurationError, KafkaError, TopicAlreadyExistsError
+from kafka.errors import (
+    CommitFailedError,
+    FencedInstanceIdError,
+    IllegalGenerationError,
+    KafkaConfigurationError,
+    KafkaError,
+    ProducerFencedError,
+    TopicAlreadyExistsError,
+    UnknownMemberIdError,
+)
 
 from connector.core.ledger_topic import check_ledger, ledger_replication
 from connector.core.ports import SendHandle
@@ -32,6 +41,7 @@ from connector.errors import (
     BrokerUnavailable,
     CommitFailed,
     ConfigError,
+    Fenced,
     LedgerError,
     ProduceFailed,
 )
@@ -159,6 +169,24 @@ class RequestConsumer:
                 out[tp.partition] = int(hw)
         return out
 
+    def transaction_offsets(self, offsets: Mapping[int, int]) -> tuple[object, object]:
+        """Offsets for `send_offsets_to_transaction`, and the membership snapshot (KIP-447).
+
+        The snapshot is this member's generation as the consumer last knew it: a replica
+        the group dropped while it was stalled still holds the old one, so the group
+        coordinator refuses its transaction.
+        """
+        group = self._consumer.group_metadata()
+        if group.generation_id < 0 or not group.member_id:
+            # kafka-python resets the generation as soon as a heartbeat learns the member
+            # was dropped; the broker would accept a transactional commit without one
+            # (generation -1 is how pre-KIP-447 clients commit), so refuse it here.
+            raise Fenced("not a member of the group: dropped, and not rejoined yet")
+        tps = {
+            TopicPartition(self.topic, p): OffsetAndMetadata(o, "", -1) for p, o in offsets.items()
+        }
+        return tps, group
+
     def pause(self, partitions: Iterable[int]) -> None:
         tps = [TopicPartition(self.topic, p) for p in partitions]
         if tps:
@@ -247,6 +275,130 @@ class Producer:
         self._producer.close(timeout=timeout_s)
 
 
+_STALE_MEMBER = (CommitFailedError, IllegalGenerationError, UnknownMemberIdError)
+
+
+def _bounded(call: Any, timeout_s: float, what: str) -> None:
+    """Run a blocking kafka-python call with a deadline (kafka-notes A.1: commit, abort and
+    send_offsets wait on the broker with no timeout of their own).
+
+    On timeout the call is left running in its daemon thread and `BrokerUnavailable` is
+    raised: the transaction's outcome is unknown, so the caller must not go on as if it
+    had committed (the process exits and the ledger makes that safe).
+    """
+    outcome: list[BaseException | None] = []
+
+    def target() -> None:
+        try:
+            call()
+            outcome.append(None)
+        except BaseException as exc:  # handed to the caller's thread below
+            outcome.append(exc)
+
+    thread = threading.Thread(target=target, name=f"kafka-{what}", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if not outcome:
+        raise BrokerUnavailable(f"{what} did not complete within {timeout_s:.0f} s")
+    if outcome[0] is not None:
+        raise outcome[0]
+
+
+class TransactionalProducer(Producer):
+    """A producer with a transactional.id, bound to the consumer group by KIP-447.
+
+    A transaction begins with its first send; `commit_transaction` adds the given request
+    offsets with the consumer's group membership, so the group coordinator refuses the
+    whole transaction when this replica's generation is stale.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        extra: Mapping[str, Any],
+        transactional_id: str,
+        timeout_s: float = 30.0,
+    ) -> None:
+        self._transactional_id = transactional_id
+        self._timeout_s = timeout_s
+        self._open = False
+        self._producer = KafkaProducer(
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=5,
+            max_in_flight_requests_per_connection=5,
+            **client_config(KafkaProducer, bootstrap, extra),
+            transactional_id=transactional_id,
+        )
+        # Honours max_block_ms; fences an earlier producer with the same id and aborts
+        # whatever transaction it left open.
+        self._producer.init_transactions()
+
+    @property
+    def transactional_id(self) -> str:
+        return self._transactional_id
+
+    def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: Headers | None = None,
+        partition: int | None = None,
+    ) -> Sent:
+        if not self._open:
+            self._producer.begin_transaction()
+            self._open = True
+        return super().send(topic, value, key, headers, partition)
+
+    def commit_transaction(
+        self, sent: Sequence[SendHandle], offsets: Mapping[int, int], consumer: Any
+    ) -> None:
+        if not self._open and not offsets:
+            return
+        try:
+            if not self._open:
+                self._producer.begin_transaction()
+                self._open = True
+            self.flush_and_check(sent, self._timeout_s)
+            if offsets:
+                tps, group = consumer.transaction_offsets(offsets)
+                _bounded(
+                    lambda: self._producer.send_offsets_to_transaction(tps, group),
+                    self._timeout_s,
+                    "send_offsets_to_transaction",
+                )
+            _bounded(self._producer.commit_transaction, self._timeout_s, "commit_transaction")
+            self._open = False
+        except Fenced:
+            self._abort()
+            raise
+        except _STALE_MEMBER as exc:
+            self._abort()
+            raise Fenced(f"transaction refused, group generation is stale: {exc!r}") from exc
+        except FencedInstanceIdError as exc:
+            self._abort()
+            raise Fenced(f"transaction refused, instance id fenced: {exc!r}") from exc
+        except ProducerFencedError as exc:
+            # Another producer took this transactional.id: this one can never commit again.
+            raise ConfigError(
+                f"transactional.id {self._transactional_id!r} is used by another producer; "
+                "every replica needs its own (CONNECTOR_TRANSACTIONAL_ID)"
+            ) from exc
+        except (KafkaError, ProduceFailed) as exc:
+            self._abort()
+            raise ProduceFailed(f"transaction failed and was aborted: {exc!r}") from exc
+
+    def _abort(self) -> None:
+        if not self._open:
+            return
+        self._open = False
+        try:
+            _bounded(self._producer.abort_transaction, self._timeout_s, "abort_transaction")
+        except KafkaError as exc:
+            log.warning("transaction abort failed", error=repr(exc))
+
+
 def read_partition(
     topic: str,
     partition: int,
@@ -255,18 +407,31 @@ def read_partition(
     start: int | None = None,
     stop: int | None = None,
     timeout_s: float = 60.0,
+    committed: bool = False,
 ) -> list[Record]:
     """Read [start, min(stop, end)) of one partition with a group-less consumer.
 
     Used to rebuild the ledger and to re-read request payloads by offset, so the
-    ledger never has to hold payloads.
+    ledger never has to hold payloads. `committed`: read_committed, so records of aborted
+    transactions (a fenced claim, a zombie's INTENTs in exactly-once mode) are never seen.
     """
-    consumer = KafkaConsumer(
-        group_id=None, enable_auto_commit=False, **client_config(KafkaConsumer, bootstrap, extra)
-    )
+    cfg = client_config(KafkaConsumer, bootstrap, extra)
+    if committed:
+        cfg["isolation_level"] = "read_committed"
+    consumer = KafkaConsumer(group_id=None, enable_auto_commit=False, **cfg)
     try:
         tp = TopicPartition(topic, partition)
         consumer.assign([tp])
+        deadline = time.monotonic() + timeout_s
+        if committed:
+            # Read_committed ends at the last stable offset; an open transaction (one a
+            # crashed producer left) holds it back until it commits or is aborted, and
+            # entries committed after it would be missed: wait until it has ended.
+            hw = _high_watermark(tp, bootstrap, extra)
+            while consumer.end_offsets([tp])[tp] < hw:
+                if time.monotonic() > deadline:
+                    raise BrokerUnavailable(f"an open transaction holds {topic}[{partition}]")
+                time.sleep(0.2)
         begin = consumer.beginning_offsets([tp])[tp]
         end = consumer.end_offsets([tp])[tp]
         first = begin if start is None else max(start, begin)
@@ -275,13 +440,23 @@ def read_partition(
         if first >= last:
             return out
         consumer.seek(tp, first)
-        deadline = time.monotonic() + timeout_s
         while consumer.position(tp) < last:
             if time.monotonic() > deadline:
                 raise BrokerUnavailable(f"timed out reading {topic}[{partition}] {first}..{last}")
             for recs in consumer.poll(timeout_ms=500).values():
                 out.extend(_record(r) for r in recs if r.offset < last)
         return out
+    finally:
+        consumer.close()
+
+
+def _high_watermark(tp: Any, bootstrap: str, extra: Mapping[str, Any]) -> int:
+    """The end offset as a read_uncommitted reader sees it (open transactions included)."""
+    consumer = KafkaConsumer(
+        group_id=None, enable_auto_commit=False, **client_config(KafkaConsumer, bootstrap, extra)
+    )
+    try:
+        return int(consumer.end_offsets([tp])[tp])
     finally:
         consumer.close()
 

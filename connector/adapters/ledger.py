@@ -10,6 +10,7 @@ from typing import Any
 
 from connector.adapters.kafka import Producer, Sent, read_partition
 from connector.core.codec import Codec
+from connector.core.ports import ProducerPort, SendHandle
 from connector.core.records import LedgerEntry
 from connector.errors import DecodeError, LedgerError
 
@@ -34,7 +35,10 @@ class Ledger:
     def load(self, partition: int) -> dict[str, LedgerEntry]:
         """Replay partition p from the beginning to its end: the live jobs of p."""
         live: dict[str, LedgerEntry] = {}
-        for rec in read_partition(self.topic, partition, self._bootstrap, self._extra):
+        records = read_partition(
+            self.topic, partition, self._bootstrap, self._extra, committed=True
+        )
+        for rec in records:
             if rec.key is None:
                 continue
             job_id = rec.key.decode()
@@ -63,3 +67,17 @@ class Ledger:
         return self._producer.send(
             self.topic, None, key=entry.job_id.encode(), partition=entry.key.partition
         )
+
+    def claim(self, entry: LedgerEntry, producer: ProducerPort, by: str) -> SendHandle:
+        """The INTENT again, through `producer` (in its transaction), headed `claimed_by`."""
+        return producer.send(
+            self.topic,
+            self._codec.encode_ledger(entry),
+            key=entry.job_id.encode(),
+            headers=[(CLAIM_HEADER, by.encode())],
+            partition=entry.key.partition,
+        )
+
+
+CLAIM_HEADER = "connector.claimed_by"
+"""Header of a claim record: the transactional.id of the replica that proved ownership."""

@@ -89,3 +89,5 @@ class Stats:
     jobs_resubmitted: int = 0
     ledger_foreign_entries: int = 0
     """Ledger entries of another request topic skipped on load (a shared ledger)."""
+    fenced: int = 0
+    """Transactions the group refused: partitions this replica had lost (KIP-447)."""

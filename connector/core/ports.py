@@ -57,6 +57,14 @@ class ConsumerPort(Protocol):
 
     def assignment(self) -> set[int]: ...
 
+    def transaction_offsets(self, offsets: Mapping[int, int]) -> tuple[object, object]:
+        """`offsets` in the client's own form, and the group membership they are fenced by.
+
+        The two arguments of `send_offsets_to_transaction`: the group coordinator refuses
+        them once the membership (generation) is stale (KIP-447).
+        """
+        ...
+
     def pause(self, partitions: Iterable[int]) -> None: ...
 
     def resume_all(self) -> None: ...
@@ -70,6 +78,22 @@ class ConsumerPort(Protocol):
     def close(self) -> None: ...
 
 
+class TransactionalProducerPort(ProducerPort, Protocol):
+    """A producer with a transactional.id; a transaction begins with its first send."""
+
+    @property
+    def transactional_id(self) -> str: ...
+
+    def commit_transaction(
+        self, sent: Sequence[SendHandle], offsets: Mapping[int, int], consumer: ConsumerPort
+    ) -> None:
+        """Flush and check `sent`, add `offsets` (fenced by the consumer's group generation),
+        commit. Raises `Fenced` (the transaction aborted: the partitions are no longer ours)
+        or another `KafkaError` (aborted too); blocks no longer than the producer's timeout.
+        """
+        ...
+
+
 class LedgerPort(Protocol):
     """The compacted job ledger, partition p holding the jobs of request partition p."""
 
@@ -78,6 +102,10 @@ class LedgerPort(Protocol):
     def write(self, entry: LedgerEntry) -> SendHandle: ...
 
     def tombstone(self, entry: LedgerEntry) -> SendHandle: ...
+
+    def claim(self, entry: LedgerEntry, producer: ProducerPort, by: str) -> SendHandle:
+        """The INTENT written again through `producer`, marked as claimed `by` (a header)."""
+        ...
 
 
 class RequestReaderPort(Protocol):

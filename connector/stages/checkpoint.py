@@ -12,7 +12,12 @@ from __future__ import annotations
 import structlog
 
 from connector.core.partitions import Partitions
-from connector.core.ports import ConsumerPort, ProducerPort, SendHandle
+from connector.core.ports import (
+    ConsumerPort,
+    ProducerPort,
+    SendHandle,
+    TransactionalProducerPort,
+)
 from connector.errors import CommitFailed
 
 log = structlog.get_logger("connector")
@@ -41,13 +46,23 @@ class Checkpoint:
         return not self.sends and not self.resolved
 
     def commit(
-        self, producer: ProducerPort, consumer: ConsumerPort, owned: Partitions
+        self,
+        producer: ProducerPort,
+        consumer: ConsumerPort,
+        owned: Partitions,
+        txn: TransactionalProducerPort | None = None,
     ) -> dict[int, int]:
         """Flush → advance watermarks → commit; return the offsets committed per partition.
 
         A failed commit (a rebalance in progress) is logged and left to the next pass: the
         watermarks already passed those offsets, so the next commit covers them.
+
+        With `txn` (exactly-once) the sends and the offsets are one transaction: a refusal
+        (`Fenced`) aborts both and propagates, and the caller must drop the partitions, as
+        their watermarks passed offsets whose records were just aborted.
         """
+        if txn is not None:
+            return self._commit_transaction(txn, consumer, owned)
         producer.flush_and_check(self.sends)
         for p, offsets in self.resolved.items():
             st = owned.get(p)
@@ -69,4 +84,29 @@ class Checkpoint:
         for p, c in commits.items():
             if p in owned:
                 owned[p].committed = c
+        return commits
+
+    def _commit_transaction(
+        self, txn: TransactionalProducerPort, consumer: ConsumerPort, owned: Partitions
+    ) -> dict[int, int]:
+        sends, self.sends = self.sends, []
+        txn.flush_and_check(sends)
+        # Every partition this transaction touches is fenced, also one whose watermark did
+        # not move (a dead letter behind an open batch): a zombie must not commit anything.
+        fence = {
+            p: st.committed for p in self.resolved if (st := owned.get(p)) and st.committed >= 0
+        }
+        for p, offsets in self.resolved.items():
+            st = owned.get(p)
+            if st is not None and st.watermark is not None:
+                st.watermark.resolved(offsets)
+        self.resolved = {}
+        commits = {
+            p: c
+            for p, st in owned.items()
+            if st.watermark is not None and (c := st.watermark.committable()) > st.committed
+        }
+        txn.commit_transaction(sends, {**fence, **commits}, consumer)
+        for p, c in commits.items():
+            owned[p].committed = c
         return commits

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from connector.config import Settings
@@ -11,7 +11,15 @@ from connector.core import policy
 from connector.core.codec import Codec
 from connector.core.observe import Observer
 from connector.core.partitions import Partitions, Stats, Tracked
-from connector.core.ports import GeminiPort, LedgerPort, ProducerPort, RequestReaderPort
+from connector.core.ports import (
+    ConsumerPort,
+    GeminiPort,
+    LedgerPort,
+    ProducerPort,
+    RequestReaderPort,
+    SendHandle,
+    TransactionalProducerPort,
+)
 from connector.core.records import LedgerEntry
 from connector.core.results import Original
 from connector.stages.sink import Sink
@@ -35,6 +43,28 @@ class Context:
     owned: Partitions = field(default_factory=Partitions)
     rand: random.Random = field(default_factory=random.Random)
     obs: Observer = field(default_factory=Observer)
+    txn: TransactionalProducerPort | None = None
+    """Claims before each create; in exactly-once mode also `producer` itself."""
+    consumer: ConsumerPort | None = None
+    """The group member whose generation fences every transaction (KIP-447)."""
+
+    def fence_offsets(self, partitions: Iterable[int]) -> dict[int, int]:
+        """The partitions' committed offsets, committed again inside a transaction so that
+        the group coordinator checks this replica still owns them (a stale member fails)."""
+        return {
+            p: st.committed
+            for p in set(partitions)
+            if (st := self.owned.get(p)) is not None and st.committed >= 0
+        }
+
+    def commit(self, sends: Sequence[SendHandle], partitions: Iterable[int]) -> None:
+        """Make `sends` durable: acked (at-least-once), or one transaction fenced by the
+        group generation of `partitions` (exactly-once; raises `Fenced` when stale)."""
+        if self.settings.exactly_once and self.txn is not None:
+            assert self.consumer is not None
+            self.txn.commit_transaction(sends, self.fence_offsets(partitions), self.consumer)
+        else:
+            self.producer.flush_and_check(sends)
 
     def originals(self, entry: LedgerEntry) -> dict[int, Original]:
         """The job's requests, re-read from the request topic by offset."""

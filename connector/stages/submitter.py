@@ -16,11 +16,16 @@ from connector.core.ports import SendHandle
 from connector.core.quota import Budget, admit
 from connector.core.records import EntryState, ErrorInfo, JobInput, RequestEvent
 from connector.core.results import correlation_key
-from connector.errors import ProviderError, ProviderRejected, RegistryUnavailable
+from connector.errors import Fenced, ProviderError, ProviderRejected, RegistryUnavailable
 from connector.stages.context import Context
 from connector.stages.tracker import Tracker
 
 log = structlog.get_logger("connector")
+
+CLAIM_FRESH_S = 1.0
+"""A create starts at most this long after its claim began. The claim proves membership
+when the group coordinator checked it; the group can only have handed the partition on and
+the new owner looked the job up (one HTTP timeout after its assignment) well after that."""
 
 
 class Submitter:
@@ -38,29 +43,54 @@ class Submitter:
         due.sort(key=lambda t: (-t.entry.key.priority, t.entry.created_ms))
         lookups = {t.entry.display_name for t in due if t.lookup}
         try:
-            existing = ctx.gemini.find_by_display_names(lookups)
+            existing = ctx.gemini.find_by_display_names(lookups) if lookups else {}
         except ProviderError as exc:
             log.warning("job lookup failed; will retry", error=str(exc))
             for t in due:
                 ctx.reschedule(t, now)
             return
         sends: list[SendHandle] = []
+        try:
+            self._submit(due, existing, now, budget, deadline, sends)
+        except Fenced:
+            # A claim was refused. Jobs created before it, under claims that passed, are
+            # recorded as SUBMITTED (at-least-once); in exactly-once mode those writes were
+            # in the aborted transaction, and the new owner adopts the jobs by display name.
+            if not ctx.settings.exactly_once:
+                ctx.producer.flush_and_check(sends)
+            raise
+        ctx.commit(sends, {t.entry.key.partition for t in due})
+
+    def _submit(
+        self,
+        due: list[Tracked],
+        existing: dict[str, str],
+        now: float,
+        budget: Budget,
+        deadline: float,
+        sends: list[SendHandle],
+    ) -> None:
+        ctx = self.ctx
         for t in due:
-            if ctx.clock() >= deadline:
-                break
             found = existing.get(t.entry.display_name) if t.lookup else None
             if found is not None:
                 ctx.stats.jobs_adopted += 1
                 log.info("adopted existing job", job_id=t.entry.job_id, batch_job=found)
                 sends.append(self._submitted(t, found, None))
                 continue
+            # Looked up (recovered ones only once their lookup delay passed) and not there:
+            # no create of the previous owner can still land, so the answer holds for the
+            # next pass too. Without this, a lookup slower than the pass budget would be
+            # repeated every pass and nothing would ever be created.
+            t.lookup = False
+            if ctx.clock() >= deadline:
+                continue  # the budget is spent: created next pass
             if not admit(t.entry, ctx.owned.live(), budget):
                 t.due = now + 1.0
                 continue
             sent = self._create(t, now)
             if sent is not None:
                 sends.append(sent)
-        ctx.producer.flush_and_check(sends)
 
     def _create(self, t: Tracked, now: float) -> SendHandle | None:
         """Upload (file jobs) and create; returns the SUBMITTED ledger write on success."""
@@ -85,6 +115,10 @@ class Submitter:
         try:
             if use_file:
                 input_file = ctx.gemini.upload_jsonl(jsonl_lines(inputs), name)
+            if not self._claim(t, now):
+                self.tracker.cleanup(None, input_file, None)
+                return None
+            if use_file:
                 job = ctx.gemini.create(model, kind, name, prio, file_name=input_file)
             else:
                 job = ctx.gemini.create(model, kind, name, prio, inline=inputs)
@@ -114,6 +148,29 @@ class Submitter:
             attempt=entry.attempt,
         )
         return self._submitted(t, job, input_file)
+
+    def _claim(self, t: Tracked, now: float) -> bool:
+        """Prove this replica still owns the job's partition, right before its create.
+
+        One transaction: the INTENT again (headed `claimed_by`) and the partition's committed
+        offset, which the group coordinator accepts only from the current generation. A
+        replica the group dropped (a pass or a freeze past max.poll.interval.ms) gets
+        `Fenced`, which propagates: it drops its partitions and creates nothing. A claim that
+        took longer than `CLAIM_FRESH_S` is not trusted (the group may have moved on since);
+        the job is claimed again next pass.
+        """
+        ctx = self.ctx
+        if ctx.txn is None or ctx.consumer is None:
+            return True  # wired without a transactional producer (tests of other stages)
+        p = t.entry.key.partition
+        started = ctx.clock()
+        claim = ctx.ledger.claim(t.entry, ctx.txn, ctx.txn.transactional_id)
+        ctx.txn.commit_transaction([claim], ctx.fence_offsets([p]), ctx.consumer)
+        if ctx.clock() - started > CLAIM_FRESH_S:
+            log.warning("claim took too long; claiming again next pass", job_id=t.entry.job_id)
+            t.due = now
+            return False
+        return True
 
     def _submitted(self, t: Tracked, job: str, input_file: str | None) -> SendHandle:
         ctx = self.ctx

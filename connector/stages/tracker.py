@@ -39,10 +39,11 @@ class Tracker:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
-    def track_due(self, now: float, stopping: bool = False) -> None:
+    def track_due(self, now: float, stopping: bool = False, deadline: float = float("inf")) -> None:
+        """Poll due jobs; none after `deadline` (the pass budget): they stay due."""
         ctx = self.ctx
         for t in ctx.owned.due(EntryState.SUBMITTED, now):
-            if stopping:
+            if stopping or ctx.clock() >= deadline:
                 return
             name = t.entry.provider_job
             assert name is not None
@@ -140,8 +141,12 @@ class Tracker:
         ctx = self.ctx
         st = ctx.owned[entry.key.partition]
         new = [e for e in successors if e.job_id not in st.jobs]
-        ctx.producer.flush_and_check([ctx.ledger.write(e) for e in new])
-        ctx.producer.flush_and_check([ctx.ledger.tombstone(entry)])
+        p = entry.key.partition
+        if ctx.settings.exactly_once:  # one transaction: successors and parent's tombstone
+            ctx.commit([*(ctx.ledger.write(e) for e in new), ctx.ledger.tombstone(entry)], [p])
+        else:
+            ctx.commit([ctx.ledger.write(e) for e in new], [p])
+            ctx.commit([ctx.ledger.tombstone(entry)], [p])
         st.remove(entry.job_id)
         for e in new:
             # New to the ledger, and a job is only created after its INTENT is acked:
@@ -169,16 +174,24 @@ class Tracker:
 
         While an uncommitted offset below the job holds the partition's commit, a rewind
         would read the job's requests again: DONE keeps them covered until `prune_done`.
+        Exactly-once: results and that ledger write are one transaction, fenced by the
+        partition's group generation, so a read_committed reader sees them once or not at all.
         """
         ctx = self.ctx
-        ctx.producer.flush_and_check([ctx.sink.result(o.kafka_key, o.result) for o in outgoing])
-        st = ctx.owned.get(entry.key.partition)
+        results = [ctx.sink.result(o.kafka_key, o.result) for o in outgoing]
+        p = entry.key.partition
+        st = ctx.owned.get(p)
         finished = policy.done(entry, ctx.wall_ms())
-        if st is None or policy.prunable(finished, st.committed):
-            ctx.producer.flush_and_check([ctx.ledger.tombstone(entry)])
+        prune_now = st is None or policy.prunable(finished, st.committed)
+        end = ctx.ledger.tombstone(entry) if prune_now else ctx.ledger.write(finished)
+        if ctx.settings.exactly_once:  # one transaction: no duplicate window
+            ctx.commit([*results, end], [p])
+        else:
+            ctx.commit(results, [p])
+            ctx.commit([end], [p])
+        if prune_now or st is None:
             ctx.owned.remove_job(entry)
         else:
-            ctx.producer.flush_and_check([ctx.ledger.write(finished)])
             st.remove(entry.job_id)
             st.add(Tracked(finished, due=float("inf"), lookup=False))
         ctx.stats.jobs_finished += 1
@@ -198,14 +211,17 @@ class Tracker:
         """
         ctx = self.ctx
         sends = []
-        for st in ctx.owned.values():
+        touched = []
+        for p, st in ctx.owned.items():
             if st.committed <= st.pruned:
                 continue
             st.pruned = st.committed
             for t in [t for t in st.jobs.values() if policy.prunable(t.entry, st.committed)]:
                 sends.append(ctx.ledger.tombstone(t.entry))
                 st.remove(t.entry.job_id)
-        ctx.producer.flush_and_check(sends)
+                touched.append(p)
+        if sends:
+            ctx.commit(sends, touched)
 
     def give_up(self, entry: LedgerEntry, error: ErrorInfo, job_name: str | None) -> None:
         """Every request of the job gets `error` as its result."""

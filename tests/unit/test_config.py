@@ -308,3 +308,23 @@ def test_readme_documents_every_variable() -> None:
     missing = [o.env for o in OPTIONS if f"`{o.env}`" not in section]
     assert not missing, f"README Configuration lacks {missing}; paste `connector settings`"
     assert f"`{config.KAFKA_PREFIX}<NAME>`" in section
+
+
+def test_pass_budget_must_stay_well_below_the_poll_interval() -> None:
+    """A pass plus one provider call must end before the group drops the replica."""
+    base = {"CONNECTOR_GEMINI_BASE_URL": "http://x"}
+    assert load(base).pass_budget_s == 10.0
+    ok = {**base, "CONNECTOR_KAFKA_MAX_POLL_INTERVAL_MS": "8000", "CONNECTOR_HTTP_TIMEOUT_S": "2"}
+    assert load({**ok, "CONNECTOR_PASS_BUDGET_S": "1"}).pass_budget_s == 1.0
+    with pytest.raises(ConfigError, match="CONNECTOR_PASS_BUDGET_S"):
+        load({**ok, "CONNECTOR_PASS_BUDGET_S": "3"})
+    with pytest.raises(ConfigError, match="CONNECTOR_PASS_BUDGET_S"):
+        load({**base, "CONNECTOR_PASS_BUDGET_S": "0"})
+
+
+def test_processing_guarantee_is_one_of_two() -> None:
+    base = {"CONNECTOR_GEMINI_BASE_URL": "http://x"}
+    assert not load(base).exactly_once
+    assert load({**base, "CONNECTOR_PROCESSING_GUARANTEE": "exactly_once"}).exactly_once
+    with pytest.raises(ConfigError, match="PROCESSING_GUARANTEE"):
+        load({**base, "CONNECTOR_PROCESSING_GUARANTEE": "at_most_once"})

@@ -1,0 +1,177 @@
+"""Zombies and transactions on the in-memory doubles (connector.testing), at second scale.
+
+The same promises are tested against the real broker and emulator in
+tests/integration/test_fencing.py; these pin the loop's decisions exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from connector.adapters.ledger import CLAIM_HEADER
+from connector.testing import TestHarness, harness
+
+
+def slow_creates(h: TestHarness, seconds: float) -> list[float]:
+    """Every `create` takes `seconds` of the sidecar's clock; returns when each started."""
+    started: list[float] = []
+    create = h.gemini.create
+
+    def slow(*args: Any, **kwargs: Any) -> str:
+        started.append(h.clock())
+        h.advance(seconds)
+        name: str = create(*args, **kwargs)
+        return name
+
+    h.gemini.create = slow
+    return started
+
+
+def test_a_pass_starts_no_create_after_its_budget_and_the_rest_follow_next_pass() -> None:
+    h = harness(batch_max_requests=1, pass_budget_s=10.0, http_timeout_s=4.0)
+    h.consumer.assign(0)
+    h.step()
+    for i in range(5):
+        h.publish(f"r-{i}")
+    started = slow_creates(h, 4.0)
+    h.step()
+    # Creates start at 0, 4 and 8 s into the pass; at 12 s the budget (10 s) is spent.
+    assert len(started) == 3
+    assert h.sidecar.stats.jobs_created == 3
+    h.step()
+    assert h.sidecar.stats.jobs_created == 5
+    status = h.sidecar.status()
+    assert status["pass_s"]["max"] >= 12.0
+    assert status["pass_s"]["p50"] >= 8.0
+
+
+def ledger_claims(h: TestHarness) -> list[bytes]:
+    """The claimed_by headers of the claim records a read_committed reader sees."""
+    return [
+        v for r in h.kafka.records(h.settings.ledger) for k, v in r.headers if k == CLAIM_HEADER
+    ]
+
+
+def test_each_create_is_preceded_by_a_committed_claim() -> None:
+    h = harness(batch_max_requests=1)
+    h.consumer.assign(0)
+    h.step()
+    for i in range(3):
+        h.publish(f"r-{i}")
+    h.step()
+    assert h.sidecar.stats.jobs_created == 3
+    assert ledger_claims(h) == [b"gemini-batch-connector.test"] * 3
+    # The claim re-commits the partition's committed offset inside the transaction.
+    assert h.committed(0) == 3
+
+
+def test_a_zombie_is_fenced_at_its_next_claim_and_creates_nothing() -> None:
+    """Dropped from the group mid-pass (a freeze), it must not create the rest."""
+    h = harness(batch_max_requests=1, pass_budget_s=10.0, http_timeout_s=4.0)
+    h.consumer.assign(0)
+    h.step()
+    for i in range(5):
+        h.publish(f"r-{i}")
+    started = slow_creates(h, 4.0)
+    h.step()
+    assert len(started) == 3
+    h.consumer.drop_from_group()  # the group moved on; this replica was not told
+    h.step()
+    assert h.sidecar.stats.jobs_created == 3, "a zombie created a job"
+    assert h.sidecar.stats.fenced == 1
+    assert h.sidecar.status()["partitions"] == []
+    assert len(ledger_claims(h)) == 3  # the refused claim was aborted
+    assert sorted(h.emulator.created_by_display_name().values()) == [1, 1, 1]
+
+
+def test_new_owner_looks_recovered_intents_up_only_after_one_http_timeout() -> None:
+    """A previous owner may have a create in flight: the lookup waits until it landed."""
+    h = harness(batch_max_requests=1, http_timeout_s=6.0)
+    h.consumer.assign(0)
+    h.step()
+    h.publish("r-0")
+    h.gemini.create = lambda *a, **k: (_ for _ in ()).throw(AssertionError("created"))
+    sidecar_of_old_owner = h.sidecar
+    sidecar_of_old_owner.submitter.submit_due = lambda *a, **k: None  # dies before create
+    h.step()
+    intents = h.ledger.live(0)
+    assert len(intents) == 1
+    # A new owner of partition 0 on the same Kafka: its own sidecar and consumer.
+    new = harness(batch_max_requests=1, http_timeout_s=6.0)
+    new.kafka.logs.update(h.kafka.logs)
+    new.kafka.committed.update(h.kafka.committed)
+    lookups: list[float] = []
+    find = new.gemini.find_by_display_names
+
+    def spy(wanted: set[str]) -> dict[str, str]:
+        lookups.append(new.clock())
+        found: dict[str, str] = find(wanted)
+        return found
+
+    new.gemini.find_by_display_names = spy
+    assigned_at = new.clock()
+    new.consumer.assign(0)
+    for _ in range(12):
+        new.step(advance_s=1.0)
+    assert lookups, "the recovered INTENT was never looked up"
+    assert lookups[0] - assigned_at >= 6.0
+    assert new.sidecar.stats.jobs_created == 1
+
+
+def test_exactly_once_results_and_tombstone_are_one_fenced_transaction() -> None:
+    """A zombie's results never become visible to read_committed readers."""
+    h = harness(batch_max_requests=2, processing_guarantee="exactly_once")
+    h.consumer.assign(0)
+    h.step()
+    h.publish("a")
+    h.publish("b")
+    h.step()
+    assert h.sidecar.stats.jobs_created == 1
+    assert h.committed(0) == 2  # INTENT and offsets: one transaction
+    h.consumer.drop_from_group()
+    h.run_until(lambda: h.sidecar.stats.fenced, max_passes=30)
+    assert h.results() == []
+    assert len(h.ledger.live(0)) == 1  # the tombstone was aborted with the results
+    # The new owner (this replica after its rejoin) delivers them, once.
+    h.consumer.revoke(0)
+    h.consumer.assign(0)
+    h.run_until(lambda: len(h.results()) == 2, max_passes=60)
+    h.step(5, advance_s=1.0)
+    assert sorted(r.request_id for r in h.result_events()) == ["a", "b"]
+    assert h.ledger.live(0) == {}
+
+
+def test_exactly_once_intents_of_a_zombie_are_aborted_with_their_offsets() -> None:
+    h = harness(batch_max_requests=1, processing_guarantee="exactly_once")
+    h.consumer.assign(0)
+    h.step()
+    h.consumer.drop_from_group()
+    h.publish("late")
+    h.step()
+    assert h.sidecar.stats.fenced == 1
+    assert h.ledger.live(0) == {}
+    assert h.committed(0) == 0
+    assert h.sidecar.stats.jobs_created == 0
+
+
+def test_a_lookup_slower_than_the_budget_does_not_starve_creates() -> None:
+    """Recovered INTENTs: the lookup's answer is kept, so the next pass creates."""
+    h = harness(batch_max_requests=1, pass_budget_s=1.0, http_timeout_s=2.0)
+    h.consumer.assign(0)
+    h.step()
+    h.publish("r-0")
+    h.sidecar.submitter.submit_due = lambda *a, **k: None  # the first owner dies before create
+    h.step()
+    new = harness(batch_max_requests=1, pass_budget_s=1.0, http_timeout_s=2.0)
+    new.kafka.logs.update(h.kafka.logs)
+    new.kafka.committed.update(h.kafka.committed)
+    find = new.gemini.find_by_display_names
+
+    def slow_find(wanted: set[str]) -> dict[str, str]:
+        new.advance(1.5)
+        found: dict[str, str] = find(wanted)
+        return found
+
+    new.gemini.find_by_display_names = slow_find
+    new.consumer.assign(0)
+    new.run_until(lambda: new.sidecar.stats.jobs_created == 1, max_passes=10)
