@@ -11,9 +11,11 @@ import dataclasses
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
-from .config import EmulatorConfig
+from .config import EmulatorConfig, boolean
 from .server import EmulatorServer
 
 
@@ -29,8 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = EmulatorConfig()
     for f in dataclasses.fields(EmulatorConfig):
         kind = str(f.type)
-        if kind.startswith("int"):
-            conv: type = int
+        conv: Callable[[str], Any]
+        if kind == "bool":
+            conv = boolean
+        elif kind.startswith("int"):
+            conv = int
         elif kind.startswith("float"):
             conv = float
         else:

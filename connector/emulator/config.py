@@ -35,6 +35,9 @@ class EmulatorConfig:
     # Files.
     file_ttl_s: float = 48 * HOUR
     """Files (uploaded and generated) vanish this long after creation."""
+    output_file_ttl_s: float | None = None
+    """Retention of generated result files only (None: `file_ttl_s`), so a test can make a
+    job's responsesFile expire while the job stays readable."""
     max_file_bytes: int = 2 * GB
     """Per-file cap; a larger upload gets 400 INVALID_ARGUMENT."""
     max_storage_bytes: int = 20 * GB
@@ -55,6 +58,19 @@ class EmulatorConfig:
     """Probability that one request inside a batch gets a per-request error."""
     job_failure_rate: float = 0.0
     """Probability that a job ends FAILED instead of SUCCEEDED."""
+    job_expiry_rate: float = 0.0
+    """Probability that a job ends EXPIRED instead of SUCCEEDED (when it would have finished)."""
+    rate_limit_rate: float = 0.0
+    """Probability that a create is refused with 429 RESOURCE_EXHAUSTED whatever the quota."""
+    create_reply_lost_rate: float = 0.0
+    """Probability that a create makes the job but answers 503 UNAVAILABLE (reply lost)."""
+    create_late_rate: float = 0.0
+    """Probability that a create lands late (only when `create_land_delay_s` > 0)."""
+    create_land_delay_s: float = 0.0
+    """A late create answers 504 DEADLINE_EXCEEDED and its job appears this much later
+    (0 turns late creates off)."""
+    shuffle_inline_responses: bool = False
+    """Return inline responses in a seeded shuffled order: clients must match them by metadata."""
     transient_error_rate: float = 0.0
     """Probability that an API call is refused with 503 UNAVAILABLE or 500 INTERNAL."""
     latency_ms: float = 0.0
@@ -69,6 +85,12 @@ class EmulatorConfig:
     """A batch whose display name contains this ends FAILED."""
     job_expire_trigger: str = "emulator-expire-job"
     """A batch whose display name contains this ends EXPIRED."""
+    create_reply_lost_trigger: str = "emulator-lost-reply"
+    """A create whose display name contains this makes the job but answers 503."""
+    create_late_trigger: str = "emulator-late-create"
+    """A create whose display name contains this lands late (see `create_land_delay_s`)."""
+    big_response_trigger: str = "EMULATOR_BIG"
+    """A prompt containing `EMULATOR_BIG_<n>` gets an extra base64 inlineData part of ~n bytes."""
 
     def updated(self, changes: dict[str, Any]) -> EmulatorConfig:
         """Return a copy with `changes` applied, coercing JSON values to the field types."""
@@ -90,8 +112,22 @@ def coerce(annotation: object, value: Any) -> Any:
     if value is None:
         return None
     text = str(annotation)
+    if text == "bool":
+        return boolean(value)
     if text.startswith("int"):
         return int(value)
     if text.startswith("float"):
         return float(value)
     return str(value)
+
+
+def boolean(value: Any) -> bool:
+    """`true`/`1`/`yes`/`on` (any case) or a JSON bool or number; anything else is refused."""
+    if isinstance(value, bool | int | float):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {value!r}")

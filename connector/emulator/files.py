@@ -241,9 +241,12 @@ class FileStore:
     def add_generated(
         self, file_id: str, path: Path, mime_type: str, display_name: str | None, created: float
     ) -> StoredFile:
-        """Register a file the emulator produced (batch output)."""
+        """Register a file the emulator produced (batch output); it lives `output_file_ttl_s`
+        (or `file_ttl_s`) from `created`, the job's end."""
         target = self.root / "files" / file_id
         os.replace(path, target)
+        cfg = self._config()
+        ttl = cfg.file_ttl_s if cfg.output_file_ttl_s is None else cfg.output_file_ttl_s
         with self._lock:
             stored = StoredFile(
                 file_id,
@@ -252,7 +255,7 @@ class FileStore:
                 target.stat().st_size,
                 "",
                 created,
-                created + self._config().file_ttl_s,
+                created + ttl,
                 "GENERATED",
                 target,
             )

@@ -18,6 +18,7 @@ from typing import Any
 
 from .clock import Clock
 from .config import EmulatorConfig
+from .faults import chance, triggered
 from .files import new_id
 from .wire import GRPC_CODE, ApiError, JsonObj
 
@@ -61,6 +62,22 @@ class Job:
         return f"batches/{self.job_id}"
 
 
+def _outcome(cfg: EmulatorConfig, display_name: str, seq: int) -> str:
+    """The terminal state a new job will reach: triggers first, then the seeded rates."""
+    if triggered(cfg.job_expire_trigger, display_name):
+        return "EXPIRED"
+    if triggered(cfg.job_fail_trigger, display_name):
+        return "FAILED"
+    if chance(cfg.seed, "job_expiry", seq, cfg.job_expiry_rate):
+        return "EXPIRED"
+    if (
+        cfg.job_failure_rate > 0
+        and random.Random(f"{cfg.seed}:job:{seq}").random() < cfg.job_failure_rate
+    ):
+        return "FAILED"
+    return "SUCCEEDED"
+
+
 class JobStore:
     """All jobs, the scheduler and the limits checked at create."""
 
@@ -89,12 +106,18 @@ class JobStore:
         inline: list[Any] | None = None,
         input_file: str | None = None,
         input_path: Path | None = None,
+        land_delay_s: float = 0.0,
     ) -> Job:
-        """Enqueue a new job after the concurrency and enqueued-token checks (429)."""
+        """Enqueue a new job after the concurrency and enqueued-token checks (429).
+
+        With `land_delay_s` the job is still in flight inside the service: it is created (and
+        counted) now but exists for readers only that much later, as its createTime says.
+        """
         cfg = self._config()
         with self.lock:
             now = self._clock.now()
             self._advance(now)
+            landed = now + max(land_delay_s, 0.0)
             active = self._pending + self._running
             if len(active) >= cfg.max_concurrent_jobs:
                 raise ApiError(
@@ -110,14 +133,7 @@ class JobStore:
                     f"({queued} queued, {tokens} requested).",
                 )
             self._seq += 1
-            outcome = "SUCCEEDED"
-            if cfg.job_expire_trigger and cfg.job_expire_trigger in display_name:
-                outcome = "EXPIRED"
-            elif (cfg.job_fail_trigger and cfg.job_fail_trigger in display_name) or (
-                cfg.job_failure_rate > 0
-                and random.Random(f"{cfg.seed}:job:{self._seq}").random() < cfg.job_failure_rate
-            ):
-                outcome = "FAILED"
+            outcome = _outcome(cfg, display_name, self._seq)
             job = Job(
                 job_id=new_id(20),
                 seq=self._seq,
@@ -125,15 +141,15 @@ class JobStore:
                 model=model,
                 display_name=display_name,
                 priority=priority,
-                created=now,
-                ready_at=now + cfg.queue_delay_s,
+                created=landed,
+                ready_at=landed + cfg.queue_delay_s,
                 request_count=request_count,
                 tokens=tokens,
                 outcome=outcome,
                 inline=inline,
                 input_file=input_file,
                 input_path=input_path,
-                updated=now,
+                updated=landed,
             )
             self._jobs[job.job_id] = job
             self._pending.append(job)
@@ -144,19 +160,23 @@ class JobStore:
     # -- reads ----------------------------------------------------------------------------
 
     def get(self, job_id: str) -> Job:
-        """The job with its state brought up to date, or 404."""
+        """The job with its state brought up to date, or 404 (also while it has not landed)."""
         with self.lock:
-            self._advance(self._clock.now())
+            now = self._clock.now()
+            self._advance(now)
             job = self._jobs.get(job_id)
-        if job is None:
+        if job is None or job.created > now:
             raise ApiError(404, f"Batch batches/{job_id} not found.", "NOT_FOUND")
         return job
 
     def list(self, page_size: int, token: str | None) -> tuple[list[Job], str | None]:
         """Newest first; the token is the sequence number of the last job returned."""
         with self.lock:
-            self._advance(self._clock.now())
-            jobs = sorted(self._jobs.values(), key=lambda j: -j.seq)
+            now = self._clock.now()
+            self._advance(now)
+            jobs = sorted(
+                (j for j in self._jobs.values() if j.created <= now), key=lambda j: -j.seq
+            )
         if token:
             try:
                 after = int(token)
@@ -170,14 +190,17 @@ class JobStore:
     def stats(self) -> JsonObj:
         """Counts for the control API."""
         with self.lock:
-            self._advance(self._clock.now())
-            by_state = Counter(j.state for j in self._jobs.values())
+            now = self._clock.now()
+            self._advance(now)
+            landed = [j for j in self._jobs.values() if j.created <= now]
+            by_state = Counter(j.state for j in landed)
             return {
                 "created_total": self.created_total,
                 "by_display_name": dict(self.created_by_display_name),
                 "by_state": {f"BATCH_STATE_{s}": by_state.get(s, 0) for s in ACTIVE + TERMINAL},
-                "live": len(self._jobs),
-                "active": len(self._pending) + len(self._running),
+                "live": len(landed),
+                "active": sum(by_state.get(s, 0) for s in ACTIVE),
+                "landing": len(self._jobs) - len(landed),
             }
 
     # -- mutations ------------------------------------------------------------------------

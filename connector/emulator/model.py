@@ -6,6 +6,7 @@ schema; token counts are computed from the text (about 4 characters per token).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import math
 import re
@@ -26,6 +27,8 @@ _VOCAB = (
 _FAIL_CODES = {400, 403, 404, 429, 500, 503}
 _MEDIA_TOKENS = 258  # what Gemini charges for one image part; used for any non-text part
 _EXCERPT = 60
+BIG_MAX = 100_000_000  # largest EMULATOR_BIG_<n>: the whole part is built in memory
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass(frozen=True)
@@ -49,10 +52,13 @@ def tokens(chars: int) -> int:
 class FakeModel:
     """Turns GenerateContentRequest / EmbedContentRequest JSON into responses."""
 
-    def __init__(self, fail_trigger: str = "EMULATOR_FAIL") -> None:
+    def __init__(
+        self, fail_trigger: str = "EMULATOR_FAIL", big_trigger: str = "EMULATOR_BIG"
+    ) -> None:
         self._trigger = (
             re.compile(re.escape(fail_trigger) + r"(?:_(\d{3}))?") if fail_trigger else None
         )
+        self._big = re.compile(re.escape(big_trigger) + r"_(\d+)") if big_trigger else None
 
     # -- generateContent ------------------------------------------------------------------
 
@@ -77,6 +83,13 @@ class FakeModel:
         if force_error:
             return Outcome(error=request_error(500, "Internal error encountered (emulated)."))
 
+        big_size = self._big_size(prompt)
+        if big_size > BIG_MAX:
+            message = (
+                f"A response of {big_size} bytes was asked for; the emulator's cap is {BIG_MAX}."
+            )
+            return Outcome(error=request_error(400, message))
+
         config = field(request, "generationConfig") or {}
         version = model.removeprefix("models/").removeprefix("tunedModels/")
         digest = hashlib.blake2b(f"{version}\0{system}\0{prompt}".encode(), digest_size=16).digest()
@@ -88,6 +101,9 @@ class FakeModel:
             for i in range(max(count, 1))
         ]
         out_tokens = sum(c.pop("_tokens") for c in candidates)
+        if big_size:
+            candidates[0]["content"]["parts"].append(big_part(big_size))
+            out_tokens += _MEDIA_TOKENS
         return Outcome(
             response={
                 "candidates": candidates,
@@ -170,6 +186,11 @@ class FakeModel:
         task = str(field(request, "taskType") or "")
         return Outcome(response={"embedding": {"values": embedding(f"{task}\0{text}", dims)}})
 
+    def _big_size(self, prompt: str) -> int:
+        """n of an `EMULATOR_BIG_<n>` in the prompt, else 0."""
+        found = self._big.search(prompt) if self._big else None
+        return int(found.group(1)) if found else 0
+
     def _triggered(self, text: str) -> JsonObj | None:
         if self._trigger is None:
             return None
@@ -182,6 +203,15 @@ class FakeModel:
         return request_error(
             code, f"Request failed on purpose: the prompt contains {match.group(0)}."
         )
+
+
+def big_part(size: int) -> JsonObj:
+    """An image-like `inlineData` part whose base64 `data` is about `size` characters, for
+    testing how clients cope with huge responses (image output is this shape)."""
+    raw = max(size * 3 // 4, len(_PNG_SIGNATURE))
+    body = hashlib.shake_256(str(size).encode()).digest(raw - len(_PNG_SIGNATURE))
+    data = base64.b64encode(_PNG_SIGNATURE + body).decode()
+    return {"inlineData": {"mimeType": "image/png", "data": data}}
 
 
 def embedding(text: str, dims: int) -> list[float]:

@@ -1,4 +1,5 @@
-"""Builds a finished job's output: inline responses in input order, or a generated JSONL file.
+"""Builds a finished job's output: inline responses (input order unless shuffled on purpose)
+or a generated JSONL file.
 
 Runs lazily, on the first read after the job reached SUCCEEDED, outside the store lock and
 under the job's own lock, so other callers are not blocked. File jobs stream line by line:
@@ -8,6 +9,7 @@ memory stays flat whatever the number of requests.
 from __future__ import annotations
 
 import hashlib
+import random
 from collections.abc import Callable
 from typing import Any
 
@@ -40,7 +42,7 @@ class OutputBuilder:
             if job.output is not None:
                 return
             cfg = self._config()
-            model = FakeModel(cfg.request_fail_trigger)
+            model = FakeModel(cfg.request_fail_trigger, cfg.big_response_trigger)
             answer = model.embed if job.kind == "embed" else model.generate
             roll = _Roller(cfg.seed, job.seq, cfg.request_error_rate)
             try:
@@ -77,6 +79,9 @@ class OutputBuilder:
             if isinstance(metadata, dict) and metadata:
                 entry["metadata"] = {str(k): _text(v) for k, v in metadata.items()}
             items.append(entry)
+        cfg = self._config()
+        if cfg.shuffle_inline_responses:
+            items = _shuffled(items, random.Random(f"{cfg.seed}:shuffle:{job.seq}"))
         return {"inlinedResponses": {"inlinedResponses": items}}, ok, bad
 
     def _file_output(
@@ -123,6 +128,16 @@ def _answer_line(
             line["request"], job.model, roll(index)
         )
     return str(index), answer(line, job.model, roll(index))
+
+
+def _shuffled(items: list[dict[str, Any]], rng: random.Random) -> list[dict[str, Any]]:
+    """A seeded permutation that is never the input order (two or more items), so a client
+    that relies on order fails every time, not by luck."""
+    out = list(items)
+    rng.shuffle(out)
+    if len(out) > 1 and all(a is b for a, b in zip(out, items, strict=True)):
+        out = out[1:] + out[:1]
+    return out
 
 
 def _text(value: Any) -> str:

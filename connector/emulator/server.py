@@ -206,6 +206,14 @@ class EmulatorServer:
     # -- addresses ------------------------------------------------------------------------
 
     @property
+    def address(self) -> tuple[str, int]:
+        """The bound socket address (host, port): what is actually exposed."""
+        if self._httpd is None:
+            raise RuntimeError("EmulatorServer is not started")
+        host, port = self._httpd.server_address[:2]
+        return str(host), int(port)
+
+    @property
     def port(self) -> int:
         """The bound port (the real one when constructed with port 0)."""
         if self._httpd is None:

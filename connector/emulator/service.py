@@ -18,6 +18,7 @@ from typing import Any
 
 from .clock import Clock
 from .config import EmulatorConfig
+from .faults import chance, triggered
 from .files import FileStore
 from .jobs import JobStore
 from .messages import Request, Response
@@ -47,6 +48,7 @@ class Service:
         self._rng_lock = threading.Lock()
         self.calls: Counter[str] = Counter()
         self._calls_lock = threading.Lock()
+        self._creates = 0  # numbers create calls for the seeded create faults
 
     @property
     def config(self) -> EmulatorConfig:
@@ -150,6 +152,11 @@ class Service:
         with self._calls_lock:
             self.calls.clear()
 
+    def _next_create(self) -> int:
+        with self._calls_lock:
+            self._creates += 1
+            return self._creates
+
     def _faults(self) -> None:
         cfg = self._config
         if cfg.latency_ms > 0:
@@ -191,8 +198,15 @@ class Service:
     # -- batches --------------------------------------------------------------------------
 
     def _create(self, req: Request, version: str, model: str, kind: str) -> Response:
+        """Make a batch. The create faults model what clients must survive: a 429 storm
+        refuses before any work; a late create makes a job that lands later and answers 504;
+        a lost reply makes the job and answers 503, so a blind retry duplicates it."""
         self._count("batches.create" if kind == "generate" else "batches.create_embeddings")
         cfg = self._config
+        number = self._next_create()
+        if chance(cfg.seed, "rate_limit", number, cfg.rate_limit_rate):
+            self._count("faults.rate_limit")
+            raise ApiError(429, "Resource has been exhausted (e.g. check quota).")
         if req.body.length > cfg.max_inline_request_bytes:
             req.body.drain()
             raise ApiError(
@@ -218,6 +232,11 @@ class Service:
         requests = field(source, "requests")
         if (file_name is None) == (requests is None):
             raise ApiError(400, "batch.input_config needs exactly one of file_name or requests.")
+        late = cfg.create_land_delay_s > 0 and (
+            triggered(cfg.create_late_trigger, display_name)
+            or chance(cfg.seed, "create_late", number, cfg.create_late_rate)
+        )
+        delay = cfg.create_land_delay_s if late else 0.0
         if requests is not None:
             items = _inline_items(requests)
             job = self.jobs.create(
@@ -228,13 +247,28 @@ class Service:
                 request_count=len(items),
                 tokens=len(raw) // 4,
                 inline=items,
+                land_delay_s=delay,
             )
         else:
-            job = self._create_from_file(kind, model, display_name, priority, str(file_name))
+            job = self._create_from_file(kind, model, display_name, priority, str(file_name), delay)
+        if late:
+            self._count("faults.create_late")
+            raise ApiError(504, "Deadline expired before operation could complete.")
+        if triggered(cfg.create_reply_lost_trigger, display_name) or chance(
+            cfg.seed, "create_reply_lost", number, cfg.create_reply_lost_rate
+        ):
+            self._count("faults.create_reply_lost")
+            raise ApiError(503, "The service is currently unavailable.")
         return Response.json(operation(job, version))
 
     def _create_from_file(
-        self, kind: str, model: str, display_name: str, priority: int, file_name: str
+        self,
+        kind: str,
+        model: str,
+        display_name: str,
+        priority: int,
+        file_name: str,
+        land_delay_s: float,
     ) -> Any:
         try:
             stored = self.files.get(file_name)
@@ -263,6 +297,7 @@ class Service:
                 tokens=stored.size // 4,
                 input_file=stored.name,
                 input_path=link,
+                land_delay_s=land_delay_s,
             )
         except ApiError:
             link.unlink(missing_ok=True)

@@ -22,6 +22,7 @@ HTTP_STATUS = {
     500: "INTERNAL",
     501: "UNIMPLEMENTED",
     503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
 }
 
 # gRPC codes used in Operation.error and per-request errors of file outputs.

@@ -81,3 +81,15 @@ def test_python_m_connector_emulator_serves_and_stops(tmp_path: Path) -> None:
         while proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
     assert proc.returncode == 0
+
+
+def test_docs_knob_table_covers_every_knob() -> None:
+    """docs/emulator.md has a row for each EmulatorConfig field, so no knob goes undocumented."""
+    import dataclasses
+
+    from connector.emulator import EmulatorConfig
+
+    docs = (PACKAGE.parent.parent / "docs" / "emulator.md").read_text()
+    rows = {line.split("|")[1].strip(" `") for line in docs.splitlines() if line.startswith("| `")}
+    missing = [f.name for f in dataclasses.fields(EmulatorConfig) if f.name not in rows]
+    assert missing == []
