@@ -44,6 +44,7 @@ __all__ = [
     "poll_delay",
     "split_offsets",
     "submitted",
+    "unclear_create_delay",
     "uses_file",
 ]
 
@@ -281,6 +282,15 @@ def failure_delay(failures: int, rand: float) -> float:
     Counts failures only: quiet polls of a healthy job must not push its next retry to the cap.
     """
     return FAILURE_FLOOR_S + backoff_with_jitter(failures, FAILURE_BASE_S, FAILURE_CAP_S, rand)
+
+
+def unclear_create_delay(failures: int, rand: float, http_timeout_s: float) -> float:
+    """Seconds before looking up a job whose create failed unclearly (5xx, timeout, reset).
+
+    At least one HTTP timeout, rounded up as the SDK rounds `X-Server-Timeout`: by then that
+    create has landed or died, so a lookup cannot miss a job that lands a moment later.
+    """
+    return max(failure_delay(failures, rand), float(math.ceil(http_timeout_s)))
 
 
 def poll_delay(polls_so_far: int, policy: RetryPolicy, rand: float) -> float:

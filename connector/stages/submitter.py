@@ -6,6 +6,8 @@ display name and adopted if it exists; `create` itself runs with SDK retries off
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import orjson
 import structlog
 
@@ -52,7 +54,7 @@ class Submitter:
             if found is not None:
                 ctx.stats.jobs_adopted += 1
                 log.info("adopted existing job", job_id=t.entry.job_id, batch_job=found)
-                sends.append(self._submitted(t, found, None))
+                sends.append(self._submitted(t, found, t.entry.input_file))
                 continue
             if not admit(t.entry, ctx.owned.live(), budget):
                 t.due = now + 1.0
@@ -72,27 +74,49 @@ class Submitter:
             self.tracker.give_up(entry, error, None)
             return None
         use_file = policy.uses_file(entry)
-        input_file = None
+        # An input file kept from an unclear create (maybe read by a job that landed late).
+        input_file = entry.input_file if use_file else None
+        kept = input_file is not None
         model, kind, name = entry.key.model, entry.key.kind, entry.display_name
         prio = entry.key.priority
         try:
             if use_file:
-                input_file = ctx.gemini.upload_jsonl(jsonl_lines(inputs), name)
+                if input_file is None:
+                    input_file = ctx.gemini.upload_jsonl(jsonl_lines(inputs), name)
                 job = ctx.gemini.create(model, kind, name, prio, file_name=input_file)
             else:
                 job = ctx.gemini.create(model, kind, name, prio, inline=inputs)
         except ProviderRejected as exc:
+            if kept:
+                # The kept file may be gone (48 h TTL): forget it and upload afresh.
+                log.warning(
+                    "create from a kept input file refused; uploading it again",
+                    job_id=entry.job_id,
+                    input_file=input_file,
+                    error=str(exc),
+                )
+                self.tracker.cleanup(None, input_file, None)
+                t.entry = replace(entry, input_file=None)
+                ctx.reschedule(t, now)
+                return None
             log.error("job rejected by the provider", job_id=entry.job_id, error=str(exc))
             self.tracker.cleanup(None, input_file, None)
             self.tracker.give_up(entry, ErrorInfo(exc.code or 400, exc.status, str(exc)), None)
             return None
         except ProviderError as exc:
             log.warning("job create failed; backing off", job_id=entry.job_id, error=str(exc))
-            self.tracker.cleanup(None, input_file, None)
-            # A 5xx or timeout may hide a job that was created: look it up before trying
-            # again. A 429 is a clear refusal.
-            t.lookup = exc.code != 429
             ctx.reschedule(t, now)
+            self._keep(t, input_file, kept)
+            if exc.code != 429:
+                # A 5xx or timeout may hide a job that was created, or one that lands later:
+                # look it up, one HTTP timeout from now, before trying again. A 429 is a
+                # clear refusal.
+                t.lookup = True
+                t.due = now + policy.unclear_create_delay(
+                    t.failures, ctx.rand.random(), ctx.settings.http_timeout_s
+                )
+            else:
+                t.lookup = False
             return None
         ctx.stats.jobs_created += 1
         log.info(
@@ -107,6 +131,17 @@ class Submitter:
             attempt=entry.attempt,
         )
         return self._submitted(t, job, input_file)
+
+    def _keep(self, t: Tracked, input_file: str | None, kept: bool) -> None:
+        """Keep an uploaded input file for the retry (a job that landed may read it).
+
+        Recorded in the INTENT, so a crash keeps it too; it is deleted only with the job,
+        or when the job is given up.
+        """
+        if input_file is None or kept:
+            return
+        t.entry = replace(t.entry, input_file=input_file)
+        self.ctx.producer.flush_and_check([self.ctx.ledger.write(t.entry)])
 
     def _submitted(self, t: Tracked, job: str, input_file: str | None) -> SendHandle:
         ctx = self.ctx

@@ -1,0 +1,98 @@
+"""Provider faults, scripted with the emulator's knobs, through the whole sidecar (fast).
+
+Each test runs `connector.testing.harness()`: the real Sidecar, the real Gemini adapter and
+SDK, the emulator service in-process, in-memory Kafka and a manual clock.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import orjson
+
+from connector.core.records import EntryState, ResultStatus
+from connector.emulator import EmulatorConfig
+from connector.emulator.messages import Body, Request
+from connector.testing import TestHarness, harness
+
+FAST = {"queue_delay_s": 0.5, "processing_delay_s": 1.0, "per_request_delay_s": 0.0, "seed": 3}
+
+
+def emulator_stats(h: TestHarness) -> dict[str, Any]:
+    assert h.emulator is not None
+    req = Request("GET", "/_emulator/stats", {}, {}, Body(io.BytesIO(b""), 0), "http://x")
+    return dict(orjson.loads(h.emulator.control.handle(req).body))
+
+
+def calls(h: TestHarness, method: str) -> int:
+    return int(emulator_stats(h).get("calls", {}).get(method, 0))
+
+
+def live_files(h: TestHarness) -> set[str]:
+    assert h.emulator is not None
+    files, _ = h.emulator.service.files.list(1000, None)
+    return {f.name for f in files}
+
+
+def start(
+    n: int, emu: dict[str, Any] | None = None, **settings: Any
+) -> tuple[TestHarness, set[str]]:
+    settings.setdefault("batch_max_wait_s", 0.5)
+    h = harness(emulator_config=EmulatorConfig(**{**FAST, **(emu or {})}), **settings)
+    h.consumer.assign(0)
+    ids = {f"r{i}" for i in range(n)}
+    for rid in sorted(ids):
+        h.publish(rid, f"prompt {rid}")
+    return h, ids
+
+
+def answered(h: TestHarness, ids: set[str]) -> bool:
+    return ids <= {e.request_id for e in h.result_events()}
+
+
+def assert_all_ok_once(h: TestHarness, ids: set[str]) -> None:
+    events = h.result_events()
+    assert sorted(e.request_id for e in events) == sorted(ids), events
+    bad = [(e.request_id, e.error) for e in events if e.status is not ResultStatus.OK]
+    assert not bad, bad
+
+
+def assert_one_job_per_name(h: TestHarness) -> None:
+    assert h.emulator is not None
+    created = h.emulator.created_by_display_name()
+    assert created, "no job was created"
+    assert max(created.values()) == 1, created
+
+
+# -- 1. unclear create failures ------------------------------------------------------------
+
+
+def test_create_that_lands_late_is_looked_up_after_one_http_timeout_not_created_twice() -> None:
+    """504 at once, the job appears 3 s later: the lookup must wait the HTTP timeout (5 s)."""
+    emu = {"create_land_delay_s": 3.0, "create_late_rate": 1.0}
+    h, ids = start(3, emu, http_timeout_s=5.0, batch_inline_max_bytes=0)
+    h.run_until(lambda: answered(h, ids), max_passes=60, advance_s=0.5)
+    assert_all_ok_once(h, ids)
+    assert_one_job_per_name(h)
+    assert h.sidecar.stats.jobs_adopted == 1
+    assert calls(h, "files.upload") == 1, "the kept input file is reused, not uploaded again"
+    assert not live_files(h), "input and result files are deleted once results are out"
+
+
+def test_create_whose_reply_is_lost_keeps_its_input_file_until_the_job_is_done() -> None:
+    """503 after the job was made: adopted after the lookup; its input file survives till then."""
+    h, ids = start(3, {"create_reply_lost_rate": 1.0}, http_timeout_s=5.0, batch_inline_max_bytes=0)
+    h.run_until(lambda: calls(h, "batches.create") >= 1, max_passes=10, advance_s=0.5)
+    intent = next(iter(h.sidecar.owned[0].jobs.values())).entry
+    assert intent.state is EntryState.INTENT
+    assert intent.input_file in live_files(h), "the job may still read its input file"
+    # ...and a crash now would keep it too: the INTENT in the ledger names it.
+    assert h.ledger.live(0)[intent.job_id].input_file == intent.input_file
+    h.step(advance_s=4.0)
+    assert calls(h, "batches.list") == 0, "looked up before one HTTP timeout had passed"
+    h.run_until(lambda: answered(h, ids), max_passes=60, advance_s=0.5)
+    assert_all_ok_once(h, ids)
+    assert_one_job_per_name(h)
+    assert h.sidecar.stats.jobs_adopted == 1
+    assert intent.input_file not in live_files(h), "deleted once the job is done"
