@@ -18,7 +18,7 @@ from connector.core.ports import SendHandle
 from connector.core.quota import Budget, admit
 from connector.core.records import EntryState, ErrorInfo, JobInput, RequestEvent
 from connector.core.results import correlation_key
-from connector.errors import ProviderError, ProviderRejected
+from connector.errors import ProviderError, ProviderRejected, ProviderRequestTooLarge
 from connector.stages.context import Context
 from connector.stages.tracker import Tracker
 
@@ -87,6 +87,16 @@ class Submitter:
             else:
                 job = ctx.gemini.create(model, kind, name, prio, inline=inputs)
         except ProviderRejected as exc:
+            if isinstance(exc, ProviderRequestTooLarge) and not use_file:
+                # Our size estimate fell short of the bytes sent: a file has no such limit.
+                log.warning(
+                    "inline create over the provider's size limit; sending a file instead",
+                    job_id=entry.job_id,
+                    error=str(exc),
+                )
+                t.entry = replace(entry, use_file=True)
+                t.due = now
+                return None
             if kept:
                 # The kept file may be gone (48 h TTL): forget it and upload afresh.
                 log.warning(

@@ -68,3 +68,29 @@ def test_unclear_creates_make_exactly_one_job_per_display_name(
     stats = emulator_stats(emulator.base_url)
     assert stats["calls"]["files.upload"] == len(created)
     assert stats["files"]["uploaded"] == 0, "input files are deleted once the jobs are done"
+
+
+def test_non_ascii_prompts_near_the_inline_limit_all_get_ok_results(
+    kafka_bootstrap: str, topics: Topics, emulator: EmulatorServer, publisher: RequestPublisher
+) -> None:
+    """Cyrillic, CJK and emoji: ~20 KB of UTF-8 per partition but ~45 KB as the SDK sends it.
+
+    Sized by the bytes sent, each batch goes through a file (or, had the estimate fallen
+    short, a 400 'payload size' would send it through a file): never error results.
+    """
+    emulator.update_config(max_inline_request_bytes=32_000)
+    texts = ["Привет, как дела? " * 55, "你好世界今天天气很好。" * 55, "😀🚀 ok " * 120]
+    ids = set()
+    for i in range(18):
+        rid = f"intl-{i}"
+        publisher.publish(rid, "gemini-2.5-flash", prompt(texts[i % 3]), partition=i % 2)
+        ids.add(rid)
+    publisher.flush()
+    settings = topics.settings(
+        kafka_bootstrap, emulator.base_url, batch_inline_max_bytes=30_000, batch_max_wait_s=2.0
+    )
+    with sidecar_thread(settings):
+        got = collect(kafka_bootstrap, topics.results, ids, timeout=60)
+    for rid in ids:
+        assert got.latest(rid).status is ResultStatus.OK, got.latest(rid).error
+    assert_one_job_per_name(emulator.base_url)

@@ -96,3 +96,38 @@ def test_create_whose_reply_is_lost_keeps_its_input_file_until_the_job_is_done()
     assert_one_job_per_name(h)
     assert h.sidecar.stats.jobs_adopted == 1
     assert intent.input_file not in live_files(h), "deleted once the job is done"
+
+
+# -- 2. non-ASCII inline batches ------------------------------------------------------------
+
+NON_ASCII = [
+    "Привет, как дела? " * 55,  # Cyrillic: 2 UTF-8 bytes, 6 on the wire
+    "你好世界今天天气很好。" * 55,  # CJK: 3 UTF-8 bytes, 6 on the wire
+    "😀🚀 ok " * 120,  # emoji: 4 UTF-8 bytes, 12 on the wire (a surrogate pair)
+]
+
+
+def test_non_ascii_prompts_near_the_inline_limit_all_get_ok_results() -> None:
+    """~20 KB of UTF-8 but ~50 KB as sent: sized by the bytes sent, they go through a file."""
+    emu = {"max_inline_request_bytes": 32_000}
+    h = harness(
+        emulator_config=EmulatorConfig(**{**FAST, **emu}),
+        batch_inline_max_bytes=30_000,
+        batch_max_wait_s=0.5,
+    )
+    h.consumer.assign(0)
+    ids = {f"intl-{i}" for i in range(9)}
+    for i, rid in enumerate(sorted(ids)):
+        h.publish(rid, NON_ASCII[i % 3])
+    h.run_until(lambda: answered(h, ids), max_passes=40, advance_s=0.5)
+    assert_all_ok_once(h, ids)
+    assert_one_job_per_name(h)
+
+
+def test_an_inline_create_refused_for_its_size_falls_back_to_a_file_job() -> None:
+    """The provider's limit is below our estimate: 400 'payload size' → file job, never errors."""
+    h, ids = start(12, {"max_inline_request_bytes": 600}, batch_inline_max_bytes=19_000_000)
+    h.run_until(lambda: answered(h, ids), max_passes=40, advance_s=0.5)
+    assert_all_ok_once(h, ids)
+    assert_one_job_per_name(h)
+    assert calls(h, "files.upload") == 1
