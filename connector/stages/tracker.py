@@ -59,6 +59,16 @@ class Tracker:
                 if cancelled is None:
                     continue
                 state = cancelled
+            elif state is JobState.CANCELLED and self._too_old(t):
+                # Our own max-age cancel whose reply was lost, or before a crash: the entry's
+                # age, durable in the ledger, says so. Resubmit split, never 499 errors.
+                log.warning(
+                    "job past its maximum age found cancelled; resubmitting as if expired",
+                    job_id=t.entry.job_id,
+                    batch_job=name,
+                    max_age_h=ctx.settings.max_job_age_h,
+                )
+                state = JobState.EXPIRED
             t.failures = 0  # the provider answered
             if not state.terminal:
                 t.polls += 1

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 import pytest
 from sidecar_harness import Topics, collect, emulator_stats, sidecar_thread
+from test_sidecar_crashes import crashed_entry, seed_crashed_owner
 
 from connector.client import RequestPublisher
-from connector.core.records import ResultStatus
+from connector.core.records import EntryState, ResultStatus
 from connector.emulator import EmulatorServer
 
 pytestmark = pytest.mark.slow
@@ -94,3 +96,62 @@ def test_non_ascii_prompts_near_the_inline_limit_all_get_ok_results(
     for rid in ids:
         assert got.latest(rid).status is ResultStatus.OK, got.latest(rid).error
     assert_one_job_per_name(emulator.base_url)
+
+
+def test_crash_between_own_max_age_cancel_and_ledger_write_resubmits_split(
+    kafka_bootstrap: str, topics: Topics, emulator: EmulatorServer, publisher: RequestPublisher
+) -> None:
+    """The crash table's row 'max-age cancel and ledger write', set up exactly.
+
+    A previous owner cancelled a job that outlived CONNECTOR_MAX_JOB_AGE_H and died before
+    writing its halves. The new owner finds the job CANCELLED; the entry's age (durable in the
+    ledger) shows the cancel was the sidecar's own: split and resubmitted, never 499 errors.
+    """
+    from google import genai
+    from google.genai import types
+
+    ids = [f"aged-{i}" for i in range(4)]
+    for rid in ids:
+        publisher.publish(rid, "gemini-2.5-flash", prompt(rid), partition=0)
+    publisher.flush()
+    client = genai.Client(
+        api_key="k",
+        http_options=types.HttpOptions(base_url=emulator.base_url, api_version="v1beta"),
+    )
+    two_hours_ago = int(time.time() * 1000) - 2 * 3_600_000
+    entry = crashed_entry(
+        topics.group, "p0-0-aged", (0, 1, 2, 3), EntryState.SUBMITTED,
+        created_ms=two_hours_ago, updated_ms=two_hours_ago,
+    )  # fmt: skip
+    job = client.batches.create(
+        model="gemini-2.5-flash",
+        src=[
+            {"contents": prompt(r)["contents"], "metadata": {"key": str(i)}}
+            for i, r in enumerate(ids)
+        ],
+        config={"display_name": entry.display_name},
+    )  # fmt: skip
+    assert job.name
+    client.batches.cancel(name=job.name)
+    seed_crashed_owner(
+        kafka_bootstrap, topics, [crashed_entry(
+            topics.group, "p0-0-aged", (0, 1, 2, 3), EntryState.SUBMITTED,
+            created_ms=two_hours_ago, updated_ms=two_hours_ago, provider_job=job.name,
+        )], committed=4,
+    )  # fmt: skip
+    settings = topics.settings(
+        kafka_bootstrap, emulator.base_url, http_timeout_s=2, max_job_age_h=1.0
+    )
+    with sidecar_thread(settings) as sidecar:
+        got = collect(kafka_bootstrap, topics.results, set(ids), timeout=60)
+        assert sidecar.stats.jobs_resubmitted == 1
+    for rid in ids:
+        assert len(got.by_id[rid]) == 1
+        assert got.latest(rid).status is ResultStatus.OK, got.latest(rid).error
+        assert got.latest(rid).attempt == 2
+    created = assert_one_job_per_name(emulator.base_url)
+    assert set(created) == {
+        entry.display_name,
+        entry.display_name + "/a",
+        entry.display_name + "/b",
+    }

@@ -6,6 +6,7 @@ SDK, the emulator service in-process, in-memory Kafka and a manual clock.
 
 from __future__ import annotations
 
+import contextlib
 import io
 from typing import Any
 
@@ -131,3 +132,85 @@ def test_an_inline_create_refused_for_its_size_falls_back_to_a_file_job() -> Non
     assert_all_ok_once(h, ids)
     assert_one_job_per_name(h)
     assert calls(h, "files.upload") == 1
+
+
+# -- 3. the sidecar's own max-age cancel ----------------------------------------------------
+
+
+class Crash(BaseException):
+    """The process dies here (not an Exception: nothing may catch it)."""
+
+
+class CancelThen:
+    """The real adapter, whose next cancel lands but then loses its reply or crashes."""
+
+    def __init__(self, h: TestHarness, then: BaseException) -> None:
+        self.inner, self.h, self.then = h.gemini, h, then
+        self.cancels = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def cancel(self, name: str) -> None:
+        self.cancels += 1
+        self.inner.cancel(name)
+        assert self.h.emulator is not None
+        self.h.emulator.update_config(queue_delay_s=0.5)  # the resubmitted halves run
+        raise self.then
+
+
+def restart(h: TestHarness) -> TestHarness:
+    """A new process on the same Kafka and provider: the old one's memory is gone."""
+    from connector.runner import Ports, Sidecar
+    from connector.testing import MemoryLedger, MemoryReader, RecordingProducer, ScriptedConsumer
+
+    producer = RecordingProducer(h.kafka)
+    consumer = ScriptedConsumer(h.kafka, h.settings.request_topic)
+    ledger = MemoryLedger(h.kafka, h.settings.ledger, producer, h.codec)
+    reader = MemoryReader(h.kafka, h.settings.request_topic, h.codec)
+    gemini = getattr(h.gemini, "inner", h.gemini)
+    sidecar = Sidecar(h.settings, gemini, codec=h.codec, clock=h.clock, wall_ms=h.clock.wall_ms)
+    sidecar.attach(Ports(consumer, producer, ledger, reader, total_partitions=1))
+    consumer.assign(0)
+    return TestHarness(
+        sidecar, h.kafka, consumer, producer, ledger, reader, h.clock, gemini, h.emulator,
+        h.settings, h.codec,
+    )  # fmt: skip
+
+
+def stuck_job(then: BaseException) -> tuple[TestHarness, set[str], CancelThen]:
+    """Four requests in one job that stays PENDING past the maximum age (0.001 h = 3.6 s)."""
+    h, ids = start(4, {"queue_delay_s": 3600.0}, max_job_age_h=0.001, http_timeout_s=2.0)
+    wrapped = CancelThen(h, then)
+    h.sidecar.gemini = h.sidecar.ctx.gemini = h.gemini = wrapped
+    h.run_until(lambda: wrapped.cancels > 0, max_passes=40, advance_s=0.5)
+    return h, ids, wrapped
+
+
+def assert_resubmitted_split(h: TestHarness, ids: set[str]) -> None:
+    assert_all_ok_once(h, ids)
+    assert {e.attempt for e in h.result_events()} == {2}
+    assert_one_job_per_name(h)
+    assert h.emulator is not None
+    assert len(h.emulator.created_by_display_name()) == 3  # the cancelled job and its halves
+
+
+def test_own_max_age_cancel_whose_reply_is_lost_is_resubmitted_split_not_499() -> None:
+    from connector.errors import ProviderRetryable
+
+    h, ids, _ = stuck_job(ProviderRetryable("reply lost", 503, "UNAVAILABLE"))
+    h.run_until(lambda: answered(h, ids), max_passes=60, advance_s=0.5)
+    assert_resubmitted_split(h, ids)
+
+
+def test_crash_between_own_max_age_cancel_and_ledger_write_resubmits_split_not_499() -> None:
+    """The next owner finds the job CANCELLED; its entry's age says the cancel was ours."""
+    h, ids = start(4, {"queue_delay_s": 3600.0}, max_job_age_h=0.001, http_timeout_s=2.0)
+    wrapped = CancelThen(h, Crash())
+    h.sidecar.gemini = h.sidecar.ctx.gemini = h.gemini = wrapped
+    with contextlib.suppress(Crash):
+        h.run_until(lambda: False, max_passes=40, advance_s=0.5)
+    assert wrapped.cancels == 1
+    h2 = restart(h)
+    h2.run_until(lambda: answered(h2, ids), max_passes=60, advance_s=0.5)
+    assert_resubmitted_split(h2, ids)
