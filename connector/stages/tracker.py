@@ -20,7 +20,7 @@ from connector.core.records import (
     RemoteJob,
 )
 from connector.core.results import Outgoing, error_results, success_results
-from connector.errors import ConnectorError, ProviderError, ProviderRejected
+from connector.errors import ConnectorError, ProviderError, ProviderFileGone, ProviderRejected
 from connector.stages.context import Context
 
 log = structlog.get_logger("connector")
@@ -115,6 +115,16 @@ class Tracker:
         if isinstance(outcome, policy.Deliver):
             try:
                 outputs = self._outputs(remote)
+            except ProviderFileGone as exc:
+                # Past the Files API's 48 h TTL (or deleted): waiting will not bring it back.
+                log.error(
+                    "results file of a finished job is gone; resubmitting as if expired",
+                    job_id=entry.job_id,
+                    batch_job=entry.provider_job,
+                    error=str(exc),
+                )
+                self.finish(t, JobState.EXPIRED, None)
+                return
             except ProviderError as exc:
                 log.warning(
                     "fetching results failed; will retry",

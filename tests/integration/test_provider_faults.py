@@ -155,3 +155,24 @@ def test_crash_between_own_max_age_cancel_and_ledger_write_resubmits_split(
         entry.display_name + "/a",
         entry.display_name + "/b",
     }
+
+
+def test_finished_job_whose_results_file_expired_is_resubmitted(
+    kafka_bootstrap: str, topics: Topics, emulator: EmulatorServer, publisher: RequestPublisher
+) -> None:
+    """Result files expire at once (403 on download): the job is resubmitted split, not
+    polled forever holding a quota slot; once files stay, every request is answered OK."""
+    from waiting import wait_until
+
+    emulator.update_config(output_file_ttl_s=0.0)
+    ids = publish(publisher, "ttl", 6)
+    settings = topics.settings(kafka_bootstrap, emulator.base_url, batch_inline_max_bytes=0)
+    with sidecar_thread(settings) as sidecar:
+        wait_until(lambda: sidecar.stats.jobs_resubmitted >= 1, timeout=30, message="resubmit")
+        emulator.update_config(output_file_ttl_s=None)
+        got = collect(kafka_bootstrap, topics.results, ids, timeout=60)
+    for rid in ids:
+        assert len(got.by_id[rid]) == 1
+        assert got.latest(rid).status is ResultStatus.OK, got.latest(rid).error
+    assert any(got.latest(rid).attempt == 2 for rid in ids)
+    assert_one_job_per_name(emulator.base_url)

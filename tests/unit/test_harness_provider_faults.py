@@ -214,3 +214,27 @@ def test_crash_between_own_max_age_cancel_and_ledger_write_resubmits_split_not_4
     h2 = restart(h)
     h2.run_until(lambda: answered(h2, ids), max_passes=60, advance_s=0.5)
     assert_resubmitted_split(h2, ids)
+
+
+# -- 4. a finished job whose results file is gone -------------------------------------------
+
+
+def test_finished_job_whose_results_file_expired_is_resubmitted_not_retried_forever() -> None:
+    """output_file_ttl_s=0: the results file is gone (403) by the time it is downloaded."""
+    h, ids = start(4, {"output_file_ttl_s": 0.0}, batch_inline_max_bytes=0)
+    h.run_until(lambda: h.sidecar.stats.jobs_resubmitted >= 1, max_passes=40, advance_s=0.5)
+    assert h.emulator is not None
+    h.emulator.update_config(output_file_ttl_s=None)  # the halves' results stay
+    h.run_until(lambda: answered(h, ids), max_passes=40, advance_s=0.5)
+    assert_all_ok_once(h, ids)
+    assert {e.attempt for e in h.result_events()} == {2}
+    assert_one_job_per_name(h)
+    assert h.sidecar.owned.count(EntryState.SUBMITTED) == 0, "no slot held by the first job"
+
+
+def test_results_file_gone_on_every_attempt_ends_in_error_results_within_the_budget() -> None:
+    h, ids = start(2, {"output_file_ttl_s": 0.0}, batch_inline_max_bytes=0, max_attempts=2)
+    h.run_until(lambda: answered(h, ids), max_passes=80, advance_s=0.5)
+    events = h.result_events()
+    assert sorted(e.request_id for e in events) == sorted(ids)
+    assert {e.error.status for e in events if e.error} == {"DEADLINE_EXCEEDED"}
