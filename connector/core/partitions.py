@@ -85,3 +85,5 @@ class Stats:
     jobs_adopted: int = 0
     jobs_finished: int = 0
     jobs_resubmitted: int = 0
+    provider_auth_failing: bool = False
+    """Gemini refuses our API key (401, 403, API_KEY_INVALID): jobs wait; report unhealthy."""

@@ -6,6 +6,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import structlog
+
 from connector.config import Settings
 from connector.core import policy
 from connector.core.codec import Codec
@@ -13,7 +15,10 @@ from connector.core.partitions import Partitions, Stats, Tracked
 from connector.core.ports import GeminiPort, LedgerPort, ProducerPort, RequestReaderPort
 from connector.core.records import LedgerEntry
 from connector.core.results import Original
+from connector.errors import ProviderAuthFailed
 from connector.stages.sink import Sink
+
+log = structlog.get_logger("connector")
 
 
 @dataclass(slots=True)
@@ -37,6 +42,20 @@ class Context:
     def originals(self, entry: LedgerEntry) -> dict[int, Original]:
         """The job's requests, re-read from the request topic by offset."""
         return self.reader.read(entry.key.partition, entry.offsets)
+
+    def provider_answered(self, exc: Exception | None = None) -> None:
+        """Track whether Gemini accepts our API key: `exc` is the call's error, None if it worked.
+
+        A rejected key is an outage (rotated or revoked key), never the requests' fault: jobs
+        wait with capped backoff while `stats.provider_auth_failing` reports it.
+        """
+        failing = isinstance(exc, ProviderAuthFailed)
+        if failing and not self.stats.provider_auth_failing:
+            log.error("Gemini refuses the API key; jobs wait until it is accepted", error=str(exc))
+        elif not failing and exc is None and self.stats.provider_auth_failing:
+            log.warning("Gemini accepts the API key again")
+        if failing or exc is None:
+            self.stats.provider_auth_failing = failing
 
     def reschedule(self, t: Tracked, now: float) -> None:
         """Back off after a failed call for this job (see `policy.failure_delay`)."""

@@ -18,7 +18,12 @@ from connector.core.ports import SendHandle
 from connector.core.quota import Budget, admit
 from connector.core.records import EntryState, ErrorInfo, JobInput, RequestEvent
 from connector.core.results import correlation_key
-from connector.errors import ProviderError, ProviderRejected, ProviderRequestTooLarge
+from connector.errors import (
+    ProviderAuthFailed,
+    ProviderError,
+    ProviderRejected,
+    ProviderRequestTooLarge,
+)
 from connector.stages.context import Context
 from connector.stages.tracker import Tracker
 
@@ -42,10 +47,13 @@ class Submitter:
         try:
             existing = ctx.gemini.find_by_display_names(lookups)
         except ProviderError as exc:
+            ctx.provider_answered(exc)
             log.warning("job lookup failed; will retry", error=str(exc))
             for t in due:
                 ctx.reschedule(t, now)
             return
+        if lookups:
+            ctx.provider_answered()
         sends: list[SendHandle] = []
         for t in due:
             if ctx.clock() >= deadline:
@@ -87,6 +95,12 @@ class Submitter:
             else:
                 job = ctx.gemini.create(model, kind, name, prio, inline=inputs)
         except ProviderRejected as exc:
+            if isinstance(exc, ProviderAuthFailed):
+                # A rotated or revoked key: an outage, never the requests' fault.
+                ctx.provider_answered(exc)
+                ctx.reschedule(t, now)
+                self._keep(t, input_file, kept)
+                return None
             if isinstance(exc, ProviderRequestTooLarge) and not use_file:
                 # Our size estimate fell short of the bytes sent: a file has no such limit.
                 log.warning(
@@ -128,6 +142,7 @@ class Submitter:
             else:
                 t.lookup = False
             return None
+        ctx.provider_answered()
         ctx.stats.jobs_created += 1
         log.info(
             "job created",

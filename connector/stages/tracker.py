@@ -20,7 +20,13 @@ from connector.core.records import (
     RemoteJob,
 )
 from connector.core.results import Outgoing, error_results, success_results
-from connector.errors import ConnectorError, ProviderError, ProviderFileGone, ProviderRejected
+from connector.errors import (
+    ConnectorError,
+    ProviderAuthFailed,
+    ProviderError,
+    ProviderFileGone,
+    ProviderRejected,
+)
 from connector.stages.context import Context
 
 log = structlog.get_logger("connector")
@@ -44,7 +50,8 @@ class Tracker:
                 remote = ctx.gemini.get(name)
                 state = remote.state
             except ProviderRejected as exc:
-                if exc.code != 404:
+                ctx.provider_answered(exc)
+                if exc.code != 404 or isinstance(exc, ProviderAuthFailed):
                     log.warning("job poll rejected", batch_job=name, error=str(exc))
                     ctx.reschedule(t, now)
                     continue
@@ -70,6 +77,7 @@ class Tracker:
                 )
                 state = JobState.EXPIRED
             t.failures = 0  # the provider answered
+            ctx.provider_answered()
             if not state.terminal:
                 t.polls += 1
                 t.due = now + policy.poll_delay(t.polls, ctx.retry, ctx.rand.random())
@@ -126,6 +134,7 @@ class Tracker:
                 self.finish(t, JobState.EXPIRED, None)
                 return
             except ProviderError as exc:
+                ctx.provider_answered(exc)
                 log.warning(
                     "fetching results failed; will retry",
                     batch_job=entry.provider_job,

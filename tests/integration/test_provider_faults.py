@@ -176,3 +176,33 @@ def test_finished_job_whose_results_file_expired_is_resubmitted(
         assert got.latest(rid).status is ResultStatus.OK, got.latest(rid).error
     assert any(got.latest(rid).attempt == 2 for rid in ids)
     assert_one_job_per_name(emulator.base_url)
+
+
+def test_api_key_switched_at_run_time_is_an_outage_not_error_results(
+    kafka_bootstrap: str, topics: Topics, emulator: EmulatorServer, publisher: RequestPublisher
+) -> None:
+    """The emulator starts refusing the sidecar's key mid-run (400 API_KEY_INVALID): no error
+    results, `provider_auth_failing` in the status; accepted again, every request is OK."""
+    from waiting import wait_until
+
+    settings = topics.settings(kafka_bootstrap, emulator.base_url, batch_inline_max_bytes=0)
+    with sidecar_thread(settings) as sidecar:
+        wait_until(lambda: sidecar.running, timeout=30, message="sidecar running")
+        emulator.update_config(api_key="rotated-key")
+        ids = publish(publisher, "key", 6)
+        wait_until(
+            lambda: sidecar.status().get("provider_auth_failing"),
+            timeout=30,
+            message="auth failure reported",
+        )
+        assert sidecar.stats.results_error == 0, "an auth failure is never the requests' fault"
+        emulator.update_config(api_key=None)
+        got = collect(kafka_bootstrap, topics.results, ids, timeout=120)
+        wait_until(
+            lambda: sidecar.status().get("provider_auth_failing") is False,
+            timeout=10,
+            message="auth failure cleared",
+        )
+    for rid in ids:
+        assert len(got.by_id[rid]) == 1
+        assert got.latest(rid).status is ResultStatus.OK, got.latest(rid).error

@@ -238,3 +238,37 @@ def test_results_file_gone_on_every_attempt_ends_in_error_results_within_the_bud
     events = h.result_events()
     assert sorted(e.request_id for e in events) == sorted(ids)
     assert {e.error.status for e in events if e.error} == {"DEADLINE_EXCEEDED"}
+
+
+# -- 5. a rotated API key --------------------------------------------------------------------
+
+
+def test_rotated_api_key_is_an_outage_not_error_results() -> None:
+    """Every call gets 400 API_KEY_INVALID: jobs wait (capped backoff) and the sidecar says so;
+    once the key works again every request is answered OK, none with an error."""
+    h, ids = start(3, {"api_key": "rotated-away"}, batch_inline_max_bytes=0)
+    h.step(30, advance_s=1.0)
+    assert h.result_events() == [], "an auth failure is never the requests' fault"
+    assert h.sidecar.stats.provider_auth_failing
+    assert h.sidecar.status()["provider_auth_failing"] is True
+    h.publish("late", "after the key broke")
+    ids.add("late")
+    assert h.emulator is not None
+    h.emulator.update_config(api_key="test-key")
+    h.run_until(lambda: answered(h, ids), max_passes=200, advance_s=1.0)
+    assert_all_ok_once(h, ids)
+    assert not h.sidecar.stats.provider_auth_failing
+
+
+def test_auth_failure_while_polling_is_reported_and_waited_out() -> None:
+    h, ids = start(3, {"queue_delay_s": 5.0})
+    h.run_until(lambda: h.sidecar.stats.jobs_created == 1, max_passes=20, advance_s=0.5)
+    assert h.emulator is not None
+    h.emulator.update_config(api_key="rotated-away")
+    h.step(20, advance_s=1.0)
+    assert h.sidecar.stats.provider_auth_failing
+    assert h.result_events() == []
+    h.emulator.update_config(api_key=None)
+    h.run_until(lambda: answered(h, ids), max_passes=200, advance_s=1.0)
+    assert_all_ok_once(h, ids)
+    assert not h.sidecar.stats.provider_auth_failing
