@@ -272,6 +272,11 @@ FAILURE_FLOOR_S = 0.5
 """Least wait after a failed provider call (a refused lookup, create, poll or download)."""
 FAILURE_BASE_S = 1.0
 FAILURE_CAP_S = 60.0
+CLEANUP_MAX_ATTEMPTS = 8
+"""Deletes of a finished job's files and job are tried this often (5xx, 429, timeouts, a
+rejected key), with `failure_delay` between tries; Gemini deletes files after 48 h anyway."""
+CLEANUP_MAX_PENDING = 10_000
+"""At most this many deletes wait for a retry; more are left to Gemini's own expiry."""
 POLL_JITTER = 0.2
 """Job polls are spread by +-20 % so jobs created together do not poll in lockstep."""
 

@@ -6,6 +6,8 @@ the job's tombstone; a crash in between repeats results (the named duplicate win
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import structlog
 
 from connector.core import policy
@@ -26,6 +28,7 @@ from connector.errors import (
     ProviderError,
     ProviderFileGone,
     ProviderRejected,
+    ProviderRetryable,
 )
 from connector.stages.context import Context
 
@@ -37,9 +40,12 @@ class Tracker:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        self._cleanups: list[_Cleanup] = []
 
     def track_due(self, now: float, stopping: bool = False) -> None:
         ctx = self.ctx
+        if not stopping:
+            self.retry_cleanups(now)
         for t in ctx.owned.due(EntryState.SUBMITTED, now):
             if stopping:
                 return
@@ -211,16 +217,51 @@ class Tracker:
         self.deliver(entry, error_results(entry, originals, error, job_name, ctx.wall_ms()))
 
     def cleanup(self, job: str | None, input_file: str | None, output_file: str | None) -> None:
-        """Best effort: Gemini deletes files after 48 h anyway; a failure here loses nothing."""
+        """Best effort: Gemini deletes files after 48 h anyway; a failure here loses nothing.
+
+        A delete that failed transiently (5xx, 429, timeout, a rejected key) is queued and
+        tried again with backoff, `policy.CLEANUP_MAX_ATTEMPTS` times in all.
+        """
+        now = self.ctx.clock()
+        for what, name in (("input file", input_file), ("output file", output_file), ("job", job)):
+            if name is not None:
+                self._delete(_Cleanup(what, name), now)
+
+    def retry_cleanups(self, now: float) -> None:
+        """Try the queued deletes that are due."""
+        if not self._cleanups or min(c.due for c in self._cleanups) > now:
+            return
+        due = [c for c in self._cleanups if c.due <= now]
+        self._cleanups = [c for c in self._cleanups if c.due > now]
+        for c in due:
+            self._delete(c, now)
+
+    def _delete(self, c: _Cleanup, now: float) -> None:
         gemini = self.ctx.gemini
-        for what, fn, arg in (
-            ("input file", gemini.delete_file, input_file),
-            ("output file", gemini.delete_file, output_file),
-            ("job", gemini.delete_job, job),
-        ):
-            if arg is None:
-                continue
-            try:
-                fn(arg)
-            except ConnectorError as exc:
-                log.info("cleanup failed", what=what, name=arg, error=str(exc))
+        try:
+            if c.what == "job":
+                gemini.delete_job(c.name)
+            else:
+                gemini.delete_file(c.name)
+        except (ProviderRetryable, ProviderAuthFailed) as exc:
+            c.attempts += 1
+            if c.attempts >= policy.CLEANUP_MAX_ATTEMPTS:
+                log.warning("cleanup given up", what=c.what, name=c.name, error=str(exc))
+            elif len(self._cleanups) >= policy.CLEANUP_MAX_PENDING:
+                log.warning("cleanup queue full; left to Gemini's expiry", what=c.what, name=c.name)
+            else:
+                c.due = now + policy.failure_delay(c.attempts, self.ctx.rand.random())
+                self._cleanups.append(c)
+                log.info("cleanup failed; will retry", what=c.what, name=c.name, error=str(exc))
+        except ConnectorError as exc:  # already gone (404/403) or refused for good
+            log.info("cleanup failed", what=c.what, name=c.name, error=str(exc))
+
+
+@dataclass(slots=True)
+class _Cleanup:
+    """A delete of a finished job's file or of the job itself, retried after a 5xx."""
+
+    what: str
+    name: str
+    attempts: int = 0
+    due: float = 0.0

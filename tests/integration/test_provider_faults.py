@@ -206,3 +206,34 @@ def test_api_key_switched_at_run_time_is_an_outage_not_error_results(
     for rid in ids:
         assert len(got.by_id[rid]) == 1
         assert got.latest(rid).status is ResultStatus.OK, got.latest(rid).error
+
+
+def test_cleanup_after_transient_errors_leaves_no_job_or_file_behind(
+    kafka_bootstrap: str, topics: Topics, emulator: EmulatorServer, publisher: RequestPublisher
+) -> None:
+    """A quarter of all calls fail 500/503, deletes included: they are retried with backoff."""
+    from waiting import wait_until
+
+    emulator.update_config(transient_error_rate=0.25, seed=11)
+    ids = publish(publisher, "tidy", 12)
+    settings = topics.settings(
+        kafka_bootstrap,
+        emulator.base_url,
+        http_timeout_s=2,
+        batch_inline_max_bytes=0,
+        batch_max_requests=2,
+    )
+    with sidecar_thread(settings):
+        got = collect(kafka_bootstrap, topics.results, ids, timeout=120)
+        wait_until(
+            lambda: (
+                (s := emulator_stats(emulator.base_url))["files"]["count"] == 0
+                and s["batches"]["live"] == 0
+            ),
+            timeout=90,
+            message=lambda: f"everything deleted: {emulator_stats(emulator.base_url)}",
+        )
+    for rid in ids:
+        assert got.latest(rid).status is ResultStatus.OK, got.latest(rid).error
+    assert emulator_stats(emulator.base_url)["calls"].get("faults.transient", 0) > 0
+    assert_one_job_per_name(emulator.base_url)

@@ -272,3 +272,21 @@ def test_auth_failure_while_polling_is_reported_and_waited_out() -> None:
     h.run_until(lambda: answered(h, ids), max_passes=200, advance_s=1.0)
     assert_all_ok_once(h, ids)
     assert not h.sidecar.stats.provider_auth_failing
+
+
+# -- 6. cleanup after a 5xx -----------------------------------------------------------------
+
+
+def test_cleanup_that_fails_transiently_is_retried_until_nothing_is_left_behind() -> None:
+    """A quarter of all calls fail 500/503, deletes too: they are queued and tried again."""
+    h, ids = start(
+        12, {"transient_error_rate": 0.25}, batch_inline_max_bytes=0, batch_max_requests=2
+    )
+    h.run_until(lambda: answered(h, ids), max_passes=300, advance_s=0.5)
+    assert_all_ok_once(h, ids)
+    assert calls(h, "faults.transient") > 0
+    h.run_until(
+        lambda: not live_files(h) and emulator_stats(h)["batches"]["live"] == 0,
+        max_passes=300,
+        advance_s=1.0,
+    )
