@@ -131,7 +131,8 @@ class Submitter:
             log.warning("job create failed; backing off", job_id=entry.job_id, error=str(exc))
             ctx.reschedule(t, now)
             self._keep(t, input_file, kept)
-            if exc.code != 429:
+            created_maybe = input_file is not None or not use_file  # else the upload failed
+            if exc.code != 429 and created_maybe:
                 # A 5xx or timeout may hide a job that was created, or one that lands later:
                 # look it up, one HTTP timeout from now, before trying again. A 429 is a
                 # clear refusal.
