@@ -14,6 +14,9 @@ ConnectorError
 └── ProviderError        a Gemini call failed
     ├── ProviderRetryable  429, 5xx, timeouts: back off and try again
     └── ProviderRejected   4xx other than 429: trying again will not help
+        ├── ProviderAuthFailed      401, 403, API_KEY_INVALID: the key, not the request (an outage)
+        ├── ProviderRequestTooLarge 400 "payload size exceeds the limit" on an inline create
+        └── ProviderFileGone        403/404 on a file: expired (48 h) or deleted
 """
 
 from __future__ import annotations
@@ -89,3 +92,19 @@ class ProviderRetryable(ProviderError):
 
 class ProviderRejected(ProviderError):
     """Raised when the provider refuses a call for good (4xx other than 429)."""
+
+
+class ProviderAuthFailed(ProviderRejected):
+    """Raised for 401, 403 PERMISSION_DENIED (not about a file) and 400 API_KEY_INVALID.
+
+    The key was rotated or lost its permission: an outage to wait out, never the fault of
+    the requests of a job.
+    """
+
+
+class ProviderRequestTooLarge(ProviderRejected):
+    """Raised when a create is refused because its body is over the size limit (400)."""
+
+
+class ProviderFileGone(ProviderRejected):
+    """Raised when a file no longer exists (403/404): past its 48 h TTL, or deleted."""

@@ -14,6 +14,7 @@ Two choices for speed and fidelity, both measured (docs/design.md):
 from __future__ import annotations
 
 import contextlib
+import re
 import tempfile
 from collections.abc import Iterator, Sequence
 from typing import IO, Any
@@ -25,7 +26,13 @@ from google.genai import errors as genai_errors
 from google.genai import types
 
 from connector.core.records import JobInput, JobProgress, JobState, Kind, OutputItem, RemoteJob
-from connector.errors import ProviderRejected, ProviderRetryable
+from connector.errors import (
+    ProviderAuthFailed,
+    ProviderFileGone,
+    ProviderRejected,
+    ProviderRequestTooLarge,
+    ProviderRetryable,
+)
 
 GEMINI_BASE_URL = "https://generativelanguage.googleapis.com/"
 
@@ -41,14 +48,31 @@ _STATES = {
 }
 
 
-def map_error(exc: Exception) -> Exception:
-    """Translate SDK and transport errors into the sidecar's tree (one place only)."""
+_TOO_LARGE = re.compile(r"payload size|size exceeds|too large", re.IGNORECASE)
+_KEY_INVALID = re.compile(r"API_KEY_INVALID|API key not valid|API key expired", re.IGNORECASE)
+_ABOUT_FILE = re.compile(r"\bfile\b", re.IGNORECASE)
+
+
+def map_error(exc: Exception, files: bool = False) -> Exception:
+    """Translate SDK and transport errors into the sidecar's tree (one place only).
+
+    `files`: the call names a file (download, delete, create from a file), so a 403 or 404
+    whose message is about a file means that file is gone (the Files API answers 403 for an
+    expired file), not that the key is bad.
+    """
     if isinstance(exc, genai_errors.APIError):
         code = int(exc.code or 0)
         status = str(exc.status or "UNKNOWN")
-        msg = f"Gemini API error {code} {status}: {exc.message or ''}".strip()
+        message = exc.message or ""
+        msg = f"Gemini API error {code} {status}: {message}".strip()
         if code in (408, 429) or code >= 500:
             return ProviderRetryable(msg, code, status)
+        if files and code in (403, 404) and _ABOUT_FILE.search(message):
+            return ProviderFileGone(msg, code, status)
+        if code in (401, 403) or (code == 400 and _KEY_INVALID.search(f"{message} {exc.details}")):
+            return ProviderAuthFailed(msg, code, status)
+        if code in (400, 413) and _TOO_LARGE.search(message):
+            return ProviderRequestTooLarge(msg, code, status)
         return ProviderRejected(msg, code, status)
     if isinstance(exc, httpx2.TransportError | TimeoutError | ConnectionError):
         return ProviderRetryable(
@@ -58,12 +82,12 @@ def map_error(exc: Exception) -> Exception:
 
 
 @contextlib.contextmanager
-def sdk_errors() -> Iterator[None]:
+def sdk_errors(files: bool = False) -> Iterator[None]:
     """Translate whatever an SDK call raises into the sidecar's error tree (one place)."""
     try:
         yield
     except Exception as exc:
-        raise map_error(exc) from exc
+        raise map_error(exc, files) from exc
 
 
 class Gemini:
@@ -116,7 +140,7 @@ class Gemini:
         http = self._no_retry
         if batch:
             http = http.model_copy(update={"extra_body": {"batch": batch}})
-        with sdk_errors():
+        with sdk_errors(files=file_name is not None):
             if kind is Kind.EMBED:
                 if file_name is None:
                     raise ValueError("embedding jobs go through an uploaded file")
@@ -181,11 +205,11 @@ class Gemini:
         return found
 
     def download(self, file_name: str) -> bytes:
-        with sdk_errors():
+        with sdk_errors(files=True):
             return self._client.files.download(file=file_name)
 
     def delete_file(self, file_name: str) -> None:
-        with sdk_errors():
+        with sdk_errors(files=True):
             self._client.files.delete(name=file_name)
 
     def cancel(self, name: str) -> None:

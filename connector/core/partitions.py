@@ -91,3 +91,5 @@ class Stats:
     """Ledger entries of another request topic skipped on load (a shared ledger)."""
     fenced: int = 0
     """Transactions the group refused: partitions this replica had lost (KIP-447)."""
+    provider_auth_failing: bool = False
+    """Gemini refuses our API key (401, 403, API_KEY_INVALID): jobs wait; report unhealthy."""

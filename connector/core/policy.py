@@ -46,6 +46,7 @@ __all__ = [
     "prunable",
     "split_offsets",
     "submitted",
+    "unclear_create_delay",
     "uses_file",
 ]
 
@@ -290,6 +291,11 @@ FAILURE_FLOOR_S = 0.5
 """Least wait after a failed provider call (a refused lookup, create, poll or download)."""
 FAILURE_BASE_S = 1.0
 FAILURE_CAP_S = 60.0
+CLEANUP_MAX_ATTEMPTS = 8
+"""Deletes of a finished job's files and job are tried this often (5xx, 429, timeouts, a
+rejected key), with `failure_delay` between tries; Gemini deletes files after 48 h anyway."""
+CLEANUP_MAX_PENDING = 10_000
+"""At most this many deletes wait for a retry; more are left to Gemini's own expiry."""
 POLL_JITTER = 0.2
 """Job polls are spread by +-20 % so jobs created together do not poll in lockstep."""
 
@@ -300,6 +306,15 @@ def failure_delay(failures: int, rand: float) -> float:
     Counts failures only: quiet polls of a healthy job must not push its next retry to the cap.
     """
     return FAILURE_FLOOR_S + backoff_with_jitter(failures, FAILURE_BASE_S, FAILURE_CAP_S, rand)
+
+
+def unclear_create_delay(failures: int, rand: float, http_timeout_s: float) -> float:
+    """Seconds before looking up a job whose create failed unclearly (5xx, timeout, reset).
+
+    At least one HTTP timeout, rounded up as the SDK rounds `X-Server-Timeout`: by then that
+    create has landed or died, so a lookup cannot miss a job that lands a moment later.
+    """
+    return max(failure_delay(failures, rand), float(math.ceil(http_timeout_s)))
 
 
 def poll_delay(polls_so_far: int, policy: RetryPolicy, rand: float) -> float:

@@ -32,6 +32,7 @@ __all__ = [
     "MAX_MODEL_CHARS",
     "MAX_REQUEST_ID_CHARS",
     "MEDIA_PART_TOKENS",
+    "escaped_size",
     "validate_request",
 ]
 
@@ -194,8 +195,10 @@ _ATTR = {
 def validate_request(ev: RequestEvent, max_request_bytes: int) -> tuple[int, int]:
     """Return ``(size_bytes, est_tokens)`` for a valid request, else raise ``InvalidRequest``.
 
-    ``size_bytes`` is the UTF-8 size of the body plus the request id and a fixed
-    envelope: what the request adds to an inline job or a JSONL file line.
+    ``size_bytes`` is what the request adds to an inline create as the SDK sends it
+    (``json.dumps``, so every non-ASCII character goes out as a 6-byte ``\\uXXXX`` escape,
+    12 bytes for one outside the BMP), body plus request id plus a fixed envelope; a JSONL
+    file line (UTF-8) is never larger. The per-request limit applies to the UTF-8 size.
     ``est_tokens`` is a cheap input-token estimate for the enqueued-token budget:
     a quarter of the body's bytes, not counting inline media payloads, plus
     ``MEDIA_PART_TOKENS`` per media part. Reasons are written for the request's owner.
@@ -239,6 +242,10 @@ def validate_request(ev: RequestEvent, max_request_bytes: int) -> tuple[int, int
             f"request is {size} bytes, over the {max_request_bytes}-byte limit per request; "
             "send large media through the Files API (fileData) instead of inline"
         )
+    if not body.isascii():
+        size += escaped_size(body) - body_bytes
+    if not rid.isascii():
+        size += escaped_size(rid) - rid_bytes
 
     try:
         if kind is _GENERATE:
@@ -251,6 +258,20 @@ def validate_request(ev: RequestEvent, max_request_bytes: int) -> tuple[int, int
         raise InvalidRequest(f"body is not valid JSON: {exc}") from exc
     text_bytes = body_bytes - media_chars
     return size, max(1, -(-text_bytes // 4) + media_parts * MEDIA_PART_TOKENS)
+
+
+def escaped_size(text: str) -> int:
+    """Bytes of `text` once non-ASCII characters are written as JSON ``\\uXXXX`` escapes.
+
+    That is how the SDK sends an inline create (``json.dumps``, ``ensure_ascii``): 1,000
+    Cyrillic characters are 2,000 UTF-8 bytes but 6,000 on the wire. Exact for JSON text and
+    plain strings alike (ASCII is kept as written); two C-speed passes, no Python loop.
+    """
+    if text.isascii():
+        return len(text)
+    ascii_chars = len(text.encode("ascii", "ignore"))
+    code_units = len(text.encode("utf-16-le", "surrogatepass")) >> 1  # astral chars count 2
+    return ascii_chars + 6 * (code_units - ascii_chars)
 
 
 def _check_model_name(model: str) -> None:

@@ -6,6 +6,8 @@ import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+import structlog
+
 from connector.config import Settings
 from connector.core import policy
 from connector.core.codec import Codec
@@ -22,7 +24,10 @@ from connector.core.ports import (
 )
 from connector.core.records import LedgerEntry
 from connector.core.results import Original
+from connector.errors import ProviderAuthFailed
 from connector.stages.sink import Sink
+
+log = structlog.get_logger("connector")
 
 
 @dataclass(slots=True)
@@ -69,6 +74,20 @@ class Context:
     def originals(self, entry: LedgerEntry) -> dict[int, Original]:
         """The job's requests, re-read from the request topic by offset."""
         return self.reader.read(entry.key.partition, entry.offsets)
+
+    def provider_answered(self, exc: Exception | None = None) -> None:
+        """Track whether Gemini accepts our API key: `exc` is the call's error, None if it worked.
+
+        A rejected key is an outage (rotated or revoked key), never the requests' fault: jobs
+        wait with capped backoff while `stats.provider_auth_failing` reports it.
+        """
+        failing = isinstance(exc, ProviderAuthFailed)
+        if failing and not self.stats.provider_auth_failing:
+            log.error("Gemini refuses the API key; jobs wait until it is accepted", error=str(exc))
+        elif not failing and exc is None and self.stats.provider_auth_failing:
+            log.warning("Gemini accepts the API key again")
+        if failing or exc is None:
+            self.stats.provider_auth_failing = failing
 
     def reschedule(self, t: Tracked, now: float) -> None:
         """Back off after a failed call for this job (see `policy.failure_delay`)."""

@@ -6,6 +6,8 @@ display name and adopted if it exists; `create` itself runs with SDK retries off
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import orjson
 import structlog
 
@@ -16,7 +18,14 @@ from connector.core.ports import SendHandle
 from connector.core.quota import Budget, admit
 from connector.core.records import EntryState, ErrorInfo, JobInput, RequestEvent
 from connector.core.results import correlation_key
-from connector.errors import Fenced, ProviderError, ProviderRejected, RegistryUnavailable
+from connector.errors import (
+    Fenced,
+    ProviderAuthFailed,
+    ProviderError,
+    ProviderRejected,
+    ProviderRequestTooLarge,
+    RegistryUnavailable,
+)
 from connector.stages.context import Context
 from connector.stages.tracker import Tracker
 
@@ -45,10 +54,13 @@ class Submitter:
         try:
             existing = ctx.gemini.find_by_display_names(lookups) if lookups else {}
         except ProviderError as exc:
+            ctx.provider_answered(exc)
             log.warning("job lookup failed; will retry", error=str(exc))
             for t in due:
                 ctx.reschedule(t, now)
             return
+        if lookups:
+            ctx.provider_answered()
         sends: list[SendHandle] = []
         try:
             self._submit(due, existing, now, budget, deadline, sends)
@@ -76,7 +88,7 @@ class Submitter:
             if found is not None:
                 ctx.stats.jobs_adopted += 1
                 log.info("adopted existing job", job_id=t.entry.job_id, batch_job=found)
-                sends.append(self._submitted(t, found, None))
+                sends.append(self._submitted(t, found, t.entry.input_file))
                 continue
             # Looked up (recovered ones only once their lookup delay passed) and not there:
             # no create of the previous owner can still land, so the answer holds for the
@@ -109,32 +121,71 @@ class Submitter:
             self.tracker.give_up(entry, error, None)
             return None
         use_file = policy.uses_file(entry)
-        input_file = None
+        # An input file kept from an unclear create (maybe read by a job that landed late).
+        input_file = entry.input_file if use_file else None
+        kept = input_file is not None
         model, kind, name = entry.key.model, entry.key.kind, entry.display_name
         prio = entry.key.priority
         try:
-            if use_file:
+            if use_file and input_file is None:
                 input_file = ctx.gemini.upload_jsonl(jsonl_lines(inputs), name)
             if not self._claim(t, now):
-                self.tracker.cleanup(None, input_file, None)
+                self._keep(t, input_file, kept)  # reused when the job is claimed again
                 return None
             if use_file:
                 job = ctx.gemini.create(model, kind, name, prio, file_name=input_file)
             else:
                 job = ctx.gemini.create(model, kind, name, prio, inline=inputs)
         except ProviderRejected as exc:
+            if isinstance(exc, ProviderAuthFailed):
+                # A rotated or revoked key: an outage, never the requests' fault.
+                ctx.provider_answered(exc)
+                ctx.reschedule(t, now)
+                self._keep(t, input_file, kept)
+                return None
+            if isinstance(exc, ProviderRequestTooLarge) and not use_file:
+                # Our size estimate fell short of the bytes sent: a file has no such limit.
+                log.warning(
+                    "inline create over the provider's size limit; sending a file instead",
+                    job_id=entry.job_id,
+                    error=str(exc),
+                )
+                t.entry = replace(entry, use_file=True)
+                t.due = now
+                return None
+            if kept:
+                # The kept file may be gone (48 h TTL): forget it and upload afresh.
+                log.warning(
+                    "create from a kept input file refused; uploading it again",
+                    job_id=entry.job_id,
+                    input_file=input_file,
+                    error=str(exc),
+                )
+                self.tracker.cleanup(None, input_file, None)
+                t.entry = replace(entry, input_file=None)
+                ctx.reschedule(t, now)
+                return None
             log.error("job rejected by the provider", job_id=entry.job_id, error=str(exc))
             self.tracker.cleanup(None, input_file, None)
             self.tracker.give_up(entry, ErrorInfo(exc.code or 400, exc.status, str(exc)), None)
             return None
         except ProviderError as exc:
             log.warning("job create failed; backing off", job_id=entry.job_id, error=str(exc))
-            self.tracker.cleanup(None, input_file, None)
-            # A 5xx or timeout may hide a job that was created: look it up before trying
-            # again. A 429 is a clear refusal.
-            t.lookup = exc.code != 429
             ctx.reschedule(t, now)
+            self._keep(t, input_file, kept)
+            created_maybe = input_file is not None or not use_file  # else the upload failed
+            if exc.code != 429 and created_maybe:
+                # A 5xx or timeout may hide a job that was created, or one that lands later:
+                # look it up, one HTTP timeout from now, before trying again. A 429 is a
+                # clear refusal.
+                t.lookup = True
+                t.due = now + policy.unclear_create_delay(
+                    t.failures, ctx.rand.random(), ctx.settings.http_timeout_s
+                )
+            else:
+                t.lookup = False
             return None
+        ctx.provider_answered()
         ctx.stats.jobs_created += 1
         log.info(
             "job created",
@@ -171,6 +222,17 @@ class Submitter:
             t.due = now
             return False
         return True
+
+    def _keep(self, t: Tracked, input_file: str | None, kept: bool) -> None:
+        """Keep an uploaded input file for the retry (a job that landed may read it).
+
+        Recorded in the INTENT, so a crash keeps it too; it is deleted only with the job,
+        or when the job is given up.
+        """
+        if input_file is None or kept:
+            return
+        t.entry = replace(t.entry, input_file=input_file)
+        self.ctx.commit([self.ctx.ledger.write(t.entry)], [t.entry.key.partition])
 
     def _submitted(self, t: Tracked, job: str, input_file: str | None) -> SendHandle:
         ctx = self.ctx

@@ -8,6 +8,8 @@ the committed offset passes them, so a rewind never batches finished requests ag
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import structlog
 
 from connector.core import policy
@@ -24,8 +26,11 @@ from connector.core.records import (
 from connector.core.results import Outgoing, error_results, success_results
 from connector.errors import (
     ConnectorError,
+    ProviderAuthFailed,
     ProviderError,
+    ProviderFileGone,
     ProviderRejected,
+    ProviderRetryable,
     RegistryUnavailable,
 )
 from connector.stages.context import Context
@@ -38,10 +43,13 @@ class Tracker:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        self._cleanups: list[_Cleanup] = []
 
     def track_due(self, now: float, stopping: bool = False, deadline: float = float("inf")) -> None:
         """Poll due jobs; none after `deadline` (the pass budget): they stay due."""
         ctx = self.ctx
+        if not stopping:
+            self.retry_cleanups(now)
         for t in ctx.owned.due(EntryState.SUBMITTED, now):
             if stopping or ctx.clock() >= deadline:
                 return
@@ -52,7 +60,8 @@ class Tracker:
                 remote = ctx.gemini.get(name)
                 state = remote.state
             except ProviderRejected as exc:
-                if exc.code != 404:
+                ctx.provider_answered(exc)
+                if exc.code != 404 or isinstance(exc, ProviderAuthFailed):
                     log.warning("job poll rejected", batch_job=name, error=str(exc))
                     ctx.reschedule(t, now)
                     continue
@@ -67,7 +76,18 @@ class Tracker:
                 if cancelled is None:
                     continue
                 state = cancelled
+            elif state is JobState.CANCELLED and self._too_old(t):
+                # Our own max-age cancel whose reply was lost, or before a crash: the entry's
+                # age, durable in the ledger, says so. Resubmit split, never 499 errors.
+                log.warning(
+                    "job past its maximum age found cancelled; resubmitting as if expired",
+                    job_id=t.entry.job_id,
+                    batch_job=name,
+                    max_age_h=ctx.settings.max_job_age_h,
+                )
+                state = JobState.EXPIRED
             t.failures = 0  # the provider answered
+            ctx.provider_answered()
             if not state.terminal:
                 t.polls += 1
                 t.due = now + policy.poll_delay(t.polls, ctx.retry, ctx.rand.random())
@@ -114,7 +134,19 @@ class Tracker:
             try:
                 outputs = self._outputs(remote)
                 originals = ctx.originals(entry)
+            except ProviderFileGone as exc:
+                # Past the Files API's 48 h TTL (or deleted): waiting will not bring it back.
+                log.error(
+                    "results file of a finished job is gone; resubmitting as if expired",
+                    job_id=entry.job_id,
+                    batch_job=entry.provider_job,
+                    error=str(exc),
+                )
+                self.finish(t, JobState.EXPIRED, None)
+                return
             except (ProviderError, RegistryUnavailable) as exc:
+                if isinstance(exc, ProviderError):
+                    ctx.provider_answered(exc)
                 log.warning(
                     "fetching results failed; will retry",
                     batch_job=entry.provider_job,
@@ -233,16 +265,51 @@ class Tracker:
         self.deliver(entry, error_results(entry, originals, error, job_name, ctx.wall_ms()))
 
     def cleanup(self, job: str | None, input_file: str | None, output_file: str | None) -> None:
-        """Best effort: Gemini deletes files after 48 h anyway; a failure here loses nothing."""
+        """Best effort: Gemini deletes files after 48 h anyway; a failure here loses nothing.
+
+        A delete that failed transiently (5xx, 429, timeout, a rejected key) is queued and
+        tried again with backoff, `policy.CLEANUP_MAX_ATTEMPTS` times in all.
+        """
+        now = self.ctx.clock()
+        for what, name in (("input file", input_file), ("output file", output_file), ("job", job)):
+            if name is not None:
+                self._delete(_Cleanup(what, name), now)
+
+    def retry_cleanups(self, now: float) -> None:
+        """Try the queued deletes that are due."""
+        if not self._cleanups or min(c.due for c in self._cleanups) > now:
+            return
+        due = [c for c in self._cleanups if c.due <= now]
+        self._cleanups = [c for c in self._cleanups if c.due > now]
+        for c in due:
+            self._delete(c, now)
+
+    def _delete(self, c: _Cleanup, now: float) -> None:
         gemini = self.ctx.gemini
-        for what, fn, arg in (
-            ("input file", gemini.delete_file, input_file),
-            ("output file", gemini.delete_file, output_file),
-            ("job", gemini.delete_job, job),
-        ):
-            if arg is None:
-                continue
-            try:
-                fn(arg)
-            except ConnectorError as exc:
-                log.info("cleanup failed", what=what, name=arg, error=str(exc))
+        try:
+            if c.what == "job":
+                gemini.delete_job(c.name)
+            else:
+                gemini.delete_file(c.name)
+        except (ProviderRetryable, ProviderAuthFailed) as exc:
+            c.attempts += 1
+            if c.attempts >= policy.CLEANUP_MAX_ATTEMPTS:
+                log.warning("cleanup given up", what=c.what, name=c.name, error=str(exc))
+            elif len(self._cleanups) >= policy.CLEANUP_MAX_PENDING:
+                log.warning("cleanup queue full; left to Gemini's expiry", what=c.what, name=c.name)
+            else:
+                c.due = now + policy.failure_delay(c.attempts, self.ctx.rand.random())
+                self._cleanups.append(c)
+                log.info("cleanup failed; will retry", what=c.what, name=c.name, error=str(exc))
+        except ConnectorError as exc:  # already gone (404/403) or refused for good
+            log.info("cleanup failed", what=c.what, name=c.name, error=str(exc))
+
+
+@dataclass(slots=True)
+class _Cleanup:
+    """A delete of a finished job's file or of the job itself, retried after a 5xx."""
+
+    what: str
+    name: str
+    attempts: int = 0
+    due: float = 0.0

@@ -20,7 +20,13 @@ from hypothesis import strategies as st
 from connector.adapters.gemini import Gemini, map_error, remote_job
 from connector.core.jsonl import jsonl_lines, parse_output_file
 from connector.core.records import JobInput, JobState, Kind, OutputItem
-from connector.errors import ProviderRejected, ProviderRetryable
+from connector.errors import (
+    ProviderAuthFailed,
+    ProviderFileGone,
+    ProviderRejected,
+    ProviderRequestTooLarge,
+    ProviderRetryable,
+)
 
 CONTENTS = [{"role": "user", "parts": [{"text": "Say hi"}]}]
 CAMEL = {
@@ -278,7 +284,8 @@ def _api_error(cls: type[genai_errors.APIError], code: int, status: str | None) 
     [
         (genai_errors.ClientError, 400, "INVALID_ARGUMENT", ProviderRejected),
         (genai_errors.ClientError, 404, "NOT_FOUND", ProviderRejected),
-        (genai_errors.ClientError, 403, "PERMISSION_DENIED", ProviderRejected),
+        (genai_errors.ClientError, 403, "PERMISSION_DENIED", ProviderAuthFailed),
+        (genai_errors.ClientError, 401, "UNAUTHENTICATED", ProviderAuthFailed),
         (genai_errors.ClientError, 408, None, ProviderRetryable),
         (genai_errors.ClientError, 429, "RESOURCE_EXHAUSTED", ProviderRetryable),
         (genai_errors.ServerError, 500, "INTERNAL", ProviderRetryable),
@@ -289,7 +296,7 @@ def _api_error(cls: type[genai_errors.APIError], code: int, status: str | None) 
 def test_sdk_errors_map_to_the_tree(
     cls: type[genai_errors.APIError], code: int, status: str | None, want: type[Exception]
 ) -> None:
-    """429, 408 and 5xx are worth retrying; other 4xx never are."""
+    """429, 408 and 5xx are worth retrying; other 4xx never are (401/403: the key's fault)."""
     mapped = map_error(_api_error(cls, code, status))
     assert type(mapped) is want
     assert isinstance(mapped, ProviderRetryable | ProviderRejected)
@@ -297,6 +304,61 @@ def test_sdk_errors_map_to_the_tree(
     assert mapped.status == (status or "UNKNOWN")
     assert f"msg {code}" in str(mapped)
     assert str(code) in str(mapped)
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "message", "files", "want"),
+    [
+        (
+            400,
+            "INVALID_ARGUMENT",
+            "API key not valid. Please pass a valid API key.",
+            False,
+            ProviderAuthFailed,
+        ),
+        (
+            400,
+            "INVALID_ARGUMENT",
+            "Request payload size exceeds the limit: 20971520 bytes.",
+            False,
+            ProviderRequestTooLarge,
+        ),
+        (
+            403,
+            "PERMISSION_DENIED",
+            "You do not have permission to access the File abc or it may not exist.",
+            True,
+            ProviderFileGone,
+        ),
+        (404, "NOT_FOUND", "File files/abc not found.", True, ProviderFileGone),
+        (
+            403,
+            "PERMISSION_DENIED",
+            "Method doesn't allow unregistered callers.",
+            True,
+            ProviderAuthFailed,
+        ),
+        (
+            403,
+            "PERMISSION_DENIED",
+            "You do not have permission to access the File abc.",
+            False,
+            ProviderAuthFailed,
+        ),
+        (400, "INVALID_ARGUMENT", "contents is required", False, ProviderRejected),
+    ],
+)
+def test_auth_size_and_gone_files_are_told_apart(
+    code: int, status: str, message: str, files: bool, want: type[Exception]
+) -> None:
+    """A rotated key is an outage, an oversized inline create goes to a file, a gone file is
+    resubmitted: each needs its own type, all still `ProviderRejected`."""
+    exc = genai_errors.ClientError(
+        code, {"error": {"code": code, "status": status, "message": message}}
+    )
+    mapped = map_error(exc, files=files)
+    assert type(mapped) is want
+    assert isinstance(mapped, ProviderRejected)
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,6 @@ under test, so every path is taken on purpose, not by chance.
 
 from __future__ import annotations
 
-import pytest
 from loop_support import (
     HOLD_S,
     assert_answered_once,
@@ -204,12 +203,6 @@ def test_requests_no_longer_retained_get_data_loss_results() -> None:
     assert emu(nxt).created_by_display_name() == {intent.display_name: 1}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a permanent failure to fetch a SUCCEEDED job's results file (403/404: "
-    "the file is gone, e.g. past its 48 h TTL) is rescheduled like a transient one, "
-    "forever: the job stays SUBMITTED (holding quota) and its requests never get a result",
-)
 def test_succeeded_job_whose_results_file_is_gone_still_answers_every_request() -> None:
     h = held()
     ids = publish(h, "gf", 3, kind=Kind.EMBED, body={"content": {"parts": [{"text": "x"}]}})
@@ -220,4 +213,5 @@ def test_succeeded_job_whose_results_file_is_gone_still_answers_every_request() 
     emu(h).force_state(entry.provider_job or "", "SUCCEEDED")
     # The partition sat unowned for two days: the job's results file expired meanwhile.
     h.advance(49 * 3600.0)
+    emu(h).update_config(processing_delay_s=0)  # the resubmitted halves finish at once
     h.run_until(lambda: settled(h, ids), max_passes=60, advance_s=60.0)

@@ -16,6 +16,7 @@ from connector.core.validation import (
     ENVELOPE_BYTES,
     MAX_METADATA_BYTES,
     MEDIA_PART_TOKENS,
+    escaped_size,
     validate_request,
 )
 from connector.errors import InvalidRequest
@@ -137,11 +138,14 @@ def test_plausible_model_names_are_accepted(model: str) -> None:
 # -- size and token estimate -------------------------------------------------------
 
 
-def test_size_is_utf8_body_plus_envelope() -> None:
-    """size_bytes counts UTF-8 bytes (not characters) of the body, plus id and envelope."""
+def test_size_is_the_body_as_sent_plus_envelope() -> None:
+    """size_bytes counts the body as the SDK sends it (non-ASCII as \\uXXXX), plus id and
+    envelope: "héllo €" is 10 UTF-8 bytes but 17 on the wire."""
     body = json.dumps({"contents": [{"parts": [{"text": "héllo €"}]}]}, ensure_ascii=False)
     size, _ = validate_request(gen(body), LIMIT)
-    assert size == len(body.encode()) + len("req-1") + ENVELOPE_BYTES
+    sent = json.dumps(json.loads(body))  # as the SDK sends it
+    assert size == len(sent) + len("req-1") + ENVELOPE_BYTES
+    assert size == len(body.encode()) + 7 + len("req-1") + ENVELOPE_BYTES
 
 
 def test_over_the_size_limit_is_rejected_with_the_limit_named() -> None:
@@ -361,3 +365,21 @@ def test_arbitrary_text_only_raises_invalid_request(body: str, kind: Kind) -> No
     """Arbitrary text bodies, lone surrogates included, only ever raise InvalidRequest."""
     with contextlib.suppress(InvalidRequest):
         validate_request(RequestEvent("r", "m", kind, body), LIMIT)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["plain ascii", "Привет, мир", "你好世界", "emoji 😀🚀 and ✓", 'quotes " and \\ and \n', ""],
+)
+def test_escaped_size_is_the_size_json_dumps_sends(text: str) -> None:
+    """The SDK sends json.dumps (ensure_ascii): non-ASCII as \\uXXXX, astral as two of them."""
+    assert escaped_size(json.dumps(text, ensure_ascii=False)) == len(json.dumps(text))
+
+
+def test_non_ascii_requests_are_sized_by_the_bytes_sent_inline() -> None:
+    """1,000 Cyrillic characters: 2,000 UTF-8 bytes, 6,000 as the SDK sends them."""
+    body = {"contents": [{"parts": [{"text": "ж" * 1000}]}]}
+    size, tokens = validate_request(gen(json.dumps(body, ensure_ascii=False)), LIMIT)
+    sent = len(json.dumps(body))
+    assert sent <= size <= sent + ENVELOPE_BYTES + 16
+    assert tokens <= 2040 // 4 + 1, "tokens still follow the UTF-8 size"
