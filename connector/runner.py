@@ -187,6 +187,7 @@ class Sidecar:
         try:
             self.loop()
         finally:
+            self.ctx.reader.retain(())  # closes the kept-open re-read consumers
             consumer.close()
             producer.close()
             log.info("stopped", **self.status())
