@@ -11,8 +11,6 @@ from connector.core import policy
 from connector.core.codec import Codec
 from connector.core.partitions import Partitions, Stats, Tracked
 from connector.core.ports import GeminiPort, LedgerPort, ProducerPort, RequestReaderPort
-from connector.core.records import LedgerEntry
-from connector.core.results import Original
 from connector.stages.sink import Sink
 
 
@@ -33,10 +31,6 @@ class Context:
     wall_ms: Callable[[], int]
     owned: Partitions = field(default_factory=Partitions)
     rand: random.Random = field(default_factory=random.Random)
-
-    def originals(self, entry: LedgerEntry) -> dict[int, Original]:
-        """The job's requests, re-read from the request topic by offset."""
-        return self.reader.read(entry.key.partition, entry.offsets)
 
     def reschedule(self, t: Tracked, now: float) -> None:
         """Back off after a failed call for this job (see `policy.failure_delay`)."""

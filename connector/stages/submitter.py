@@ -6,18 +6,19 @@ display name and adopted if it exists; `create` itself runs with SDK retries off
 
 from __future__ import annotations
 
-import orjson
+import contextlib
+from typing import IO
+
 import structlog
 
 from connector.core import policy
-from connector.core.jsonl import jsonl_lines
 from connector.core.partitions import Tracked
 from connector.core.ports import SendHandle
 from connector.core.quota import Budget, admit
-from connector.core.records import EntryState, ErrorInfo, JobInput, RequestEvent
-from connector.core.results import correlation_key
+from connector.core.records import EntryState, ErrorInfo, JobInput
 from connector.errors import ProviderError, ProviderRejected, RegistryUnavailable
 from connector.stages.context import Context
+from connector.stages.inputs import job_events, job_inputs, spool_inputs
 from connector.stages.tracker import Tracker
 
 log = structlog.get_logger("connector")
@@ -66,25 +67,39 @@ class Submitter:
         """Upload (file jobs) and create; returns the SUBMITTED ledger write on success."""
         ctx = self.ctx
         entry = t.entry
+        use_file = policy.uses_file(entry)
+        spool: IO[bytes] | None = None
+        inputs: list[JobInput] = []
         try:
-            inputs = self._inputs(t)
+            if use_file:  # written to disk as it is re-read, chunk by chunk
+                spool, count = spool_inputs(t, ctx.reader)
+            else:
+                inputs = self._inputs(t)
+                count = len(inputs)
         except RegistryUnavailable as exc:  # re-reading Confluent-framed requests
             log.warning(
                 "re-reading requests failed; will retry", job_id=entry.job_id, error=str(exc)
             )
             ctx.reschedule(t, now)
             return None
-        if not inputs:
-            error = ErrorInfo(400, "INVALID_ARGUMENT", "no request of the job could be read")
-            self.tracker.give_up(entry, error, None)
-            return None
-        use_file = policy.uses_file(entry)
+        with spool or contextlib.nullcontext():
+            if not count:
+                error = ErrorInfo(400, "INVALID_ARGUMENT", "no request of the job could be read")
+                self.tracker.give_up(entry, error, None)
+                return None
+            return self._upload_and_create(t, now, spool, inputs)
+
+    def _upload_and_create(
+        self, t: Tracked, now: float, spool: IO[bytes] | None, inputs: list[JobInput]
+    ) -> SendHandle | None:
+        ctx = self.ctx
+        entry = t.entry
         input_file = None
         model, kind, name = entry.key.model, entry.key.kind, entry.display_name
         prio = entry.key.priority
         try:
-            if use_file:
-                input_file = ctx.gemini.upload_jsonl(jsonl_lines(inputs), name)
+            if spool is not None:
+                input_file = ctx.gemini.upload_file(spool, name)
                 job = ctx.gemini.create(model, kind, name, prio, file_name=input_file)
             else:
                 job = ctx.gemini.create(model, kind, name, prio, inline=inputs)
@@ -126,17 +141,6 @@ class Submitter:
         return ctx.ledger.write(t.entry)
 
     def _inputs(self, t: Tracked) -> list[JobInput]:
-        """The job's requests with their correlation keys: from memory, or re-read by offset."""
-        events: list[tuple[int, RequestEvent]] = []
-        if t.payload is not None:
-            events = [(r.offset, r.event) for r in t.payload]
-        else:
-            for o in self.ctx.originals(t.entry).values():
-                if o.event is not None:  # unreadable ones get DATA_LOSS results at delivery
-                    events.append((o.offset, o.event))
-        out: list[JobInput] = []
-        for offset, ev in events:
-            key = correlation_key(offset)
-            meta = {"key": key, "request_id": ev.request_id}
-            out.append(JobInput(key, orjson.loads(ev.body), meta))
-        return out
+        """An inline job's requests with their correlation keys (from memory, or re-read by
+        offset in chunks); unreadable ones get DATA_LOSS results at delivery."""
+        return list(job_inputs(job_events(t, self.ctx.reader)))

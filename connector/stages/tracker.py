@@ -2,24 +2,27 @@
 
 Order within a job's ending: results (or successor INTENTs) are produced and acked, then
 the job's tombstone; a crash in between repeats results (the named duplicate window).
+A SUCCEEDED job's results go out in bounded chunks, one per pass (`stages.delivery`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import structlog
 
 from connector.core import policy
-from connector.core.jsonl import parse_output_file
 from connector.core.partitions import Tracked
+from connector.core.ports import SendHandle
 from connector.core.records import (
     EntryState,
     ErrorInfo,
     JobState,
     LedgerEntry,
-    OutputItem,
     RemoteJob,
 )
-from connector.core.results import Outgoing, error_results, success_results
+from connector.core.results import Outgoing, error_results
+from connector.core.spans import CHUNK_REQUESTS, chunks
 from connector.errors import (
     ConnectorError,
     ProviderError,
@@ -27,6 +30,7 @@ from connector.errors import (
     RegistryUnavailable,
 )
 from connector.stages.context import Context
+from connector.stages.delivery import CHUNK_BYTES, Delivery, start_delivery
 
 log = structlog.get_logger("connector")
 
@@ -36,12 +40,20 @@ class Tracker:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        self.deliveries: dict[str, Delivery] = {}
+        """Jobs whose results are being produced, chunk by chunk, by job id."""
+        self.chunk_requests = CHUNK_REQUESTS
+        self.chunk_bytes = CHUNK_BYTES
 
     def track_due(self, now: float, stopping: bool = False) -> None:
         ctx = self.ctx
+        self._forget_unowned()
         for t in ctx.owned.due(EntryState.SUBMITTED, now):
             if stopping:
                 return
+            if t.entry.job_id in self.deliveries:
+                self._deliver_chunk(t)
+                continue
             name = t.entry.provider_job
             assert name is not None
             remote: RemoteJob | None
@@ -109,9 +121,10 @@ class Tracker:
         log.info("job ended", job_id=entry.job_id, batch_job=entry.provider_job, state=state.value)
         if isinstance(outcome, policy.Deliver):
             try:
-                outputs = self._outputs(remote)
-                originals = ctx.originals(entry)
-            except (ProviderError, RegistryUnavailable) as exc:
+                delivery = start_delivery(
+                    ctx.gemini, entry, remote, self.chunk_requests, self.chunk_bytes
+                )
+            except ProviderError as exc:
                 log.warning(
                     "fetching results failed; will retry",
                     batch_job=entry.provider_job,
@@ -119,11 +132,8 @@ class Tracker:
                 )
                 ctx.reschedule(t, ctx.clock())
                 return
-            outgoing = success_results(entry, originals, outputs, entry.provider_job, ctx.wall_ms())
-            self.deliver(entry, outgoing)
-            self.cleanup(
-                entry.provider_job, entry.input_file, remote.responses_file if remote else None
-            )
+            self.deliveries[entry.job_id] = delivery
+            self._deliver_chunk(t)
         elif isinstance(outcome, policy.Resubmit):
             self._resubmit(entry, outcome.entries, state)
             self.cleanup(entry.provider_job, entry.input_file, None)
@@ -153,38 +163,87 @@ class Tracker:
             successors=[e.job_id for e in successors],
         )
 
-    def _outputs(self, remote: RemoteJob | None) -> list[OutputItem]:
-        if remote is None:
-            return []
-        if remote.inline is not None:
-            return list(remote.inline)
-        if remote.responses_file:
-            return list(parse_output_file(self.ctx.gemini.download(remote.responses_file)))
-        return []
+    def _deliver_chunk(self, t: Tracked) -> None:
+        """Produce the next chunk of a SUCCEEDED job's results; after the last, end the job.
 
-    def deliver(self, entry: LedgerEntry, outgoing: list[Outgoing]) -> None:
-        """Results first, acked; then the tombstone. A crash between them repeats results."""
+        One chunk per job per pass, so the loop keeps polling while a big job is delivered.
+        """
         ctx = self.ctx
-        ctx.producer.flush_and_check([ctx.sink.result(o.kafka_key, o.result) for o in outgoing])
-        ctx.producer.flush_and_check([ctx.ledger.tombstone(entry)])
-        ctx.owned.remove_job(entry)
-        ctx.stats.jobs_finished += 1
+        entry = t.entry
+        d = self.deliveries[entry.job_id]
+        try:
+            outgoing = d.next_chunk(ctx.reader.read, ctx.wall_ms())
+        except RegistryUnavailable as exc:  # re-reading Confluent-framed requests
+            log.warning(
+                "re-reading requests failed; will retry", job_id=entry.job_id, error=str(exc)
+            )
+            ctx.reschedule(t, ctx.clock())
+            return
+        if outgoing is not None:
+            self.produce(entry, outgoing)
+            d.acked()
+            if not d.finished():
+                t.due = ctx.clock()  # the next chunk in the next pass
+                return
+        del self.deliveries[entry.job_id]
+        d.close()
+        self.end(entry)
+        log.info(
+            "job delivered", job_id=entry.job_id, batch_job=entry.provider_job, chunks=d.chunks
+        )
+        self.cleanup(entry.provider_job, entry.input_file, d.output_file)
+
+    def _forget_unowned(self) -> None:
+        """Drop deliveries of jobs no longer owned (partition revoked) and their temp files;
+        close re-read consumers of partitions no longer owned or idle."""
+        ctx = self.ctx
+        for job_id, d in list(self.deliveries.items()):
+            st = ctx.owned.get(d.entry.key.partition)
+            if st is None or job_id not in st.jobs:
+                del self.deliveries[job_id]
+                d.close()
+        ctx.reader.retain(ctx.owned.keys())
+
+    def deliver(self, entry: LedgerEntry, outgoing: Iterable[Outgoing]) -> None:
+        """Results first, acked; then the tombstone. A crash between them repeats results."""
+        self.produce(entry, outgoing)
+        self.end(entry)
+
+    def produce(self, entry: LedgerEntry, outgoing: Iterable[Outgoing]) -> None:
+        """Produce results and wait for their acks (raises if any failed)."""
+        ctx = self.ctx
+        sent: list[SendHandle] = []
+        errors = 0
+        for o in outgoing:
+            sent.append(ctx.sink.result(o.kafka_key, o.result))
+            errors += o.result.error is not None
+        ctx.producer.flush_and_check(sent)
         log.info(
             "results produced",
             job_id=entry.job_id,
             batch_job=entry.provider_job,
-            ok=sum(o.result.error is None for o in outgoing),
-            errors=sum(o.result.error is not None for o in outgoing),
+            ok=len(sent) - errors,
+            errors=errors,
         )
 
+    def end(self, entry: LedgerEntry) -> None:
+        """The job is finished: every result is acked. The one place that records it."""
+        ctx = self.ctx
+        ctx.producer.flush_and_check([ctx.ledger.tombstone(entry)])
+        ctx.owned.remove_job(entry)
+        ctx.stats.jobs_finished += 1
+
     def give_up(self, entry: LedgerEntry, error: ErrorInfo, job_name: str | None) -> None:
-        """Every request of the job gets `error` as its result."""
+        """Every request of the job gets `error` as its result, a bounded chunk at a time."""
         ctx = self.ctx
         log.warning(
             "job gave up; producing error results", job_id=entry.job_id, error=error.message
         )
-        originals = ctx.originals(entry)
-        self.deliver(entry, error_results(entry, originals, error, job_name, ctx.wall_ms()))
+        for offsets in chunks(entry.offsets, self.chunk_requests):
+            originals = ctx.reader.read(entry.key.partition, offsets)
+            outgoing = error_results(entry, originals, error, job_name, ctx.wall_ms(), offsets)
+            self.produce(entry, outgoing)
+        self.end(entry)
 
     def cleanup(self, job: str | None, input_file: str | None, output_file: str | None) -> None:
         """Best effort: Gemini deletes files after 48 h anyway; a failure here loses nothing."""
