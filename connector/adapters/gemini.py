@@ -185,15 +185,15 @@ class Gemini:
         with sdk_errors():
             return self._client.files.download(file=file_name)
 
-    def download_to(self, file_name: str, path: str) -> None:
-        """Stream a results file to `path`: the SDK writes it in 1 MiB chunks as they arrive.
+    def download_to(self, file_name: str, out: IO[bytes]) -> None:
+        """Stream a results file into `out`: the SDK writes it in 1 MiB chunks as they arrive.
 
         google-genai's `files.download(destination=...)` sends through its own API client
         (its auth headers, base URL and timeout) with a streamed response, so a 2 GB results
         file never sits in memory.
         """
         with sdk_errors():
-            self._client.files.download(file=file_name, destination=path)
+            self._client.files.download(file=file_name, destination=out)  # type: ignore[call-overload]  # any binary file
 
     def delete_file(self, file_name: str) -> None:
         with sdk_errors():

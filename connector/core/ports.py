@@ -122,8 +122,8 @@ class GeminiPort(Protocol):
 
     def download(self, file_name: str) -> bytes: ...
 
-    def download_to(self, file_name: str, path: str) -> None:
-        """Stream a results file to `path` on disk, in chunks (never whole in memory)."""
+    def download_to(self, file_name: str, out: IO[bytes]) -> None:
+        """Stream a results file into `out` (e.g. a temporary file), in chunks."""
         ...
 
     def delete_file(self, file_name: str) -> None: ...

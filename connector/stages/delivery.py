@@ -1,6 +1,6 @@
 """A finished job's results, produced in bounded chunks over several passes of the loop.
 
-A results file is streamed to a temporary file on disk, then read line by line. Each pass
+A results file is streamed to an anonymous temporary file on disk, then read line by line. Each pass
 takes the next chunk of output lines (at most `chunk_requests` of them or `chunk_bytes` of
 JSON), re-reads just those requests by offset, and returns their results for the tracker to
 produce and flush. Once the file is exhausted, the job's requests that had no output line
@@ -13,13 +13,10 @@ output repeats is answered once, and the requests without output are found at th
 
 from __future__ import annotations
 
-import contextlib
-import os
 import tempfile
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
-from typing import IO
 
 from connector.core.jsonl import read_output_items
 from connector.core.ports import GeminiPort
@@ -60,8 +57,6 @@ class Delivery:
         self.chunks = 0
         self.output_file: str | None = None
         """The results file at the provider, deleted once every result is acked."""
-        self.spool_path: str | None = None
-        """Its local copy, removed by `close()`."""
 
     def next_chunk(self, read: ReadFn, now_ms: int) -> list[Outgoing] | None:
         """The next chunk's results (call `acked()` once produced), or None when all are."""
@@ -150,22 +145,14 @@ def start_delivery(
         items = ((item, 0) for item in remote.inline)
         return Delivery(entry, job, items, chunk_requests=chunk_requests)
     assert remote.responses_file is not None
-    fd, path = tempfile.mkstemp(prefix="gbc-results-", suffix=".jsonl")
-    os.close(fd)
-    f: IO[bytes] | None = None
-
-    def closer() -> None:
-        if f is not None:
-            f.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-
+    # Anonymous: gone when closed, or when the process dies, whatever the path out.
+    spool = tempfile.TemporaryFile(prefix="gbc-results-", suffix=".jsonl")  # noqa: SIM115
     try:
-        gemini.download_to(remote.responses_file, path)
-        f = open(path, "rb")  # noqa: SIM115  (closed by the delivery)
+        gemini.download_to(remote.responses_file, spool)
+        spool.seek(0)
     except BaseException:
-        closer()
+        spool.close()
         raise
-    d = Delivery(entry, job, read_output_items(f), closer, chunk_requests, chunk_bytes)
-    d.output_file, d.spool_path = remote.responses_file, path
+    d = Delivery(entry, job, read_output_items(spool), spool.close, chunk_requests, chunk_bytes)
+    d.output_file = remote.responses_file
     return d

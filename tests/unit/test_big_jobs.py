@@ -8,8 +8,8 @@ shapes that bound it (chunk sizes, one chunk per pass, only the wanted records r
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Iterable
+from typing import IO
 
 import orjson
 
@@ -214,18 +214,19 @@ def test_delivery_bounds_a_chunk_by_bytes_and_retries_a_failed_chunk_as_is() -> 
     assert d.finished()
 
 
-def test_a_downloaded_results_file_is_read_from_disk_and_removed_on_close() -> None:
+def test_a_downloaded_results_file_is_read_from_disk_and_closed_with_the_delivery() -> None:
+    spools: list[IO[bytes]] = []
+
     class Files:
-        def download_to(self, name: str, path: str) -> None:
+        def download_to(self, name: str, out: IO[bytes]) -> None:
             assert name == "files/out"
-            with open(path, "wb") as f:
-                f.write(_line("0") + _line("1"))
+            out.write(_line("0") + _line("1"))
+            spools.append(out)
 
     remote = RemoteJob("batches/j", JobState.SUCCEEDED, None, None, "files/out")
     d = start_delivery(Files(), _entry([0, 1]), remote)  # type: ignore[arg-type]
-    assert d.spool_path is not None
-    assert os.path.exists(d.spool_path)
     assert d.output_file == "files/out"
     assert _drain(d) == [[(0, "OK", None), (1, "OK", None)]]
+    assert not spools[0].closed
     d.close()
-    assert not os.path.exists(d.spool_path)
+    assert spools[0].closed
