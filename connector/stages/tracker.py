@@ -199,7 +199,9 @@ class Tracker:
         ctx = self.ctx
         for job_id, d in list(self.deliveries.items()):
             st = ctx.owned.get(d.entry.key.partition)
-            if st is None or job_id not in st.jobs:
+            t = st.jobs.get(job_id) if st is not None else None
+            # Revoked and assigned again in one rebalance, the same job goes on where it was.
+            if t is None or t.entry.provider_job != d.entry.provider_job:
                 del self.deliveries[job_id]
                 d.close()
         ctx.reader.retain(ctx.owned.keys())

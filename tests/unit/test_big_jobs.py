@@ -94,6 +94,19 @@ def test_revoked_mid_delivery_drops_the_delivery_and_the_next_owner_answers_all(
     assert_no_job_created_twice(nxt)
 
 
+def test_revoked_and_assigned_again_in_one_rebalance_the_delivery_goes_on() -> None:
+    n = 12
+    h = make(batch_max_requests=n, **FILE_JOB)
+    h.sidecar.tracker.chunk_requests = 5
+    ids = publish(h, "ra", n)
+    h.consumer.assign(0)
+    h.run_until(lambda: len(h.results()) >= 5)
+    h.consumer.revoke(0)
+    h.consumer.assign(0)
+    h.run_until(lambda: not h.ledger.live(0))
+    assert_answered_once(h, ids, ResultStatus.OK)
+
+
 def test_recovered_file_intent_with_sparse_offsets_is_re_read_by_range_and_spooled() -> None:
     """A recovered INTENT (no payload in memory) owning a few offsets scattered over a
     big partition: only its ranges are read, in chunks, and its JSONL is written to disk."""
