@@ -241,6 +241,7 @@ class Sidecar:
         try:
             self.loop()
         finally:
+            self.ctx.reader.retain(())  # closes the kept-open re-read consumers
             consumer.close()
             producer.close()
             if txn is not producer:

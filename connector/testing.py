@@ -27,7 +27,7 @@ import random
 import time
 import zlib
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote
@@ -57,6 +57,7 @@ from connector.core.records import (
     ResultEvent,
 )
 from connector.core.results import Original, correlation_key
+from connector.core.spans import offset_ranges
 from connector.emulator.config import EmulatorConfig
 from connector.emulator.control import Control
 from connector.emulator.messages import Body, Request, Response
@@ -358,6 +359,9 @@ class RecordingProducer:
         self.in_transaction = []
         self.commits += 1
 
+    def abort_transaction(self) -> None:
+        self._abort()
+
     def _abort(self) -> None:
         self.in_transaction = []
         self.pending = []
@@ -412,7 +416,12 @@ class MemoryLedger:
 
 
 class MemoryReader:
-    """A `RequestReaderPort` over the request topic of `MemoryKafka`."""
+    """A `RequestReaderPort` over the request topic of `MemoryKafka`.
+
+    Like the real reader it reads only the contiguous ranges of the wanted offsets;
+    `reads` records each call's offsets and `fetched` counts the records it touched, so
+    tests can check that re-reads stay chunked and sparse.
+    """
 
     def __init__(
         self,
@@ -425,21 +434,32 @@ class MemoryReader:
         self.decode = decode or codec.decode_request
         self.deleted_below: dict[int, int] = {}
         """Offsets below this per partition are gone (retention), as a test decides."""
+        self.reads: list[tuple[int, list[int]]] = []
+        """(partition, offsets asked for) of every read, in order."""
+        self.fetched = 0
+        """Records read from the log, over all reads (only those inside the wanted ranges)."""
+        self.retained: set[int] | None = None
+        """The partitions of the last `retain` call (None before any)."""
 
     def read(self, partition: int, offsets: Iterable[int]) -> dict[int, Original]:
-        log = self.kafka.records(self.topic, partition)
+        wanted = sorted(set(offsets))
+        self.reads.append((partition, wanted))
+        log = self.kafka.logs.get((self.topic, partition), [])
         floor = self.deleted_below.get(partition, 0)
         out: dict[int, Original] = {}
-        for o in offsets:
-            if o < floor or o >= len(log):
-                continue
-            rec = log[o]
-            try:
-                event = self.decode(rec.value or b"")
-            except DecodeError:
-                event = None
-            out[o] = Original(partition, o, rec.key, event)
+        for start, stop in offset_ranges(wanted):
+            for o in range(max(start, floor), min(stop, len(log))):
+                self.fetched += 1
+                rec = log[o]
+                try:
+                    event = self.decode(rec.value or b"")
+                except DecodeError:
+                    event = None
+                out[o] = Original(partition, o, rec.key, event)
         return out
+
+    def retain(self, partitions: Collection[int]) -> None:
+        self.retained = set(partitions)
 
 
 # -- Gemini -------------------------------------------------------------------------------

@@ -169,9 +169,10 @@ class Gemini:
             for line in lines:
                 buf.write(line)
             buf.seek(0)
-            return self._upload(buf, display_name)
+            return self.upload_file(buf, display_name)
 
-    def _upload(self, buf: IO[bytes], display_name: str) -> str:
+    def upload_file(self, buf: IO[bytes], display_name: str) -> str:
+        """Upload an open JSONL input file from its current position; return its `files/ID`."""
         with sdk_errors():
             f = self._client.files.upload(
                 file=buf,  # type: ignore[arg-type]  # a binary file object is accepted
@@ -207,6 +208,16 @@ class Gemini:
     def download(self, file_name: str) -> bytes:
         with sdk_errors(files=True):
             return self._client.files.download(file=file_name)
+
+    def download_to(self, file_name: str, out: IO[bytes]) -> None:
+        """Stream a results file into `out`: the SDK writes it in 1 MiB chunks as they arrive.
+
+        google-genai's `files.download(destination=...)` sends through its own API client
+        (its auth headers, base URL and timeout) with a streamed response, so a 2 GB results
+        file never sits in memory.
+        """
+        with sdk_errors(files=True):
+            self._client.files.download(file=file_name, destination=out)  # type: ignore[call-overload]  # any binary file
 
     def delete_file(self, file_name: str) -> None:
         with sdk_errors(files=True):

@@ -389,6 +389,9 @@ class TransactionalProducer(Producer):
             self._abort()
             raise ProduceFailed(f"transaction failed and was aborted: {exc!r}") from exc
 
+    def abort_transaction(self) -> None:
+        self._abort()
+
     def _abort(self) -> None:
         if not self._open:
             return

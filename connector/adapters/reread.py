@@ -1,53 +1,113 @@
 """Re-read requests from the request topic by offset.
 
-The ledger holds offsets, not payloads, so a job's requests are read back when
-it is (re)submitted after a restart and when its results are produced.
+The ledger holds offsets, not payloads, so a job's requests are read back when it is
+(re)submitted after a restart and when its results are produced.
+
+One group-less consumer per request partition is kept open between reads (assigned to that
+partition only) and closed when the partition is no longer owned or has been idle for a
+while. A read seeks to the start of each contiguous range of the wanted offsets and stops
+at its end, so the records of other jobs in between are skipped, not fetched. A read fails
+only when it makes no progress for `stall_timeout_s`, however big the range.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import time
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import Any
 
-from connector.adapters.kafka import read_partition
-from connector.core.records import RequestEvent
+import structlog
+from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
+
+from connector.adapters.kafka import _record, client_config
+from connector.core.records import Record, RequestEvent
 from connector.core.results import Original
-from connector.errors import DecodeError
+from connector.core.spans import offset_ranges
+from connector.errors import BrokerUnavailable, DecodeError
+
+log = structlog.get_logger(__name__)
+
+STALL_TIMEOUT_S = 60.0
+"""A read fails when its position has not moved for this long (not for its whole length)."""
+IDLE_CLOSE_S = 300.0
+"""A partition's reader unused for this long is closed; the next read opens a new one."""
+FETCH_BYTES = 256 * 1024
+"""Per-fetch cap (max_partition_fetch_bytes) unless CONNECTOR_KAFKA_* sets one: what a sparse
+read over-fetches past each range is at most about this much."""
 
 
-def reread(
-    topic: str,
-    partition: int,
-    offsets: Iterable[int],
-    decode: Callable[[bytes], RequestEvent],
-    bootstrap: str,
-    kafka_extra: Mapping[str, Any],
-) -> dict[int, Original]:
-    """Originals for the wanted offsets; offsets no longer retained are simply absent.
+class PartitionReader:
+    """A kept-open, group-less consumer assigned to one request partition."""
 
-    `decode` is the intake's decoder (any request format); a `RegistryUnavailable` from it
-    propagates, so the caller retries later instead of answering with DATA_LOSS.
-    """
-    wanted = set(offsets)
-    if not wanted:
-        return {}
-    found: dict[int, Original] = {}
-    records = read_partition(
-        topic, partition, bootstrap, kafka_extra, start=min(wanted), stop=max(wanted) + 1
-    )
-    for rec in records:
-        if rec.offset not in wanted:
-            continue
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        bootstrap: str,
+        extra: Mapping[str, Any],
+        stall_timeout_s: float = STALL_TIMEOUT_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        cfg = client_config(KafkaConsumer, bootstrap, extra)
+        cfg.setdefault("max_partition_fetch_bytes", FETCH_BYTES)
+        self._consumer = KafkaConsumer(group_id=None, enable_auto_commit=False, **cfg)
+        self._tp = TopicPartition(topic, partition)
+        self._consumer.assign([self._tp])
+        self._stall = stall_timeout_s
+        self._clock = clock
+        self.last_used = clock()
+        self.fetched = 0
+        """Records the consumer returned, wanted or not (for tests and the bench)."""
+
+    def records(self, ranges: Iterable[tuple[int, int]]) -> Iterator[Record]:
+        """The records of each half-open `[start, stop)` range still retained, in order."""
+        tp, consumer = self._tp, self._consumer
+        self.last_used = self._clock()
         try:
-            event = decode(rec.value or b"")
-        except DecodeError:
-            event = None
-        found[rec.offset] = Original(partition, rec.offset, rec.key, event)
-    return found
+            begin = consumer.beginning_offsets([tp])[tp]
+            end = consumer.end_offsets([tp])[tp]
+            for start, stop in ranges:
+                first, last = max(start, begin), min(stop, end)
+                if first >= last:
+                    continue
+                consumer.seek(tp, first)
+                yield from self._range(first, last)
+        except KafkaError as exc:
+            raise BrokerUnavailable(
+                f"re-read of {tp.topic}[{tp.partition}] failed: {exc!r}"
+            ) from exc
+        finally:
+            self.last_used = self._clock()
+
+    def _range(self, first: int, last: int) -> Iterator[Record]:
+        tp, consumer = self._tp, self._consumer
+        progress_at = self._clock()
+        position = first
+        while position < last:
+            polled = consumer.poll(timeout_ms=500).get(tp, [])
+            self.fetched += len(polled)
+            for r in polled:
+                if first <= r.offset < last:
+                    yield _record(r)
+            now_at = consumer.position(tp)
+            if now_at > position:
+                position, progress_at = now_at, self._clock()
+            elif self._clock() - progress_at > self._stall:
+                raise BrokerUnavailable(
+                    f"re-read of {tp.topic}[{tp.partition}] stalled at offset {position} "
+                    f"(range {first}..{last}) for {self._stall:.0f}s"
+                )
+
+    def close(self) -> None:
+        try:
+            self._consumer.close()
+        except Exception as exc:  # closing must never fail the loop
+            log.info("closing a re-read consumer failed", error=str(exc))
 
 
 class RequestReader:
-    """`RequestReaderPort` over the request topic, one short-lived consumer per read."""
+    """`RequestReaderPort` over the request topic: one kept-open reader per partition."""
 
     def __init__(
         self,
@@ -55,11 +115,62 @@ class RequestReader:
         decode: Callable[[bytes], RequestEvent],
         bootstrap: str,
         kafka_extra: Mapping[str, Any],
+        stall_timeout_s: float = STALL_TIMEOUT_S,
+        idle_close_s: float = IDLE_CLOSE_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._topic = topic
         self._decode = decode
         self._bootstrap = bootstrap
         self._extra = kafka_extra
+        self._stall = stall_timeout_s
+        self._idle = idle_close_s
+        self._clock = clock
+        self.readers: dict[int, PartitionReader] = {}
+
+    def _reader(self, partition: int) -> PartitionReader:
+        reader = self.readers.get(partition)
+        if reader is None:
+            reader = PartitionReader(
+                self._topic, partition, self._bootstrap, self._extra, self._stall, self._clock
+            )
+            self.readers[partition] = reader
+        return reader
 
     def read(self, partition: int, offsets: Iterable[int]) -> dict[int, Original]:
-        return reread(self._topic, partition, offsets, self._decode, self._bootstrap, self._extra)
+        """Originals for the wanted offsets; offsets no longer retained are simply absent.
+
+        `decode` is the intake's decoder (any request format); a `RegistryUnavailable` from it
+        propagates, so the caller retries later instead of answering with DATA_LOSS.
+        """
+        wanted = set(offsets)
+        if not wanted:
+            return {}
+        ranges = offset_ranges(wanted)
+        reader = self._reader(partition)
+        found: dict[int, Original] = {}
+        try:
+            for rec in reader.records(ranges):
+                if rec.offset not in wanted:
+                    continue
+                try:
+                    event = self._decode(rec.value or b"")
+                except DecodeError:
+                    event = None
+                found[rec.offset] = Original(partition, rec.offset, rec.key, event)
+        except BrokerUnavailable:
+            # A consumer in an unknown state is not reused.
+            self.readers.pop(partition, None)
+            reader.close()
+            raise
+        return found
+
+    def retain(self, partitions: Collection[int]) -> None:
+        now = self._clock()
+        for p, reader in list(self.readers.items()):
+            if p not in partitions or now - reader.last_used > self._idle:
+                del self.readers[p]
+                reader.close()
+
+    def close(self) -> None:
+        self.retain(())

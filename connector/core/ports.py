@@ -7,8 +7,8 @@ the in-memory doubles of `connector.testing` in unit tests at second scale.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Protocol
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from typing import IO, Protocol
 
 from connector.core.records import Headers, JobInput, Kind, LedgerEntry, Record, RemoteJob
 from connector.core.results import Original
@@ -93,6 +93,10 @@ class TransactionalProducerPort(ProducerPort, Protocol):
         """
         ...
 
+    def abort_transaction(self) -> None:
+        """Drop the open transaction's sends (nothing of it becomes visible); no-op if none."""
+        ...
+
 
 class LedgerPort(Protocol):
     """The compacted job ledger, partition p holding the jobs of request partition p."""
@@ -112,7 +116,16 @@ class RequestReaderPort(Protocol):
     """Re-reads requests by offset (the ledger holds offsets, never payloads)."""
 
     def read(self, partition: int, offsets: Iterable[int]) -> dict[int, Original]:
-        """Originals of the wanted offsets; offsets no longer retained are absent."""
+        """Originals of the wanted offsets; offsets no longer retained are absent.
+
+        Only the offsets' contiguous ranges are read (gaps between them are skipped), and
+        everything asked for is held at once: callers pass bounded chunks
+        (`core.spans.CHUNK_REQUESTS`), never a whole big job.
+        """
+        ...
+
+    def retain(self, partitions: Collection[int]) -> None:
+        """Close what is kept open for partitions not in `partitions` (revoked) or idle."""
         ...
 
 
@@ -135,7 +148,15 @@ class GeminiPort(Protocol):
 
     def upload_jsonl(self, lines: Iterator[bytes], display_name: str) -> str: ...
 
+    def upload_file(self, f: IO[bytes], display_name: str) -> str:
+        """Upload an open JSONL input file (read from its current position); `files/ID`."""
+        ...
+
     def download(self, file_name: str) -> bytes: ...
+
+    def download_to(self, file_name: str, out: IO[bytes]) -> None:
+        """Stream a results file into `out` (e.g. a temporary file), in chunks."""
+        ...
 
     def delete_file(self, file_name: str) -> None: ...
 

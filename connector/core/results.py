@@ -7,7 +7,7 @@ a response to the wrong request.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import orjson
@@ -131,10 +131,12 @@ def _per_request(
     job_name: str | None,
     now_ms: int,
     make: Callable[[Original, RequestEvent], ResultEvent],
+    offsets: Iterable[int] | None = None,
 ) -> list[Outgoing]:
-    """One result per offset of the job; unreadable requests get DATA_LOSS."""
+    """One result per offset of the job (or of `offsets`, a chunk of them); unreadable
+    requests get DATA_LOSS."""
     out: list[Outgoing] = []
-    for offset in entry.offsets:
+    for offset in entry.offsets if offsets is None else offsets:
         o = originals.get(offset)
         if o is None or o.event is None:
             result = lost_request(entry, offset, now_ms, job_name)
@@ -150,14 +152,16 @@ def error_results(
     error: ErrorInfo,
     job_name: str | None,
     now_ms: int,
+    offsets: Iterable[int] | None = None,
 ) -> list[Outgoing]:
-    """One error result per request of a job that cannot succeed."""
+    """One error result per request of a job that cannot succeed (or of `offsets`)."""
     return _per_request(
         entry,
         originals,
         job_name,
         now_ms,
         lambda o, ev: _base(ev, o, entry, job_name, now_ms, error),
+        offsets,
     )
 
 
@@ -167,8 +171,9 @@ def success_results(
     outputs: Sequence[OutputItem],
     job_name: str | None,
     now_ms: int,
+    offsets: Iterable[int] | None = None,
 ) -> list[Outgoing]:
-    """One result per request of a SUCCEEDED job, matched to its output by key."""
+    """One result per request of a SUCCEEDED job (or of `offsets`), matched by key."""
     by_key = {item.key: item for item in outputs}
 
     def make(o: Original, ev: RequestEvent) -> ResultEvent:
@@ -186,7 +191,7 @@ def success_results(
             )
         return replace(base, error=provider_error(item.error or {}))
 
-    return _per_request(entry, originals, job_name, now_ms, make)
+    return _per_request(entry, originals, job_name, now_ms, make, offsets)
 
 
 def refused(

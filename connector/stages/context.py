@@ -22,8 +22,6 @@ from connector.core.ports import (
     SendHandle,
     TransactionalProducerPort,
 )
-from connector.core.records import LedgerEntry
-from connector.core.results import Original
 from connector.errors import ProviderAuthFailed
 from connector.stages.sink import Sink
 
@@ -62,6 +60,11 @@ class Context:
             if (st := self.owned.get(p)) is not None and st.committed >= 0
         }
 
+    def commit_abort(self) -> None:
+        """Exactly-once: drop the open transaction (e.g. a delivery that cannot finish now)."""
+        if self.settings.exactly_once and self.txn is not None:
+            self.txn.abort_transaction()
+
     def commit(self, sends: Sequence[SendHandle], partitions: Iterable[int]) -> None:
         """Make `sends` durable: acked (at-least-once), or one transaction fenced by the
         group generation of `partitions` (exactly-once; raises `Fenced` when stale)."""
@@ -70,10 +73,6 @@ class Context:
             self.txn.commit_transaction(sends, self.fence_offsets(partitions), self.consumer)
         else:
             self.producer.flush_and_check(sends)
-
-    def originals(self, entry: LedgerEntry) -> dict[int, Original]:
-        """The job's requests, re-read from the request topic by offset."""
-        return self.reader.read(entry.key.partition, entry.offsets)
 
     def provider_answered(self, exc: Exception | None = None) -> None:
         """Track whether Gemini accepts our API key: `exc` is the call's error, None if it worked.

@@ -6,18 +6,17 @@ display name and adopted if it exists; `create` itself runs with SDK retries off
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
+from typing import IO
 
-import orjson
 import structlog
 
 from connector.core import policy
-from connector.core.jsonl import jsonl_lines
 from connector.core.partitions import Tracked
 from connector.core.ports import SendHandle
 from connector.core.quota import Budget, admit
-from connector.core.records import EntryState, ErrorInfo, JobInput, RequestEvent
-from connector.core.results import correlation_key
+from connector.core.records import EntryState, ErrorInfo, JobInput
 from connector.errors import (
     Fenced,
     ProviderAuthFailed,
@@ -27,6 +26,7 @@ from connector.errors import (
     RegistryUnavailable,
 )
 from connector.stages.context import Context
+from connector.stages.inputs import job_events, job_inputs, spool_inputs
 from connector.stages.tracker import Tracker
 
 log = structlog.get_logger("connector")
@@ -108,27 +108,51 @@ class Submitter:
         """Upload (file jobs) and create; returns the SUBMITTED ledger write on success."""
         ctx = self.ctx
         entry = t.entry
-        try:
-            inputs = self._inputs(t)
-        except RegistryUnavailable as exc:  # re-reading Confluent-framed requests
-            log.warning(
-                "re-reading requests failed; will retry", job_id=entry.job_id, error=str(exc)
-            )
-            ctx.reschedule(t, now)
-            return None
-        if not inputs:
-            error = ErrorInfo(400, "INVALID_ARGUMENT", "no request of the job could be read")
-            self.tracker.give_up(entry, error, None)
-            return None
         use_file = policy.uses_file(entry)
         # An input file kept from an unclear create (maybe read by a job that landed late).
         input_file = entry.input_file if use_file else None
         kept = input_file is not None
+        spool: IO[bytes] | None = None
+        inputs: list[JobInput] = []
+        if not kept:
+            try:
+                if use_file:  # written to disk as it is re-read, chunk by chunk
+                    spool, count = spool_inputs(t, ctx.reader)
+                else:
+                    inputs = self._inputs(t)
+                    count = len(inputs)
+            except RegistryUnavailable as exc:  # re-reading Confluent-framed requests
+                log.warning(
+                    "re-reading requests failed; will retry", job_id=entry.job_id, error=str(exc)
+                )
+                ctx.reschedule(t, now)
+                return None
+            if not count:
+                if spool is not None:
+                    spool.close()
+                error = ErrorInfo(400, "INVALID_ARGUMENT", "no request of the job could be read")
+                self.tracker.give_up(entry, error, None)
+                return None
+        with spool or contextlib.nullcontext():
+            return self._upload_and_create(t, now, use_file, input_file, spool, inputs)
+
+    def _upload_and_create(
+        self,
+        t: Tracked,
+        now: float,
+        use_file: bool,
+        input_file: str | None,
+        spool: IO[bytes] | None,
+        inputs: list[JobInput],
+    ) -> SendHandle | None:
+        ctx = self.ctx
+        entry = t.entry
+        kept = input_file is not None
         model, kind, name = entry.key.model, entry.key.kind, entry.display_name
         prio = entry.key.priority
         try:
-            if use_file and input_file is None:
-                input_file = ctx.gemini.upload_jsonl(jsonl_lines(inputs), name)
+            if spool is not None:
+                input_file = ctx.gemini.upload_file(spool, name)
             if not self._claim(t, now):
                 self._keep(t, input_file, kept)  # reused when the job is claimed again
                 return None
@@ -245,17 +269,6 @@ class Submitter:
         return ctx.ledger.write(t.entry)
 
     def _inputs(self, t: Tracked) -> list[JobInput]:
-        """The job's requests with their correlation keys: from memory, or re-read by offset."""
-        events: list[tuple[int, RequestEvent]] = []
-        if t.payload is not None:
-            events = [(r.offset, r.event) for r in t.payload]
-        else:
-            for o in self.ctx.originals(t.entry).values():
-                if o.event is not None:  # unreadable ones get DATA_LOSS results at delivery
-                    events.append((o.offset, o.event))
-        out: list[JobInput] = []
-        for offset, ev in events:
-            key = correlation_key(offset)
-            meta = {"key": key, "request_id": ev.request_id}
-            out.append(JobInput(key, orjson.loads(ev.body), meta))
-        return out
+        """An inline job's requests with their correlation keys (from memory, or re-read by
+        offset in chunks); unreadable ones get DATA_LOSS results at delivery."""
+        return list(job_inputs(job_events(t, self.ctx.reader)))

@@ -4,26 +4,29 @@ Order within a job's ending: results (or successor INTENTs) are produced and ack
 the job's DONE entry (or its tombstone, once the commit is past its offsets); a crash in
 between repeats results (the named duplicate window). DONE keeps the offsets covered until
 the committed offset passes them, so a rewind never batches finished requests again.
+A SUCCEEDED job's results go out in bounded chunks, one per pass (`stages.delivery`); in
+exactly-once mode every chunk and the job's end are one transaction, produced in one pass.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import structlog
 
 from connector.core import policy
-from connector.core.jsonl import parse_output_file
 from connector.core.partitions import Tracked
+from connector.core.ports import SendHandle
 from connector.core.records import (
     EntryState,
     ErrorInfo,
     JobState,
     LedgerEntry,
-    OutputItem,
     RemoteJob,
 )
-from connector.core.results import Outgoing, error_results, success_results
+from connector.core.results import Outgoing, error_results
+from connector.core.spans import CHUNK_REQUESTS, chunks
 from connector.errors import (
     ConnectorError,
     ProviderAuthFailed,
@@ -34,6 +37,7 @@ from connector.errors import (
     RegistryUnavailable,
 )
 from connector.stages.context import Context
+from connector.stages.delivery import CHUNK_BYTES, Delivery, start_delivery
 
 log = structlog.get_logger("connector")
 
@@ -44,15 +48,23 @@ class Tracker:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self._cleanups: list[_Cleanup] = []
+        self.deliveries: dict[str, Delivery] = {}
+        """Jobs whose results are being produced, chunk by chunk, by job id."""
+        self.chunk_requests = CHUNK_REQUESTS
+        self.chunk_bytes = CHUNK_BYTES
 
     def track_due(self, now: float, stopping: bool = False, deadline: float = float("inf")) -> None:
         """Poll due jobs; none after `deadline` (the pass budget): they stay due."""
         ctx = self.ctx
         if not stopping:
             self.retry_cleanups(now)
+        self._forget_unowned()
         for t in ctx.owned.due(EntryState.SUBMITTED, now):
             if stopping or ctx.clock() >= deadline:
                 return
+            if t.entry.job_id in self.deliveries:
+                self._deliver_chunk(t)
+                continue
             name = t.entry.provider_job
             assert name is not None
             remote: RemoteJob | None
@@ -132,8 +144,9 @@ class Tracker:
         ctx.obs.job_ended(entry, state, type(outcome).__name__.lower())
         if isinstance(outcome, policy.Deliver):
             try:
-                outputs = self._outputs(remote)
-                originals = ctx.originals(entry)
+                delivery = start_delivery(
+                    ctx.gemini, entry, remote, self.chunk_requests, self.chunk_bytes
+                )
             except ProviderFileGone as exc:
                 # Past the Files API's 48 h TTL (or deleted): waiting will not bring it back.
                 log.error(
@@ -144,9 +157,8 @@ class Tracker:
                 )
                 self.finish(t, JobState.EXPIRED, None)
                 return
-            except (ProviderError, RegistryUnavailable) as exc:
-                if isinstance(exc, ProviderError):
-                    ctx.provider_answered(exc)
+            except ProviderError as exc:
+                ctx.provider_answered(exc)
                 log.warning(
                     "fetching results failed; will retry",
                     batch_job=entry.provider_job,
@@ -154,11 +166,8 @@ class Tracker:
                 )
                 ctx.reschedule(t, ctx.clock())
                 return
-            outgoing = success_results(entry, originals, outputs, entry.provider_job, ctx.wall_ms())
-            self.deliver(entry, outgoing)
-            self.cleanup(
-                entry.provider_job, entry.input_file, remote.responses_file if remote else None
-            )
+            self.deliveries[entry.job_id] = delivery
+            self._deliver_chunk(t)
         elif isinstance(outcome, policy.Resubmit):
             self._resubmit(entry, outcome.entries, state)
             self.cleanup(entry.provider_job, entry.input_file, None)
@@ -192,48 +201,112 @@ class Tracker:
             successors=[e.job_id for e in successors],
         )
 
-    def _outputs(self, remote: RemoteJob | None) -> list[OutputItem]:
-        if remote is None:
-            return []
-        if remote.inline is not None:
-            return list(remote.inline)
-        if remote.responses_file:
-            return list(parse_output_file(self.ctx.gemini.download(remote.responses_file)))
-        return []
+    def _deliver_chunk(self, t: Tracked) -> None:
+        """Produce the next chunk of a SUCCEEDED job's results; after the last, end the job.
 
-    def deliver(self, entry: LedgerEntry, outgoing: list[Outgoing]) -> None:
-        """Results first, acked; then DONE (or the tombstone). A crash between repeats results.
-
-        While an uncommitted offset below the job holds the partition's commit, a rewind
-        would read the job's requests again: DONE keeps them covered until `prune_done`.
-        Exactly-once: results and that ledger write are one transaction, fenced by the
-        partition's group generation, so a read_committed reader sees them once or not at all.
+        At-least-once: one chunk per job per pass, acked before the next, so the loop keeps
+        polling while a big job is delivered (a crash repeats at most what was not ended).
+        Exactly-once: every chunk in this pass, then the end, all in one transaction.
         """
         ctx = self.ctx
-        results = [ctx.sink.result(o.kafka_key, o.result) for o in outgoing]
+        entry = t.entry
+        d = self.deliveries[entry.job_id]
+        eos = ctx.settings.exactly_once
+        pending: list[SendHandle] = []
+        try:
+            while True:
+                outgoing = d.next_chunk(ctx.reader.read, ctx.wall_ms())
+                if outgoing is None:
+                    break
+                sent = self._send(entry, outgoing)
+                if eos:
+                    pending.extend(sent)
+                else:
+                    ctx.commit(sent, [entry.key.partition])
+                d.acked()
+                if d.finished():
+                    break
+                if not eos:
+                    t.due = ctx.clock()  # the next chunk in the next pass
+                    return
+        except RegistryUnavailable as exc:  # re-reading Confluent-framed requests
+            log.warning(
+                "re-reading requests failed; will retry", job_id=entry.job_id, error=str(exc)
+            )
+            if eos:  # the open transaction's results are dropped with the delivery
+                self.deliveries.pop(entry.job_id, None)
+                d.close()
+                ctx.commit_abort()
+            ctx.reschedule(t, ctx.clock())
+            return
+        del self.deliveries[entry.job_id]
+        d.close()
+        self.end(entry, pending)
+        log.info(
+            "job delivered", job_id=entry.job_id, batch_job=entry.provider_job, chunks=d.chunks
+        )
+        self.cleanup(entry.provider_job, entry.input_file, d.output_file)
+
+    def _forget_unowned(self) -> None:
+        """Drop deliveries of jobs no longer owned (partition revoked) and their temp files;
+        close re-read consumers of partitions no longer owned or idle."""
+        ctx = self.ctx
+        for job_id, d in list(self.deliveries.items()):
+            st = ctx.owned.get(d.entry.key.partition)
+            t = st.jobs.get(job_id) if st is not None else None
+            # Revoked and assigned again in one rebalance, the same job goes on where it was.
+            if t is None or t.entry.provider_job != d.entry.provider_job:
+                del self.deliveries[job_id]
+                d.close()
+        ctx.reader.retain(ctx.owned.keys())
+
+    def deliver(self, entry: LedgerEntry, outgoing: Iterable[Outgoing]) -> None:
+        """Results first, acked; then the job's end. A crash between them repeats results."""
+        sent = self._send(entry, outgoing)
+        if self.ctx.settings.exactly_once:
+            self.end(entry, sent)
+        else:
+            self.ctx.commit(sent, [entry.key.partition])
+            self.end(entry)
+
+    def _send(self, entry: LedgerEntry, outgoing: Iterable[Outgoing]) -> list[SendHandle]:
+        """Hand results to the producer (not yet acked: the caller commits them)."""
+        ctx = self.ctx
+        sent: list[SendHandle] = []
+        errors = 0
+        for o in outgoing:
+            sent.append(ctx.sink.result(o.kafka_key, o.result))
+            errors += o.result.error is not None
+        log.info(
+            "results produced",
+            job_id=entry.job_id,
+            batch_job=entry.provider_job,
+            ok=len(sent) - errors,
+            errors=errors,
+        )
+        return sent
+
+    def end(self, entry: LedgerEntry, pending: list[SendHandle] | None = None) -> None:
+        """The job is finished, every result sent: the one place that records it.
+
+        The entry becomes DONE (or its tombstone, once the commit is past its offsets): while
+        an uncommitted offset below the job holds the partition's commit, a rewind would read
+        the job's requests again, and DONE keeps them covered until `prune_done`. `pending`
+        (exactly-once) are this job's results, committed in the same transaction.
+        """
+        ctx = self.ctx
         p = entry.key.partition
         st = ctx.owned.get(p)
         finished = policy.done(entry, ctx.wall_ms())
         prune_now = st is None or policy.prunable(finished, st.committed)
-        end = ctx.ledger.tombstone(entry) if prune_now else ctx.ledger.write(finished)
-        if ctx.settings.exactly_once:  # one transaction: no duplicate window
-            ctx.commit([*results, end], [p])
-        else:
-            ctx.commit(results, [p])
-            ctx.commit([end], [p])
+        record = ctx.ledger.tombstone(entry) if prune_now else ctx.ledger.write(finished)
+        ctx.commit([*(pending or []), record], [p])
         if prune_now or st is None:
             ctx.owned.remove_job(entry)
         else:
             st.remove(entry.job_id)
             st.add(Tracked(finished, due=float("inf"), lookup=False))
         ctx.stats.jobs_finished += 1
-        log.info(
-            "results produced",
-            job_id=entry.job_id,
-            batch_job=entry.provider_job,
-            ok=sum(o.result.error is None for o in outgoing),
-            errors=sum(o.result.error is not None for o in outgoing),
-        )
 
     def prune_done(self) -> None:
         """Tombstone DONE entries once the committed offset is past them.
@@ -256,13 +329,22 @@ class Tracker:
             ctx.commit(sends, touched)
 
     def give_up(self, entry: LedgerEntry, error: ErrorInfo, job_name: str | None) -> None:
-        """Every request of the job gets `error` as its result."""
+        """Every request of the job gets `error` as its result, a bounded chunk at a time."""
         ctx = self.ctx
         log.warning(
             "job gave up; producing error results", job_id=entry.job_id, error=error.message
         )
-        originals = ctx.originals(entry)
-        self.deliver(entry, error_results(entry, originals, error, job_name, ctx.wall_ms()))
+        eos = ctx.settings.exactly_once
+        pending: list[SendHandle] = []
+        for offsets in chunks(entry.offsets, self.chunk_requests):
+            originals = ctx.reader.read(entry.key.partition, offsets)
+            outgoing = error_results(entry, originals, error, job_name, ctx.wall_ms(), offsets)
+            sent = self._send(entry, outgoing)
+            if eos:
+                pending.extend(sent)
+            else:
+                ctx.commit(sent, [entry.key.partition])
+        self.end(entry, pending)
 
     def cleanup(self, job: str | None, input_file: str | None, output_file: str | None) -> None:
         """Best effort: Gemini deletes files after 48 h anyway; a failure here loses nothing.

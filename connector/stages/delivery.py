@@ -1,0 +1,158 @@
+"""A finished job's results, produced in bounded chunks over several passes of the loop.
+
+A results file is streamed to an anonymous temporary file on disk, then read line by line. Each pass
+takes the next chunk of output lines (at most `chunk_requests` of them or `chunk_bytes` of
+JSON), re-reads just those requests by offset, and returns their results for the tracker to
+produce and flush. Once the file is exhausted, the job's requests that had no output line
+get NO_OUTPUT (or DATA_LOSS) results, again in chunks. Memory stays bounded by a chunk,
+whatever the size of the job; the loop keeps polling between chunks.
+
+What has been produced is tracked per offset of the job (one byte each), so a key the
+output repeats is answered once, and the requests without output are found at the end.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from array import array
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator
+
+from connector.core.jsonl import read_output_items
+from connector.core.ports import GeminiPort
+from connector.core.records import LedgerEntry, OutputItem, RemoteJob
+from connector.core.results import Original, Outgoing, correlation_key, success_results
+from connector.core.spans import CHUNK_REQUESTS
+
+CHUNK_BYTES = 16 * 1024 * 1024
+"""Output JSON read per chunk: a chunk's results hold a few times this in memory."""
+
+ReadFn = Callable[[int, Iterable[int]], dict[int, Original]]
+
+
+class Delivery:
+    """The results of one SUCCEEDED job, chunk by chunk. `close()` frees its temp file."""
+
+    def __init__(
+        self,
+        entry: LedgerEntry,
+        job_name: str | None,
+        items: Iterator[tuple[OutputItem, int]],
+        closer: Callable[[], None] = lambda: None,
+        chunk_requests: int = CHUNK_REQUESTS,
+        chunk_bytes: int = CHUNK_BYTES,
+    ) -> None:
+        self.entry = entry
+        self.job_name = job_name
+        self._items = items
+        self._closer = closer
+        self._chunk_requests = chunk_requests
+        self._chunk_bytes = chunk_bytes
+        self._offsets = array("q", sorted(set(entry.offsets)))
+        self._done = bytearray(len(self._offsets))
+        self._outputs_done = False
+        self._scan = 0
+        self._batch: tuple[list[int], list[OutputItem]] | None = None
+        """The chunk in hand, kept until its results are acked (retried as is on failure)."""
+        self.chunks = 0
+        self.output_file: str | None = None
+        """The results file at the provider, deleted once every result is acked."""
+
+    def next_chunk(self, read: ReadFn, now_ms: int) -> list[Outgoing] | None:
+        """The next chunk's results (call `acked()` once produced), or None when all are."""
+        if self._batch is None:
+            self._batch = self._take()
+        if self._batch is None:
+            return None
+        offsets, outputs = self._batch
+        originals = read(self.entry.key.partition, offsets)
+        return success_results(
+            self.entry, originals, outputs, self.job_name, now_ms, offsets=offsets
+        )
+
+    def acked(self) -> None:
+        """The chunk's results are acked: never produce them again."""
+        if self._batch is not None:
+            for o in self._batch[0]:
+                self._done[self._index(o)] = 1
+            self._batch = None
+            self.chunks += 1
+
+    def finished(self) -> bool:
+        """Whether every result is acked (reads the next chunk's output lines ahead)."""
+        if self._batch is None:
+            self._batch = self._take()
+        return self._batch is None
+
+    def close(self) -> None:
+        self._closer()
+
+    def _index(self, offset: int) -> int:
+        i = bisect_left(self._offsets, offset)
+        return i if i < len(self._offsets) and self._offsets[i] == offset else -1
+
+    def _key_index(self, key: str) -> int:
+        try:
+            offset = int(key)
+        except ValueError:
+            return -1
+        if correlation_key(offset) != key:
+            return -1  # "007" or " 7" is not the key of offset 7
+        return self._index(offset)
+
+    def _take(self) -> tuple[list[int], list[OutputItem]] | None:
+        if not self._outputs_done:
+            offsets: list[int] = []
+            outputs: list[OutputItem] = []
+            seen: set[int] = set()
+            size = 0
+            for item, n in self._items:
+                i = self._key_index(item.key)
+                if i < 0 or self._done[i] or i in seen:
+                    continue  # not a request of this job, or answered already
+                offset = self._offsets[i]
+                seen.add(i)
+                offsets.append(offset)
+                outputs.append(item)
+                size += n
+                if len(offsets) >= self._chunk_requests or size >= self._chunk_bytes:
+                    return sorted(offsets), outputs
+            self._outputs_done = True
+            if offsets:
+                return sorted(offsets), outputs
+        # Requests the output never mentioned: NO_OUTPUT (or DATA_LOSS) results.
+        missing: list[int] = []
+        while self._scan < len(self._offsets) and len(missing) < self._chunk_requests:
+            if not self._done[self._scan]:
+                missing.append(self._offsets[self._scan])
+            self._scan += 1
+        return (missing, []) if missing else None
+
+
+def start_delivery(
+    gemini: GeminiPort,
+    entry: LedgerEntry,
+    remote: RemoteJob | None,
+    chunk_requests: int = CHUNK_REQUESTS,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> Delivery:
+    """A delivery over the job's outputs: inline ones as they are, or its results file
+    streamed to a temporary file first (a `ProviderError` if the download fails)."""
+    job = entry.provider_job
+    if remote is None or (remote.inline is None and not remote.responses_file):
+        return Delivery(entry, job, iter(()), chunk_requests=chunk_requests)
+    if remote.inline is not None:
+        items = ((item, 0) for item in remote.inline)
+        return Delivery(entry, job, items, chunk_requests=chunk_requests)
+    assert remote.responses_file is not None
+    # Anonymous: gone when closed, or when the process dies, whatever the path out.
+    spool = tempfile.TemporaryFile(prefix="gbc-results-", suffix=".jsonl")  # noqa: SIM115
+    try:
+        gemini.download_to(remote.responses_file, spool)
+        spool.seek(0)
+    except BaseException:
+        spool.close()
+        raise
+    d = Delivery(entry, job, read_output_items(spool), spool.close, chunk_requests, chunk_bytes)
+    d.output_file = remote.responses_file
+    return d

@@ -1,0 +1,245 @@
+"""Big jobs at bounded memory: results delivered in chunks over passes, inputs and re-reads
+chunked and sparse (the loop on `connector.testing`'s harness, and `Delivery` alone).
+
+Memory itself is a benchmark (bench/big_results.py), not a timed test: these tests check the
+shapes that bound it (chunk sizes, one chunk per pass, only the wanted records read).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable
+from typing import IO
+
+import orjson
+
+from connector.core.jsonl import read_output_items
+from connector.core.records import (
+    BatchKey,
+    EntryState,
+    ErrorInfo,
+    JobState,
+    Kind,
+    LedgerEntry,
+    RemoteJob,
+    RequestEvent,
+    ResultStatus,
+)
+from connector.core.results import Original
+from connector.core.spans import CHUNK_REQUESTS, chunks, offset_ranges
+from connector.stages.delivery import Delivery, start_delivery
+from tests.unit.loop_support import (
+    answered,
+    assert_answered_once,
+    assert_no_job_created_twice,
+    make,
+    publish,
+)
+
+FILE_JOB = {"batch_inline_max_bytes": 1_000}
+"""Every batch goes through an uploaded JSONL file."""
+
+
+def test_offset_ranges_and_chunks() -> None:
+    assert offset_ranges([9, 3, 4, 5, 4, 11, 10]) == [(3, 6), (9, 12)]
+    assert offset_ranges([]) == []
+    assert [len(c) for c in chunks(range(12_001))] == [5_000, 5_000, 2_001]
+
+
+def test_20k_request_file_job_is_delivered_one_chunk_per_pass_each_result_once() -> None:
+    n = 20_000
+    h = make(batch_max_requests=n, batch_max_wait_s=3_600, **FILE_JOB)
+    ids = publish(h, "big", n)
+    h.consumer.assign(0)
+    results_after_pass: list[int] = []
+    for _ in range(100):  # 40 passes take the 20k in (500 per poll)
+        h.step(advance_s=1.0)
+        results_after_pass.append(len(h.results()))
+        if not h.ledger.live(0) and results_after_pass[-1]:
+            break
+    assert_answered_once(h, ids, ResultStatus.OK)
+    assert_no_job_created_twice(h)
+    assert h.sidecar.stats.jobs_created == 1
+    # One chunk of 5,000 results per pass, so the loop polled between them.
+    delivering = [r for r in results_after_pass if r > 0]
+    assert delivering[:4] == [5_000, 10_000, 15_000, 20_000]
+    assert h.sidecar.tracker.deliveries == {}
+    # Results were matched to requests re-read a chunk at a time, never the whole job.
+    assert max(len(offsets) for _, offsets in h.reader.reads) <= CHUNK_REQUESTS
+    assert h.reader.fetched == n  # each request re-read once, for its results
+
+
+def test_revoked_mid_delivery_drops_the_delivery_and_the_next_owner_answers_all() -> None:
+    """A crash or revoke between chunks: the next owner produces every result again
+    (duplicate window 1 covers a partly delivered job too), none is lost."""
+    n = 12
+    h = make(batch_max_requests=n, **FILE_JOB)
+    h.sidecar.tracker.chunk_requests = 5
+    ids = publish(h, "rv", n)
+    h.consumer.assign(0)
+    h.run_until(lambda: len(h.results()) >= 5)
+    assert len(h.results()) == 5
+    [d] = h.sidecar.tracker.deliveries.values()
+    h.consumer.revoke(0)
+    h.step()
+    assert h.sidecar.tracker.deliveries == {}
+    assert h.reader.retained == set()
+    assert d.chunks == 1  # it was mid-delivery
+
+    nxt = h.restart(0)
+    nxt.run_until(lambda: answered(nxt, ids) and not nxt.ledger.live(0))
+    by_id = nxt.results_by_id()
+    assert all(1 <= len(by_id[rid]) <= 2 for rid in ids)
+    assert sum(len(by_id[rid]) == 2 for rid in ids) == 5  # the first chunk, again
+    assert_no_job_created_twice(nxt)
+
+
+def test_revoked_and_assigned_again_in_one_rebalance_the_delivery_goes_on() -> None:
+    n = 12
+    h = make(batch_max_requests=n, **FILE_JOB)
+    h.sidecar.tracker.chunk_requests = 5
+    ids = publish(h, "ra", n)
+    h.consumer.assign(0)
+    h.run_until(lambda: len(h.results()) >= 5)
+    h.consumer.revoke(0)
+    h.consumer.assign(0)
+    h.run_until(lambda: not h.ledger.live(0))
+    assert_answered_once(h, ids, ResultStatus.OK)
+
+
+def test_recovered_file_intent_with_sparse_offsets_is_re_read_by_range_and_spooled() -> None:
+    """A recovered INTENT (no payload in memory) owning a few offsets scattered over a
+    big partition: only its ranges are read, in chunks, and its JSONL is written to disk."""
+    h = make(**FILE_JOB)
+    publish(h, "other", 3_000)  # the records of other jobs
+    wanted = (5, 6, 7, 1_500, 2_998)
+    entry = h.entry("p0-0-dead", wanted, use_file=True)
+    h.seed_ledger(entry)
+    h.seed_committed(3_000)
+    nxt = h.restart(0)
+    nxt.sidecar.tracker.chunk_requests = 2
+    nxt.run_until(lambda: nxt.sidecar.stats.jobs_created == 1, advance_s=5.0)
+    assert nxt.reader.fetched == len(wanted)  # not the 2,994 records in between
+    assert [offsets for _, offsets in nxt.reader.reads] == [list(wanted)]
+    nxt.run_until(lambda: not nxt.ledger.live(0))
+    by_offset = {r.source_offset: r for r in nxt.result_events()}
+    assert sorted(by_offset) == list(wanted)
+    assert all(r.status is ResultStatus.OK for r in by_offset.values())
+    # Delivered in chunks of 2 (three re-reads after the submit's one).
+    assert [len(o) for _, o in nxt.reader.reads[1:]] == [2, 2, 1]
+
+
+def test_give_up_answers_every_request_in_chunks() -> None:
+    h = make(**FILE_JOB)
+    publish(h, "g", 7)
+    entry = h.entry("p0-0-dead", tuple(range(7)), EntryState.SUBMITTED, provider_job="x")
+    h.sidecar.tracker.chunk_requests = 3
+    h.consumer.assign(0)
+    h.step()
+    h.sidecar.owned[0].jobs.clear()
+    h.sidecar.tracker.give_up(entry, ErrorInfo(499, "CANCELLED", "cancelled"), "x")
+    assert [len(o) for _, o in h.reader.reads] == [3, 3, 1]
+    events = h.result_events()
+    assert sorted(r.source_offset for r in events) == list(range(7))
+    assert {r.error.status for r in events if r.error} == {"CANCELLED"}
+
+
+# -- Delivery alone ---------------------------------------------------------------------
+
+
+def _entry(offsets: Iterable[int]) -> LedgerEntry:
+    return LedgerEntry(
+        job_id="j",
+        key=BatchKey(0, "gemini-2.5-flash", Kind.GENERATE),
+        offsets=tuple(offsets),
+        attempt=1,
+        display_name="d",
+        state=EntryState.SUBMITTED,
+        use_file=True,
+        est_tokens=1,
+        created_ms=0,
+        updated_ms=0,
+        provider_job="batches/j",
+    )
+
+
+def _read(partition: int, offsets: Iterable[int]) -> dict[int, Original]:
+    return {
+        o: Original(partition, o, None, RequestEvent(f"r{o}", "m", Kind.GENERATE, "{}"))
+        for o in offsets
+        if o != 13  # offset 13 is no longer retained
+    }
+
+
+def _line(key: str, text: str = "hi") -> bytes:
+    return orjson.dumps({"key": key, "response": {"candidates": [{"text": text}]}}) + b"\n"
+
+
+def _drain(d: Delivery) -> list[list[tuple[int, str, str | None]]]:
+    out = []
+    while (chunk := d.next_chunk(_read, 0)) is not None:
+        out.append(
+            [
+                (
+                    o.result.source_offset,
+                    o.result.status.value,
+                    o.result.error and o.result.error.status,
+                )
+                for o in chunk
+            ]
+        )
+        d.acked()
+    return out
+
+
+def test_delivery_answers_each_offset_once_in_bounded_chunks() -> None:
+    """Repeated keys answered once, foreign and malformed keys ignored, requests without an
+    output line answered NO_OUTPUT (INTERNAL) last, unreadable ones DATA_LOSS."""
+    lines = [_line(k) for k in ("12", "10", "10", "99", "011", "x", "14", "13")]
+    data = io.BytesIO(b"".join(lines) + b"not json\n")
+    d = Delivery(_entry(range(10, 16)), "batches/j", read_output_items(data), chunk_requests=2)
+    got = _drain(d)
+    assert [len(c) for c in got] == [2, 2, 2]
+    flat = [x for c in got for x in c]
+    assert sorted(o for o, _, _ in flat) == list(range(10, 16))
+    status = {o: (s, e) for o, s, e in flat}
+    assert status[10] == status[12] == status[14] == ("OK", None)
+    assert status[13] == ("ERROR", "DATA_LOSS")
+    assert status[11] == status[15] == ("ERROR", "INTERNAL")
+    assert [o for o, _, _ in got[-1]] == [11, 15]  # the missing ones come last
+    assert d.chunks == 3
+
+
+def test_delivery_bounds_a_chunk_by_bytes_and_retries_a_failed_chunk_as_is() -> None:
+    big = "x" * 1_000
+    data = io.BytesIO(b"".join(_line(str(o), big) for o in range(6)))
+    d = Delivery(_entry(range(6)), "batches/j", read_output_items(data), chunk_bytes=2_500)
+    first = d.next_chunk(_read, 0)
+    assert first is not None
+    assert len(first) == 3
+    again = d.next_chunk(_read, 0)  # not acked (produce failed): the same chunk
+    assert again is not None
+    assert [o.result.source_offset for o in again] == [0, 1, 2]
+    d.acked()
+    assert not d.finished()
+    rest = _drain(d)
+    assert [o for c in rest for o, _, _ in c] == [3, 4, 5]
+    assert d.finished()
+
+
+def test_a_downloaded_results_file_is_read_from_disk_and_closed_with_the_delivery() -> None:
+    spools: list[IO[bytes]] = []
+
+    class Files:
+        def download_to(self, name: str, out: IO[bytes]) -> None:
+            assert name == "files/out"
+            out.write(_line("0") + _line("1"))
+            spools.append(out)
+
+    remote = RemoteJob("batches/j", JobState.SUCCEEDED, None, None, "files/out")
+    d = start_delivery(Files(), _entry([0, 1]), remote)  # type: ignore[arg-type]
+    assert d.output_file == "files/out"
+    assert _drain(d) == [[(0, "OK", None), (1, "OK", None)]]
+    assert not spools[0].closed
+    d.close()
+    assert spools[0].closed
