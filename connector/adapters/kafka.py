@@ -304,6 +304,10 @@ def _bounded(call: Any, timeout_s: float, what: str) -> None:
         raise outcome[0]
 
 
+TRANSACTION_TIMEOUT_MS = 30_000
+"""Default transaction.timeout.ms of the sidecar's transactional producer."""
+
+
 class TransactionalProducer(Producer):
     """A producer with a transactional.id, bound to the consumer group by KIP-447.
 
@@ -322,12 +326,18 @@ class TransactionalProducer(Producer):
         self._transactional_id = transactional_id
         self._timeout_s = timeout_s
         self._open = False
+        cfg = client_config(KafkaProducer, bootstrap, extra)
+        # Our transactions are short (a claim, one pass's writes, one job's results): a
+        # crashed replica's open transaction is aborted by the broker this soon, and until
+        # then it holds back every read_committed read of its partitions (the next owner's
+        # ledger load waits for it). kafka-python's default is 60 s.
+        cfg.setdefault("transaction_timeout_ms", TRANSACTION_TIMEOUT_MS)
         self._producer = KafkaProducer(
             enable_idempotence=True,
             acks="all",
             linger_ms=5,
             max_in_flight_requests_per_connection=5,
-            **client_config(KafkaProducer, bootstrap, extra),
+            **cfg,
             transactional_id=transactional_id,
         )
         # Honours max_block_ms; fences an earlier producer with the same id and aborts
