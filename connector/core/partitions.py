@@ -85,3 +85,5 @@ class Stats:
     jobs_adopted: int = 0
     jobs_finished: int = 0
     jobs_resubmitted: int = 0
+    deadline_exceeded: int = 0
+    """Requests answered 504 because their deadline passed (at intake, seal, submit or delivery)."""

@@ -39,6 +39,16 @@ _STATUS_BY_CODE = {
 NO_OUTPUT = ErrorInfo(500, "INTERNAL", "the batch job returned no output for this request")
 
 
+def deadline_passed(event: RequestEvent, now_ms: int) -> bool:
+    """The request's deadline (if any) has passed: an error result instead of a late answer."""
+    return event.deadline_ms is not None and event.deadline_ms <= now_ms
+
+
+def late(where: str) -> ErrorInfo:
+    """The 504 of a request whose deadline passed `where` (the contract's promise)."""
+    return ErrorInfo(504, "DEADLINE_EXCEEDED", f"the deadline passed {where}")
+
+
 @dataclass(frozen=True, slots=True)
 class Original:
     """A request re-read from the request topic by offset."""
@@ -168,10 +178,15 @@ def success_results(
     job_name: str | None,
     now_ms: int,
 ) -> list[Outgoing]:
-    """One result per request of a SUCCEEDED job, matched to its output by key."""
+    """One result per request of a SUCCEEDED job, matched to its output by key.
+
+    A request whose deadline has passed gets 504 DEADLINE_EXCEEDED, never the late answer.
+    """
     by_key = {item.key: item for item in outputs}
 
     def make(o: Original, ev: RequestEvent) -> ResultEvent:
+        if deadline_passed(ev, now_ms):
+            return _base(ev, o, entry, job_name, now_ms, late("before its batch job finished"))
         base = _base(ev, o, entry, job_name, now_ms, NO_OUTPUT)
         item = by_key.get(correlation_key(o.offset))
         if item is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 from connector.config import Settings
 from connector.core import policy
@@ -16,7 +17,7 @@ from connector.core.codec import Codec
 from connector.core.partitions import Partitions, Stats, Tracked
 from connector.core.ports import LedgerPort
 from connector.core.records import ErrorInfo, PendingRequest, Record, SealedBatch
-from connector.core.results import refused
+from connector.core.results import deadline_passed, late, refused
 from connector.core.validation import validate_request
 from connector.core.watermark import Watermark
 from connector.errors import DecodeError, InvalidRequest
@@ -77,21 +78,29 @@ class Intake:
         except InvalidRequest as exc:
             cp.send(self.sink.dead_letter(rec, "VALIDATION", exc))
             error = ErrorInfo(exc.code, exc.status, exc.reason)
-        if error is None and event.deadline_ms is not None and event.deadline_ms <= self.wall_ms():
-            error = ErrorInfo(504, "DEADLINE_EXCEEDED", "the deadline passed before batching")
+        if error is None and deadline_passed(event, self.wall_ms()):
+            error = late("before batching")
+            self.stats.deadline_exceeded += 1
         if error is not None:
             result = refused(event, rec.partition, rec.offset, error, self.wall_ms())
             cp.send(self.sink.result(rec.key, result))
             cp.resolve(rec.partition, rec.offset)
             return []
-        return self.batcher.add(PendingRequest(rec.partition, rec.offset, event, size, tokens), now)
+        pending = PendingRequest(rec.partition, rec.offset, event, size, tokens, rec.key)
+        return self.batcher.add(pending, now)
 
     def record_intents(self, sealed: Iterable[SealedBatch], cp: Checkpoint) -> None:
-        """One INTENT per sealed batch; its offsets resolve once the INTENT is acked."""
+        """One INTENT per sealed batch; its offsets resolve once the INTENT is acked.
+
+        Requests whose deadline passed while their batch was open get their 504 instead.
+        """
         now_ms = self.wall_ms()
-        for batch in sealed:
-            st = self.owned.get(batch.key.partition)
+        for whole in sealed:
+            st = self.owned.get(whole.key.partition)
             if st is None:
+                continue
+            batch = self._without_late(whole, now_ms, cp)
+            if not batch.requests:
                 continue
             job_id = policy.new_job_id(batch.key.partition, batch.offsets[0], self.nonce())
             entry = policy.new_intent(batch, job_id, self.s.group_id, now_ms)
@@ -99,3 +108,15 @@ class Intake:
             # Fresh id: no job of this name can exist yet, so no lookup before create.
             st.add(Tracked(entry, due=self.clock(), lookup=False, payload=batch.requests))
             cp.resolve_all(batch.key.partition, batch.offsets)
+
+    def _without_late(self, batch: SealedBatch, now_ms: int, cp: Checkpoint) -> SealedBatch:
+        gone = [r for r in batch.requests if deadline_passed(r.event, now_ms)]
+        if not gone:
+            return batch
+        for r in gone:
+            result = refused(r.event, r.partition, r.offset, late("before its job"), now_ms)
+            cp.send(self.sink.result(r.kafka_key, result))
+            cp.resolve(r.partition, r.offset)
+        self.stats.deadline_exceeded += len(gone)
+        keep = tuple(r for r in batch.requests if not deadline_passed(r.event, now_ms))
+        return replace(batch, requests=keep, size=sum(r.size for r in keep))

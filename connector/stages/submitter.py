@@ -6,6 +6,8 @@ display name and adopted if it exists; `create` itself runs with SDK retries off
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import orjson
 import structlog
 
@@ -15,7 +17,7 @@ from connector.core.partitions import Tracked
 from connector.core.ports import SendHandle
 from connector.core.quota import Budget, admit
 from connector.core.records import EntryState, ErrorInfo, JobInput, RequestEvent
-from connector.core.results import correlation_key
+from connector.core.results import Outgoing, correlation_key, deadline_passed, late, refused
 from connector.errors import ProviderError, ProviderRejected
 from connector.stages.context import Context
 from connector.stages.tracker import Tracker
@@ -54,6 +56,8 @@ class Submitter:
                 log.info("adopted existing job", job_id=t.entry.job_id, batch_job=found)
                 sends.append(self._submitted(t, found, None))
                 continue
+            if t.payload is not None and self._drop_late(t, self._events(t)):
+                continue  # every request's deadline passed while it waited: all answered
             if not admit(t.entry, ctx.owned.live(), budget):
                 t.due = now + 1.0
                 continue
@@ -65,8 +69,11 @@ class Submitter:
     def _create(self, t: Tracked, now: float) -> SendHandle | None:
         """Upload (file jobs) and create; returns the SUBMITTED ledger write on success."""
         ctx = self.ctx
+        events = self._events(t)
+        if self._drop_late(t, events):
+            return None
         entry = t.entry
-        inputs = self._inputs(t)
+        inputs = self._inputs(t, events)
         if not inputs:
             error = ErrorInfo(400, "INVALID_ARGUMENT", "no request of the job could be read")
             self.tracker.give_up(entry, error, None)
@@ -118,17 +125,57 @@ class Submitter:
         t.due = ctx.clock() + ctx.retry.poll_initial_s
         return ctx.ledger.write(t.entry)
 
-    def _inputs(self, t: Tracked) -> list[JobInput]:
-        """The job's requests with their correlation keys: from memory, or re-read by offset."""
-        events: list[tuple[int, RequestEvent]] = []
+    def _events(self, t: Tracked) -> list[tuple[int, bytes | None, RequestEvent]]:
+        """The job's readable requests (offset, Kafka key, event): from memory or re-read."""
         if t.payload is not None:
-            events = [(r.offset, r.event) for r in t.payload]
-        else:
-            for o in self.ctx.originals(t.entry).values():
-                if o.event is not None:  # unreadable ones get DATA_LOSS results at delivery
-                    events.append((o.offset, o.event))
+            return [(r.offset, r.kafka_key, r.event) for r in t.payload]
+        # Unreadable ones are left out here; they get DATA_LOSS results at delivery.
+        originals = self.ctx.originals(t.entry).values()
+        return [(o.offset, o.kafka_key, o.event) for o in originals if o.event is not None]
+
+    def _drop_late(self, t: Tracked, events: list[tuple[int, bytes | None, RequestEvent]]) -> bool:
+        """Answer 504 for requests whose deadline passed before their job was created.
+
+        They leave the job (the SUBMITTED entry records the rest); True when none is left
+        and the entry is retired. A crash before that write answers them again (same ids).
+        """
+        ctx = self.ctx
+        now_ms = ctx.wall_ms()
+        gone = [(o, k, ev) for o, k, ev in events if deadline_passed(ev, now_ms)]
+        if not gone:
+            return False
+        entry = t.entry
+        error = late("while the request waited for its job to be created")
+        outgoing = [
+            Outgoing(
+                k,
+                replace(refused(ev, entry.key.partition, o, error, now_ms), attempt=entry.attempt),
+            )
+            for o, k, ev in gone
+        ]
+        ctx.stats.deadline_exceeded += len(gone)
+        log.warning("deadline passed before submit", job_id=entry.job_id, requests=len(gone))
+        dropped = {o for o, _, _ in gone}
+        keep = tuple(o for o in entry.offsets if o not in dropped)
+        if not keep:
+            self.tracker.deliver(entry, outgoing)
+            return True
+        ctx.producer.flush_and_check([ctx.sink.result(o.kafka_key, o.result) for o in outgoing])
+        n = len(entry.offsets)
+        t.entry = replace(entry, offsets=keep, est_tokens=entry.est_tokens * len(keep) // n)
+        if t.payload is not None:
+            t.payload = tuple(r for r in t.payload if r.offset not in dropped)
+        return False
+
+    def _inputs(
+        self, t: Tracked, events: list[tuple[int, bytes | None, RequestEvent]]
+    ) -> list[JobInput]:
+        """The job's requests with their correlation keys (only offsets still in the job)."""
+        wanted = set(t.entry.offsets)
         out: list[JobInput] = []
-        for offset, ev in events:
+        for offset, _, ev in events:
+            if offset not in wanted:
+                continue
             key = correlation_key(offset)
             meta = {"key": key, "request_id": ev.request_id}
             out.append(JobInput(key, orjson.loads(ev.body), meta))
