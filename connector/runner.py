@@ -17,12 +17,18 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import structlog
 
-from connector.adapters.kafka import Admin, Producer, RequestConsumer, connect_with_retry
+from connector.adapters.kafka import (
+    Admin,
+    Producer,
+    RequestConsumer,
+    connect_with_retry,
+    producer_max_request_size,
+)
 from connector.adapters.ledger import Ledger
 from connector.adapters.reread import RequestReader
 from connector.config import Settings
@@ -45,7 +51,7 @@ from connector.health import HealthServer
 from connector.stages.checkpoint import Checkpoint
 from connector.stages.context import Context
 from connector.stages.intake import Intake
-from connector.stages.sink import Sink
+from connector.stages.sink import Limits, Sink
 from connector.stages.submitter import Submitter
 from connector.stages.tracker import Tracker
 
@@ -114,6 +120,8 @@ class Sidecar:
         self.running = False
         self._paused = False
         self._extra = dict(settings.kafka_extra)
+        self.limits = Limits()
+        """Largest result and dead letter the output topics take; read from them at start."""
 
     def stop(self) -> None:
         """Ask the loop to drain and return; safe from any thread or signal handler."""
@@ -181,7 +189,7 @@ class Sidecar:
         self.ports = ports
         self.consumer = ports.consumer
         self.total_partitions = ports.total_partitions
-        sink = Sink(s, ports.producer, self.codec, self.stats)
+        sink = Sink(s, ports.producer, self.codec, self.stats, self.limits)
         self.ctx = Context(
             settings=s,
             gemini=self.gemini,
@@ -230,6 +238,7 @@ class Sidecar:
         admin.ensure_ledger(s.ledger, n)
         admin.ensure_topic(s.result_topic, n)
         admin.ensure_topic(s.dlq_topic, n)
+        self._read_limits(admin)
         try:
             retention_h = int(admin.topic_config(s.request_topic).get("retention.ms", "-1")) / 3.6e6
         except ValueError:
@@ -243,6 +252,37 @@ class Sidecar:
                 recommended_hours=s.min_retention_h,
             )
         return n
+
+    def _read_limits(self, admin: Admin) -> None:
+        """Size limits from the topics themselves, so settings cannot promise more.
+
+        A record must fit both its topic's `max.message.bytes` and the producer's
+        `max_request_size`. Results and dead letters are checked against these before they
+        are sent; requests larger than the request or dead-letter topic takes are refused.
+        """
+        s = self.s
+        max_request_size = producer_max_request_size(self._extra)
+        topic_max = {
+            t: admin.max_message_bytes(t) for t in (s.request_topic, s.result_topic, s.dlq_topic)
+        }
+        self.limits = Limits(
+            result_bytes=min(topic_max[s.result_topic], max_request_size),
+            dlq_bytes=min(topic_max[s.dlq_topic], max_request_size),
+        )
+        max_request_bytes = min(
+            s.max_request_bytes, topic_max[s.request_topic], self.limits.dlq_bytes
+        )
+        if max_request_bytes != s.max_request_bytes:
+            self.s = replace(s, max_request_bytes=max_request_bytes)
+        log.info(
+            "message size limits",
+            max_request_bytes=max_request_bytes,
+            configured_max_request_bytes=s.max_request_bytes,
+            result_bytes=self.limits.result_bytes,
+            dlq_bytes=self.limits.dlq_bytes,
+            topics_max_message_bytes=topic_max,
+            producer_max_request_size=max_request_size,
+        )
 
     def status(self) -> dict[str, Any]:
         """The latest published status (safe from any thread: an immutable snapshot)."""
@@ -277,7 +317,7 @@ class Sidecar:
             sealed.extend(self.intake.take(rec, now, cp))
         sealed.extend(self.batcher.due(now))
         self.intake.record_intents(sealed, cp)
-        cp.commit(self.ctx.producer, self.consumer, self.owned)
+        cp.commit(self.ctx.sink, self.consumer, self.owned)
         self.submitter.submit_due(self.clock(), self.budget)
         self.tracker.track_due(self.clock(), self._stop.is_set())
         self._backpressure()
@@ -373,7 +413,7 @@ class Sidecar:
         cp = Checkpoint()
         self.intake.record_intents(self.batcher.drain(), cp)
         recorded = sum(len(v) for v in cp.resolved.values())
-        cp.commit(self.ctx.producer, self.consumer, self.owned)
+        cp.commit(self.ctx.sink, self.consumer, self.owned)
         self.submitter.submit_due(self.clock(), self.budget, deadline)
         self._publish()
         log.info("drained", intents_recorded=recorded)

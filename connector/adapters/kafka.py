@@ -23,7 +23,13 @@ from kafka import (
     TopicPartition,
 )
 from kafka.admin import ConfigResource, ConfigResourceType
-from kafka.errors import KafkaConfigurationError, KafkaError, TopicAlreadyExistsError
+from kafka.errors import (
+    KafkaConfigurationError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    TopicAlreadyExistsError,
+)
 
 from connector.core.ports import SendHandle
 from connector.core.records import Headers, Record
@@ -33,7 +39,20 @@ from connector.errors import (
     ConfigError,
     LedgerError,
     ProduceFailed,
+    RecordTooLarge,
 )
+
+DEFAULT_MAX_MESSAGE_BYTES = 1_048_588
+"""Kafka's default `max.message.bytes` (topic) / `message.max.bytes` (broker)."""
+_TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
+
+
+def _produce_error(exc: BaseException) -> BaseException:
+    """kafka-python's per-record size errors become `RecordTooLarge`; others stay as they are."""
+    if isinstance(exc, _TOO_LARGE):
+        return RecordTooLarge(f"record too large: {exc!r}")
+    return exc
+
 
 log = structlog.get_logger(__name__)
 
@@ -168,18 +187,27 @@ class Sent:
     """A pending produce; `ok()` after a flush says whether the broker acked it."""
 
     future: Any
+    failed: BaseException | None = None
+    """Set when `send` itself refused the record (e.g. over `max_request_size`)."""
 
     def ok(self) -> bool:
+        if self.failed is not None:
+            return False
         return bool(self.future.is_done and self.future.succeeded())
 
     def error(self) -> BaseException | None:
-        return self.future.exception if self.future.is_done else None
+        if self.failed is not None:
+            return self.failed
+        if not self.future.is_done or self.future.exception is None:
+            return None
+        return _produce_error(self.future.exception)
 
 
 class Producer:
     """One idempotent producer for results, dead letters and ledger entries."""
 
     def __init__(self, bootstrap: str, extra: Mapping[str, Any]) -> None:
+        self.max_request_size = producer_max_request_size(extra)
         self._producer = KafkaProducer(
             enable_idempotence=True,
             acks="all",
@@ -196,9 +224,12 @@ class Producer:
         headers: Headers | None = None,
         partition: int | None = None,
     ) -> Sent:
-        fut = self._producer.send(
-            topic, value=value, key=key, headers=headers or [], partition=partition
-        )
+        try:
+            fut = self._producer.send(
+                topic, value=value, key=key, headers=headers or [], partition=partition
+            )
+        except KafkaError as exc:  # refused before sending, e.g. over max_request_size
+            return Sent(None, _produce_error(exc))
         return Sent(fut)
 
     def flush_and_check(self, sent: Sequence[SendHandle], timeout_s: float = 60.0) -> None:
@@ -310,6 +341,13 @@ class Admin:
                 f"ledger topic {topic!r} must have cleanup.policy=compact, has {policy!r}"
             )
 
+    def max_message_bytes(self, topic: str) -> int:
+        """The topic's `max.message.bytes` (its effective value, broker default included)."""
+        try:
+            return int(self.topic_config(topic).get("max.message.bytes", ""))
+        except ValueError:
+            return DEFAULT_MAX_MESSAGE_BYTES
+
     def topic_config(self, topic: str) -> dict[str, str]:
         res = self._admin.describe_configs(
             [ConfigResource(ConfigResourceType.TOPIC, topic)], config_filter="all"
@@ -319,6 +357,11 @@ class Admin:
 
     def close(self) -> None:
         self._admin.close()
+
+
+def producer_max_request_size(extra: Mapping[str, Any]) -> int:
+    """The producer's `max_request_size` (CONNECTOR_KAFKA_MAX_REQUEST_SIZE or the default)."""
+    return int(extra.get("max_request_size", KafkaProducer.DEFAULT_CONFIG["max_request_size"]))
 
 
 def connect_with_retry(

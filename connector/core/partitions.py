@@ -85,5 +85,8 @@ class Stats:
     jobs_adopted: int = 0
     jobs_finished: int = 0
     jobs_resubmitted: int = 0
+    results_too_large: int = 0
+    """Results replaced by a 413 error result because they did not fit the results topic."""
+    dead_letters_truncated: int = 0
     deadline_exceeded: int = 0
     """Requests answered 504 because their deadline passed (at intake, seal, submit or delivery)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import structlog
 
 from connector.core.partitions import Partitions
-from connector.core.ports import ConsumerPort, ProducerPort, SendHandle
+from connector.core.ports import ConsumerPort, FlushPort, SendHandle
 from connector.errors import CommitFailed
 
 log = structlog.get_logger("connector")
@@ -41,7 +41,7 @@ class Checkpoint:
         return not self.sends and not self.resolved
 
     def commit(
-        self, producer: ProducerPort, consumer: ConsumerPort, owned: Partitions
+        self, producer: FlushPort, consumer: ConsumerPort, owned: Partitions
     ) -> dict[int, int]:
         """Flush → advance watermarks → commit; return the offsets committed per partition.
 

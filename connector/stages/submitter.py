@@ -160,7 +160,7 @@ class Submitter:
         if not keep:
             self.tracker.deliver(entry, outgoing)
             return True
-        ctx.producer.flush_and_check([ctx.sink.result(o.kafka_key, o.result) for o in outgoing])
+        ctx.sink.flush_and_check([ctx.sink.result(o.kafka_key, o.result) for o in outgoing])
         n = len(entry.offsets)
         t.entry = replace(entry, offsets=keep, est_tokens=entry.est_tokens * len(keep) // n)
         if t.payload is not None:

@@ -160,7 +160,7 @@ class Tracker:
     def deliver(self, entry: LedgerEntry, outgoing: list[Outgoing]) -> None:
         """Results first, acked; then the tombstone. A crash between them repeats results."""
         ctx = self.ctx
-        ctx.producer.flush_and_check([ctx.sink.result(o.kafka_key, o.result) for o in outgoing])
+        ctx.sink.flush_and_check([ctx.sink.result(o.kafka_key, o.result) for o in outgoing])
         ctx.producer.flush_and_check([ctx.ledger.tombstone(entry)])
         ctx.owned.remove_job(entry)
         ctx.stats.jobs_finished += 1
