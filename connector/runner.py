@@ -47,6 +47,7 @@ from connector.core.quota import Budget, share, should_pause
 from connector.core.records import EntryState
 from connector.core.recovery import plan_recovery
 from connector.core.watermark import Watermark
+from connector.errors import KafkaError
 from connector.health import HealthServer
 from connector.stages.checkpoint import Checkpoint
 from connector.stages.context import Context
@@ -56,6 +57,9 @@ from connector.stages.submitter import Submitter
 from connector.stages.tracker import Tracker
 
 log = structlog.get_logger("connector")
+
+KAFKA_BACKOFF_MAX_S = 30.0
+"""Longest wait between passes while Kafka keeps failing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +123,8 @@ class Sidecar:
         self.snapshot = Snapshot(self._status(), self.last_pass)
         self.running = False
         self._paused = False
+        self._resync = False
+        self._kafka_failures = 0
         self._extra = dict(settings.kafka_extra)
         self.limits = Limits()
         """Largest result and dead letter the output topics take; read from them at start."""
@@ -219,14 +225,62 @@ class Sidecar:
         self.submitter = Submitter(self.ctx, self.tracker)
 
     def loop(self) -> None:
-        """Pass after pass until `stop()`, then drain."""
+        """Pass after pass until `stop()`, then drain.
+
+        A Kafka failure (broker down, an unacked send) never ends the process: the pass's
+        in-memory state is dropped, the loop backs off, and the owned partitions are rebuilt
+        from the ledger and the committed offsets once Kafka answers again, exactly as a new
+        owner would. No pass completes meanwhile, so /healthz fails after the liveness timeout.
+        """
         last_status = self.clock()
         while not self._stop.is_set():
-            self.step()
+            delay = self.guarded_step()
+            if delay is not None:
+                self._stop.wait(delay)
+                continue
             if self.clock() - last_status >= self.s.status_interval_s:
                 last_status = self.clock()
                 log.info("status", **self.status())
         self._drain()
+
+    def guarded_step(self) -> float | None:
+        """One pass; on a Kafka failure, forget the pass and return how long to back off."""
+        try:
+            if self._resync:
+                self._rebuild_partitions()
+            self.step()
+        except KafkaError as exc:
+            self._kafka_failures += 1
+            delay: float = min(KAFKA_BACKOFF_MAX_S, 0.5 * 2.0 ** min(self._kafka_failures, 10))
+            self.stats.kafka_failures += 1
+            log.error(
+                "kafka failed; backing off, then rebuilding partitions from the ledger",
+                error=str(exc),
+                failures=self._kafka_failures,
+                retry_in_s=delay,
+            )
+            self._forget_partitions()
+            return delay
+        self._kafka_failures = 0
+        return None
+
+    def _forget_partitions(self) -> None:
+        """Drop what this pass may have left half done; `_rebuild_partitions` redoes it."""
+        for p in list(self.owned):
+            self.batcher.drop_partition(p)
+        self.owned.clear()
+        self._resync = True
+
+    def _rebuild_partitions(self) -> None:
+        """Recover every assigned partition from its ledger and committed offset."""
+        assigned = self.consumer.assignment()
+        for p in sorted(assigned):
+            self._recover(p)
+        for p, start in self.consumer.rewind(assigned).items():
+            self.owned[p].watermark = Watermark(start)
+        self.budget = share(self.project_budget, len(self.owned), self.total_partitions)
+        self._resync = False
+        log.info("partitions rebuilt after a Kafka failure", partitions=sorted(assigned))
 
     def _connect(self, make: Callable[[], Any], what: str) -> Any:
         return connect_with_retry(make, what, self.s.startup_timeout_s, self._stop)

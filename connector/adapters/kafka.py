@@ -5,7 +5,6 @@ kafka-python types stay in here; the runner sees `Record`, `Sent` and plain ints
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections import deque
@@ -26,6 +25,7 @@ from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import (
     KafkaConfigurationError,
     KafkaError,
+    KafkaTimeoutError,
     MessageSizeTooLargeError,
     RecordListTooLargeError,
     TopicAlreadyExistsError,
@@ -260,8 +260,23 @@ def read_partition(
     """Read [start, min(stop, end)) of one partition with a group-less consumer.
 
     Used to rebuild the ledger and to re-read request payloads by offset, so the
-    ledger never has to hold payloads.
+    ledger never has to hold payloads. kafka-python's errors become `BrokerUnavailable`.
     """
+    try:
+        return _read_partition(topic, partition, bootstrap, extra, start, stop, timeout_s)
+    except KafkaError as exc:
+        raise BrokerUnavailable(f"reading {topic}[{partition}] failed: {exc!r}") from exc
+
+
+def _read_partition(
+    topic: str,
+    partition: int,
+    bootstrap: str,
+    extra: Mapping[str, Any],
+    start: int | None,
+    stop: int | None,
+    timeout_s: float,
+) -> list[Record]:
     consumer = KafkaConsumer(
         group_id=None, enable_auto_commit=False, **client_config(KafkaConsumer, bootstrap, extra)
     )
@@ -290,6 +305,9 @@ def read_partition(
 class Admin:
     """Topic checks and creation at start-up."""
 
+    visible_timeout_s = 30.0
+    """How long a created (or concurrently created) topic may take to show in metadata."""
+
     def __init__(self, bootstrap: str, extra: Mapping[str, Any]) -> None:
         self._admin = KafkaAdminClient(**client_config(KafkaAdminClient, bootstrap, extra))
 
@@ -310,8 +328,7 @@ class Admin:
         existing = self.partitions(topic)
         if existing is not None:
             return existing
-        # Another replica may create it between the check and here: that is fine.
-        with contextlib.suppress(TopicAlreadyExistsError):
+        try:
             self._admin.create_topics(
                 {
                     topic: {
@@ -322,9 +339,20 @@ class Admin:
                 },
                 wait_for_metadata=True,
             )
-        found = self.partitions(topic)
-        if found is None:
-            raise ConfigError(f"could not create topic {topic!r}")
+        except TopicAlreadyExistsError:
+            # Replicas starting together race to create it; the loser's metadata may not
+            # show the topic (with leaders) for a moment yet: wait for it below.
+            log.info("topic created by another client meanwhile", topic=topic)
+        except KafkaTimeoutError:
+            log.info("topic not visible yet after create; waiting", topic=topic)
+        deadline = time.monotonic() + self.visible_timeout_s
+        while (found := self.partitions(topic)) is None:
+            if time.monotonic() > deadline:
+                raise ConfigError(
+                    f"could not create topic {topic!r}: still not visible after "
+                    f"{self.visible_timeout_s:.0f}s"
+                )
+            time.sleep(0.2)
         return found
 
     def ensure_ledger(self, topic: str, partitions: int) -> None:

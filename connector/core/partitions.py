@@ -28,6 +28,8 @@ class Tracked:
     """The job may already exist remotely (recovered, or after an unclear create failure)."""
     payload: tuple[PendingRequest, ...] | None = None
     """Requests still in memory from sealing, saving a re-read on first submit."""
+    errors: int = 0
+    """Unexpected exceptions while processing this job; quarantined at QUARANTINE_AFTER."""
 
 
 @dataclass(slots=True)
@@ -89,4 +91,7 @@ class Stats:
     """Results replaced by a 413 error result because they did not fit the results topic."""
     dead_letters_truncated: int = 0
     deadline_exceeded: int = 0
+    jobs_quarantined: int = 0
+    kafka_failures: int = 0
+    """Passes that failed on Kafka (outage, unacked send) and were redone after a backoff."""
     """Requests answered 504 because their deadline passed (at intake, seal, submit or delivery)."""

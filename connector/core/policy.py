@@ -271,6 +271,11 @@ def _derive(
     )
 
 
+QUARANTINE_AFTER = 3
+"""Unexpected exceptions processing one job (submit, track, deliver) before it is quarantined:
+its requests get 500 INTERNAL error results saying so, and it leaves the ledger."""
+
+
 # -- timing ------------------------------------------------------------------------------
 # Every delay the loop schedules comes from here, so backoff has one set of constants.
 

@@ -114,14 +114,24 @@ def _base(
     return replace(result, batch_job=job_name, attempt=entry.attempt)
 
 
-def lost_request(entry: LedgerEntry, offset: int, now_ms: int, job_name: str | None) -> ResultEvent:
-    """The request can no longer be read from its topic: say so rather than stay silent."""
+def lost_request(
+    entry: LedgerEntry,
+    offset: int,
+    now_ms: int,
+    job_name: str | None,
+    error: ErrorInfo | None = None,
+) -> ResultEvent:
+    """The request can no longer be read from its topic: say so rather than stay silent.
+
+    With `error`, the result of a request that is answered without being read (quarantine).
+    """
     return ResultEvent(
         request_id="",
         status=ResultStatus.ERROR,
         model=entry.key.model,
         kind=entry.key.kind,
-        error=ErrorInfo(
+        error=error
+        or ErrorInfo(
             500,
             "DATA_LOSS",
             f"request at offset {offset} of partition {entry.key.partition} is no longer "

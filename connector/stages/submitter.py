@@ -7,6 +7,7 @@ display name and adopted if it exists; `create` itself runs with SDK retries off
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 
 import orjson
 import structlog
@@ -56,15 +57,18 @@ class Submitter:
                 log.info("adopted existing job", job_id=t.entry.job_id, batch_job=found)
                 sends.append(self._submitted(t, found, None))
                 continue
-            if t.payload is not None and self._drop_late(t, self._events(t)):
-                continue  # every request's deadline passed while it waited: all answered
-            if not admit(t.entry, ctx.owned.live(), budget):
-                t.due = now + 1.0
-                continue
-            sent = self._create(t, now)
+            sent = self.tracker.guarded(t, "submit", partial(self._submit, t, now, budget))
             if sent is not None:
                 sends.append(sent)
         ctx.producer.flush_and_check(sends)
+
+    def _submit(self, t: Tracked, now: float, budget: Budget) -> SendHandle | None:
+        if t.payload is not None and self._drop_late(t, self._events(t)):
+            return None  # every request's deadline passed while it waited: all answered
+        if not admit(t.entry, self.ctx.owned.live(), budget):
+            t.due = now + 1.0
+            return None
+        return self._create(t, now)
 
     def _create(self, t: Tracked, now: float) -> SendHandle | None:
         """Upload (file jobs) and create; returns the SUBMITTED ledger write on success."""

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import pytest
+from kafka.errors import TopicAlreadyExistsError
 
-from connector.core.records import ResultStatus
+from connector.adapters.kafka import Admin
+from connector.core import policy
+from connector.core.records import Record, ResultStatus
 from connector.emulator import EmulatorConfig
-from connector.errors import ProduceFailed, RecordTooLarge
+from connector.errors import BrokerUnavailable, ConfigError, ProduceFailed, RecordTooLarge
 from connector.stages.sink import Limits, record_size
-from connector.testing import TestHarness, harness, headers_of
+from connector.testing import (
+    InProcessEmulator,
+    TestHarness,
+    emulated_gemini,
+    harness,
+    headers_of,
+)
 
 SLOW = EmulatorConfig(queue_delay_s=0.0, processing_delay_s=60.0, per_request_delay_s=0.0)
 FAST = EmulatorConfig(queue_delay_s=0.0, processing_delay_s=1.0, per_request_delay_s=0.0)
@@ -168,3 +177,140 @@ def test_dead_letter_refused_as_too_large_is_sent_emptied() -> None:
     assert headers_of(dl)["__connect.errors.truncated"] == b"5000"
     assert dl.value == b""
     assert h.committed() == 1
+
+
+# -- a job that keeps failing, and Kafka failing ------------------------------------------
+
+
+class Flaky:
+    """The emulated gemini, with one method made to raise an unexpected exception."""
+
+    def __init__(self, inner: object, method: str, exc: Exception, times: int = 1_000) -> None:
+        self.inner, self.method, self.exc, self.times = inner, method, exc, times
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> object:
+        attr = getattr(self.inner, name)
+        if name != self.method:
+            return attr
+
+        def failing(*args: object, **kwargs: object) -> object:
+            self.calls += 1
+            if self.calls <= self.times:
+                raise self.exc
+            return attr(*args, **kwargs)
+
+        return failing
+
+
+def flaky_harness(method: str, exc: Exception, times: int = 1_000) -> tuple[TestHarness, Flaky]:
+    inner, emulator = emulated_gemini(InProcessEmulator(FAST))
+    flaky = Flaky(inner, method, exc, times)
+    h = harness(gemini=flaky, batch_max_wait_s=1.0, poll_initial_s=1.0)
+    h.emulator = emulator
+    return start(h), flaky
+
+
+@pytest.mark.parametrize(("method", "stage"), [("get", "track"), ("create", "submit")])
+def test_a_job_that_keeps_failing_is_quarantined_with_error_results(
+    method: str, stage: str
+) -> None:
+    """An unexpected exception for one job is retried, then the job is quarantined: every
+    request gets 500 INTERNAL saying why; the process (and the partition) goes on."""
+    h, flaky = flaky_harness(method, KeyError("candidates"))
+    h.publish("a")
+    h.publish("b")
+    h.run_until(lambda: len(h.results()) == 2, max_passes=200, advance_s=5.0)
+    assert flaky.calls == policy.QUARANTINE_AFTER
+    for r in h.result_events():
+        assert r.status is ResultStatus.ERROR
+        assert r.error is not None
+        assert r.error.status == "INTERNAL"
+        assert "quarantined after 3 failed attempts" in r.error.message
+        assert stage in r.error.message
+        assert "KeyError" in r.error.message
+    assert h.ledger.live(0) == {}
+    assert h.sidecar.stats.jobs_quarantined == 1
+    h.publish("c")  # the partition is not blocked
+    h.run_until(lambda: len(h.results()) == 3, max_passes=200, advance_s=5.0)
+
+
+def test_a_passing_failure_is_retried_not_quarantined() -> None:
+    """Fewer failures than QUARANTINE_AFTER: the job is simply tried again and answered."""
+    h, _ = flaky_harness("get", RuntimeError("blip"), times=policy.QUARANTINE_AFTER - 1)
+    h.publish("a")
+    h.run_until(h.results, max_passes=200, advance_s=5.0)
+    (r,) = h.result_events()
+    assert r.status is ResultStatus.OK
+    assert h.sidecar.stats.jobs_quarantined == 0
+
+
+def test_kafka_failures_back_off_and_rebuild_from_the_ledger() -> None:
+    """A broker outage (poll raising, acks failing) never escapes the loop: the pass is
+    forgotten, and once Kafka answers the partition is rebuilt and every request answered."""
+    h = start(harness(emulator_config=FAST, batch_max_wait_s=1.0, poll_initial_s=1.0))
+    h.publish("a")
+    h.publish("b")
+    real_poll = h.consumer.poll
+    outage = {"polls": 2}
+
+    def poll(timeout_s: float) -> list[Record]:
+        if outage["polls"] > 0:
+            outage["polls"] -= 1
+            raise BrokerUnavailable("KafkaConnectionError (scripted)")
+        return real_poll(timeout_s)
+
+    h.consumer.poll = poll  # type: ignore[method-assign]
+    assert h.sidecar.guarded_step() is not None
+    assert h.sidecar.guarded_step() is not None
+    h.producer.fail_next = 1  # the INTENT's ack fails: nothing of that pass may survive
+    h.advance(2.0)
+    while h.sidecar.guarded_step() is None:
+        h.advance(1.0)
+    assert h.sidecar.stats.kafka_failures == 3
+    assert h.committed() == 0
+    for _ in range(100):
+        if len(h.results()) == 2:
+            break
+        h.advance(1.0)
+        assert h.sidecar.guarded_step() is None
+    assert sorted(r.request_id for r in h.result_events()) == ["a", "b"]
+    assert all(r.status is ResultStatus.OK for r in h.result_events())
+    assert h.committed() == 2
+    assert created(h) == 1
+
+
+class RacingAdmin:
+    """A KafkaAdminClient whose topic another replica created a moment ago."""
+
+    def __init__(self, invisible_describes: int) -> None:
+        self.invisible = invisible_describes
+        self.creates = 0
+
+    def describe_topics(self, topics: list[str]) -> list[dict[str, object]]:
+        if self.invisible > 0:
+            self.invisible -= 1
+            return [{"topic": topics[0], "error_code": 3, "partitions": []}]
+        return [{"topic": topics[0], "error_code": 0, "partitions": [{}, {}]}]
+
+    def create_topics(self, *args: object, **kwargs: object) -> None:
+        self.creates += 1
+        raise TopicAlreadyExistsError("created by the other replica")
+
+
+def test_topic_created_by_a_racing_replica_is_waited_for_not_fatal() -> None:
+    """Replicas starting together: TopicAlreadyExists, and the topic not yet visible, is
+    success after a short wait, not exit 2 'could not create topic'."""
+    admin = Admin.__new__(Admin)
+    racing = RacingAdmin(invisible_describes=4)  # the first check, then three after create
+    admin._admin = racing
+    assert admin.ensure_topic("llm.requests", 2) == 2
+    assert racing.creates == 1
+
+
+def test_topic_that_never_shows_up_is_still_an_error() -> None:
+    admin = Admin.__new__(Admin)
+    admin._admin = RacingAdmin(invisible_describes=10**9)
+    admin.visible_timeout_s = 0.3
+    with pytest.raises(ConfigError, match="could not create topic"):
+        admin.ensure_topic("llm.requests", 2)
