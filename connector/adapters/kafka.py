@@ -42,6 +42,9 @@ from connector.errors import (
     RecordTooLarge,
 )
 
+PROBE_INTERVAL_S = 5.0
+"""After this long without records, an idle poll checks that the broker still answers."""
+PROBE_TIMEOUT_S = 5.0
 DEFAULT_MAX_MESSAGE_BYTES = 1_048_588
 """Kafka's default `max.message.bytes` (topic) / `message.max.bytes` (broker)."""
 _TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
@@ -105,6 +108,7 @@ class RequestConsumer:
         self.topic = topic
         self._listener = _Listener()
         self._max_records = max_records
+        self._confirmed = time.monotonic()
         self._consumer = KafkaConsumer(
             group_id=group_id,
             enable_auto_commit=False,
@@ -127,7 +131,24 @@ class RequestConsumer:
         out: list[Record] = []
         for recs in batches.values():
             out.extend(_record(r) for r in recs)
+        now = time.monotonic()
+        if out:
+            self._confirmed = now
+        elif now - self._confirmed > PROBE_INTERVAL_S:
+            self._probe()
+            self._confirmed = time.monotonic()
         return out
+
+    def _probe(self) -> None:
+        """An idle poll says nothing of the broker (kafka-python just retries inside); ask it
+        for one end offset, so an outage surfaces as BrokerUnavailable and the loop backs off."""
+        tps = sorted(self._consumer.assignment())[:1]
+        if not tps:
+            return
+        try:
+            self._consumer.end_offsets(tps, timeout_ms=int(PROBE_TIMEOUT_S * 1000))
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"broker not answering: {exc!r}") from exc
 
     def rebalance_events(self) -> list[tuple[str, set[int]]]:
         events = list(self._listener.events)

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import uuid
 from collections.abc import Callable
+from pathlib import Path
 
+import httpx2
+import kafka_local
 from sidecar_harness import Topics, collect, sidecar_thread
 from waiting import wait_until
 
@@ -92,3 +98,80 @@ def test_dead_letter_near_one_megabyte_is_truncated_and_intake_goes_on(
     assert headers["__connect.errors.offset"] == b"0"
     assert dl.key == b"huge"
     assert 0 < len(dl.value) < len(value)
+
+
+def _healthz(port: int) -> int:
+    try:
+        return httpx2.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code
+    except httpx2.HTTPError:
+        return 0
+
+
+def test_broker_outage_is_waited_out_and_unhealthy_meanwhile(
+    tmp_path: Path, group_factory: Callable[[], str], emulator: EmulatorServer
+) -> None:
+    """Stop the (private) broker under a running replica, start it again on the same port and
+    data: the replica never dies, /healthz fails during the outage, and every request is
+    answered once the broker is back."""
+    broker = kafka_local.LocalKafka(tmp_path / "kafka", port=kafka_local.free_port(), heap="512m")
+    broker.start(timeout=180)
+    try:
+        bootstrap = broker.bootstrap
+        topics = Topics("req-outage", "res-outage", "dlq-outage", group_factory())
+        health_port = kafka_local.free_port()
+        settings = topics.settings(
+            bootstrap, emulator.base_url, health_port=health_port, liveness_timeout_s=3.0
+        )
+        pub = RequestPublisher(bootstrap, topics.requests)
+        try:
+            with sidecar_thread(settings):
+                pub.publish("before", "gemini-2.5-flash", prompt("before"))
+                pub.flush()
+                collect(bootstrap, topics.results, {"before"}, timeout=60)
+                assert _healthz(health_port) == 200
+                broker.stop()
+                wait_until(lambda: _healthz(health_port) == 503, timeout=120)
+                broker.start(timeout=180)
+                wait_until(lambda: _healthz(health_port) == 200, timeout=120)
+                pub.publish("after", "gemini-2.5-flash", prompt("after"))
+                pub.flush()
+                got = collect(bootstrap, topics.results, {"before", "after"}, timeout=90)
+        finally:
+            pub.close()
+        assert got.latest("after").status is ResultStatus.OK
+    finally:
+        broker.stop()
+
+
+def test_replicas_starting_together_do_not_race_on_topic_creation(
+    kafka_bootstrap: str, group_factory: Callable[[], str], emulator: EmulatorServer
+) -> None:
+    """Three replicas start at once on topics nobody created yet; none exits."""
+    suffix = uuid.uuid4().hex[:8]
+    topics = Topics(f"req-{suffix}", f"res-{suffix}", f"dlq-{suffix}", group_factory())
+    settings = topics.settings(kafka_bootstrap, emulator.base_url)
+    with contextlib.ExitStack() as stack:
+        barrier = threading.Barrier(3)
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            barrier.wait()
+            try:
+                stack.enter_context(sidecar_thread(settings))
+            except BaseException as exc:
+                errors.append(exc)
+
+        starters = [threading.Thread(target=run) for _ in range(3)]
+        for s in starters:
+            s.start()
+        for s in starters:
+            s.join(60)
+        assert not errors
+        pub = RequestPublisher(kafka_bootstrap, topics.requests)
+        try:
+            pub.publish("r", "gemini-2.5-flash", prompt("r"))
+            pub.flush()
+        finally:
+            pub.close()
+        got = collect(kafka_bootstrap, topics.results, {"r"}, timeout=60)
+    assert got.latest("r").status is ResultStatus.OK
