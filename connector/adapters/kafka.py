@@ -174,15 +174,17 @@ class RequestConsumer:
 
         kafka-python may keep its in-memory position for a partition that is revoked and
         assigned again in one rebalance, which would skip the records of dropped batches;
-        an explicit seek and a watermark that starts exactly there rule that out.
+        an explicit seek and a watermark that starts exactly there rule that out. A committed
+        offset below the log start (retention deleted records never read) is returned as
+        is, so the first record read shows the gap and the loop reports it.
         """
         tps = [TopicPartition(self.topic, p) for p in partitions]
         beginning = self._consumer.beginning_offsets(tps) if tps else {}
         starts: dict[int, int] = {}
         for tp in tps:
             committed = self._consumer.committed(tp)
-            start = beginning[tp] if committed is None else max(committed, beginning[tp])
-            self._consumer.seek(tp, start)
+            start = beginning[tp] if committed is None else committed
+            self._consumer.seek(tp, max(start, beginning[tp]))
             starts[tp.partition] = start
         return starts
 

@@ -92,6 +92,8 @@ class Stats:
     dead_letters_truncated: int = 0
     deadline_exceeded: int = 0
     jobs_quarantined: int = 0
+    records_lost: int = 0
+    """Request offsets skipped because retention deleted them before they were read."""
     kafka_failures: int = 0
     """Passes that failed on Kafka (outage, unacked send) and were redone after a backoff."""
     """Requests answered 504 because their deadline passed (at intake, seal, submit or delivery)."""

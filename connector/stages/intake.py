@@ -10,6 +10,8 @@ import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
+import structlog
+
 from connector.config import Settings
 from connector.core import policy
 from connector.core.batcher import Batcher
@@ -23,6 +25,8 @@ from connector.core.watermark import Watermark
 from connector.errors import DecodeError, InvalidRequest
 from connector.stages.checkpoint import Checkpoint
 from connector.stages.sink import Sink
+
+log = structlog.get_logger("connector")
 
 
 class Intake:
@@ -61,6 +65,8 @@ class Intake:
             st.watermark = Watermark(rec.offset)
         if rec.offset <= st.watermark.high:
             return []  # before where this partition (re)started: already handled
+        if rec.offset > st.watermark.high + 1:
+            self._gap(rec, st.watermark)
         st.watermark.consumed(rec.offset)
         self.stats.consumed += 1
         if rec.offset in st.covered:
@@ -88,6 +94,30 @@ class Intake:
             return []
         pending = PendingRequest(rec.partition, rec.offset, event, size, tokens, rec.key)
         return self.batcher.add(pending, now)
+
+    def _gap(self, rec: Record, wm: Watermark) -> None:
+        """Offsets between the last position and this record were never read: say so.
+
+        After a seek (the committed offset) any gap means records were deleted (retention)
+        before they were read, or the consumer was reset after an out-of-range fetch. Within
+        a run a gap of one offset is what a transaction marker leaves, so only larger gaps
+        are reported there.
+        """
+        first, last = wm.high + 1, rec.offset - 1
+        after_seek = wm.high == wm.start - 1
+        if not after_seek and first == last:
+            return
+        count = last - first + 1
+        self.stats.records_lost += count
+        log.error(
+            "request records were deleted before they were read; they get no result",
+            topic=rec.topic,
+            partition=rec.partition,
+            first_offset=first,
+            last_offset=last,
+            count=count,
+            after_seek=after_seek,
+        )
 
     def record_intents(self, sealed: Iterable[SealedBatch], cp: Checkpoint) -> None:
         """One INTENT per sealed batch; its offsets resolve once the INTENT is acked.

@@ -314,3 +314,41 @@ def test_topic_that_never_shows_up_is_still_an_error() -> None:
     admin.visible_timeout_s = 0.3
     with pytest.raises(ConfigError, match="could not create topic"):
         admin.ensure_topic("llm.requests", 2)
+
+
+# -- records deleted before they were read ------------------------------------------------
+
+
+def test_records_deleted_before_the_committed_offset_are_reported_not_skipped_silently(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Retention deleted offsets 0..1 that the group never read: an error with the range, a
+    counter, and the rest of the partition is still answered."""
+    h = harness(emulator_config=FAST, batch_max_wait_s=1.0, poll_initial_s=1.0)
+    for i in range(3):
+        h.publish(f"r{i}")
+    h.kafka.delete_before(h.settings.request_topic, 0, 2)
+    start(h)
+    h.run_until(h.results, max_passes=60)
+    assert [r.request_id for r in h.result_events()] == ["r2"]
+    assert h.sidecar.stats.records_lost == 2
+    out = capsys.readouterr().out
+    assert "deleted before they were read" in out
+    assert "first_offset=0" in out
+    assert "last_offset=1" in out
+    assert h.committed() == 3
+
+
+def test_out_of_range_reset_while_running_is_reported() -> None:
+    """The consumer fell behind retention mid-run and jumped ahead: counted, not silent."""
+    h = start(harness(emulator_config=FAST, batch_max_wait_s=1.0, poll_initial_s=1.0))
+    h.publish("r0")
+    h.step()
+    h.consumer.pause([0])
+    for i in range(1, 6):
+        h.publish(f"r{i}")
+    h.kafka.delete_before(h.settings.request_topic, 0, 4)
+    h.consumer.resume_all()
+    h.run_until(lambda: len(h.results()) == 3, max_passes=60)
+    assert sorted(r.request_id for r in h.result_events()) == ["r0", "r4", "r5"]
+    assert h.sidecar.stats.records_lost == 3
