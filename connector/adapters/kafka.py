@@ -45,6 +45,8 @@ from connector.errors import (
 PROBE_INTERVAL_S = 5.0
 """After this long without records, an idle poll checks that the broker still answers."""
 PROBE_TIMEOUT_S = 5.0
+OFFSETS_TIMEOUT_S = 10.0
+"""Offset look-ups give up after this (kafka-python's default would block for minutes)."""
 DEFAULT_MAX_MESSAGE_BYTES = 1_048_588
 """Kafka's default `max.message.bytes` (topic) / `message.max.bytes` (broker)."""
 _TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
@@ -178,11 +180,18 @@ class RequestConsumer:
         offset below the log start (retention deleted records never read) is returned as
         is, so the first record read shows the gap and the loop reports it.
         """
+        try:
+            return self._rewind(partitions)
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"rewind failed: {exc!r}") from exc
+
+    def _rewind(self, partitions: Iterable[int]) -> dict[int, int]:
         tps = [TopicPartition(self.topic, p) for p in partitions]
-        beginning = self._consumer.beginning_offsets(tps) if tps else {}
+        timeout_ms = int(OFFSETS_TIMEOUT_S * 1000)
+        beginning = self._consumer.beginning_offsets(tps, timeout_ms) if tps else {}
         starts: dict[int, int] = {}
         for tp in tps:
-            committed = self._consumer.committed(tp)
+            committed = self._consumer.committed(tp, timeout_ms=timeout_ms)
             start = beginning[tp] if committed is None else committed
             self._consumer.seek(tp, max(start, beginning[tp]))
             starts[tp.partition] = start
@@ -306,8 +315,9 @@ def _read_partition(
     try:
         tp = TopicPartition(topic, partition)
         consumer.assign([tp])
-        begin = consumer.beginning_offsets([tp])[tp]
-        end = consumer.end_offsets([tp])[tp]
+        timeout_ms = int(min(timeout_s, OFFSETS_TIMEOUT_S) * 1000)
+        begin = consumer.beginning_offsets([tp], timeout_ms)[tp]
+        end = consumer.end_offsets([tp], timeout_ms)[tp]
         first = begin if start is None else max(start, begin)
         last = end if stop is None else min(stop, end)
         out: list[Record] = []
