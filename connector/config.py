@@ -141,7 +141,8 @@ OPTIONS: tuple[Option, ...] = (
         "CONNECTOR_MAX_REQUEST_BYTES",
         int,
         10_000_000,
-        "a larger request gets an error result",
+        "a larger request gets an error result (lowered at start to the request and "
+        "dead-letter topics' max.message.bytes)",
     ),
     Option(
         "max_jobs",

@@ -11,6 +11,7 @@ ConnectorError
 │   ├── CommitFailed       an offset commit was refused (rebalance in progress)
 │   │   └── Fenced         a transaction was refused: the group moved on without us
 │   └── ProduceFailed      a record was not acked; nothing after it may be committed
+│       └── RecordTooLarge   this one record is over the topic's or producer's size limit
 └── ProviderError        a Gemini call failed
     ├── ProviderRetryable  429, 5xx, timeouts: back off and try again
     └── ProviderRejected   4xx other than 429: trying again will not help
@@ -75,6 +76,14 @@ class Fenced(CommitFailed):
 
 class ProduceFailed(KafkaError):
     """Raised when a produced record was not acked (after the producer's own retries)."""
+
+
+class RecordTooLarge(ProduceFailed):
+    """Raised (or reported by a send handle) when one record exceeds a size limit.
+
+    Only that record failed; the sink answers it another way (an error result, a truncated
+    dead letter) instead of stopping the partition.
+    """
 
 
 class ProviderError(ConnectorError):

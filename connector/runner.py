@@ -31,6 +31,7 @@ from connector.adapters.kafka import (
     RequestConsumer,
     TransactionalProducer,
     connect_with_retry,
+    producer_max_request_size,
 )
 from connector.adapters.ledger import Ledger
 from connector.adapters.registry import SchemaRegistry
@@ -55,16 +56,19 @@ from connector.core.quota import Budget, share, should_pause
 from connector.core.records import EntryState
 from connector.core.recovery import plan_recovery
 from connector.core.watermark import Watermark
-from connector.errors import Fenced, RegistryUnavailable
+from connector.errors import Fenced, KafkaError, RegistryUnavailable
 from connector.metrics import Telemetry
 from connector.stages.checkpoint import Checkpoint
 from connector.stages.context import Context
 from connector.stages.intake import Intake
-from connector.stages.sink import Sink
+from connector.stages.sink import Limits, Sink
 from connector.stages.submitter import Submitter
 from connector.stages.tracker import Tracker
 
 log = structlog.get_logger("connector")
+
+KAFKA_BACKOFF_MAX_S = 30.0
+"""Longest wait between passes while Kafka keeps failing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +153,10 @@ class Sidecar:
         self._held_tries: dict[int, int] = {}
         self._extra = dict(settings.kafka_extra)
         self._ledger_max_bytes = 1_048_576
+        self._resync = False
+        self._kafka_failures = 0
+        self.limits = Limits()
+        """Largest result and dead letter the output topics take; read from them at start."""
 
     def stop(self) -> None:
         """Ask the loop to drain and return; safe from any thread or signal handler."""
@@ -285,7 +293,15 @@ class Sidecar:
         budget = entry_budget(ports.ledger_max_message_bytes, s.request_topic)
         self.batcher = Batcher(replace(self.batcher.limits, max_entry_bytes=max(1, budget)))
         encoder = ResultEncoder(Format(s.result_format), self.codec, ports.result_schema_id)
-        sink = Sink(s, ports.producer, self.codec, self.stats, encoder=encoder, obs=self.metrics)
+        sink = Sink(
+            s,
+            ports.producer,
+            self.codec,
+            self.stats,
+            encoder=encoder,
+            obs=self.metrics,
+            limits=self.limits,
+        )
         self.ctx = Context(
             settings=s,
             gemini=self.gemini,
@@ -319,14 +335,62 @@ class Sidecar:
         self.submitter = Submitter(self.ctx, self.tracker)
 
     def loop(self) -> None:
-        """Pass after pass until `stop()`, then drain."""
+        """Pass after pass until `stop()`, then drain.
+
+        A Kafka failure (broker down, an unacked send) never ends the process: the pass's
+        in-memory state is dropped, the loop backs off, and the owned partitions are rebuilt
+        from the ledger and the committed offsets once Kafka answers again, exactly as a new
+        owner would. No pass completes meanwhile, so /healthz fails after the liveness timeout.
+        """
         last_status = self.clock()
         while not self._stop.is_set():
-            self.step()
+            delay = self.guarded_step()
+            if delay is not None:
+                self._stop.wait(delay)
+                continue
             if self.clock() - last_status >= self.s.status_interval_s:
                 last_status = self.clock()
                 log.info("status", **self.status())
         self._drain()
+
+    def guarded_step(self) -> float | None:
+        """One pass; on a Kafka failure, forget the pass and return how long to back off."""
+        try:
+            if self._resync:
+                self._rebuild_partitions()
+            self.step()
+        except KafkaError as exc:
+            self._kafka_failures += 1
+            delay: float = min(KAFKA_BACKOFF_MAX_S, 0.5 * 2.0 ** min(self._kafka_failures, 10))
+            self.stats.kafka_failures += 1
+            log.error(
+                "kafka failed; backing off, then rebuilding partitions from the ledger",
+                error=str(exc),
+                failures=self._kafka_failures,
+                retry_in_s=delay,
+            )
+            self._forget_partitions()
+            return delay
+        self._kafka_failures = 0
+        return None
+
+    def _forget_partitions(self) -> None:
+        """Drop what this pass may have left half done; `_rebuild_partitions` redoes it."""
+        for p in list(self.owned):
+            self.batcher.drop_partition(p)
+        self.owned.clear()
+        self._resync = True
+
+    def _rebuild_partitions(self) -> None:
+        """Recover every assigned partition from its ledger and committed offset."""
+        assigned = self.consumer.assignment()
+        for p in sorted(assigned):
+            self._recover(p)
+        for p, start in self.consumer.rewind(assigned).items():
+            self.owned[p].watermark = Watermark(start)
+        self.budget = share(self.project_budget, len(self.owned), self.total_partitions)
+        self._resync = False
+        log.info("partitions rebuilt after a Kafka failure", partitions=sorted(assigned))
 
     def _connect(self, make: Callable[[], Any], what: str) -> Any:
         return connect_with_retry(make, what, self.s.startup_timeout_s, self._stop)
@@ -354,6 +418,7 @@ class Sidecar:
         self._ledger_max_bytes = min(ledger_max, producer_max)
         admin.ensure_topic(s.result_topic, n)
         admin.ensure_topic(s.dlq_topic, n)
+        self._read_limits(admin)
         try:
             retention_h = int(admin.topic_config(s.request_topic).get("retention.ms", "-1")) / 3.6e6
         except ValueError:
@@ -367,6 +432,37 @@ class Sidecar:
                 recommended_hours=s.min_retention_h,
             )
         return n
+
+    def _read_limits(self, admin: Admin) -> None:
+        """Size limits from the topics themselves, so settings cannot promise more.
+
+        A record must fit both its topic's `max.message.bytes` and the producer's
+        `max_request_size`. Results and dead letters are checked against these before they
+        are sent; requests larger than the request or dead-letter topic takes are refused.
+        """
+        s = self.s
+        max_request_size = producer_max_request_size(self._extra)
+        topic_max = {
+            t: admin.max_message_bytes(t) for t in (s.request_topic, s.result_topic, s.dlq_topic)
+        }
+        self.limits = Limits(
+            result_bytes=min(topic_max[s.result_topic], max_request_size),
+            dlq_bytes=min(topic_max[s.dlq_topic], max_request_size),
+        )
+        max_request_bytes = min(
+            s.max_request_bytes, topic_max[s.request_topic], self.limits.dlq_bytes
+        )
+        if max_request_bytes != s.max_request_bytes:
+            self.s = replace(s, max_request_bytes=max_request_bytes)
+        log.info(
+            "message size limits",
+            max_request_bytes=max_request_bytes,
+            configured_max_request_bytes=s.max_request_bytes,
+            result_bytes=self.limits.result_bytes,
+            dlq_bytes=self.limits.dlq_bytes,
+            topics_max_message_bytes=topic_max,
+            producer_max_request_size=max_request_size,
+        )
 
     def status(self) -> dict[str, Any]:
         """The latest published status (safe from any thread: an immutable snapshot)."""
@@ -416,7 +512,7 @@ class Sidecar:
         sealed.extend(self.batcher.due(now))
         self.intake.record_intents(sealed, cp)
         try:
-            cp.commit(self.ctx.producer, self.consumer, self.owned, self._eos_txn())
+            cp.commit(self.ctx.sink, self.consumer, self.owned, self._eos_txn())
             self.tracker.prune_done()
             deadline = started + self.s.pass_budget_s
             self.submitter.submit_due(self.clock(), self.budget, deadline)
@@ -598,7 +694,7 @@ class Sidecar:
         self.intake.record_intents(self.batcher.drain(), cp)
         recorded = sum(len(v) for v in cp.resolved.values())
         try:
-            cp.commit(self.ctx.producer, self.consumer, self.owned, self._eos_txn())
+            cp.commit(self.ctx.sink, self.consumer, self.owned, self._eos_txn())
             self.submitter.submit_due(self.clock(), self.budget, deadline)
         except Fenced as exc:
             self._fenced(exc)

@@ -144,7 +144,13 @@ class MemoryKafka:
         self.committed: dict[tuple[str, int], int] = {}
         self.generation = 0
         """The consumer group's current generation (a member with an older one is a zombie)."""
+        self.log_start: dict[tuple[str, int], int] = {}
+        """Offsets below this per (topic, partition) were deleted (see `delete_before`)."""
         self._ts = 0
+
+    def delete_before(self, topic: str, partition: int, offset: int) -> None:
+        """Retention: records below `offset` are gone; a consumer behind jumps to it."""
+        self.log_start[(topic, partition)] = offset
 
     def create_topic(self, topic: str, partitions: int) -> None:
         self.partitions[topic] = partitions
@@ -221,7 +227,8 @@ class ScriptedConsumer:
         out: list[Record] = []
         for p in sorted(self.assigned - self.paused):
             log = self.kafka.logs.get((self.topic, p), [])
-            pos = self.positions.get(p, 0)
+            # Out of range (deleted): reset to the earliest offset, as auto_offset_reset does.
+            pos = max(self.positions.get(p, 0), self.kafka.log_start.get((self.topic, p), 0))
             take = log[pos : pos + self.max_records - len(out)]
             out.extend(take)
             self.positions[p] = pos + len(take)

@@ -5,7 +5,6 @@ kafka-python types stay in here; the runner sees `Record`, `Sent` and plain ints
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections import deque
@@ -29,7 +28,10 @@ from kafka.errors import (
     IllegalGenerationError,
     KafkaConfigurationError,
     KafkaError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
     ProducerFencedError,
+    RecordListTooLargeError,
     TopicAlreadyExistsError,
     UnknownMemberIdError,
 )
@@ -44,7 +46,25 @@ from connector.errors import (
     Fenced,
     LedgerError,
     ProduceFailed,
+    RecordTooLarge,
 )
+
+PROBE_INTERVAL_S = 5.0
+"""After this long without records, an idle poll checks that the broker still answers."""
+PROBE_TIMEOUT_S = 5.0
+OFFSETS_TIMEOUT_S = 10.0
+"""Offset look-ups give up after this (kafka-python's default would block for minutes)."""
+DEFAULT_MAX_MESSAGE_BYTES = 1_048_588
+"""Kafka's default `max.message.bytes` (topic) / `message.max.bytes` (broker)."""
+_TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
+
+
+def _produce_error(exc: BaseException) -> BaseException:
+    """kafka-python's per-record size errors become `RecordTooLarge`; others stay as they are."""
+    if isinstance(exc, _TOO_LARGE):
+        return RecordTooLarge(f"record too large: {exc!r}")
+    return exc
+
 
 log = structlog.get_logger(__name__)
 
@@ -97,6 +117,7 @@ class RequestConsumer:
         self.topic = topic
         self._listener = _Listener()
         self._max_records = max_records
+        self._confirmed = time.monotonic()
         self._consumer = KafkaConsumer(
             group_id=group_id,
             enable_auto_commit=False,
@@ -119,7 +140,24 @@ class RequestConsumer:
         out: list[Record] = []
         for recs in batches.values():
             out.extend(_record(r) for r in recs)
+        now = time.monotonic()
+        if out:
+            self._confirmed = now
+        elif now - self._confirmed > PROBE_INTERVAL_S:
+            self._probe()
+            self._confirmed = time.monotonic()
         return out
+
+    def _probe(self) -> None:
+        """An idle poll says nothing of the broker (kafka-python just retries inside); ask it
+        for one end offset, so an outage surfaces as BrokerUnavailable and the loop backs off."""
+        tps = sorted(self._consumer.assignment())[:1]
+        if not tps:
+            return
+        try:
+            self._consumer.end_offsets(tps, timeout_ms=int(PROBE_TIMEOUT_S * 1000))
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"broker not answering: {exc!r}") from exc
 
     def rebalance_events(self) -> list[tuple[str, set[int]]]:
         events = list(self._listener.events)
@@ -145,15 +183,24 @@ class RequestConsumer:
 
         kafka-python may keep its in-memory position for a partition that is revoked and
         assigned again in one rebalance, which would skip the records of dropped batches;
-        an explicit seek and a watermark that starts exactly there rule that out.
+        an explicit seek and a watermark that starts exactly there rule that out. A committed
+        offset below the log start (retention deleted records never read) is returned as
+        is, so the first record read shows the gap and the loop reports it.
         """
+        try:
+            return self._rewind(partitions)
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"rewind failed: {exc!r}") from exc
+
+    def _rewind(self, partitions: Iterable[int]) -> dict[int, int]:
         tps = [TopicPartition(self.topic, p) for p in partitions]
-        beginning = self._consumer.beginning_offsets(tps) if tps else {}
+        timeout_ms = int(OFFSETS_TIMEOUT_S * 1000)
+        beginning = self._consumer.beginning_offsets(tps, timeout_ms) if tps else {}
         starts: dict[int, int] = {}
         for tp in tps:
-            committed = self._consumer.committed(tp)
-            start = beginning[tp] if committed is None else max(committed, beginning[tp])
-            self._consumer.seek(tp, start)
+            committed = self._consumer.committed(tp, timeout_ms=timeout_ms)
+            start = beginning[tp] if committed is None else committed
+            self._consumer.seek(tp, max(start, beginning[tp]))
             starts[tp.partition] = start
         return starts
 
@@ -214,18 +261,27 @@ class Sent:
     """A pending produce; `ok()` after a flush says whether the broker acked it."""
 
     future: Any
+    failed: BaseException | None = None
+    """Set when `send` itself refused the record (e.g. over `max_request_size`)."""
 
     def ok(self) -> bool:
+        if self.failed is not None:
+            return False
         return bool(self.future.is_done and self.future.succeeded())
 
     def error(self) -> BaseException | None:
-        return self.future.exception if self.future.is_done else None
+        if self.failed is not None:
+            return self.failed
+        if not self.future.is_done or self.future.exception is None:
+            return None
+        return _produce_error(self.future.exception)
 
 
 class Producer:
     """One idempotent producer for results, dead letters and ledger entries."""
 
     def __init__(self, bootstrap: str, extra: Mapping[str, Any]) -> None:
+        self.max_request_size = producer_max_request_size(extra)
         self._producer = KafkaProducer(
             enable_idempotence=True,
             acks="all",
@@ -242,9 +298,12 @@ class Producer:
         headers: Headers | None = None,
         partition: int | None = None,
     ) -> Sent:
-        fut = self._producer.send(
-            topic, value=value, key=key, headers=headers or [], partition=partition
-        )
+        try:
+            fut = self._producer.send(
+                topic, value=value, key=key, headers=headers or [], partition=partition
+            )
+        except KafkaError as exc:  # refused before sending, e.g. over max_request_size
+            return Sent(None, _produce_error(exc))
         return Sent(fut)
 
     def flush_and_check(self, sent: Sequence[SendHandle], timeout_s: float = 60.0) -> None:
@@ -427,7 +486,26 @@ def read_partition(
     Used to rebuild the ledger and to re-read request payloads by offset, so the
     ledger never has to hold payloads. `committed`: read_committed, so records of aborted
     transactions (a fenced claim, a zombie's INTENTs in exactly-once mode) are never seen.
+    kafka-python's errors become `BrokerUnavailable`.
     """
+    try:
+        return _read_partition(
+            topic, partition, bootstrap, extra, start, stop, timeout_s, committed
+        )
+    except KafkaError as exc:
+        raise BrokerUnavailable(f"reading {topic}[{partition}] failed: {exc!r}") from exc
+
+
+def _read_partition(
+    topic: str,
+    partition: int,
+    bootstrap: str,
+    extra: Mapping[str, Any],
+    start: int | None,
+    stop: int | None,
+    timeout_s: float,
+    committed: bool,
+) -> list[Record]:
     cfg = client_config(KafkaConsumer, bootstrap, extra)
     if committed:
         cfg["isolation_level"] = "read_committed"
@@ -436,17 +514,18 @@ def read_partition(
         tp = TopicPartition(topic, partition)
         consumer.assign([tp])
         deadline = time.monotonic() + timeout_s
+        timeout_ms = int(min(timeout_s, OFFSETS_TIMEOUT_S) * 1000)
         if committed:
             # Read_committed ends at the last stable offset; an open transaction (one a
             # crashed producer left) holds it back until it commits or is aborted, and
             # entries committed after it would be missed: wait until it has ended.
             hw = _high_watermark(tp, bootstrap, extra)
-            while consumer.end_offsets([tp])[tp] < hw:
+            while consumer.end_offsets([tp], timeout_ms)[tp] < hw:
                 if time.monotonic() > deadline:
                     raise BrokerUnavailable(f"an open transaction holds {topic}[{partition}]")
                 time.sleep(0.2)
-        begin = consumer.beginning_offsets([tp])[tp]
-        end = consumer.end_offsets([tp])[tp]
+        begin = consumer.beginning_offsets([tp], timeout_ms)[tp]
+        end = consumer.end_offsets([tp], timeout_ms)[tp]
         first = begin if start is None else max(start, begin)
         last = end if stop is None else min(stop, end)
         out: list[Record] = []
@@ -476,6 +555,9 @@ def _high_watermark(tp: Any, bootstrap: str, extra: Mapping[str, Any]) -> int:
 
 class Admin:
     """Topic checks and creation at start-up."""
+
+    visible_timeout_s = 30.0
+    """How long a created (or concurrently created) topic may take to show in metadata."""
 
     def __init__(self, bootstrap: str, extra: Mapping[str, Any]) -> None:
         self._admin = KafkaAdminClient(**client_config(KafkaAdminClient, bootstrap, extra))
@@ -518,8 +600,7 @@ class Admin:
         existing = self.partitions(topic)
         if existing is not None:
             return existing
-        # Another replica may create it between the check and here: that is fine.
-        with contextlib.suppress(TopicAlreadyExistsError):
+        try:
             self._admin.create_topics(
                 {
                     topic: {
@@ -530,9 +611,20 @@ class Admin:
                 },
                 wait_for_metadata=True,
             )
-        found = self.partitions(topic)
-        if found is None:
-            raise ConfigError(f"could not create topic {topic!r}")
+        except TopicAlreadyExistsError:
+            # Replicas starting together race to create it; the loser's metadata may not
+            # show the topic (with leaders) for a moment yet: wait for it below.
+            log.info("topic created by another client meanwhile", topic=topic)
+        except KafkaTimeoutError:
+            log.info("topic not visible yet after create; waiting", topic=topic)
+        deadline = time.monotonic() + self.visible_timeout_s
+        while (found := self.partitions(topic)) is None:
+            if time.monotonic() > deadline:
+                raise ConfigError(
+                    f"could not create topic {topic!r}: still not visible after "
+                    f"{self.visible_timeout_s:.0f}s"
+                )
+            time.sleep(0.2)
         return found
 
     def ensure_ledger(self, topic: str, partitions: int) -> int:
@@ -578,6 +670,13 @@ class Admin:
         except ValueError:
             return 1048588
 
+    def max_message_bytes(self, topic: str) -> int:
+        """The topic's `max.message.bytes` (its effective value, broker default included)."""
+        try:
+            return int(self.topic_config(topic).get("max.message.bytes", ""))
+        except ValueError:
+            return DEFAULT_MAX_MESSAGE_BYTES
+
     def topic_config(self, topic: str) -> dict[str, str]:
         res = self._admin.describe_configs(
             [ConfigResource(ConfigResourceType.TOPIC, topic)], config_filter="all"
@@ -587,6 +686,11 @@ class Admin:
 
     def close(self) -> None:
         self._admin.close()
+
+
+def producer_max_request_size(extra: Mapping[str, Any]) -> int:
+    """The producer's `max_request_size` (CONNECTOR_KAFKA_MAX_REQUEST_SIZE or the default)."""
+    return int(extra.get("max_request_size", KafkaProducer.DEFAULT_CONFIG["max_request_size"]))
 
 
 def connect_with_retry(

@@ -103,6 +103,17 @@ class _Writer:
     schema: Any
 
 
+def _attempt(job_id: str, stored: int) -> int:
+    """A ledger entry's attempt, 0-based as the schema says, whoever wrote it.
+
+    Sidecar 0.1.0 wrote a fresh job as attempt 1. Every split or retry appends one
+    `/` step to the job id and adds one to the attempt, so a 0-based attempt always equals
+    the id's depth; a stored value of depth + 1 is such an old entry and is read as depth.
+    """
+    depth = job_id.count("/")
+    return depth if stored == depth + 1 else stored
+
+
 def offsets_to_ranges(offsets: Sequence[int]) -> list[tuple[int, int]]:
     """Compact offsets into inclusive ``(start, end)`` runs of consecutive values.
 
@@ -395,7 +406,7 @@ class Codec:
                     group=d["group"],
                 ),
                 offsets=ranges_to_offsets((run["start"], run["end"]) for run in runs),
-                attempt=d["attempt"],
+                attempt=_attempt(d["job_id"], d["attempt"]),
                 display_name=d["display_name"],
                 state=_STATES[d["state"]],
                 use_file=d["use_file"],

@@ -28,6 +28,8 @@ class Tracked:
     """The job may already exist remotely (recovered, or after an unclear create failure)."""
     payload: tuple[PendingRequest, ...] | None = None
     """Requests still in memory from sealing, saving a re-read on first submit."""
+    errors: int = 0
+    """Unexpected exceptions while processing this job; quarantined at QUARANTINE_AFTER."""
 
 
 @dataclass(slots=True)
@@ -93,3 +95,13 @@ class Stats:
     """Transactions the group refused: partitions this replica had lost (KIP-447)."""
     provider_auth_failing: bool = False
     """Gemini refuses our API key (401, 403, API_KEY_INVALID): jobs wait; report unhealthy."""
+    results_too_large: int = 0
+    """Results replaced by a 413 error result because they did not fit the results topic."""
+    dead_letters_truncated: int = 0
+    deadline_exceeded: int = 0
+    """Requests answered 504 because their deadline passed (at intake, seal, submit or delivery)."""
+    jobs_quarantined: int = 0
+    records_lost: int = 0
+    """Request offsets skipped because retention deleted them before they were read."""
+    kafka_failures: int = 0
+    """Passes that failed on Kafka (outage, unacked send) and were redone after a backoff."""

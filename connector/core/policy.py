@@ -6,7 +6,12 @@ names, and recovery adopts (never re-creates) a half that was already submitted.
 
 Job ids: `p{partition}-{first_offset}-{nonce}` for a fresh batch; a derived job appends
 `/a` or `/b` (the halves of an expired job) or `/r{attempt}` (a whole retry, where
-`attempt` is the new entry's attempt number), e.g. `p3-1200-8f2a1c/a/r3`.
+`attempt` is the new entry's attempt number), e.g. `p3-1200-8f2a1c/a/r2`.
+
+Attempts count from 0, as the ledger and result schemas say: a fresh job is attempt 0 and
+every split or retry adds one, so an entry's attempt equals the number of `/` derivation
+steps in its job id (`Codec.decode_ledger` relies on that to read entries written by
+sidecar 0.1.0, which started at 1).
 """
 
 from __future__ import annotations
@@ -61,9 +66,9 @@ class RetryPolicy:
     """How often failed or expired jobs are tried again, and how jobs are polled."""
 
     max_failed_retries: int = D.MAX_FAILED_RETRIES
-    """A FAILED job is retried while its attempt number is at most this."""
+    """A FAILED job is retried while its attempt number (0-based) is below this."""
     max_attempts: int = D.MAX_ATTEMPTS
-    """Total attempts including expired splits; beyond this, error results."""
+    """Total attempts including expired splits (attempts 0 .. max_attempts - 1)."""
     poll_initial_s: float = D.POLL_INITIAL_S
     poll_max_s: float = D.POLL_MAX_S
     poll_factor: float = D.POLL_FACTOR
@@ -117,12 +122,12 @@ def _derived_display(parent: LedgerEntry, suffix: str) -> str:
 def new_intent(
     batch: SealedBatch, job_id: str, prefix: str, now_ms: int, request_topic: str = ""
 ) -> LedgerEntry:
-    """The INTENT entry for a freshly sealed batch (attempt 1) of `request_topic`."""
+    """The INTENT entry for a freshly sealed batch (attempt 0) of `request_topic`."""
     return LedgerEntry(
         job_id=job_id,
         key=batch.key,
         offsets=batch.offsets,
-        attempt=1,
+        attempt=0,
         display_name=display_name(prefix, job_id),
         state=EntryState.INTENT,
         use_file=batch.use_file,
@@ -209,32 +214,34 @@ def on_terminal(entry: LedgerEntry, state: JobState, policy: RetryPolicy, now_ms
     """Decide what follows a job's terminal state.
 
     - SUCCEEDED: Deliver.
-    - FAILED: retry whole as `j/r{attempt+1}` while `attempt <= max_failed_retries` and
-      `attempt < max_attempts`; else GiveUp 500 INTERNAL. The attempt number counts every
-      attempt, so expiries before a failure use up failed retries too.
-    - EXPIRED: while `attempt < max_attempts`, split into `j/a` and `j/b` (a single-request
-      job is retried whole as `j/r{attempt+1}`); else GiveUp 504 DEADLINE_EXCEEDED.
+    - FAILED: retry whole as `j/r{attempt+1}` while `attempt < max_failed_retries` and
+      `attempt + 1 < max_attempts`; else GiveUp 500 INTERNAL. Attempts count from 0 and
+      count every attempt, so expiries before a failure use up failed retries too.
+    - EXPIRED: while `attempt + 1 < max_attempts`, split into `j/a` and `j/b` (a
+      single-request job is retried whole as `j/r{attempt+1}`); else GiveUp 504
+      DEADLINE_EXCEEDED.
     - CANCELLED: GiveUp 499 CANCELLED (someone cancelled it on purpose; no retry).
     Raises ValueError for a non-terminal state.
     """
     attempt = entry.attempt
+    tried = attempt + 1  # attempts made so far, this one included
     n = len(entry.offsets)
     if state is JobState.SUCCEEDED:
         return Deliver()
     if state is JobState.FAILED:
-        if attempt <= policy.max_failed_retries and attempt < policy.max_attempts:
+        if attempt < policy.max_failed_retries and tried < policy.max_attempts:
             return Resubmit((_retry(entry, now_ms),))
         return GiveUp(
             ErrorInfo(
                 500,
                 "INTERNAL",
-                f"batch job {entry.job_id} failed after {attempt} attempt(s); "
+                f"batch job {entry.job_id} failed after {tried} attempt(s); "
                 f"retry budget spent ({policy.max_failed_retries} failed retries, "
                 f"{policy.max_attempts} attempts)",
             )
         )
     if state is JobState.EXPIRED:
-        if attempt < policy.max_attempts:
+        if tried < policy.max_attempts:
             if n <= 1:
                 return Resubmit((_retry(entry, now_ms),))
             first, second = split_offsets(entry.offsets)
@@ -250,7 +257,7 @@ def on_terminal(entry: LedgerEntry, state: JobState, policy: RetryPolicy, now_ms
             ErrorInfo(
                 504,
                 "DEADLINE_EXCEEDED",
-                f"batch job {entry.job_id} expired on attempt {attempt} of "
+                f"batch job {entry.job_id} expired on attempt {tried} of "
                 f"{policy.max_attempts}: the provider did not finish it within its window, "
                 f"even after splitting",
             )
@@ -282,6 +289,11 @@ def _derive(
         updated_ms=now_ms,
         request_topic=parent.request_topic,
     )
+
+
+QUARANTINE_AFTER = 3
+"""Unexpected exceptions processing one job (submit, track, deliver) before it is quarantined:
+its requests get 500 INTERNAL error results saying so, and it leaves the ledger."""
 
 
 # -- timing ------------------------------------------------------------------------------

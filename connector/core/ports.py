@@ -25,6 +25,12 @@ class SendHandle(Protocol):
     def error(self) -> BaseException | None: ...
 
 
+class FlushPort(Protocol):
+    """What a checkpoint needs: block until every handle is acked, or raise."""
+
+    def flush_and_check(self, sent: Sequence[SendHandle], timeout_s: float = 60.0) -> None: ...
+
+
 class ProducerPort(Protocol):
     """Sends records; `flush_and_check` blocks until every handle is acked or raises."""
 

@@ -76,6 +76,8 @@ class PendingRequest:
     """Bytes the request adds to a job (its body plus envelope)."""
     est_tokens: int
     """A cheap estimate of input tokens, for the per-model enqueued-token budget."""
+    kafka_key: bytes | None = None
+    """The record's Kafka key: a result for this request goes under the same key."""
 
     @property
     def key(self) -> BatchKey:

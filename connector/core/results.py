@@ -39,6 +39,16 @@ _STATUS_BY_CODE = {
 NO_OUTPUT = ErrorInfo(500, "INTERNAL", "the batch job returned no output for this request")
 
 
+def deadline_passed(event: RequestEvent, now_ms: int) -> bool:
+    """The request's deadline (if any) has passed: an error result instead of a late answer."""
+    return event.deadline_ms is not None and event.deadline_ms <= now_ms
+
+
+def late(where: str) -> ErrorInfo:
+    """The 504 of a request whose deadline passed `where` (the contract's promise)."""
+    return ErrorInfo(504, "DEADLINE_EXCEEDED", f"the deadline passed {where}")
+
+
 @dataclass(frozen=True, slots=True)
 class Original:
     """A request re-read from the request topic by offset."""
@@ -104,14 +114,24 @@ def _base(
     return replace(result, batch_job=job_name, attempt=entry.attempt)
 
 
-def lost_request(entry: LedgerEntry, offset: int, now_ms: int, job_name: str | None) -> ResultEvent:
-    """The request can no longer be read from its topic: say so rather than stay silent."""
+def lost_request(
+    entry: LedgerEntry,
+    offset: int,
+    now_ms: int,
+    job_name: str | None,
+    error: ErrorInfo | None = None,
+) -> ResultEvent:
+    """The request can no longer be read from its topic: say so rather than stay silent.
+
+    With `error`, the result of a request that is answered without being read (quarantine).
+    """
     return ResultEvent(
         request_id="",
         status=ResultStatus.ERROR,
         model=entry.key.model,
         kind=entry.key.kind,
-        error=ErrorInfo(
+        error=error
+        or ErrorInfo(
             500,
             "DATA_LOSS",
             f"request at offset {offset} of partition {entry.key.partition} is no longer "
@@ -173,10 +193,15 @@ def success_results(
     now_ms: int,
     offsets: Iterable[int] | None = None,
 ) -> list[Outgoing]:
-    """One result per request of a SUCCEEDED job (or of `offsets`), matched by key."""
+    """One result per request of a SUCCEEDED job (or of `offsets`), matched by key.
+
+    A request whose deadline has passed gets 504 DEADLINE_EXCEEDED, never the late answer.
+    """
     by_key = {item.key: item for item in outputs}
 
     def make(o: Original, ev: RequestEvent) -> ResultEvent:
+        if deadline_passed(ev, now_ms):
+            return _base(ev, o, entry, job_name, now_ms, late("before its batch job finished"))
         base = _base(ev, o, entry, job_name, now_ms, NO_OUTPUT)
         item = by_key.get(correlation_key(o.offset))
         if item is None:

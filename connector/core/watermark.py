@@ -45,6 +45,11 @@ class Watermark:
         return len(self._pending)
 
     @property
+    def start(self) -> int:
+        """The position this watermark started at (the committed offset after a seek)."""
+        return self._start
+
+    @property
     def high(self) -> int:
         """The highest consumed offset, or `start - 1` if nothing was consumed."""
         return self._high

@@ -14,7 +14,7 @@ import structlog
 from connector.core.partitions import Partitions
 from connector.core.ports import (
     ConsumerPort,
-    ProducerPort,
+    FlushPort,
     SendHandle,
     TransactionalProducerPort,
 )
@@ -47,7 +47,7 @@ class Checkpoint:
 
     def commit(
         self,
-        producer: ProducerPort,
+        producer: FlushPort,
         consumer: ConsumerPort,
         owned: Partitions,
         txn: TransactionalProducerPort | None = None,

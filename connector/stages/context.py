@@ -71,8 +71,8 @@ class Context:
         if self.settings.exactly_once and self.txn is not None:
             assert self.consumer is not None
             self.txn.commit_transaction(sends, self.fence_offsets(partitions), self.consumer)
-        else:
-            self.producer.flush_and_check(sends)
+        else:  # through the sink: a record refused as too large is answered another way
+            self.sink.flush_and_check(sends)
 
     def provider_answered(self, exc: Exception | None = None) -> None:
         """Track whether Gemini accepts our API key: `exc` is the call's error, None if it worked.

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Iterable
+from dataclasses import replace
+
+import structlog
 
 from connector.config import Settings
 from connector.core import policy
@@ -17,12 +20,14 @@ from connector.core.formats import RequestDecoder
 from connector.core.partitions import Partitions, Stats, Tracked
 from connector.core.ports import LedgerPort
 from connector.core.records import ErrorInfo, PendingRequest, Record, SealedBatch
-from connector.core.results import refused
+from connector.core.results import deadline_passed, late, refused
 from connector.core.validation import validate_request
 from connector.core.watermark import Watermark
 from connector.errors import DecodeError, InvalidRequest, RegistryUnavailable
 from connector.stages.checkpoint import Checkpoint
 from connector.stages.sink import Sink
+
+log = structlog.get_logger("connector")
 
 
 class Intake:
@@ -67,9 +72,9 @@ class Intake:
             st.watermark = Watermark(rec.offset)
         if rec.offset <= st.watermark.high:
             return []  # before where this partition (re)started: already handled
+        wm = st.watermark
         if rec.offset in st.covered:
-            st.watermark.consumed(rec.offset)
-            self.stats.consumed += 1
+            self._consume(rec, wm)
             cp.resolve(rec.partition, rec.offset)  # already owned by a live ledger entry
             return []
         try:
@@ -77,34 +82,71 @@ class Intake:
         except RegistryUnavailable:
             raise
         except DecodeError as exc:
-            st.watermark.consumed(rec.offset)
-            self.stats.consumed += 1
+            self._consume(rec, wm)
             cp.send(self.sink.dead_letter(rec, "VALUE_CONVERTER", exc))
             cp.resolve(rec.partition, rec.offset)
             return []
-        st.watermark.consumed(rec.offset)
-        self.stats.consumed += 1
+        self._consume(rec, wm)
         error: ErrorInfo | None = None
         try:
             size, tokens = validate_request(event, self.s.max_request_bytes)
         except InvalidRequest as exc:
             cp.send(self.sink.dead_letter(rec, "VALIDATION", exc))
             error = ErrorInfo(exc.code, exc.status, exc.reason)
-        if error is None and event.deadline_ms is not None and event.deadline_ms <= self.wall_ms():
-            error = ErrorInfo(504, "DEADLINE_EXCEEDED", "the deadline passed before batching")
+        if error is None and deadline_passed(event, self.wall_ms()):
+            error = late("before batching")
+            self.stats.deadline_exceeded += 1
         if error is not None:
             result = refused(event, rec.partition, rec.offset, error, self.wall_ms())
             cp.send(self.sink.result(rec.key, result))
             cp.resolve(rec.partition, rec.offset)
             return []
-        return self.batcher.add(PendingRequest(rec.partition, rec.offset, event, size, tokens), now)
+        pending = PendingRequest(rec.partition, rec.offset, event, size, tokens, rec.key)
+        return self.batcher.add(pending, now)
+
+    def _consume(self, rec: Record, wm: Watermark) -> None:
+        """The record counts as read (only once it decoded, or failed to for good)."""
+        if rec.offset > wm.high + 1:
+            self._gap(rec, wm)
+        wm.consumed(rec.offset)
+        self.stats.consumed += 1
+
+    def _gap(self, rec: Record, wm: Watermark) -> None:
+        """Offsets between the last position and this record were never read: say so.
+
+        After a seek (the committed offset) any gap means records were deleted (retention)
+        before they were read, or the consumer was reset after an out-of-range fetch. Within
+        a run a gap of one offset is what a transaction marker leaves, so only larger gaps
+        are reported there.
+        """
+        first, last = wm.high + 1, rec.offset - 1
+        after_seek = wm.high == wm.start - 1
+        if not after_seek and first == last:
+            return
+        count = last - first + 1
+        self.stats.records_lost += count
+        log.error(
+            "request records were deleted before they were read; they get no result",
+            topic=rec.topic,
+            partition=rec.partition,
+            first_offset=first,
+            last_offset=last,
+            count=count,
+            after_seek=after_seek,
+        )
 
     def record_intents(self, sealed: Iterable[SealedBatch], cp: Checkpoint) -> None:
-        """One INTENT per sealed batch; its offsets resolve once the INTENT is acked."""
+        """One INTENT per sealed batch; its offsets resolve once the INTENT is acked.
+
+        Requests whose deadline passed while their batch was open get their 504 instead.
+        """
         now_ms = self.wall_ms()
-        for batch in sealed:
-            st = self.owned.get(batch.key.partition)
+        for whole in sealed:
+            st = self.owned.get(whole.key.partition)
             if st is None:
+                continue
+            batch = self._without_late(whole, now_ms, cp)
+            if not batch.requests:
                 continue
             job_id = policy.new_job_id(batch.key.partition, batch.offsets[0], self.nonce())
             entry = policy.new_intent(batch, job_id, self.s.group_id, now_ms, self.s.request_topic)
@@ -112,3 +154,15 @@ class Intake:
             # Fresh id: no job of this name can exist yet, so no lookup before create.
             st.add(Tracked(entry, due=self.clock(), lookup=False, payload=batch.requests))
             cp.resolve_all(batch.key.partition, batch.offsets)
+
+    def _without_late(self, batch: SealedBatch, now_ms: int, cp: Checkpoint) -> SealedBatch:
+        gone = [r for r in batch.requests if deadline_passed(r.event, now_ms)]
+        if not gone:
+            return batch
+        for r in gone:
+            result = refused(r.event, r.partition, r.offset, late("before its job"), now_ms)
+            cp.send(self.sink.result(r.kafka_key, result))
+            cp.resolve(r.partition, r.offset)
+        self.stats.deadline_exceeded += len(gone)
+        keep = tuple(r for r in batch.requests if not deadline_passed(r.event, now_ms))
+        return replace(batch, requests=keep, size=sum(r.size for r in keep))

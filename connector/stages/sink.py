@@ -1,8 +1,16 @@
-"""The producer side: results and dead letters, encoded and keyed as the contract says."""
+"""The producer side: results and dead letters, encoded and keyed as the contract says.
+
+Every record the sink sends fits the topic it goes to: the limits are read from the
+topics at start (`Limits`), a result too large becomes an error result for its request,
+and a dead letter too large is truncated with a header saying so. A record the broker
+still refuses as too large (`RecordTooLarge`) is answered the same way by
+`flush_and_check`; any other failed send still stops the commit.
+"""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 import structlog
 
@@ -13,11 +21,47 @@ from connector.core.observe import Observer
 from connector.core.partitions import Stats
 from connector.core.ports import ProducerPort, SendHandle
 from connector.core.pricing import load_price_table
-from connector.core.records import Record, ResultEvent, ResultStatus
+from connector.core.records import ErrorInfo, Headers, Record, ResultEvent, ResultStatus
 from connector.core.results import dead_letter_headers, result_headers
+from connector.errors import ProduceFailed, RecordTooLarge
 from connector.redact import redact
 
 log = structlog.get_logger("connector")
+
+KAFKA_DEFAULT_LIMIT = 1_048_576
+"""The producer's default max_request_size, below the broker's default max.message.bytes."""
+TRUNCATED = "__connect.errors.truncated"
+"""Dead-letter header: the original value's size in bytes, when the value was cut to fit."""
+HEADERS_DROPPED = "__connect.errors.headers.dropped"
+"""Dead-letter header: how many of the original record's headers were left out to fit."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Largest record (bytes, as the producer estimates it) each output topic accepts."""
+
+    result_bytes: int = KAFKA_DEFAULT_LIMIT
+    dlq_bytes: int = KAFKA_DEFAULT_LIMIT
+
+
+def record_size(key: bytes | None, value: bytes | None, headers: Headers) -> int:
+    """An upper bound of the record's size in a batch (kafka-python's estimate plus slack)."""
+    size = 61 + 21 + len(key or b"") + len(value or b"")  # v2 batch header, record varints
+    return size + sum(len(k.encode()) + len(v) + 10 for k, v in headers)
+
+
+@dataclass(slots=True)
+class _Guarded:
+    """A send handle plus what to send instead if the broker refuses it as too large."""
+
+    handle: SendHandle
+    fallback: Callable[[], SendHandle]
+
+    def ok(self) -> bool:
+        return self.handle.ok()
+
+    def error(self) -> BaseException | None:
+        return self.handle.error()
 
 
 class Sink:
@@ -31,6 +75,7 @@ class Sink:
         stats: Stats,
         encoder: ResultEncoder | None = None,
         obs: Observer | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self._s = settings
         self._producer = producer
@@ -39,6 +84,9 @@ class Sink:
         self._encode = (encoder or ResultEncoder(Format.SINGLE_OBJECT, codec)).encode
         self._prices = load_price_table(settings.price_table)
         self._obs = obs or Observer()
+        self.limits = limits or Limits()
+
+    # -- results -------------------------------------------------------------------------
 
     def result(self, kafka_key: bytes | None, result: ResultEvent) -> SendHandle:
         if result.usage is not None and result.cost_usd is None:
@@ -47,18 +95,57 @@ class Sink:
             result = replace(
                 result, error=replace(result.error, message=redact(result.error.message))
             )
+        key = kafka_key if kafka_key is not None else (result.request_id.encode() or None)
+        value = self._encode(result)
+        headers = result_headers(result, self._s.request_topic)
+        size = record_size(key, value, headers)
+        if size > self.limits.result_bytes:
+            result = self._too_large(result, size)
+            value = self._encode(result)
+            headers = result_headers(result, self._s.request_topic)
         self._obs.result(result)
+        self._count(result)
+        handle = self._producer.send(self._s.result_topic, value, key=key, headers=headers)
+        return _Guarded(handle, lambda: self._resend_small(key, result))
+
+    def _count(self, result: ResultEvent) -> None:
         if result.status is ResultStatus.OK:
             self._stats.results_ok += 1
         else:
             self._stats.results_error += 1
-        key = kafka_key if kafka_key is not None else (result.request_id.encode() or None)
-        return self._producer.send(
-            self._s.result_topic,
-            self._encode(result),
-            key=key,
-            headers=result_headers(result, self._s.request_topic),
+
+    def _too_large(self, result: ResultEvent, size: int) -> ResultEvent:
+        """The error result for a request whose result does not fit the results topic."""
+        limit = self.limits.result_bytes
+        self._stats.results_too_large += 1
+        log.error(
+            "result too large for the results topic; producing an error result instead",
+            request_id=result.request_id,
+            batch_job=result.batch_job,
+            size=size,
+            limit=limit,
+            topic=self._s.result_topic,
         )
+        error = ErrorInfo(
+            413,
+            "FAILED_PRECONDITION",
+            f"the result is {size} bytes, over the {limit} bytes the results topic "
+            f"{self._s.result_topic!r} accepts (min of its max.message.bytes and the "
+            "producer's max_request_size); the response was dropped. Raise the topic's "
+            "max.message.bytes or ask for a smaller output",
+        )
+        return replace(
+            result, status=ResultStatus.ERROR, response_json=None, usage=None, error=error
+        )
+
+    def _resend_small(self, key: bytes | None, result: ResultEvent) -> SendHandle:
+        """The broker refused `result` as too large (its limit is below what we read)."""
+        small = self._too_large(result, len(self._encode(result)))
+        value = self._encode(small)
+        headers = result_headers(small, self._s.request_topic)
+        return self._producer.send(self._s.result_topic, value, key=key, headers=headers)
+
+    # -- dead letters --------------------------------------------------------------------
 
     def dead_letter(self, rec: Record, stage: str, exc: BaseException) -> SendHandle:
         self._stats.dead_lettered += 1
@@ -71,7 +158,66 @@ class Sink:
             stage=stage,
             reason=str(exc),
         )
-        headers = dead_letter_headers(
-            rec.headers, rec.topic, rec.partition, rec.offset, stage, exc, self._s.group_id
+        provenance = dead_letter_headers(
+            [], rec.topic, rec.partition, rec.offset, stage, exc, self._s.group_id
         )
-        return self._producer.send(self._s.dlq_topic, rec.value, key=rec.key, headers=headers)
+        value, headers = self._fit_dead_letter(rec, provenance, self.limits.dlq_bytes)
+        handle = self._producer.send(self._s.dlq_topic, value, key=rec.key, headers=headers)
+
+        def emptied() -> SendHandle:
+            value, headers = self._fit_dead_letter(rec, provenance, 0)
+            return self._producer.send(self._s.dlq_topic, value, key=rec.key, headers=headers)
+
+        return _Guarded(handle, emptied)
+
+    def _fit_dead_letter(
+        self, rec: Record, provenance: Headers, limit: int
+    ) -> tuple[bytes | None, Headers]:
+        """The original value and headers plus provenance; cut down to `limit` if needed.
+
+        First the original headers go (counted in a header), then the value is cut to what
+        fits (its original size in a header). Provenance always stays: it says where the
+        whole record still is.
+        """
+        headers = [*rec.headers, *provenance]
+        if record_size(rec.key, rec.value, headers) <= limit:
+            return rec.value, headers
+        headers = [*provenance, (HEADERS_DROPPED, str(len(rec.headers)).encode())]
+        if record_size(rec.key, rec.value, headers) <= limit:
+            return rec.value, headers
+        original = len(rec.value or b"")
+        headers.append((TRUNCATED, str(original).encode()))
+        room = max(0, limit - record_size(rec.key, b"", headers))
+        log.error(
+            "dead letter too large for the dead-letter topic; value truncated",
+            topic=rec.topic,
+            partition=rec.partition,
+            offset=rec.offset,
+            size=original,
+            kept=min(room, original),
+            limit=limit,
+        )
+        self._stats.dead_letters_truncated += 1
+        return (rec.value or b"")[:room], headers
+
+    # -- acks ----------------------------------------------------------------------------
+
+    def flush_and_check(self, sent: Sequence[SendHandle], timeout_s: float = 60.0) -> None:
+        """Block until every send is acked. A record refused as too large is replaced by its
+        fallback (an error result, an emptied dead letter) and that is acked instead; any
+        other failure raises `ProduceFailed`, so nothing unacked is committed."""
+        try:
+            self._producer.flush_and_check(sent, timeout_s)
+            return
+        except ProduceFailed:
+            pass
+        again: list[SendHandle] = []
+        for h in sent:
+            if h.ok():
+                continue
+            err = h.error()
+            if not (isinstance(h, _Guarded) and isinstance(err, RecordTooLarge)):
+                raise ProduceFailed(f"produce failed: {err!r}")
+            log.error("record refused as too large; sending its fallback", error=str(err))
+            again.append(h.fallback())
+        self._producer.flush_and_check(again, timeout_s)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import replace
+from functools import partial
 from typing import IO
 
 import structlog
@@ -16,7 +17,8 @@ from connector.core import policy
 from connector.core.partitions import Tracked
 from connector.core.ports import SendHandle
 from connector.core.quota import Budget, admit
-from connector.core.records import EntryState, ErrorInfo, JobInput
+from connector.core.records import EntryState, ErrorInfo, JobInput, RequestEvent
+from connector.core.results import Outgoing, deadline_passed, late, refused
 from connector.errors import (
     Fenced,
     ProviderAuthFailed,
@@ -97,10 +99,12 @@ class Submitter:
             t.lookup = False
             if ctx.clock() >= deadline:
                 continue  # the budget is spent: created next pass
+            if t.payload is not None and self._late_in_memory(t):
+                continue  # every request's deadline passed while it waited: all answered
             if not admit(t.entry, ctx.owned.live(), budget):
                 t.due = now + 1.0
                 continue
-            sent = self._create(t, now)
+            sent = self.tracker.guarded(t, "submit", partial(self._create, t, now))
             if sent is not None:
                 sends.append(sent)
 
@@ -113,13 +117,15 @@ class Submitter:
         input_file = entry.input_file if use_file else None
         kept = input_file is not None
         spool: IO[bytes] | None = None
-        inputs: list[JobInput] = []
+        inputs: list[JobInput] | None = []
         if not kept:
             try:
                 if use_file:  # written to disk as it is re-read, chunk by chunk
                     spool, count = spool_inputs(t, ctx.reader)
                 else:
                     inputs = self._inputs(t)
+                    if inputs is None:
+                        return None  # every request's deadline had passed: job retired
                     count = len(inputs)
             except RegistryUnavailable as exc:  # re-reading Confluent-framed requests
                 log.warning(
@@ -134,7 +140,7 @@ class Submitter:
                 self.tracker.give_up(entry, error, None)
                 return None
         with spool or contextlib.nullcontext():
-            return self._upload_and_create(t, now, use_file, input_file, spool, inputs)
+            return self._upload_and_create(t, now, use_file, input_file, spool, inputs or [])
 
     def _upload_and_create(
         self,
@@ -268,7 +274,61 @@ class Submitter:
         t.due = ctx.clock() + ctx.retry.poll_initial_s
         return ctx.ledger.write(t.entry)
 
-    def _inputs(self, t: Tracked) -> list[JobInput]:
+    def _inputs(self, t: Tracked) -> list[JobInput] | None:
         """An inline job's requests with their correlation keys (from memory, or re-read by
-        offset in chunks); unreadable ones get DATA_LOSS results at delivery."""
-        return list(job_inputs(job_events(t, self.ctx.reader)))
+        offset in chunks); unreadable ones get DATA_LOSS results at delivery.
+
+        Requests whose deadline has passed leave the job with a 504 first (never paid for,
+        never answered late); None when that leaves nothing and the job was retired.
+        """
+        events = list(job_events(t, self.ctx.reader))
+        now_ms = self.ctx.wall_ms()
+        gone = [(o, ev) for o, ev in events if deadline_passed(ev, now_ms)]
+        if gone:
+            if self._drop_late(t, gone):
+                return None
+            dropped = {o for o, _ in gone}
+            events = [(o, ev) for o, ev in events if o not in dropped]
+        return list(job_inputs(events))
+
+    def _late_in_memory(self, t: Tracked) -> bool:
+        """While an INTENT waits (for quota, or a lookup), its in-memory requests' deadlines
+        are checked every pass: a late one is answered now, not when quota frees."""
+        assert t.payload is not None
+        now_ms = self.ctx.wall_ms()
+        gone = [(r.offset, r.event) for r in t.payload if deadline_passed(r.event, now_ms)]
+        return bool(gone) and self._drop_late(t, gone)
+
+    def _drop_late(self, t: Tracked, gone: list[tuple[int, RequestEvent]]) -> bool:
+        """Answer 504 for requests whose deadline passed before their job was created.
+
+        They leave the job (the SUBMITTED entry records the rest); True when none is left
+        and the entry is retired. A crash before that write answers them again (same ids).
+        """
+        ctx = self.ctx
+        entry = t.entry
+        p = entry.key.partition
+        now_ms = ctx.wall_ms()
+        if t.payload is not None:
+            keys = {r.offset: r.kafka_key for r in t.payload}
+        else:
+            found = ctx.reader.read(p, [o for o, _ in gone])
+            keys = {o: orig.kafka_key for o, orig in found.items()}
+        error = late("while the request waited for its job to be created")
+        outgoing = [
+            Outgoing(keys.get(o), replace(refused(ev, p, o, error, now_ms), attempt=entry.attempt))
+            for o, ev in gone
+        ]
+        ctx.stats.deadline_exceeded += len(gone)
+        log.warning("deadline passed before submit", job_id=entry.job_id, requests=len(gone))
+        dropped = {o for o, _ in gone}
+        keep = tuple(o for o in entry.offsets if o not in dropped)
+        if not keep:
+            self.tracker.deliver(entry, outgoing)
+            return True
+        ctx.commit([ctx.sink.result(o.kafka_key, o.result) for o in outgoing], [p])
+        n = len(entry.offsets)
+        t.entry = replace(entry, offsets=keep, est_tokens=entry.est_tokens * len(keep) // n)
+        if t.payload is not None:
+            t.payload = tuple(r for r in t.payload if r.offset not in dropped)
+        return False

@@ -10,8 +10,10 @@ exactly-once mode every chunk and the job's end are one transaction, produced in
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
+from typing import TypeVar
 
 import structlog
 
@@ -25,10 +27,11 @@ from connector.core.records import (
     LedgerEntry,
     RemoteJob,
 )
-from connector.core.results import Outgoing, error_results
+from connector.core.results import Outgoing, error_results, lost_request
 from connector.core.spans import CHUNK_REQUESTS, chunks
 from connector.errors import (
     ConnectorError,
+    KafkaError,
     ProviderAuthFailed,
     ProviderError,
     ProviderFileGone,
@@ -40,6 +43,7 @@ from connector.stages.context import Context
 from connector.stages.delivery import CHUNK_BYTES, Delivery, start_delivery
 
 log = structlog.get_logger("connector")
+T = TypeVar("T")
 
 
 class Tracker:
@@ -62,49 +66,119 @@ class Tracker:
         for t in ctx.owned.due(EntryState.SUBMITTED, now):
             if stopping or ctx.clock() >= deadline:
                 return
-            if t.entry.job_id in self.deliveries:
-                self._deliver_chunk(t)
-                continue
-            name = t.entry.provider_job
-            assert name is not None
-            remote: RemoteJob | None
-            try:
-                remote = ctx.gemini.get(name)
-                state = remote.state
-            except ProviderRejected as exc:
-                ctx.provider_answered(exc)
-                if exc.code != 404 or isinstance(exc, ProviderAuthFailed):
-                    log.warning("job poll rejected", batch_job=name, error=str(exc))
-                    ctx.reschedule(t, now)
-                    continue
-                log.warning("job vanished at the provider; treating as failed", batch_job=name)
-                remote, state = None, JobState.FAILED
-            except ProviderError as exc:
-                log.warning("job poll failed; backing off", batch_job=name, error=str(exc))
+            self.guarded(t, "track", partial(self._track, t, now))
+
+    def guarded(self, t: Tracked, stage: str, fn: Callable[[], T]) -> T | None:
+        """Run one job's step; an unexpected exception counts against that job only.
+
+        Kafka failures are not the job's fault: they propagate to the loop, which backs off.
+        Anything else (a bug, a response we cannot handle) is retried with backoff and, at
+        the QUARANTINE_AFTER-th failure, the job is quarantined: error results, then its end.
+        """
+        try:
+            return fn()
+        except KafkaError:
+            raise
+        except Exception as exc:
+            self._failed(t, stage, exc)
+            return None
+
+    def _failed(self, t: Tracked, stage: str, exc: Exception) -> None:
+        ctx = self.ctx
+        t.errors += 1
+        log.error(
+            "processing a job failed",
+            job_id=t.entry.job_id,
+            batch_job=t.entry.provider_job,
+            stage=stage,
+            error=f"{type(exc).__name__}: {exc}",
+            attempts=t.errors,
+            quarantine_after=policy.QUARANTINE_AFTER,
+            exc_info=exc,
+        )
+        if t.errors < policy.QUARANTINE_AFTER:
+            ctx.reschedule(t, ctx.clock())
+            return
+        self.quarantine(t.entry, stage, exc, t.errors)
+
+    def quarantine(self, entry: LedgerEntry, stage: str, exc: Exception, attempts: int) -> None:
+        """Answer every request of a job that keeps failing with INTERNAL, then retire it."""
+        ctx = self.ctx
+        error = ErrorInfo(
+            500,
+            "INTERNAL",
+            f"job {entry.job_id} was quarantined after {attempts} failed attempts to {stage} "
+            f"it: {type(exc).__name__}: {exc}",
+        )
+        ctx.stats.jobs_quarantined += 1
+        log.error(
+            "job quarantined; producing error results",
+            job_id=entry.job_id,
+            batch_job=entry.provider_job,
+            partition=entry.key.partition,
+            requests=len(entry.offsets),
+            reason=error.message,
+        )
+        d = self.deliveries.pop(entry.job_id, None)
+        if d is not None:
+            d.close()
+        try:
+            self.give_up(entry, error, entry.provider_job)
+        except KafkaError:
+            raise
+        except Exception:  # the requests themselves may be what fails: answer by offset
+            outgoing = [
+                Outgoing(None, lost_request(entry, o, ctx.wall_ms(), entry.provider_job, error))
+                for o in entry.offsets
+            ]
+            self.deliver(entry, outgoing)
+        self.cleanup(entry.provider_job, entry.input_file, None)
+
+    def _track(self, t: Tracked, now: float) -> None:
+        ctx = self.ctx
+        if t.entry.job_id in self.deliveries:
+            self._deliver_chunk(t)
+            return
+        name = t.entry.provider_job
+        assert name is not None
+        remote: RemoteJob | None
+        try:
+            remote = ctx.gemini.get(name)
+            state = remote.state
+        except ProviderRejected as exc:
+            ctx.provider_answered(exc)
+            if exc.code != 404 or isinstance(exc, ProviderAuthFailed):
+                log.warning("job poll rejected", batch_job=name, error=str(exc))
                 ctx.reschedule(t, now)
-                continue
-            if not state.terminal and self._too_old(t):
-                cancelled = self._cancel_stuck(t, now)
-                if cancelled is None:
-                    continue
-                state = cancelled
-            elif state is JobState.CANCELLED and self._too_old(t):
-                # Our own max-age cancel whose reply was lost, or before a crash: the entry's
-                # age, durable in the ledger, says so. Resubmit split, never 499 errors.
-                log.warning(
-                    "job past its maximum age found cancelled; resubmitting as if expired",
-                    job_id=t.entry.job_id,
-                    batch_job=name,
-                    max_age_h=ctx.settings.max_job_age_h,
-                )
-                state = JobState.EXPIRED
-            t.failures = 0  # the provider answered
-            ctx.provider_answered()
-            if not state.terminal:
-                t.polls += 1
-                t.due = now + policy.poll_delay(t.polls, ctx.retry, ctx.rand.random())
-                continue
-            self.finish(t, state, remote)
+                return
+            log.warning("job vanished at the provider; treating as failed", batch_job=name)
+            remote, state = None, JobState.FAILED
+        except ProviderError as exc:
+            log.warning("job poll failed; backing off", batch_job=name, error=str(exc))
+            ctx.reschedule(t, now)
+            return
+        if not state.terminal and self._too_old(t):
+            cancelled = self._cancel_stuck(t, now)
+            if cancelled is None:
+                return
+            state = cancelled
+        elif state is JobState.CANCELLED and self._too_old(t):
+            # Our own max-age cancel whose reply was lost, or before a crash: the entry's
+            # age, durable in the ledger, says so. Resubmit split, never 499 errors.
+            log.warning(
+                "job past its maximum age found cancelled; resubmitting as if expired",
+                job_id=t.entry.job_id,
+                batch_job=name,
+                max_age_h=ctx.settings.max_job_age_h,
+            )
+            state = JobState.EXPIRED
+        t.failures = 0  # the provider answered
+        ctx.provider_answered()
+        if not state.terminal:
+            t.polls += 1
+            t.due = now + policy.poll_delay(t.polls, ctx.retry, ctx.rand.random())
+            return
+        self.finish(t, state, remote)
 
     def _too_old(self, t: Tracked) -> bool:
         max_age_ms = self.ctx.settings.max_job_age_h * 3_600_000

@@ -177,7 +177,7 @@ def test_failed_job_is_retried_and_expired_job_is_split(
     for rid in ids:
         r = got.latest(rid)
         assert r.status is ResultStatus.OK, r.error
-        assert r.attempt == 2
+        assert r.attempt == 1  # one resubmission (0 = first job)
         assert r.batch_job != first[0]["name"]
     created = emulator_stats(emulator.base_url)["batches"]["created_total"]
     assert created == (2 if forced == "FAILED" else 3)
@@ -410,7 +410,7 @@ def test_stuck_job_is_cancelled_and_resubmitted_split(
     for rid in ids:
         r = got.latest(rid)
         assert r.status is ResultStatus.OK, r.error
-        assert r.attempt == 2
+        assert r.attempt == 1  # one resubmission (0 = first job)
         assert r.batch_job != first[0]["name"]
     stats = emulator_stats(emulator.base_url)
     assert stats["batches"]["created_total"] == 3

@@ -87,7 +87,7 @@ ledger_entries = st.builds(
     provider_job=st.none() | TEXT,
     input_file=st.none() | TEXT,
     request_topic=TEXT,
-)
+).filter(lambda e: e.attempt != e.job_id.count("/") + 1)  # the legacy 1-based shape
 
 # A request schema as an early producer might have shipped it: no group,
 # priority, deadline or metadata. Same record name, so it resolves to v1.
@@ -418,6 +418,35 @@ def test_non_bytes_input_raises_decode_error() -> None:
         CODEC.decode_request(None)  # type: ignore[arg-type]
     with pytest.raises(DecodeError):
         CODEC.decode_request("c3 01")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("job_id", "stored", "read"),
+    [
+        ("p0-5-abc", 1, 0),  # written before attempts counted from 0: a fresh job
+        ("p0-5-abc/a", 2, 1),
+        ("p0-5-abc/a/r3", 3, 2),
+        ("p0-5-abc", 0, 0),  # written now
+        ("p0-5-abc/b/r2", 2, 2),
+    ],
+)
+def test_ledger_attempt_read_zero_based_whoever_wrote_it(
+    job_id: str, stored: int, read: int
+) -> None:
+    """The schema says 0 = first job; entries of older sidecars (1 = first) are read that way."""
+    e = LedgerEntry(
+        job_id=job_id,
+        key=BatchKey(0, "gemini-2.5-flash", Kind.GENERATE),
+        offsets=(5,),
+        attempt=stored,
+        display_name="g:" + job_id,
+        state=EntryState.INTENT,
+        use_file=False,
+        est_tokens=1,
+        created_ms=1,
+        updated_ms=1,
+    )
+    assert Codec().decode_ledger(Codec().encode_ledger(e)).attempt == read
 
 
 def test_corrupt_ledger_range_raises_decode_error() -> None:

@@ -189,7 +189,7 @@ def stuck_job(then: BaseException) -> tuple[TestHarness, set[str], CancelThen]:
 
 def assert_resubmitted_split(h: TestHarness, ids: set[str]) -> None:
     assert_all_ok_once(h, ids)
-    assert {e.attempt for e in h.result_events()} == {2}
+    assert {e.attempt for e in h.result_events()} == {1}
     assert_one_job_per_name(h)
     assert h.emulator is not None
     assert len(h.emulator.created_by_display_name()) == 3  # the cancelled job and its halves
@@ -227,7 +227,7 @@ def test_finished_job_whose_results_file_expired_is_resubmitted_not_retried_fore
     h.emulator.update_config(output_file_ttl_s=None)  # the halves' results stay
     h.run_until(lambda: answered(h, ids), max_passes=40, advance_s=0.5)
     assert_all_ok_once(h, ids)
-    assert {e.attempt for e in h.result_events()} == {2}
+    assert {e.attempt for e in h.result_events()} == {1}
     assert_one_job_per_name(h)
     assert h.sidecar.owned.count(EntryState.SUBMITTED) == 0, "no slot held by the first job"
 

@@ -103,7 +103,7 @@ def entry(
         job_id=job_id,
         key=BatchKey(0, "gemini-2.5-flash", Kind.GENERATE),
         offsets=offsets,
-        attempt=1,
+        attempt=0,
         display_name=f"g:{job_id}",
         state=state,
         use_file=False,

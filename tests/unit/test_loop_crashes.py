@@ -193,8 +193,8 @@ def test_successors_to_parent_tombstone_retires_parent(halves: str) -> None:
     parent = h.entry("p0-0-dead", (0, 1, 2, 3))
     job = create_job_in_state(h, parent, "EXPIRED")
     parent = h.entry("p0-0-dead", (0, 1, 2, 3), EntryState.SUBMITTED, provider_job=job)
-    a = h.entry("p0-0-dead/a", (0, 1), attempt=2, est_tokens=20)
-    b = h.entry("p0-0-dead/b", (2, 3), attempt=2, est_tokens=20)
+    a = h.entry("p0-0-dead/a", (0, 1), attempt=1, est_tokens=20)
+    b = h.entry("p0-0-dead/b", (2, 3), attempt=1, est_tokens=20)
     assert a.display_name == parent.display_name + "/a"
     h.seed_ledger(parent, a, b)
     if halves != "none-created":
@@ -219,9 +219,9 @@ def test_successors_to_parent_tombstone_retires_parent(halves: str) -> None:
     created = emu(nxt).created_by_display_name()
     assert created == {parent.display_name: 1, a.display_name: 1, b.display_name: 1}
     assert_no_job_created_twice(nxt)
-    # Every request answered once (for `a-finished`, /a's by the dead owner), at attempt 2.
+    # Every request answered once (for `a-finished`, /a's by the dead owner), at attempt 1.
     assert_answered_once(nxt, ids, ResultStatus.OK)
-    assert {r.attempt for rs in nxt.results_by_id().values() for r in rs} == {2}
+    assert {r.attempt for rs in nxt.results_by_id().values() for r in rs} == {1}
     expected = {"none-created": (2, 0), "a-created": (1, 1), "a-finished": (1, 0)}[halves]
     assert (stats.jobs_created, stats.jobs_adopted) == expected
 

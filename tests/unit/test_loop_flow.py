@@ -45,7 +45,7 @@ def test_requests_become_one_job_and_one_result_each() -> None:
     stats = h.sidecar.stats
     assert (stats.consumed, stats.jobs_created, stats.jobs_finished) == (5, 1, 1)
     r = latest(h)["ok-3"]
-    assert (r.source_partition, r.source_offset, r.attempt) == (0, 3, 1)
+    assert (r.source_partition, r.source_offset, r.attempt) == (0, 3, 0)
     rec = h.results()[0]
     hdrs = headers_of(rec)
     assert rec.key == b"ok-0"

@@ -44,9 +44,9 @@ def test_failed_job_is_retried_whole() -> None:
     emu(h).force_state(entry.provider_job or "", "FAILED")
     h.run_until(lambda: settled(h, ids))
     assert_answered_once(h, ids, ResultStatus.OK)
-    assert {r.attempt for r in latest(h).values()} == {2}
+    assert {r.attempt for r in latest(h).values()} == {1}
     name = entry.display_name
-    assert emu(h).created_by_display_name() == {name: 1, f"{name}/r2": 1}
+    assert emu(h).created_by_display_name() == {name: 1, f"{name}/r1": 1}
     assert h.sidecar.stats.jobs_resubmitted == 1
     assert_no_job_created_twice(h)
 
@@ -61,11 +61,11 @@ def test_failed_jobs_give_up_after_the_retry_budget_with_500_errors() -> None:
         assert r.status is ResultStatus.ERROR
         assert r.error is not None
         assert (r.error.code, r.error.status) == (500, "INTERNAL")
-        assert r.attempt == 3
+        assert r.attempt == 2
     created = emu(h).created_by_display_name()
     first = min(created, key=len)
     # Attempt 1 and two whole retries: the retry budget, no more.
-    assert created == {first: 1, f"{first}/r2": 1, f"{first}/r2/r3": 1}
+    assert created == {first: 1, f"{first}/r1": 1, f"{first}/r1/r2": 1}
     assert_answered_once(h, ids, ResultStatus.ERROR)
     assert_no_job_created_twice(h)
 
@@ -77,13 +77,13 @@ def test_expired_job_is_split_in_halves() -> None:
     h.run_until(lambda: entry.job_id not in h.ledger.live(0))
     halves = sorted(h.ledger.live(0).values(), key=lambda e: e.job_id)
     assert [(e.job_id, e.offsets, e.attempt) for e in halves] == [
-        (f"{entry.job_id}/a", (0, 1, 2), 2),
-        (f"{entry.job_id}/b", (3, 4), 2),
+        (f"{entry.job_id}/a", (0, 1, 2), 1),
+        (f"{entry.job_id}/b", (3, 4), 1),
     ]
     assert sum(e.est_tokens for e in halves) == entry.est_tokens
     h.run_until(lambda: settled(h, ids))
     assert_answered_once(h, ids, ResultStatus.OK)
-    assert {r.attempt for r in latest(h).values()} == {2}
+    assert {r.attempt for r in latest(h).values()} == {1}
     name = entry.display_name
     assert emu(h).created_by_display_name() == {name: 1, f"{name}/a": 1, f"{name}/b": 1}
 
@@ -95,7 +95,7 @@ def test_expired_single_request_job_is_retried_whole() -> None:
     h.run_until(lambda: settled(h, ids))
     assert_answered_once(h, ids, ResultStatus.OK)
     name = entry.display_name
-    assert emu(h).created_by_display_name() == {name: 1, f"{name}/r2": 1}
+    assert emu(h).created_by_display_name() == {name: 1, f"{name}/r1": 1}
 
 
 def test_expired_past_max_attempts_gives_504_errors() -> None:
@@ -131,9 +131,9 @@ def test_job_gone_at_the_provider_404_is_treated_as_failed_and_retried() -> None
     emu(h).service.jobs.delete(job_id)  # someone deleted it (or it aged out)
     h.run_until(lambda: settled(h, ids))
     assert_answered_once(h, ids, ResultStatus.OK)
-    assert {r.attempt for r in latest(h).values()} == {2}
+    assert {r.attempt for r in latest(h).values()} == {1}
     name = entry.display_name
-    assert emu(h).created_by_display_name() == {name: 1, f"{name}/r2": 1}
+    assert emu(h).created_by_display_name() == {name: 1, f"{name}/r1": 1}
 
 
 def test_per_request_errors_fail_only_those_requests() -> None:

@@ -43,7 +43,7 @@ POLICY = RetryPolicy()
 
 def entry(
     offsets: tuple[int, ...] = (10, 11, 12, 13, 14),
-    attempt: int = 1,
+    attempt: int = 0,
     job_id: str = "p3-10-abc",
     est_tokens: int = 100,
     use_file: bool = False,
@@ -101,7 +101,7 @@ def test_display_name_at_limit_is_untouched() -> None:
 
 
 def test_new_intent_from_sealed_batch() -> None:
-    """The INTENT carries the batch's key, offsets, size class and tokens, at attempt 1."""
+    """The INTENT carries the batch's key, offsets, size class and tokens, at attempt 0."""
     ev = RequestEvent("r", KEY.model, KEY.kind, "{}")
     reqs = (PendingRequest(3, 7, ev, 10, 4), PendingRequest(3, 9, ev, 20, 6))
     batch = SealedBatch(KEY, reqs, 30, True)
@@ -110,7 +110,7 @@ def test_new_intent_from_sealed_batch() -> None:
         job_id="p3-7-n",
         key=KEY,
         offsets=(7, 9),
-        attempt=1,
+        attempt=0,
         display_name="grp:p3-7-n",
         state=EntryState.INTENT,
         use_file=True,
@@ -164,7 +164,7 @@ def test_split_offsets_partitions(offsets: tuple[int, ...]) -> None:
 # -- on_terminal table --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("attempt", [1, 3, 5, 9])
+@pytest.mark.parametrize("attempt", [0, 3, 5, 9])
 def test_succeeded_delivers_at_any_attempt(attempt: int) -> None:
     """A SUCCEEDED job is delivered, whatever attempt it was."""
     assert on_terminal(entry(attempt=attempt), JobState.SUCCEEDED, POLICY, 0) == Deliver()
@@ -172,7 +172,7 @@ def test_succeeded_delivers_at_any_attempt(attempt: int) -> None:
 
 @pytest.mark.parametrize(
     ("attempt", "retry_id"),
-    [(1, "p3-10-abc/r2"), (2, "p3-10-abc/r3")],
+    [(0, "p3-10-abc/r1"), (1, "p3-10-abc/r2")],
 )
 def test_failed_with_budget_retries_whole(attempt: int, retry_id: str) -> None:
     """FAILED with failed retries left: one whole retry j/r{attempt+1} at attempt + 1."""
@@ -186,8 +186,9 @@ def test_failed_with_budget_retries_whole(attempt: int, retry_id: str) -> None:
 
 
 def test_failed_out_of_failed_retries_gives_up() -> None:
-    """With max_failed_retries = 2, the third failure becomes 500 INTERNAL error results."""
-    out = on_terminal(entry(attempt=3), JobState.FAILED, POLICY, 0)
+    """With max_failed_retries = 2, the third failure (attempt 2) becomes 500 INTERNAL."""
+    assert isinstance(on_terminal(entry(attempt=1), JobState.FAILED, POLICY, 0), Resubmit)
+    out = on_terminal(entry(attempt=2), JobState.FAILED, POLICY, 0)
     assert isinstance(out, GiveUp)
     assert (out.error.code, out.error.status) == (500, "INTERNAL")
     assert "failed after 3 attempt" in out.error.message
@@ -197,51 +198,82 @@ def test_failed_out_of_failed_retries_gives_up() -> None:
 def test_failed_bounded_by_max_attempts_too() -> None:
     """Generous failed retries still stop at max_attempts."""
     policy = RetryPolicy(max_failed_retries=10, max_attempts=3)
-    assert isinstance(on_terminal(entry(attempt=2), JobState.FAILED, policy, 0), Resubmit)
-    assert isinstance(on_terminal(entry(attempt=3), JobState.FAILED, policy, 0), GiveUp)
+    assert isinstance(on_terminal(entry(attempt=1), JobState.FAILED, policy, 0), Resubmit)
+    assert isinstance(on_terminal(entry(attempt=2), JobState.FAILED, policy, 0), GiveUp)
 
 
 def test_failed_never_retried_with_zero_retries() -> None:
     """max_failed_retries = 0 turns the first failure into error results."""
     policy = RetryPolicy(max_failed_retries=0)
-    assert isinstance(on_terminal(entry(attempt=1), JobState.FAILED, policy, 0), GiveUp)
+    assert isinstance(on_terminal(entry(attempt=0), JobState.FAILED, policy, 0), GiveUp)
 
 
 def test_expired_splits_into_halves() -> None:
     """EXPIRED with attempts left: j/a and j/b at attempt + 1, offsets and tokens split."""
-    out = on_terminal(entry(attempt=2, est_tokens=101), JobState.EXPIRED, POLICY, 999)
+    out = on_terminal(entry(attempt=1, est_tokens=101), JobState.EXPIRED, POLICY, 999)
     assert isinstance(out, Resubmit)
     a, b = out.entries
     assert (a.job_id, b.job_id) == ("p3-10-abc/a", "p3-10-abc/b")
     assert (a.offsets, b.offsets) == ((10, 11, 12), (13, 14))
-    assert a.attempt == b.attempt == 3
+    assert a.attempt == b.attempt == 2
     assert a.est_tokens + b.est_tokens == 101
     assert a.est_tokens == 101 * 3 // 5
 
 
 def test_expired_single_request_retried_whole() -> None:
     """A one-request job cannot be split, so it is resubmitted whole as j/r{attempt+1}."""
-    out = on_terminal(entry(offsets=(42,), attempt=1), JobState.EXPIRED, POLICY, 0)
+    out = on_terminal(entry(offsets=(42,), attempt=0), JobState.EXPIRED, POLICY, 0)
     assert isinstance(out, Resubmit)
     (r,) = out.entries
-    assert (r.job_id, r.offsets, r.attempt) == ("p3-10-abc/r2", (42,), 2)
+    assert (r.job_id, r.offsets, r.attempt) == ("p3-10-abc/r1", (42,), 1)
 
 
 def test_expired_at_last_attempt_gives_up() -> None:
-    """EXPIRED at max_attempts: 504 DEADLINE_EXCEEDED error results saying so."""
-    assert isinstance(on_terminal(entry(attempt=4), JobState.EXPIRED, POLICY, 0), Resubmit)
-    out = on_terminal(entry(attempt=5), JobState.EXPIRED, POLICY, 0)
+    """EXPIRED on the last attempt (4, the fifth): 504 DEADLINE_EXCEEDED error results."""
+    assert isinstance(on_terminal(entry(attempt=3), JobState.EXPIRED, POLICY, 0), Resubmit)
+    out = on_terminal(entry(attempt=4), JobState.EXPIRED, POLICY, 0)
     assert isinstance(out, GiveUp)
     assert (out.error.code, out.error.status) == (504, "DEADLINE_EXCEEDED")
     assert "expired on attempt 5 of 5" in out.error.message
 
 
-@pytest.mark.parametrize("attempt", [1, 5])
+@pytest.mark.parametrize("attempt", [0, 5])
 def test_cancelled_gives_up(attempt: int) -> None:
     """A CANCELLED job is not retried: 499 CANCELLED for every request."""
     out = on_terminal(entry(attempt=attempt), JobState.CANCELLED, POLICY, 0)
     assert isinstance(out, GiveUp)
     assert (out.error.code, out.error.status) == (499, "CANCELLED")
+
+
+@pytest.mark.parametrize(("max_failed", "max_attempts"), [(0, 5), (2, 5), (2, 3), (4, 2), (0, 1)])
+def test_retry_budget_counts_attempts_from_zero(max_failed: int, max_attempts: int) -> None:
+    """A job that always fails runs min(1 + max_failed_retries, max_attempts) times; one that
+    always expires runs max_attempts times. The first job is attempt 0 (the schemas' rule)."""
+    policy = RetryPolicy(max_failed_retries=max_failed, max_attempts=max_attempts)
+    for state, expected in (
+        (JobState.FAILED, min(1 + max_failed, max_attempts)),
+        (JobState.EXPIRED, max_attempts),
+    ):
+        e = new_intent(
+            SealedBatch(
+                KEY,
+                (PendingRequest(3, 7, RequestEvent("r", KEY.model, KEY.kind, "{}"), 1, 1),),
+                1,
+                False,
+            ),
+            "p3-7-n",
+            PREFIX,
+            0,
+        )
+        attempts = [e.attempt]
+        while isinstance(out := on_terminal(e, state, policy, 0), Resubmit):
+            (e,) = out.entries
+            attempts.append(e.attempt)
+        assert attempts == list(range(expected)), state
+        assert (
+            f"{expected} attempt" in out.error.message
+            or f"attempt {expected} of" in out.error.message
+        )
 
 
 @pytest.mark.parametrize("state", [JobState.PENDING, JobState.RUNNING, JobState.UNKNOWN])
@@ -328,7 +360,7 @@ def test_any_job_history_keeps_requests_and_ids(
                 assert d.job_id not in ids
                 assert d.display_name not in names
                 assert len(d.display_name) <= MAX_DISPLAY_NAME
-                assert d.attempt == e.attempt + 1 <= max_attempts
+                assert d.attempt == e.attempt + 1 < max_attempts
                 ids.add(d.job_id)
                 names.add(d.display_name)
                 live.append(d)
