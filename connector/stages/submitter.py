@@ -41,13 +41,8 @@ class Submitter:
         if not due:
             return
         due.sort(key=lambda t: (-t.entry.key.priority, t.entry.created_ms))
-        lookups = {t.entry.display_name for t in due if t.lookup}
-        try:
-            existing = ctx.gemini.find_by_display_names(lookups) if lookups else {}
-        except ProviderError as exc:
-            log.warning("job lookup failed; will retry", error=str(exc))
-            for t in due:
-                ctx.reschedule(t, now)
+        due, existing = self._look_up(due, now)
+        if not due:
             return
         sends: list[SendHandle] = []
         try:
@@ -60,6 +55,25 @@ class Submitter:
                 ctx.producer.flush_and_check(sends)
             raise
         ctx.commit(sends, {t.entry.key.partition for t in due})
+
+    def _look_up(self, due: list[Tracked], now: float) -> tuple[list[Tracked], dict[str, str]]:
+        """Look up the due INTENTs that may exist remotely; returns those to go on with.
+
+        A failed lookup backs off only the INTENTs that needed it: fresh ones (`lookup`
+        False) cannot exist remotely and are created as if nothing happened.
+        """
+        ctx = self.ctx
+        lookups = {t.entry.display_name for t in due if t.lookup}
+        if not lookups:
+            return due, {}
+        try:
+            return due, ctx.gemini.find_by_display_names(lookups)
+        except ProviderError as exc:
+            log.warning("job lookup failed; will retry", error=str(exc), jobs=len(lookups))
+            for t in due:
+                if t.lookup:
+                    ctx.reschedule(t, now)
+            return [t for t in due if not t.lookup], {}
 
     def _submit(
         self,
