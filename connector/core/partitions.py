@@ -28,7 +28,15 @@ class Tracked:
     lookup: bool = True
     """The job may already exist remotely (recovered, or after an unclear create failure)."""
     payload: tuple[PendingRequest, ...] | None = None
-    """Requests still in memory from sealing, saving a re-read on first submit."""
+    """Requests still in memory from sealing, saving a re-read on first submit; dropped
+    (re-read by offset instead) past CONNECTOR_MAX_PAYLOAD_BYTES, see `core.memory`."""
+    size: int = 0
+    """Request bytes of the job when known (sealed by this process), 0 otherwise; kept after
+    the payload is dropped. Taken from the payload when not given."""
+
+    def __post_init__(self) -> None:
+        if not self.size and self.payload:
+            self.size = sum(r.size for r in self.payload)
 
 
 @dataclass(slots=True)
