@@ -166,6 +166,22 @@ OPTIONS: tuple[Option, ...] = (
         "pause consumption past this many jobs waiting for quota",
     ),
     Option(
+        "max_waiting_bytes",
+        "CONNECTOR_MAX_WAITING_BYTES",
+        int,
+        2_000_000_000,
+        "pause consumption past this many request bytes in jobs waiting to be created (0: no "
+        "bound)",
+    ),
+    Option(
+        "max_payload_bytes",
+        "CONNECTOR_MAX_PAYLOAD_BYTES",
+        int,
+        256_000_000,
+        "request bytes kept in memory for waiting jobs' first create; past it the jobs to be "
+        "created last drop theirs and re-read them by offset",
+    ),
+    Option(
         "poll_initial_s",
         "CONNECTOR_POLL_INITIAL_S",
         float,
@@ -335,6 +351,8 @@ class Settings:
     max_jobs: int = DEFAULTS["max_jobs"]
     token_budget: int = DEFAULTS["token_budget"]
     max_waiting_intents: int = DEFAULTS["max_waiting_intents"]
+    max_waiting_bytes: int = DEFAULTS["max_waiting_bytes"]
+    max_payload_bytes: int = DEFAULTS["max_payload_bytes"]
     poll_initial_s: float = DEFAULTS["poll_initial_s"]
     poll_max_s: float = DEFAULTS["poll_max_s"]
     max_failed_retries: int = DEFAULTS["max_failed_retries"]
@@ -487,6 +505,10 @@ def validate(s: Settings) -> None:
         raise ConfigError("batch limits must be positive")
     if s.max_request_bytes > s.batch_max_bytes:
         raise ConfigError("CONNECTOR_MAX_REQUEST_BYTES must not exceed CONNECTOR_BATCH_MAX_BYTES")
+    if s.max_waiting_bytes < 0 or s.max_payload_bytes < 0:
+        raise ConfigError(
+            "CONNECTOR_MAX_WAITING_BYTES and CONNECTOR_MAX_PAYLOAD_BYTES must be >= 0"
+        )
     if s.processing_guarantee not in GUARANTEES:
         raise ConfigError(
             f"CONNECTOR_PROCESSING_GUARANTEE must be one of {', '.join(GUARANTEES)}, "

@@ -42,6 +42,7 @@ from connector.core.batcher import Batcher, BatchLimits
 from connector.core.codec import Codec
 from connector.core.formats import Format, RequestDecoder, ResultEncoder
 from connector.core.ledger_topic import entry_budget
+from connector.core.memory import payloads_to_drop, waiting
 from connector.core.partitions import Partitions, PartitionState, Stats, Tracked
 from connector.core.passtime import PassTimes
 from connector.core.ports import (
@@ -670,19 +671,39 @@ class Sidecar:
 
     # -- flow control and shutdown -------------------------------------------------------
 
+    def _shed_payloads(self) -> None:
+        """Drop the payloads of the INTENTs created last once payloads pass their byte budget
+        (they are re-read by offset at create): memory stays bounded while jobs wait."""
+        drop = payloads_to_drop(self.ctx.owned.tracked(), self.s.max_payload_bytes)
+        for t in drop:
+            t.payload = None
+        if drop:
+            log.info(
+                "dropped waiting jobs' requests from memory; they are re-read at create",
+                jobs=len(drop),
+                request_bytes=sum(t.size for t in drop),
+            )
+
     def _backpressure(self) -> None:
-        waiting = self.ctx.owned.count(EntryState.INTENT)
-        should = should_pause(waiting, self.s.max_waiting_intents)
+        self._shed_payloads()
+        waiting_jobs, waiting_bytes = waiting(self.ctx.owned.tracked())
+        should = should_pause(
+            waiting_jobs, self.s.max_waiting_intents, waiting_bytes, self.s.max_waiting_bytes
+        )
         if should and not self._paused:
             self.consumer.pause(self.ctx.owned)
             self._paused = True
-            log.warning("paused consumption: too many jobs wait for quota", waiting=waiting)
+            log.warning(
+                "paused consumption: too many jobs wait for quota",
+                waiting=waiting_jobs,
+                waiting_bytes=waiting_bytes,
+            )
         elif not should and self._paused:
             self.consumer.resume_all()
             if self._held:  # partitions waiting for the schema registry stay paused
                 self.consumer.pause(self._held)
             self._paused = False
-            log.info("resumed consumption", waiting=waiting)
+            log.info("resumed consumption", waiting=waiting_jobs, waiting_bytes=waiting_bytes)
 
     def _drain(self) -> None:
         """On stop: record open batches as INTENTs so their offsets commit.

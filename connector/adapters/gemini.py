@@ -195,7 +195,12 @@ class Gemini:
         return remote_job(name, body if isinstance(body, dict) else {})
 
     def find_by_display_names(self, wanted: set[str]) -> dict[str, str]:
-        """Map display names to job names by listing every job (used only on recovery)."""
+        """Map display names to job names by listing jobs, newest first (used only on recovery).
+
+        Stops at the page where the last wanted name turns up: the jobs looked up are recent,
+        so a project with thousands of old jobs costs one page, not all of them. A name not
+        found costs the whole listing.
+        """
         found: dict[str, str] = {}
         if not wanted:
             return found
@@ -203,6 +208,8 @@ class Gemini:
             for job in self._client.batches.list(config=types.ListBatchJobsConfig(page_size=100)):
                 if job.display_name in wanted and job.name and job.display_name not in found:
                     found[job.display_name] = job.name
+                    if len(found) == len(wanted):
+                        break  # the pager fetches the next page only when iterated into it
         return found
 
     def download(self, file_name: str) -> bytes:

@@ -21,6 +21,7 @@ from typing import Any
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+from connector.core.offsets import Offsets
 from connector.core.records import (
     BatchKey,
     EntryState,
@@ -118,8 +119,11 @@ def offsets_to_ranges(offsets: Sequence[int]) -> list[tuple[int, int]]:
     """Compact offsets into inclusive ``(start, end)`` runs of consecutive values.
 
     Order is kept (a run only grows by ``end + 1``), so ``ranges_to_offsets``
-    restores any sequence exactly; ascending offsets give the fewest runs.
+    restores any sequence exactly; ascending offsets give the fewest runs. An ``Offsets``
+    already is runs: they are returned without expanding it.
     """
+    if isinstance(offsets, Offsets):
+        return list(offsets.ranges())
     ranges: list[tuple[int, int]] = []
     it = iter(offsets)
     try:
@@ -367,7 +371,7 @@ class Codec:
                 "kind": key.kind,
                 "priority": key.priority,
                 "group": key.group,
-                "offsets": [{"start": s, "end": t} for s, t in offsets_to_ranges(e.offsets)],
+                "offsets": [{"start": s, "end": t} for s, t in e.offsets.ranges()],
                 "attempt": e.attempt,
                 "display_name": e.display_name,
                 "state": e.state,
@@ -405,7 +409,7 @@ class Codec:
                     priority=d["priority"],
                     group=d["group"],
                 ),
-                offsets=ranges_to_offsets((run["start"], run["end"]) for run in runs),
+                offsets=Offsets.from_ranges((run["start"], run["end"]) for run in runs),
                 attempt=_attempt(d["job_id"], d["attempt"]),
                 display_name=d["display_name"],
                 state=_STATES[d["state"]],

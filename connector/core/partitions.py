@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from connector.core.offsets import RangeIndex
 from connector.core.records import EntryState, LedgerEntry, PendingRequest
 from connector.core.watermark import Watermark
 
@@ -27,9 +28,17 @@ class Tracked:
     lookup: bool = True
     """The job may already exist remotely (recovered, or after an unclear create failure)."""
     payload: tuple[PendingRequest, ...] | None = None
-    """Requests still in memory from sealing, saving a re-read on first submit."""
+    """Requests still in memory from sealing, saving a re-read on first submit; dropped
+    (re-read by offset instead) past CONNECTOR_MAX_PAYLOAD_BYTES, see `core.memory`."""
     errors: int = 0
     """Unexpected exceptions while processing this job; quarantined at QUARANTINE_AFTER."""
+    size: int = 0
+    """Request bytes of the job when known (sealed by this process), 0 otherwise; kept after
+    the payload is dropped. Taken from the payload when not given."""
+
+    def __post_init__(self) -> None:
+        if not self.size and self.payload:
+            self.size = sum(r.size for r in self.payload)
 
 
 @dataclass(slots=True)
@@ -38,8 +47,9 @@ class PartitionState:
 
     watermark: Watermark | None = None
     jobs: dict[str, Tracked] = field(default_factory=dict)
-    covered: set[int] = field(default_factory=set)
-    """Offsets owned by live entries (DONE ones included): never batched again."""
+    covered: RangeIndex = field(default_factory=RangeIndex)
+    """Offsets owned by live entries (DONE ones included): never batched again. Runs of
+    offsets, not a set of ints: `offset in covered` is O(log runs) at ~16 bytes per run."""
     committed: int = -1
     pruned: int = -1
     """The committed offset at the last prune of DONE entries (prune again once it moves)."""

@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass, replace
 
 from connector import defaults as D
+from connector.core.offsets import Offsets
 from connector.core.records import (
     EntryState,
     ErrorInfo,
@@ -126,7 +127,7 @@ def new_intent(
     return LedgerEntry(
         job_id=job_id,
         key=batch.key,
-        offsets=batch.offsets,
+        offsets=Offsets(batch.offsets),
         attempt=0,
         display_name=display_name(prefix, job_id),
         state=EntryState.INTENT,
@@ -148,7 +149,7 @@ def prunable(entry: LedgerEntry, committed: int) -> bool:
 
     From then on no rewind (restart, rebalance) reads its requests again.
     """
-    return entry.state is EntryState.DONE and (not entry.offsets or committed > max(entry.offsets))
+    return entry.state is EntryState.DONE and (not entry.offsets or committed > entry.offsets.max())
 
 
 def submitted(
@@ -179,8 +180,9 @@ def uses_file(entry: LedgerEntry) -> bool:
     return entry.use_file or entry.key.kind in FILE_KINDS
 
 
-def split_offsets(offsets: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def split_offsets(offsets: Offsets) -> tuple[Offsets, Offsets]:
     """Two halves by count, order kept; the first half takes the odd one out."""
+    offsets = Offsets(offsets)  # a tuple too (cheap for an Offsets: it shares the runs)
     mid = (len(offsets) + 1) // 2
     return offsets[:mid], offsets[mid:]
 
@@ -272,7 +274,7 @@ def _retry(entry: LedgerEntry, now_ms: int) -> LedgerEntry:
 
 
 def _derive(
-    parent: LedgerEntry, suffix: str, offsets: tuple[int, ...], est_tokens: int, now_ms: int
+    parent: LedgerEntry, suffix: str, offsets: Offsets, est_tokens: int, now_ms: int
 ) -> LedgerEntry:
     # use_file is kept: a half of a file job could fit inline, but the shell re-reads the
     # payloads anyway and may choose inline then; keeping it is always valid.

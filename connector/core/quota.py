@@ -82,6 +82,15 @@ def admit(entry: LedgerEntry, live: Iterable[LedgerEntry], budget: Budget) -> bo
     return model_jobs == 0 or model_tokens + entry.est_tokens <= budget.token_cap(model)
 
 
-def should_pause(waiting_intents: int, max_waiting: int) -> bool:
-    """Pause consuming once `max_waiting` INTENTs wait for quota, so nothing grows unbounded."""
-    return waiting_intents >= max_waiting
+def should_pause(
+    waiting_intents: int, max_waiting: int, waiting_bytes: int = 0, max_waiting_bytes: int = 0
+) -> bool:
+    """Pause consuming once `max_waiting` INTENTs wait for quota, or once they hold
+    `max_waiting_bytes` of requests (0: no byte bound), so nothing grows unbounded.
+
+    The byte bound matters for big requests: 200 INTENTs of 100 MB each are 20 GB of
+    requests to re-read and submit, although far fewer than `max_waiting` jobs.
+    """
+    if waiting_intents >= max_waiting:
+        return True
+    return max_waiting_bytes > 0 and waiting_bytes >= max_waiting_bytes

@@ -1,7 +1,7 @@
 """Plain data the whole sidecar speaks: requests, batches, ledger entries, results.
 
-Leaf module: imports nothing from the rest of the package, so the pure core and
-the I/O shells share one vocabulary without depending on each other.
+Leaf module: imports nothing from the rest of the package but the leaf `offsets`, so the
+pure core and the I/O shells share one vocabulary without depending on each other.
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+from connector.core.offsets import Offsets
 
 Headers = list[tuple[str, bytes]]
 
@@ -124,8 +126,9 @@ class LedgerEntry:
     job_id: str
     """Unique per job; derived jobs append /a, /b or /r<attempt>."""
     key: BatchKey
-    offsets: tuple[int, ...]
-    """Request offsets in partition key.partition, ascending."""
+    offsets: Offsets
+    """Request offsets in partition key.partition, ascending, as compact runs (a tuple or any
+    iterable of ints given here is converted; an `Offsets` equals the tuple it was built from)."""
     attempt: int
     display_name: str
     state: EntryState
@@ -139,6 +142,10 @@ class LedgerEntry:
     """The uploaded `files/ID`, for cleanup."""
     request_topic: str = ""
     """The request topic the offsets belong to; "" in entries written before ledger v2."""
+
+    def __post_init__(self) -> None:
+        if type(self.offsets) is not Offsets:
+            object.__setattr__(self, "offsets", Offsets(self.offsets))
 
 
 class JobState(StrEnum):

@@ -14,6 +14,7 @@ from typing import IO
 import structlog
 
 from connector.core import policy
+from connector.core.offsets import Offsets
 from connector.core.partitions import Tracked
 from connector.core.ports import SendHandle
 from connector.core.quota import Budget, admit
@@ -52,14 +53,9 @@ class Submitter:
         if not due:
             return
         due.sort(key=lambda t: (-t.entry.key.priority, t.entry.created_ms))
-        lookups = {t.entry.display_name for t in due if t.lookup}
-        try:
-            existing = ctx.gemini.find_by_display_names(lookups) if lookups else {}
-        except ProviderError as exc:
-            ctx.provider_answered(exc)
-            log.warning("job lookup failed; will retry", error=str(exc))
-            for t in due:
-                ctx.reschedule(t, now)
+        lookups = any(t.lookup for t in due)
+        due, existing = self._look_up(due, now)
+        if not due:
             return
         if lookups:
             ctx.provider_answered()
@@ -71,9 +67,29 @@ class Submitter:
             # recorded as SUBMITTED (at-least-once); in exactly-once mode those writes were
             # in the aborted transaction, and the new owner adopts the jobs by display name.
             if not ctx.settings.exactly_once:
-                ctx.producer.flush_and_check(sends)
+                ctx.sink.flush_and_check(sends)
             raise
         ctx.commit(sends, {t.entry.key.partition for t in due})
+
+    def _look_up(self, due: list[Tracked], now: float) -> tuple[list[Tracked], dict[str, str]]:
+        """Look up the due INTENTs that may exist remotely; returns those to go on with.
+
+        A failed lookup backs off only the INTENTs that needed it: fresh ones (`lookup`
+        False) cannot exist remotely and are created as if nothing happened.
+        """
+        ctx = self.ctx
+        lookups = {t.entry.display_name for t in due if t.lookup}
+        if not lookups:
+            return due, {}
+        try:
+            return due, ctx.gemini.find_by_display_names(lookups)
+        except ProviderError as exc:
+            ctx.provider_answered(exc)
+            log.warning("job lookup failed; will retry", error=str(exc), jobs=len(lookups))
+            for t in due:
+                if t.lookup:
+                    ctx.reschedule(t, now)
+            return [t for t in due if not t.lookup], {}
 
     def _submit(
         self,
@@ -328,7 +344,9 @@ class Submitter:
             return True
         ctx.commit([ctx.sink.result(o.kafka_key, o.result) for o in outgoing], [p])
         n = len(entry.offsets)
-        t.entry = replace(entry, offsets=keep, est_tokens=entry.est_tokens * len(keep) // n)
+        t.entry = replace(
+            entry, offsets=Offsets(keep), est_tokens=entry.est_tokens * len(keep) // n
+        )
         if t.payload is not None:
             t.payload = tuple(r for r in t.payload if r.offset not in dropped)
         return False
