@@ -184,16 +184,21 @@ class Sent:
         return self.future.exception if self.future.is_done else None
 
 
+PRODUCER_CONFIG: dict[str, Any] = {
+    "enable_idempotence": True,
+    "acks": "all",
+    "linger_ms": 5,
+    "max_in_flight_requests_per_connection": 5,
+}
+"""The sidecar producer's settings (bench/run.py measures bare kafka-python with the same)."""
+
+
 class Producer:
     """One idempotent producer for results, dead letters and ledger entries."""
 
     def __init__(self, bootstrap: str, extra: Mapping[str, Any]) -> None:
         self._producer = KafkaProducer(
-            enable_idempotence=True,
-            acks="all",
-            linger_ms=5,
-            max_in_flight_requests_per_connection=5,
-            **client_config(KafkaProducer, bootstrap, extra),
+            **PRODUCER_CONFIG, **client_config(KafkaProducer, bootstrap, extra)
         )
 
     def send(
