@@ -27,7 +27,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python deploy/local/kafka_local.py fetch
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 broker-up: $(STAMP)
 	$(BIN)/python deploy/local/kafka_local.py start

@@ -1,179 +1,98 @@
-"""Sidecar throughput and memory against a bare kafka-python consumer, measured in one run.
+"""The sidecar against bare kafka-python baselines, measured in one run; asserts nothing.
 
-Run: `make bench` (fetches the broker jars, then runs this) or
-`.venv/bin/python bench/run.py [--requests N] [--partitions P] [--batch B] [--profile FILE]`.
+Run: `make bench` (quick sizes) or `.venv/bin/python bench/run.py [--quick | --full] [...]`.
+Prints a table of figures with ratios against baselines measured in the same run, and writes
+them as JSON (bench/results/latest.json by default). bench/README.md explains every figure.
 
-Prints figures and ratios; asserts nothing. Phases (bench/README.md explains every figure):
-
-1. setup: a broker (our own LocalKafka, or KAFKA_BOOTSTRAP_SERVERS if set), the Gemini Batch
-   API emulator in-process with tiny delays, a request topic with P partitions and N typical
-   requests (~500-byte GenerateContentRequest JSON) pre-produced with `RequestPublisher`;
-2. micro: µs per request of `Codec.decode_request`, `validate_request`, `Codec.encode_result`
-   (and, for context, the SDK `InlinedRequest` build the sidecar does once per request at create);
-3. baseline: a bare `KafkaConsumer` reading all N records (manual commit once at the end),
-   then again with `Codec.decode_request` per record;
-4. sidecar: `Sidecar` in a thread, fresh group: time until all N are taken in, until all N
-   offsets are committed (INTENTs acked), and until all N results are in the results topic;
-   peak RSS before/after;
-5. memory: the sidecar again (fresh group, max_jobs=1) against a Gemini whose one job never
-   ends, so every later INTENT waits for quota with its requests in the sidecar's memory;
-   tracemalloc current/peak → MB per 10k in flight.
+Phases:
+1. micro: CPU µs per call of the codec, validation and, for reference, fastavro itself;
+2. baselines: bare consume; consume + decode + validate; a consume → produce pipe with the
+   sidecar's producer settings; bare produce of result-size records (several settings);
+3. intake: the sidecar against a Gemini that accepts every job and never ends one;
+4. end to end: the sidecar against the in-process emulator (loop passes timed);
+5. fan-out: one big file job held RUNNING, then SUCCEEDED: time to its last result, and
+   loop pass times during the delivery;
+6. in flight: RSS per request in SUBMITTED jobs, in a subprocess (bench/inflight.py);
+7. sustained: a steady feed for --sustained-s seconds: RSS slope and job packing.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import cProfile
-import io
+import json
 import logging
 import os
 import platform
-import pstats
-import resource
 import signal
+import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
-import tracemalloc
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-for _p in (ROOT, ROOT / "deploy" / "local"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
-
-import kafka_local  # noqa: E402
-import orjson  # noqa: E402
-from kafka import KafkaAdminClient, KafkaConsumer, OffsetAndMetadata, TopicPartition  # noqa: E402
-
-from connector.adapters.gemini import Gemini  # noqa: E402
-from connector.client import RequestPublisher  # noqa: E402
-from connector.config import Settings  # noqa: E402
-from connector.core.codec import Codec  # noqa: E402
-from connector.core.records import (  # noqa: E402
-    JobState,
-    Kind,
-    RemoteJob,
-    RequestEvent,
-    ResultEvent,
-    ResultStatus,
-    TokenUsage,
+from common import (
+    MAX_REQUEST_BYTES,
+    PRODUCER_CONFIG,
+    ROOT,
+    CountingGemini,
+    GatedGemini,
+    HeldGemini,
+    PassStats,
+    TimedSidecar,
+    current_rss_mb,
+    pass_stats,
+    produce_requests,
+    sidecar_settings,
+    typical_event,
+    typical_result,
 )
-from connector.core.validation import validate_request  # noqa: E402
-from connector.emulator import EmulatorConfig, EmulatorServer  # noqa: E402
-from connector.logs import configure as configure_logs  # noqa: E402
-from connector.runner import Sidecar  # noqa: E402
-from connector.testing import wait_until  # noqa: E402
+from fastavro import schemaless_writer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 
-MODEL = "gemini-2.5-flash"
-MAX_REQUEST_BYTES = 10_000_000
+from connector.config import Settings
+from connector.core.codec import Codec
+from connector.core.validation import validate_request
+from connector.emulator import EmulatorConfig, EmulatorServer
+from connector.logs import configure as configure_logs
+from connector.runner import Sidecar
+from connector.testing import wait_until
+
 BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
+SIZES = {
+    # requests (intake, e2e), fan-out job, in flight, sustained seconds, micro iterations
+    "quick": {"requests": 20_000, "fanout": 20_000, "inflight": 100_000, "sustained": 20,
+              "micro": 5_000},
+    "full": {"requests": 100_000, "fanout": 100_000, "inflight": 1_000_000, "sustained": 120,
+             "micro": 20_000},
+}  # fmt: skip
 
-
-# -- the typical request -------------------------------------------------------------------
-
-
-def typical_body(i: int) -> str:
-    """~500 bytes of GenerateContentRequest JSON: one user turn, a system instruction, a config."""
-    body = {
-        "contents": [
-            {
-                "role": "user",
-                "parts": [
-                    {
-                        "text": f"Request {i:08d}. Summarise the following customer review in one "
-                        "sentence and classify its sentiment as positive, negative or mixed: "
-                        "'The delivery was two days late, but the support team kept me informed "
-                        "and the product itself works exactly as described.'"
-                    }
-                ],
-            }
-        ],
-        "systemInstruction": {
-            "parts": [{"text": "You are a concise analyst. Answer in plain English."}]
-        },
-        "generationConfig": {
-            "temperature": 0.2,
-            "topP": 0.95,
-            "maxOutputTokens": 256,
-            "responseMimeType": "text/plain",
-        },
-    }
-    return orjson.dumps(body).decode()
-
-
-def typical_event(i: int) -> RequestEvent:
-    return RequestEvent(
-        request_id=f"bench-{i:08d}",
-        model=MODEL,
-        kind=Kind.GENERATE,
-        body=typical_body(i),
-        metadata={"tenant": "bench", "trace": f"t{i:08d}"},
-        created_ms=int(time.time() * 1000),
-    )
-
-
-def typical_result(ev: RequestEvent, offset: int) -> ResultEvent:
-    response = {
-        "candidates": [
-            {
-                "content": {
-                    "role": "model",
-                    "parts": [{"text": "Late delivery, but good support and product: mixed."}],
-                },
-                "finishReason": "STOP",
-            }
-        ],
-        "usageMetadata": {"promptTokenCount": 120, "candidatesTokenCount": 14},
-        "modelVersion": MODEL,
-    }
-    return ResultEvent(
-        request_id=ev.request_id,
-        status=ResultStatus.OK,
-        model=ev.model,
-        kind=ev.kind,
-        response_json=orjson.dumps(response).decode(),
-        metadata=dict(ev.metadata),
-        batch_job="batches/bench123",
-        usage=TokenUsage(120, 14, 134),
-        request_created_ms=ev.created_ms,
-        completed_ms=ev.created_ms + 1000,
-        source_partition=0,
-        source_offset=offset,
-    )
-
-
-# -- small helpers ---------------------------------------------------------------------------
-
-
-def peak_rss_mb() -> float:
-    """ru_maxrss of this process (KiB on Linux) in MB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def current_rss_mb() -> float:
-    """VmRSS from /proc (Linux); 0 elsewhere."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
+PRODUCER_VARIANTS: dict[str, dict[str, Any]] = {
+    "linger 5 ms, 16 KB": {"linger_ms": 5, "batch_size": 16_384},
+    "linger 20 ms, 256 KB": {"linger_ms": 20, "batch_size": 256 * 1024},
+    "linger 20 ms, 256 KB, gzip": {
+        "linger_ms": 20,
+        "batch_size": 256 * 1024,
+        "compression_type": "gzip",
+    },
+    "linger 50 ms, 1 MB": {"linger_ms": 50, "batch_size": 1024 * 1024},
+}
+"""Bare-produce rows besides the sidecar's own settings; all keep acks=all and idempotence."""
 
 ALIVE: list[threading.Thread] = []
-"""The sidecar thread being waited on: a wait fails at once if it died."""
 
 
 def wait_for(
     predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.01
 ) -> float:
-    """Poll until `predicate()` holds; return the monotonic time seen. Raise at the deadline."""
+    """Poll until `predicate()` holds; return the perf_counter time seen. Raise at the deadline."""
 
     def check() -> bool:
         if ALIVE and not ALIVE[-1].is_alive():
@@ -181,27 +100,21 @@ def wait_for(
         return bool(predicate())
 
     wait_until(check, timeout, interval, what)
-    return time.monotonic()
+    return time.perf_counter()
 
 
-def per_call_us(fn: Callable[[Any], object], items: Sequence[Any], repeat: int = 3) -> float:
-    """Best-of-`repeat` µs per call of `fn` over `items`."""
+def cpu_us(fn: Callable[[Any], object], items: Sequence[Any], repeat: int = 5) -> float:
+    """Best-of-`repeat` CPU µs (process_time) per call of `fn` over `items`."""
     best = float("inf")
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         for x in items:
             fn(x)
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, time.process_time() - t0)
     return best / len(items) * 1e6
 
 
-def fmt_ratio(x: float) -> str:
-    """A ratio vs baseline; small ones also as "1/k"."""
-    return f"{x:.2f}" if x >= 0.1 else f"{x:.3f} (1/{1 / x:.0f})"
-
-
-def fmt_rate(n: int, seconds: float) -> str:
-    return f"{n / seconds:,.0f}/s" if seconds > 0 else "-"
+# -- report --------------------------------------------------------------------------------
 
 
 @dataclass
@@ -209,26 +122,42 @@ class Row:
     figure: str
     value: str
     ratio: str = ""
+    target: str = ""
 
 
 @dataclass
 class Report:
     rows: list[Row] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
 
-    def add(self, figure: str, value: str, ratio: str = "") -> None:
-        self.rows.append(Row(figure, value, ratio))
-        print(f"  {figure}: {value}" + (f"  [{ratio}]" if ratio else ""), flush=True)
+    def add(self, figure: str, value: str, ratio: str = "", target: str = "", **data: Any) -> None:
+        self.rows.append(Row(figure, value, ratio, target))
+        self.data.update(data)
+        extra = f"  [{ratio}]" if ratio else ""
+        print(f"  {figure}: {value}{extra}" + (f"  target {target}" if target else ""), flush=True)
 
     def table(self) -> str:
         w1 = max(len(r.figure) for r in self.rows)
         w2 = max(len(r.value) for r in self.rows)
-        lines = [f"| {'figure':<{w1}} | {'value':>{w2}} | ratio vs baseline |"]
-        lines.append(f"|{'-' * (w1 + 2)}|{'-' * (w2 + 1)}:|---|")
-        lines += [f"| {r.figure:<{w1}} | {r.value:>{w2}} | {r.ratio} |" for r in self.rows]
+        w3 = max(len("ratio"), *(len(r.ratio) for r in self.rows))
+        lines = [f"| {'figure':<{w1}} | {'value':>{w2}} | {'ratio':<{w3}} | target |"]
+        lines.append(f"|{'-' * (w1 + 2)}|{'-' * (w2 + 1)}:|{'-' * (w3 + 2)}|---|")
+        lines += [
+            f"| {r.figure:<{w1}} | {r.value:>{w2}} | {r.ratio:<{w3}} | {r.target} |"
+            for r in self.rows
+        ]
         return "\n".join(lines)
 
 
-# -- setup -------------------------------------------------------------------------------------
+def rate(n: int, s: float) -> str:
+    return f"{n / s:,.0f}/s" if s > 0 else "-"
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+# -- broker and topics ------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
@@ -239,14 +168,13 @@ def broker() -> Iterator[str]:
         print(f"== broker: {external} (from {BOOTSTRAP_ENV})", flush=True)
         yield external
         return
+    import kafka_local  # noqa: PLC0415  # deploy/local, on sys.path once common is imported
+
     with tempfile.TemporaryDirectory(prefix="bench-kafka-") as tmp:
         kafka = kafka_local.LocalKafka(Path(tmp), port=kafka_local.free_port(), heap="1g")
         t0 = time.monotonic()
         kafka.start(timeout=180)
-        print(
-            f"== broker: own LocalKafka {kafka.bootstrap} ready in {time.monotonic() - t0:.1f} s",
-            flush=True,
-        )
+        print(f"== broker: own LocalKafka {kafka.bootstrap} ({time.monotonic() - t0:.1f} s)")
         try:
             yield kafka.bootstrap
         finally:
@@ -260,43 +188,25 @@ class Topics:
     dlq: str
     partitions: int
 
-    @classmethod
-    def create(cls, bootstrap: str, partitions: int) -> Topics:
-        run = uuid.uuid4().hex[:8]
-        t = cls(f"bench.{run}.requests", f"bench.{run}.results", f"bench.{run}.dlq", partitions)
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), client_id="bench-admin")
-        try:
-            spec = {"num_partitions": partitions, "replication_factor": 1}
-            admin.create_topics(
-                {t.requests: spec, t.results: spec, t.dlq: spec}, wait_for_metadata=True
-            )
-        finally:
-            admin.close()
-        return t
 
-
-def produce(bootstrap: str, topics: Topics, n: int) -> float:
-    """Publish N typical requests, round-robin over partitions; return the seconds it took."""
-    pub = RequestPublisher(bootstrap, topics.requests)
-    t0 = time.monotonic()
+def create_topics(bootstrap: str, name: str, partitions: int) -> Topics:
+    run = uuid.uuid4().hex[:8]
+    t = Topics(
+        f"bench.{run}.{name}", f"bench.{run}.{name}.results", f"bench.{run}.{name}.dlq", partitions
+    )
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), client_id="bench-admin")
     try:
-        for i in range(n):
-            ev = typical_event(i)
-            pub.publish(
-                ev.request_id,
-                ev.model,
-                ev.body,
-                metadata=ev.metadata,
-                partition=i % topics.partitions,
-            )
-        pub.flush(timeout_s=120)
+        spec = {"num_partitions": partitions, "replication_factor": 1}
+        admin.create_topics(
+            {t.requests: spec, t.results: spec, t.dlq: spec}, wait_for_metadata=True
+        )
     finally:
-        pub.close()
-    return time.monotonic() - t0
+        admin.close()
+    return t
 
 
 class Offsets:
-    """Reads a group's committed offsets and a topic's end offsets, without joining any group."""
+    """A group's committed offsets and a topic's end offsets, without joining any group."""
 
     def __init__(self, bootstrap: str, group_id: str | None = None) -> None:
         self._c = KafkaConsumer(
@@ -304,11 +214,7 @@ class Offsets:
         )
 
     def committed_total(self, topic: str, partitions: int) -> int:
-        total = 0
-        for p in range(partitions):
-            off = self._c.committed(TopicPartition(topic, p))
-            total += off or 0
-        return total
+        return sum(self._c.committed(TopicPartition(topic, p)) or 0 for p in range(partitions))
 
     def end_total(self, topic: str, partitions: int) -> int:
         tps = [TopicPartition(topic, p) for p in range(partitions)]
@@ -318,53 +224,61 @@ class Offsets:
         self._c.close()
 
 
-# -- phases -------------------------------------------------------------------------------------
+# -- phase 1: micro -----------------------------------------------------------------------------
 
 
-def micro(n: int, report: Report) -> dict[str, float]:
+def micro(k: int, report: Report) -> None:
     codec = Codec()
-    events = [typical_event(i) for i in range(n)]
+    events = [typical_event(i) for i in range(k)]
     encoded = [codec.encode_request(ev) for ev in events]
     results = [typical_result(ev, i) for i, ev in enumerate(events)]
-    print(
-        f"== micro ({n:,} distinct requests; avro record {len(encoded[0])} bytes, body "
-        f"{len(events[0].body)} bytes, result record {len(codec.encode_result(results[0]))} bytes)",
-        flush=True,
-    )
-    figures = {
-        "decode": per_call_us(codec.decode_request, encoded),
-        "validate": per_call_us(lambda ev: validate_request(ev, MAX_REQUEST_BYTES), events),
-        "encode_result": per_call_us(codec.encode_result, results),
-        "encode_request": per_call_us(codec.encode_request, events),
-    }
-    report.add(
-        "micro: Codec.decode_request", f"{figures['decode']:.1f} µs", "ref: fastavro read 4.7 µs"
-    )
-    report.add(
-        "micro: validate_request",
-        f"{figures['validate']:.1f} µs",
-        "ref: msgspec typed decode 1.0 µs",
-    )
+    records = [codec._result_record(r) for r in results]
+    schema = codec._result.schema
+
+    def fastavro_write(rec: dict[str, Any]) -> bytes:
+        buf = BytesIO()
+        schemaless_writer(buf, schema, rec)
+        return buf.getvalue()
+
+    print(f"== micro (CPU µs per call, best of 5 over {k:,}; request {len(encoded[0])} B, "
+          f"result {len(codec.encode_result(results[0]))} B)", flush=True)  # fmt: skip
+    dec = cpu_us(codec.decode_request, encoded)
+    val = cpu_us(lambda ev: validate_request(ev, MAX_REQUEST_BYTES), events)
+    enc = cpu_us(codec.encode_result, results)
+    ref = cpu_us(fastavro_write, records)
+    report.add("micro: Codec.decode_request", f"{dec:.1f} µs", micro_decode_us=dec)
+    report.add("micro: validate_request", f"{val:.1f} µs", micro_validate_us=val)
     report.add(
         "micro: Codec.encode_result",
-        f"{figures['encode_result']:.1f} µs",
-        "ref: fastavro write 4.6 µs",
+        f"{enc:.1f} µs",
+        f"{enc / ref:.2f} of fastavro",
+        micro_encode_result_us=enc,
     )
-    report.add("micro: Codec.encode_request", f"{figures['encode_request']:.1f} µs")
-    return figures
+    report.add(
+        "micro: fastavro schemaless_writer, same record (prebuilt dict)",
+        f"{ref:.1f} µs",
+        "1.00",
+        micro_fastavro_write_us=ref,
+    )
 
 
-@dataclass
-class ConsumeRun:
-    join_s: float
-    """Subscribe until the first record arrived (group join, metadata, first fetch)."""
-    consume_s: float
-    """First record until the offsets of all N were committed."""
+# -- phase 2: baselines ---------------------------------------------------------------------------
 
 
-def bare_consume(bootstrap: str, topics: Topics, n: int, decode: bool) -> ConsumeRun:
-    """A bare kafka-python group consumer over all N records; one manual commit at the end."""
+def bare_consume(
+    bootstrap: str, topics: Topics, n: int, decode: bool = False, pipe: str | None = None
+) -> float:
+    """Bare group consumer over all N; returns first record → all committed (seconds).
+
+    decode: Codec.decode_request + validate_request per record. pipe: produce one
+    result-size record per request to that topic with the sidecar's producer settings,
+    flushed before the commit.
+    """
     codec = Codec()
+    value = codec.encode_result(typical_result(typical_event(0), 0))
+    producer = (
+        KafkaProducer(bootstrap_servers=bootstrap.split(","), **PRODUCER_CONFIG) if pipe else None
+    )
     c = KafkaConsumer(
         bootstrap_servers=bootstrap.split(","),
         group_id=f"bench-bare-{uuid.uuid4().hex[:8]}",
@@ -373,87 +287,85 @@ def bare_consume(bootstrap: str, topics: Topics, n: int, decode: bool) -> Consum
         max_poll_records=500,
     )
     try:
-        # kafka-python 3.0.12: subscribing before the topic's metadata is loaded can stall the join.
         if not c.partitions_for_topic(topics.requests):
             raise RuntimeError(f"no metadata for {topics.requests}")
-        t0 = time.monotonic()
         c.subscribe([topics.requests])
         first: float | None = None
         got = 0
         next_offsets: dict[TopicPartition, int] = {}
-        deadline = t0 + 300
+        deadline = time.monotonic() + 600
         while got < n:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"bare consumer read {got} of {n} records")
             batches = c.poll(timeout_ms=1000, max_records=500)
             if batches and first is None:
-                first = time.monotonic()
+                first = time.perf_counter()
             for tp, recs in batches.items():
                 got += len(recs)
                 next_offsets[tp] = recs[-1].offset + 1
                 if decode:
                     for r in recs:
-                        codec.decode_request(r.value)
+                        validate_request(codec.decode_request(r.value), MAX_REQUEST_BYTES)
+                if producer is not None:
+                    for r in recs:
+                        producer.send(pipe, value=value, key=r.key, partition=tp.partition)
+        if producer is not None:
+            producer.flush(timeout=600)
         c.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in next_offsets.items()})
-        end = time.monotonic()
         assert first is not None
-        return ConsumeRun(first - t0, end - first)
+        return time.perf_counter() - first
     finally:
         c.close()
+        if producer is not None:
+            producer.close()
 
 
-class HeldGemini(Gemini):
-    """A Gemini that accepts jobs which never finish.
+RESULT_VALUES: list[bytes] = []
 
-    With `max_jobs=1` the first sealed batch becomes one never-ending job and every later
-    INTENT waits for quota (a cheap `admit` check, no SDK work), its requests held in memory.
+
+def bare_produce(
+    bootstrap: str, topic: str, n: int, config: dict[str, Any], repeat: int = 2
+) -> float:
+    """N result-size records (keyed) with `config`; best of `repeat` first send → flushed (s).
+
+    Values are 1,000 distinct typical results (ids, trace, offsets differ), cycled.
     """
+    if not RESULT_VALUES:
+        codec = Codec()
+        RESULT_VALUES.extend(
+            codec.encode_result(typical_result(typical_event(i), i)) for i in range(1000)
+        )
+    best = float("inf")
+    for _ in range(repeat):
+        p = KafkaProducer(bootstrap_servers=bootstrap.split(","), **config)
+        try:
+            p.send(topic, value=b"warm-up").get(timeout=60)  # metadata, producer id
+            t0 = time.perf_counter()
+            for i in range(n):
+                p.send(topic, value=RESULT_VALUES[i % 1000], key=b"bench-%08d" % i)
+            p.flush(timeout=600)
+            best = min(best, time.perf_counter() - t0)
+        finally:
+            p.close()
+    return best
 
-    def create(self, *args: Any, **kwargs: Any) -> str:
-        return "batches/bench-held"
 
-    def get(self, name: str) -> RemoteJob:
-        return RemoteJob(name, JobState.RUNNING, None, None, None)
-
-
-def sidecar_settings(
-    bootstrap: str, topics: Topics, group: str, base_url: str, batch: int
-) -> Settings:
-    return Settings(
-        bootstrap_servers=bootstrap,
-        request_topic=topics.requests,
-        result_topic=topics.results,
-        dlq_topic=topics.dlq,
-        group_id=group,
-        gemini_base_url=base_url,
-        api_key="bench",
-        batch_max_requests=batch,
-        batch_max_wait_s=1.0,
-        poll_initial_s=0.2,
-        poll_max_s=0.5,
-        token_budget=10**12,
-        startup_timeout_s=60,
-        drain_timeout_s=30,
-        http_timeout_s=120,
-        status_interval_s=3600,
-        log_level="ERROR",
-        log_format="console",
-    )
+# -- sidecar runs ----------------------------------------------------------------------
 
 
 @contextlib.contextmanager
-def sidecar_thread(
-    settings: Settings, gemini: Gemini, profile: cProfile.Profile | None = None
-) -> Iterator[Sidecar]:
-    sidecar = Sidecar(settings, gemini)
+def sidecar_thread(sidecar: Sidecar, profile: Any = None) -> Iterator[Sidecar]:
     errors: list[BaseException] = []
 
     def target() -> None:
         try:
             if profile is not None:
-                profile.runcall(sidecar.run)
-            else:
+                profile.start()
+            try:
                 sidecar.run()
+            finally:
+                if profile is not None:
+                    profile.stop()
         except BaseException as exc:
             errors.append(exc)
 
@@ -466,187 +378,300 @@ def sidecar_thread(
         ALIVE.remove(thread)
         sidecar.stop()
         thread.join(timeout=120)
-        gemini.close()
+        with contextlib.suppress(Exception):
+            sidecar.gemini.close()  # type: ignore[attr-defined]
     if thread.is_alive():
         raise RuntimeError("sidecar did not stop within 120 s")
     if errors:
         raise RuntimeError(f"sidecar crashed: {errors[0]!r}") from errors[0]
 
 
-IDLE_S = 5.0
-"""How long the sidecar must look idle (nothing open, no live job) before results are counted."""
-
-
-def idle(sc: Sidecar) -> bool:
-    """No open batch and no live job (read from another thread: a torn read means busy)."""
-    try:
-        st = sc.status()
-    except RuntimeError:  # a dict changed size while the loop thread worked
-        return False
-    return st["open_requests"] == 0 and st["intents"] == 0 and st["submitted"] == 0
-
-
-@dataclass
-class SidecarRun:
-    results: int
-    """Results in the results topic at the end (N unless requests were lost)."""
-    join_s: float
-    """Thread start until the first record was taken in (connect, topics, join, fetch)."""
-    intake_s: float
-    """First record until all N were taken in (decoded, validated, batched)."""
-    commit_s: float
-    """First record until all N offsets were committed (INTENTs acked)."""
-    e2e_s: float
-    """First record until all N results were in the results topic."""
-    jobs: int
-    rss_peak_before: float
-    rss_peak_after: float
-    rss_now_start: float
-    rss_now_max: float
-
-
-def run_sidecar(
-    bootstrap: str,
-    topics: Topics,
-    n: int,
-    emulator: EmulatorServer,
-    batch: int,
-    profile: cProfile.Profile | None,
-    timeout: float,
-) -> SidecarRun:
-    group = f"bench-sidecar-{uuid.uuid4().hex[:8]}"
-    settings = sidecar_settings(bootstrap, topics, group, emulator.base_url, batch)
-    gemini = Gemini("bench", emulator.base_url, timeout_s=settings.http_timeout_s)
-    offsets = Offsets(bootstrap, group)
-    rss_peak_before = peak_rss_mb()
-    rss_start = current_rss_mb()
-    rss_max = rss_start
-    results = 0
-    try:
-        t0 = time.monotonic()
-        with sidecar_thread(settings, gemini, profile) as sc:
-            first = wait_for(lambda: sc.stats.consumed > 0, 120, "the sidecar's first record")
-            took_in = wait_for(lambda: sc.stats.consumed >= n, timeout, "sidecar intake", 0.005)
-            committed = wait_for(
-                lambda: offsets.committed_total(topics.requests, topics.partitions) >= n,
-                timeout,
-                "committed offsets",
-                0.02,
-            )
-
-            idle_since: float | None = None
-
-            def results_in() -> bool:
-                """All N results, or the sidecar idle for IDLE_S with results missing."""
-                nonlocal rss_max, results, idle_since
-                rss_max = max(rss_max, current_rss_mb())
-                results = offsets.end_total(topics.results, topics.partitions)
-                if results >= n:
-                    return True
-                if idle(sc):
-                    idle_since = idle_since or time.monotonic()
-                    return time.monotonic() - idle_since >= IDLE_S
-                idle_since = None
-                return False
-
-            done = wait_for(results_in, timeout, "all results", 0.05)
-            if results < n and idle_since is not None:
-                done = idle_since
-                print(
-                    f"!! only {results:,} of {n:,} results: every offset is committed and the "
-                    f"sidecar has nothing in flight, so {n - results:,} requests were lost",
-                    flush=True,
-                )
-            jobs = sc.stats.jobs_finished
-            ok, err = sc.stats.results_ok, sc.stats.results_error
-            dlq = sc.stats.dead_lettered
-        if err or dlq or ok < n:
-            print(f"!! results: {ok} ok, {err} errors, {dlq} dead-lettered", flush=True)
-    finally:
-        offsets.close()
-    return SidecarRun(
-        results=results,
-        join_s=first - t0,
-        intake_s=took_in - first,
-        commit_s=committed - first,
-        e2e_s=done - first,
-        jobs=jobs,
-        rss_peak_before=rss_peak_before,
-        rss_peak_after=peak_rss_mb(),
-        rss_now_start=rss_start,
-        rss_now_max=rss_max,
+def settings_for(bootstrap: str, t: Topics, base_url: str, batch: int, **over: Any) -> Settings:
+    return sidecar_settings(
+        bootstrap,
+        t.requests,
+        t.results,
+        t.dlq,
+        f"bench-{uuid.uuid4().hex[:8]}",
+        base_url,
+        batch,
+        over.pop("wait_s", 5.0),
+        **over,
     )
 
 
 @dataclass
-class HeldRun:
-    traced_start_mb: float
-    traced_end_mb: float
-    traced_peak_mb: float
-    rss_delta_mb: float
+class IntakeRun:
+    took_in_s: float
+    committed_s: float
+    sizes: list[int]
 
 
-def run_held(bootstrap: str, topics: Topics, n: int, batch: int, timeout: float) -> HeldRun:
-    """All N in flight: INTENTs recorded and committed, held for quota, payloads in memory."""
-    group = f"bench-held-{uuid.uuid4().hex[:8]}"
-    base_url = "http://127.0.0.1:9"  # never called: HeldGemini answers without HTTP
-    settings = replace(sidecar_settings(bootstrap, topics, group, base_url, batch), max_jobs=1)
-    offsets = Offsets(bootstrap, group)
-    rss_start = current_rss_mb()
-    tracemalloc.start()
+def run_intake(bootstrap: str, t: Topics, n: int, batch: int, timeout: float) -> IntakeRun:
+    """Intake alone: jobs are accepted at once and never end (no delivery competes)."""
+    base = "http://127.0.0.1:9"
+    s = settings_for(
+        bootstrap, t, base, batch, max_jobs=10**6, max_waiting_intents=10**6, poll_initial_s=3600,
+        poll_max_s=3600,
+    )  # fmt: skip
+    gemini = HeldGemini("bench", base)
+    offsets = Offsets(bootstrap, s.group_id)
     try:
-        traced_start, _ = tracemalloc.get_traced_memory()
-        tracemalloc.reset_peak()
-        with sidecar_thread(settings, HeldGemini("bench", base_url)):
-            wait_for(
-                lambda: offsets.committed_total(topics.requests, topics.partitions) >= n,
+        with sidecar_thread(TimedSidecar(s, gemini)) as sc:
+            first = wait_for(lambda: sc.stats.consumed > 0, 120, "first record")
+            took = wait_for(lambda: sc.stats.consumed >= n, timeout, "intake", 0.005)
+            committed = wait_for(
+                lambda: offsets.committed_total(t.requests, t.partitions) >= n,
                 timeout,
-                "committed offsets (held run)",
-                0.1,
+                "commits",
+                0.02,
             )
-            traced_end, traced_peak = tracemalloc.get_traced_memory()
-            rss_delta = current_rss_mb() - rss_start - tracemalloc.get_tracemalloc_memory() / 2**20
+            wait_for(lambda: sum(gemini.sizes) >= n, timeout, "jobs created", 0.05)
     finally:
-        tracemalloc.stop()
         offsets.close()
-    mb = 2**20
-    return HeldRun(traced_start / mb, traced_end / mb, traced_peak / mb, rss_delta)
+    return IntakeRun(took - first, committed - first, list(gemini.sizes))
 
 
-# -- main ---------------------------------------------------------------------------------------
+@dataclass
+class E2ERun:
+    e2e_s: float
+    results: int
+    jobs: int
+    passes: PassStats
+    sizes: list[int]
+
+
+def run_e2e(
+    bootstrap: str,
+    t: Topics,
+    n: int,
+    batch: int,
+    emulator: EmulatorServer,
+    timeout: float,
+    profile: Any = None,
+) -> E2ERun:
+    s = settings_for(bootstrap, t, emulator.base_url, batch)
+    gemini = CountingGemini("bench", emulator.base_url, timeout_s=s.http_timeout_s)
+    offsets = Offsets(bootstrap)
+    results = 0
+    try:
+        with sidecar_thread(TimedSidecar(s, gemini), profile) as sc:
+            first = wait_for(lambda: sc.stats.consumed > 0, 120, "first record")
+
+            def all_results() -> bool:
+                nonlocal results
+                results = offsets.end_total(t.results, t.partitions)
+                return results >= n
+
+            done = wait_for(all_results, timeout, "all results", 0.05)
+            wait_for(lambda: sc.passes[-1][0] > done, 120, "the pass after")  # type: ignore[attr-defined]
+            passes = pass_stats(sc.passes, first, done)  # type: ignore[attr-defined]
+            jobs = sc.stats.jobs_finished
+    finally:
+        offsets.close()
+    return E2ERun(done - first, results, jobs, passes, list(gemini.sizes))
+
+
+@dataclass
+class FanoutRun:
+    fanout_s: float
+    passes: PassStats
+    intake_s: float
+
+
+def run_fanout(bootstrap: str, t: Topics, n: int, timeout: float) -> FanoutRun:
+    """One N-request file job: RUNNING until all N are submitted, then SUCCEEDED."""
+    base = "http://127.0.0.1:9"
+    s = settings_for(
+        bootstrap, t, base, n, wait_s=30.0, batch_inline_max_bytes=1_000_000,
+        poll_initial_s=0.05, poll_max_s=0.05,
+    )  # fmt: skip
+    gemini = GatedGemini("bench", base)
+    offsets = Offsets(bootstrap)
+    try:
+        with sidecar_thread(TimedSidecar(s, gemini)) as sc:
+            first = wait_for(lambda: sc.stats.consumed > 0, 120, "first record")
+            wait_for(gemini.created.is_set, timeout, "the big job created", 0.05)
+            created = time.perf_counter()
+            gemini.release()
+            wait_for(lambda: gemini.succeeded_at is not None, 60, "SUCCEEDED seen", 0.001)
+            done = wait_for(
+                lambda: offsets.end_total(t.results, t.partitions) >= n, timeout, "results", 0.02
+            )
+            assert gemini.succeeded_at is not None
+            wait_for(lambda: sc.passes[-1][0] > done, 120, "the pass after")  # type: ignore[attr-defined]
+            passes = pass_stats(sc.passes, gemini.succeeded_at, done)  # type: ignore[attr-defined]
+    finally:
+        offsets.close()
+    return FanoutRun(done - gemini.succeeded_at, passes, created - first)
+
+
+def run_inflight(bootstrap: str, batch: int, n: int, timeout: float) -> dict[str, Any]:
+    """RSS per request in SUBMITTED jobs, in a subprocess (bench/inflight.py)."""
+    t = create_topics(bootstrap, "inflight", 4)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "inflight.py"), bootstrap, t.requests, str(batch),
+         str(n)],
+        stdout=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        line = proc.stdout.readline()
+        if not line.startswith("IDLE"):
+            raise RuntimeError(f"inflight subprocess: {line!r}")
+        produce_s = produce_requests(bootstrap, t.requests, 4, n, distinct=10_000)
+        line = proc.stdout.readline()
+        if not line.startswith("DONE"):
+            raise RuntimeError(f"inflight subprocess: {line!r}")
+        out: dict[str, Any] = json.loads(line[5:])
+        out["produce_s"] = produce_s
+        proc.wait(timeout=120)
+        return out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@dataclass
+class SustainedRun:
+    seconds: float
+    rate: float
+    fed: int
+    samples: list[tuple[float, float]]
+    slope_mb_per_min: float
+    sizes: list[int]
+    passes: PassStats
+
+
+def slope(samples: Sequence[tuple[float, float]]) -> float:
+    """Least-squares slope (y per x) of (x, y) samples."""
+    if len(samples) < 3:
+        return 0.0
+    xs, ys = zip(*samples, strict=True)
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    den = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in samples) / den if den else 0.0
+
+
+def run_sustained(
+    bootstrap: str,
+    t: Topics,
+    batch: int,
+    emulator: EmulatorServer,
+    seconds: float,
+    feed_rate: float,
+) -> SustainedRun:
+    """A steady feed at `feed_rate`/s for `seconds`; RSS sampled each 0.5 s (second half fit)."""
+    s = settings_for(bootstrap, t, emulator.base_url, batch)
+    gemini = CountingGemini("bench", emulator.base_url, timeout_s=s.http_timeout_s)
+    stop = threading.Event()
+    fed = 0
+    codec = Codec()
+    values = [codec.encode_request(typical_event(i)) for i in range(2_000)]
+
+    def feed() -> None:
+        nonlocal fed
+        p = KafkaProducer(
+            bootstrap_servers=bootstrap.split(","), linger_ms=20, batch_size=256 * 1024
+        )
+        t0 = time.monotonic()
+        try:
+            while not stop.is_set():
+                due = int((time.monotonic() - t0) * feed_rate)
+                while fed < due:
+                    p.send(t.requests, value=values[fed % len(values)], key=b"s%09d" % fed,
+                           partition=fed % t.partitions)  # fmt: skip
+                    fed += 1
+                time.sleep(0.01)
+            p.flush(timeout=60)
+        finally:
+            p.close()
+
+    samples: list[tuple[float, float]] = []
+    with sidecar_thread(TimedSidecar(s, gemini)) as sc:
+        feeder = threading.Thread(target=feed, name="feed", daemon=True)
+        t0 = time.perf_counter()
+        feeder.start()
+        while (now := time.perf_counter()) - t0 < seconds:
+            samples.append((now - t0, current_rss_mb()))
+            time.sleep(0.5)
+        stop.set()
+        feeder.join(timeout=60)
+        end = time.perf_counter()
+        passes = pass_stats(sc.passes, t0, end)  # type: ignore[attr-defined]
+    half = [x for x in samples if x[0] >= seconds / 2]
+    return SustainedRun(
+        end - t0, feed_rate, fed, samples, slope(half) * 60, list(gemini.sizes), passes
+    )
+
+
+# -- main -----------------------------------------------------------------------------------------
+
+
+def packing(sizes: Sequence[int], cap: int) -> tuple[float, float]:
+    """Mean requests per job as a share of the cap, and jobs per 100k requests."""
+    sizes = [x for x in sizes if x > 0]
+    if not sizes:
+        return 0.0, 0.0
+    total = sum(sizes)
+    return statistics.fmean(sizes) / cap, len(sizes) / total * 100_000
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--requests", type=int, default=50_000, help="N requests (default 50k)")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_const", dest="size", const="quick",
+                      help="short sizes (default)")  # fmt: skip
+    size.add_argument("--full", action="store_const", dest="size", const="full",
+                      help="the issue's sizes: 100k, 1M in flight, 120 s sustained")  # fmt: skip
+    parser.add_argument("--requests", type=int, help="N requests for intake and end to end")
+    parser.add_argument("--fanout", type=int, help="requests in the one fan-out job")
+    parser.add_argument("--inflight", type=int, help="requests held in SUBMITTED jobs (RSS)")
+    parser.add_argument("--sustained-s", type=float, help="seconds of the sustained run")
+    parser.add_argument(
+        "--sustained-rate", type=float, help="feed rate (/s); default: half the e2e rate"
+    )
+    parser.add_argument("--micro", type=int, help="iterations of the micro figures")
     parser.add_argument("--partitions", type=int, default=4, help="request topic partitions")
     parser.add_argument("--batch", type=int, default=5000, help="sidecar batch_max_requests")
-    parser.add_argument("--micro", type=int, default=20_000, help="iterations of micro figures")
-    parser.add_argument("--no-memory", action="store_true", help="skip the tracemalloc phase")
     parser.add_argument(
-        "--profile", metavar="FILE", help="cProfile the sidecar thread; write pstats to FILE"
+        "--skip", default="", help="comma list of phases to skip: e2e,fanout,inflight,sustained"
     )
-    parser.add_argument("--timeout", type=float, default=600, help="deadline of each wait (s)")
+    parser.add_argument("--profile", metavar="FILE", help="pyinstrument the e2e sidecar thread")
+    parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "latest.json"))
+    parser.add_argument("--timeout", type=float, default=900, help="deadline of each wait (s)")
     args = parser.parse_args(argv)
-    n: int = args.requests
-    # Stop our broker on Ctrl-C or SIGTERM, also when started in the background (SIGINT ignored).
+    mode = args.size or "quick"
+    sz = SIZES[mode]
+    n = args.requests or sz["requests"]
+    n_fan = args.fanout or sz["fanout"]
+    n_held = args.inflight or sz["inflight"]
+    sustained_s = args.sustained_s if args.sustained_s is not None else sz["sustained"]
+    skip = set(filter(None, args.skip.split(",")))
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-
     configure_logs("ERROR", "console")
-    logging.getLogger("kafka").setLevel(logging.ERROR)
-    # kafka-python 3.0.12 logs a traceback when a closed client's socket gets a late read.
-    logging.getLogger("kafka.net").setLevel(logging.CRITICAL)
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
+
+    load0 = os.getloadavg()
     print(
-        f"== bench {time.strftime('%Y-%m-%d %H:%M')} on {platform.node()}: {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}, N={n:,}, partitions={args.partitions}, "
-        f"batch={args.batch}",
+        f"== bench {time.strftime('%Y-%m-%d %H:%M')} ({mode}) on {platform.node()}: "
+        f"{os.cpu_count()} cores, load {load0[0]:.2f}, Python {platform.python_version()}, "
+        f"N={n:,}, fan-out={n_fan:,}, in flight={n_held:,}, sustained={sustained_s:.0f} s, "
+        f"partitions={args.partitions}, batch={args.batch}",
         flush=True,
     )
     report = Report()
-    micro(args.micro, report)
+    report.data.update(
+        mode=mode, n=n, fanout_n=n_fan, inflight_n=n_held, sustained_s=sustained_s,
+        partitions=args.partitions, batch=args.batch, producer_config=PRODUCER_CONFIG,
+        started=time.strftime("%Y-%m-%dT%H:%M:%S"), load_start=load0,
+    )  # fmt: skip
+    micro(args.micro or sz["micro"], report)
 
     emulator = EmulatorServer(
         EmulatorConfig(
@@ -660,79 +685,187 @@ def main(argv: list[str] | None = None) -> int:
     ).start()
     try:
         with broker() as bootstrap:
-            topics = Topics.create(bootstrap, args.partitions)
-            produce_s = produce(bootstrap, topics, n)
-            print(f"== produced {n:,} requests in {produce_s:.1f} s", flush=True)
-            report.add("setup: RequestPublisher produce", fmt_rate(n, produce_s))
+            main_t = create_topics(bootstrap, "main", args.partitions)
+            produce_s = produce_requests(bootstrap, main_t.requests, args.partitions, n)
+            print(f"== {n:,} requests published in {produce_s:.1f} s", flush=True)
 
-            print("== baseline: bare KafkaConsumer", flush=True)
-            bare = bare_consume(bootstrap, topics, n, decode=False)
-            base_rate = n / bare.consume_s
-            report.add("baseline: bare consume + commit", fmt_rate(n, bare.consume_s), "1.00")
-            report.add("baseline: group join to first record", f"{bare.join_s:.2f} s")
-            bare_dec = bare_consume(bootstrap, topics, n, decode=True)
+            print("== baselines", flush=True)
+            consume_s = bare_consume(bootstrap, main_t, n)
+            report.add("baseline: bare consume + commit", rate(n, consume_s), "1.00",
+                       baseline_consume_per_s=n / consume_s)  # fmt: skip
+            dv_s = bare_consume(bootstrap, main_t, n, decode=True)
             report.add(
-                "baseline: bare consume + decode_request",
-                fmt_rate(n, bare_dec.consume_s),
-                f"{bare.consume_s / bare_dec.consume_s:.2f}",
+                "baseline: bare consume + decode + validate",
+                rate(n, dv_s),
+                f"{consume_s / dv_s:.2f} of bare consume",
+                baseline_consume_decode_validate_per_s=n / dv_s,
             )
-            decode_share = 1 - bare.consume_s / bare_dec.consume_s
-            report.add("baseline: decode share of consume+decode", f"{decode_share:.0%}")
+            pipe_s = bare_consume(bootstrap, main_t, n, pipe=main_t.dlq)
+            report.add(
+                "baseline: bare consume -> produce pipe (sidecar producer settings)",
+                rate(n, pipe_s),
+                f"{consume_s / pipe_s:.2f} of bare consume",
+                baseline_pipe_per_s=n / pipe_s,
+            )
+            # The first producer run on a topic is slower (seen 20-35% in several runs): warm up.
+            bare_produce(bootstrap, main_t.dlq, min(n_fan, 5_000), PRODUCER_CONFIG, repeat=1)
+            prod_s = bare_produce(bootstrap, main_t.dlq, n_fan, PRODUCER_CONFIG)
+            own = PRODUCER_CONFIG
+            report.add(
+                f"baseline: bare produce {n_fan:,} results, sidecar settings (linger "
+                f"{own.get('linger_ms', 0)} ms, {own.get('batch_size', 16384) // 1024} KB, "
+                f"{own.get('compression_type') or 'no compression'})",
+                rate(n_fan, prod_s),
+                "1.00",
+                baseline_produce_per_s=n_fan / prod_s,
+            )
+            variants: dict[str, float] = {}
+            for label, over in PRODUCER_VARIANTS.items():
+                cfg = {**PRODUCER_CONFIG, **over}
+                s_v = bare_produce(bootstrap, main_t.dlq, n_fan, cfg)
+                variants[label] = n_fan / s_v
+                report.add(
+                    f"baseline: bare produce, {label}",
+                    rate(n_fan, s_v),
+                    f"{prod_s / s_v:.2f} of sidecar settings",
+                )
+            report.data["baseline_produce_variants_per_s"] = variants
 
-            print("== sidecar: intake, commit, end to end", flush=True)
-            profile = cProfile.Profile() if args.profile else None
-            sc = run_sidecar(bootstrap, topics, n, emulator, args.batch, profile, args.timeout)
-            report.add("sidecar: start to first record", f"{sc.join_s:.2f} s")
+            print("== sidecar intake (jobs accepted at once, never ending)", flush=True)
+            intake = run_intake(bootstrap, main_t, n, args.batch, args.timeout)
+            r_in = dv_s / intake.took_in_s
             report.add(
                 "sidecar intake: all N taken in",
-                f"{fmt_rate(n, sc.intake_s)} ({sc.intake_s:.2f} s)",
-                fmt_ratio((n / sc.intake_s) / base_rate),
+                f"{rate(n, intake.took_in_s)} ({intake.took_in_s:.2f} s)",
+                f"{r_in:.2f} of consume+decode+validate",
+                f">= 0.8: {verdict(r_in >= 0.8)}",
+                intake_per_s=n / intake.took_in_s,
+                intake_ratio=r_in,
             )
             report.add(
                 "sidecar intake: all N committed",
-                f"{fmt_rate(n, sc.commit_s)} ({sc.commit_s:.2f} s)",
-                fmt_ratio((n / sc.commit_s) / base_rate),
+                f"{rate(n, intake.committed_s)} ({intake.committed_s:.2f} s)",
+                f"{dv_s / intake.committed_s:.2f} of consume+decode+validate",
+                intake_committed_per_s=n / intake.committed_s,
             )
+            pk, jpk = packing(intake.sizes, args.batch)
             report.add(
-                "sidecar end to end: all N results",
-                f"{fmt_rate(n, sc.e2e_s)} ({sc.e2e_s:.2f} s, {sc.jobs} jobs)",
-                fmt_ratio((n / sc.e2e_s) / base_rate),
+                "packing, backlog (intake run): requests per job / cap",
+                f"{pk:.0%} ({len(intake.sizes)} jobs, {jpk:.0f} per 100k)",
+                target=f">= 95%: {verdict(pk >= 0.95)}",
+                packing_backlog=pk,
+                jobs_per_100k_backlog=jpk,
             )
-            if sc.results < n:
-                report.add("sidecar end to end: RESULTS MISSING", f"{n - sc.results:,} of {n:,}")
-            report.add(
-                "memory: peak RSS before / after sidecar",
-                f"{sc.rss_peak_before:.0f} / {sc.rss_peak_after:.0f} MB",
-            )
-            report.add(
-                "memory: RSS growth during sidecar run (incl. emulator)",
-                f"{sc.rss_now_max - sc.rss_now_start:.0f} MB",
-            )
-            if profile is not None:
-                profile.dump_stats(args.profile)
-                out = io.StringIO()
-                pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(25)
-                print(out.getvalue(), flush=True)
 
-            if not args.no_memory:
-                print("== memory: all N in flight in the sidecar (held for quota)", flush=True)
-                held = run_held(bootstrap, topics, n, args.batch, args.timeout)
-                grown = held.traced_end_mb - held.traced_start_mb
+            e2e_rate = 0.0
+            if "e2e" not in skip:
+                print("== sidecar end to end (emulator)", flush=True)
+                profiler = None
+                if args.profile:
+                    from pyinstrument import Profiler  # noqa: PLC0415  # dev extra
+
+                    profiler = Profiler(interval=0.001)
+                e2e = run_e2e(bootstrap, main_t, n, args.batch, emulator, args.timeout, profiler)
+                e2e_rate = n / e2e.e2e_s
+                r_e2e = pipe_s / e2e.e2e_s
                 report.add(
-                    "memory: traced heap with N in flight (end / peak)",
-                    f"{grown:.0f} / {held.traced_peak_mb - held.traced_start_mb:.0f} MB",
+                    "sidecar end to end: all N results",
+                    f"{rate(n, e2e.e2e_s)} ({e2e.e2e_s:.2f} s, {e2e.jobs} jobs)",
+                    f"{r_e2e:.2f} of the bare pipe",
+                    f">= 0.6: {verdict(r_e2e >= 0.6)}",
+                    e2e_per_s=e2e_rate,
+                    e2e_ratio=r_e2e,
                 )
-                # One batch (at most B requests) became the running job; its payload is freed.
-                held_n = max(1, n - args.batch)
+                if e2e.results < n:
+                    report.add("sidecar end to end: RESULTS MISSING", f"{n - e2e.results:,}")
+                p = e2e.passes
                 report.add(
-                    "memory: MB per 10k requests in flight",
-                    f"{grown / (held_n / 10_000):.1f} ({held_n:,} held)",
+                    "loop pass during e2e: p50 / p99 / max",
+                    f"{p.p50 * 1e3:.0f} / {p.p99 * 1e3:.0f} / {p.max * 1e3:.0f} ms ({p.count})",
+                    e2e_passes=asdict(p),
                 )
-                report.add("memory: RSS growth with N in flight", f"{held.rss_delta_mb:.0f} MB")
+                if profiler is not None:
+                    Path(args.profile).write_text(profiler.output_text(unicode=True, color=False))
+                    print(f"   profile written to {args.profile}", flush=True)
+
+            if "fanout" not in skip:
+                print(f"== fan-out: one {n_fan:,}-request job, SUCCEEDED → last result", flush=True)
+                fan_t = create_topics(bootstrap, "fanout", 1)
+                produce_requests(bootstrap, fan_t.requests, 1, n_fan)
+                fan = run_fanout(bootstrap, fan_t, n_fan, args.timeout)
+                r_fan = fan.fanout_s / prod_s
+                report.add(
+                    f"fan-out: {n_fan:,} results, SUCCEEDED to last result",
+                    f"{fan.fanout_s:.2f} s ({rate(n_fan, fan.fanout_s)})",
+                    f"{r_fan:.2f}x bare produce",
+                    f"<= 1.5: {verdict(r_fan <= 1.5)}",
+                    fanout_s=fan.fanout_s,
+                    fanout_ratio=r_fan,
+                )
+                p = fan.passes
+                report.add(
+                    "loop pass during the fan-out: p50 / p99 / max",
+                    f"{p.p50 * 1e3:.0f} / {p.p99 * 1e3:.0f} / {p.max * 1e3:.0f} ms ({p.count})",
+                    target=f"p99 <= 1 s: {verdict(p.p99 <= 1.0)}",
+                    fanout_passes=asdict(p),
+                )
+
+            if "inflight" not in skip:
+                print(
+                    f"== in flight: {n_held:,} requests in SUBMITTED jobs (subprocess)", flush=True
+                )
+                held = run_inflight(bootstrap, args.batch, n_held, args.timeout)
+                per = (held["held_mb"] - held["idle_mb"]) * 2**20 / n_held
+                report.add(
+                    f"RSS per request in flight ({n_held:,} in {held['jobs']} SUBMITTED jobs)",
+                    f"{per:.0f} B (idle {held['idle_mb']:.0f} MB, held {held['held_mb']:.0f} MB)",
+                    target=f"<= 100 B: {verdict(per <= 100)}",
+                    inflight=held,
+                    inflight_bytes_per_request=per,
+                )
+
+            if "sustained" not in skip and sustained_s > 0:
+                feed = args.sustained_rate or max(200.0, round(e2e_rate / 2, -2) or 1000.0)
+                print(f"== sustained: {sustained_s:.0f} s at {feed:,.0f} requests/s", flush=True)
+                sus_t = create_topics(bootstrap, "sustained", args.partitions)
+                sus = run_sustained(bootstrap, sus_t, args.batch, emulator, sustained_s, feed)
+                rss = [m for _, m in sus.samples]
+                report.add(
+                    f"RSS over {sus.seconds:.0f} s sustained at {feed:,.0f}/s (incl. emulator)",
+                    f"{rss[0]:.0f} -> {rss[-1]:.0f} MB, slope {sus.slope_mb_per_min:+.1f} MB/min "
+                    "(2nd half)",
+                    target="slope ~ 0",
+                    sustained_rss_samples=sus.samples,
+                    sustained_slope_mb_per_min=sus.slope_mb_per_min,
+                    sustained_fed=sus.fed,
+                )
+                pk, jpk = packing(sus.sizes, args.batch)
+                per_part = feed / args.partitions * 5.0
+                report.add(
+                    "packing, steady feed: requests per job / cap",
+                    f"{pk:.0%} ({len(sus.sizes)} jobs, {jpk:.0f} per 100k; "
+                    f"rate x wait per partition = {min(1, per_part / args.batch):.0%})",
+                    target=f">= 95%: {verdict(pk >= 0.95)}",
+                    packing_sustained=pk,
+                    jobs_per_100k_sustained=jpk,
+                )
+                p = sus.passes
+                report.add(
+                    "loop pass during the sustained run: p50 / p99 / max",
+                    f"{p.p50 * 1e3:.0f} / {p.p99 * 1e3:.0f} / {p.max * 1e3:.0f} ms ({p.count})",
+                    sustained_passes=asdict(p),
+                )
     finally:
         emulator.stop()
 
-    print("\n" + report.table(), flush=True)
+    load1 = os.getloadavg()
+    report.data["load_end"] = load1
+    print(f"\nload average {load0[0]:.2f} at start, {load1[0]:.2f} at end\n", flush=True)
+    print(report.table(), flush=True)
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report.data, indent=2, default=str) + "\n")
+    print(f"\nJSON: {out}", flush=True)
     return 0
 
 

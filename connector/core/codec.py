@@ -33,6 +33,8 @@ from connector.core.records import (
     ResultStatus,
     TokenUsage,
 )
+from connector.core.result_writer import CANONICAL as _FAST_RESULT_SCHEMA
+from connector.core.result_writer import write_result
 from connector.core.schemas import load_schemas
 from connector.errors import DecodeError
 
@@ -175,6 +177,10 @@ class Codec:
         self._request = writers[_REQUEST]
         self._result = writers[_RESULT]
         self._ledger = writers[_LEDGER]
+        # Results are the per-request hot path: a writer made for the schema, ~2x fastavro.
+        self._fast_result = (
+            to_parsing_canonical_form(load_schemas("result")[-1]) == _FAST_RESULT_SCHEMA
+        )
 
     def register(self, schema: dict[str, Any]) -> None:
         """Teach the codec one more writer schema of a known record, e.g. an older version.
@@ -278,10 +284,14 @@ class Codec:
 
     def encode_result(self, r: ResultEvent) -> bytes:
         """Encode a result event with the current result schema."""
+        if self._fast_result:
+            return self._result.header + write_result(r)
         return self._encode(self._result, self._result_record(r))
 
     def encode_result_body(self, r: ResultEvent) -> bytes:
         """The Avro body alone (no single-object header), for the Confluent wire format."""
+        if self._fast_result:
+            return write_result(r)
         buf = BytesIO()
         schemaless_writer(buf, self._result.schema, self._result_record(r))
         return buf.getvalue()

@@ -1,0 +1,102 @@
+"""RSS per request in flight, in a process of its own (run by run.py; asserts nothing).
+
+`python bench/inflight.py BOOTSTRAP TOPIC BATCH N`: starts the sidecar on the (empty)
+request topic against a Gemini that accepts every job and never finishes one, waits until
+it owns its partitions and reports its idle RSS (`IDLE <MB>` on stdout). The parent then
+publishes N requests; once all N are in SUBMITTED jobs (taken in, INTENTs and SUBMITTED
+entries acked, nothing open), the process reports its RSS again as one JSON line
+(`DONE {...}`) and exits. Only the sidecar, its Kafka clients and this script live here.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import sys
+import threading
+import time
+import uuid
+
+from common import HeldGemini, TimedSidecar, current_rss_mb, sidecar_settings
+
+from connector.logs import configure as configure_logs
+
+
+def main() -> int:
+    bootstrap, topic, batch, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    configure_logs("ERROR", "console")
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    run = uuid.uuid4().hex[:8]
+    settings = sidecar_settings(
+        bootstrap,
+        topic,
+        f"{topic}.results",
+        f"{topic}.dlq",
+        f"bench-inflight-{run}",
+        "http://127.0.0.1:9",
+        batch,
+        5.0,
+        max_jobs=10**6,
+        max_waiting_intents=10**6,
+        poll_initial_s=3600,  # never poll the held jobs: nothing to learn from them
+        poll_max_s=3600,
+    )
+    gemini = HeldGemini("bench", "http://127.0.0.1:9")
+    sc = TimedSidecar(settings, gemini)
+    thread = threading.Thread(target=sc.run, name="sidecar", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not (sc.running and sc.status().get("partitions")):
+        if time.monotonic() > deadline or not thread.is_alive():
+            print("FAILED no partitions", flush=True)
+            return 1
+        time.sleep(0.1)
+    time.sleep(2)
+    gc.collect()
+    idle = current_rss_mb()
+    print(f"IDLE {idle:.2f}", flush=True)
+
+    t_first = None
+    deadline = time.monotonic() + 3600
+    while True:
+        st = sc.status()
+        if t_first is None and st.get("consumed", 0) > 0:
+            t_first = time.monotonic()
+        if (
+            st.get("consumed", 0) >= n
+            and st["open_requests"] == 0
+            and st["intents"] == 0
+            and sum(gemini.sizes) >= n
+        ):
+            break
+        if time.monotonic() > deadline or not thread.is_alive():
+            print(f"FAILED status {st}", flush=True)
+            return 1
+        time.sleep(0.2)
+    took = time.monotonic() - (t_first or time.monotonic())
+    time.sleep(1)  # the last SUBMITTED writes and commits settle
+    gc.collect()
+    held = current_rss_mb()
+    st = sc.status()
+    sc.stop()
+    thread.join(timeout=60)
+    print(
+        "DONE "
+        + json.dumps(
+            {
+                "idle_mb": idle,
+                "held_mb": held,
+                "n": n,
+                "jobs": len(gemini.sizes),
+                "submitted_jobs": st["submitted"],
+                "intake_s": took,
+            }
+        ),
+        flush=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
