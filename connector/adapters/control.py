@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -17,6 +18,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from connector.adapters.kafka import Admin, Producer, Sent, _record, client_config
+from connector.config import Settings
 from connector.core import control
 from connector.core.records import Record
 from connector.errors import BrokerUnavailable
@@ -79,12 +81,27 @@ class ControlTopic:
         self._consumer.close()
 
 
+def control_topic(admin: Admin, s: Settings) -> str:
+    """The control topic the sidecar of these settings reads: `s.control`, named after the
+    ledger the sidecar settles on at start (an earlier release's `<group>.ledger` is kept)."""
+    if (
+        not s.control_topic
+        and not s.ledger_topic
+        and admin.partitions(s.ledger) is None
+        and admin.partitions(s.legacy_ledger) is not None
+    ):
+        return replace(s, ledger_topic=s.legacy_ledger).control
+    return s.control
+
+
 def publish(
-    bootstrap: str, extra: Mapping[str, Any], topic: str, cmd: control.Command
-) -> tuple[int, int]:
-    """Write one command (creating the topic if missing); returns its (partition, offset)."""
+    bootstrap: str, extra: Mapping[str, Any], settings: Settings, cmd: control.Command
+) -> tuple[str, int]:
+    """Write one command to the deployment's control topic (created if missing); returns
+    the topic and the command's offset."""
     admin = Admin(bootstrap, extra)
     try:
+        topic = control_topic(admin, settings)
         ensure_control_topic(admin, topic)
     finally:
         admin.close()
@@ -92,6 +109,6 @@ def publish(
     try:
         sent = producer.send(topic, control.encode(cmd), key=cmd.key.encode(), partition=0)
         producer.flush_and_check([sent])
-        return 0, int(sent.future.value.offset)
+        return topic, int(sent.future.value.offset)
     finally:
         producer.close()
