@@ -121,6 +121,61 @@ def _dlq_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cancel_parser(p: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--job", help="a job id (p<partition>-<offset>-<nonce>[/...])")
+    target.add_argument("--request", help="a request id")
+    p.add_argument("--reason", default="", help="why; goes into the 499 error results")
+    p.add_argument("--bootstrap-servers", default=env("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092"))
+    p.add_argument("--group-id", default=env("CONNECTOR_GROUP_ID", "gemini-batch-connector"))
+    p.add_argument("--request-topic", default=env("CONNECTOR_REQUEST_TOPIC", "llm.requests"))
+    p.add_argument("--ledger-topic", default=env("CONNECTOR_LEDGER_TOPIC", ""))
+    p.add_argument(
+        "--control-topic",
+        default=env("CONNECTOR_CONTROL_TOPIC", ""),
+        help="default: <ledger topic>.control, as the sidecar",
+    )
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    import getpass
+    import socket
+    import time
+
+    from connector.adapters.control import publish
+    from connector.core.control import Command, Target, check
+
+    target, ident = (Target.JOB, args.job) if args.job else (Target.REQUEST, args.request)
+    try:
+        by = f"{getpass.getuser()}@{socket.gethostname()}"
+    except (KeyError, OSError):
+        by = socket.gethostname()
+    cmd = Command(target, ident, args.reason, int(time.time() * 1000), by)
+    settings = config.Settings(
+        bootstrap_servers=args.bootstrap_servers,
+        group_id=args.group_id,
+        request_topic=args.request_topic,
+        ledger_topic=args.ledger_topic,
+        control_topic=args.control_topic,
+    )
+    try:
+        check(cmd)  # before connecting: a malformed id is refused at once
+        extra = config.load_kafka_extra(os.environ)
+        topic, offset = publish(args.bootstrap_servers, extra, settings, cmd)
+    except (ValueError, ConfigError) as exc:
+        print(f"connector cancel: {exc}", file=sys.stderr)
+        return 2
+    except BrokerUnavailable as exc:
+        print(f"connector cancel: {exc}", file=sys.stderr)
+        return 3
+    print(
+        f"cancel of {cmd.key} written to {topic} at offset {offset}; the replica owning it "
+        f"answers its requests 499 CANCELLED and retires the command"
+    )
+    return 0
+
+
 def _emulator(rest: list[str]) -> int:
     from connector.emulator.cli import main as emulator_main
 
@@ -139,6 +194,11 @@ def main(argv: list[str] | None = None) -> int:
     dlq = sub.add_parser("dlq", help="dead-letter topic tools")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
     _replay_parser(dlq_sub.add_parser("replay", help="re-publish dead letters after a fix"))
+    _cancel_parser(
+        sub.add_parser(
+            "cancel", help="cancel a job or one request (a command on the control topic)"
+        )
+    )
     sub.add_parser("status", help="show in-flight jobs from the ledger topic", add_help=False)
     if argv[:1] == ["emulator"]:
         return _emulator(argv[1:])
@@ -152,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "dlq":
         return _dlq_replay(args)
+    if args.command == "cancel":
+        return _cancel(args)
     return _run(args)
 
 

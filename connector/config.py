@@ -59,6 +59,14 @@ OPTIONS: tuple[Option, ...] = (
         "<group_id>.ledger of an earlier release is kept)",
     ),
     Option(
+        "control_topic",
+        "CONNECTOR_CONTROL_TOPIC",
+        str,
+        "",
+        "compacted topic of operator commands such as `connector cancel` (default: "
+        "<ledger topic>.control)",
+    ),
+    Option(
         "group_id",
         "CONNECTOR_GROUP_ID",
         str,
@@ -335,6 +343,7 @@ class Settings:
     result_topic: str = DEFAULTS["result_topic"]
     dlq_topic: str = DEFAULTS["dlq_topic"]
     ledger_topic: str = DEFAULTS["ledger_topic"]
+    control_topic: str = DEFAULTS["control_topic"]
     group_id: str = DEFAULTS["group_id"]
     gemini_base_url: str = DEFAULTS["gemini_base_url"]
     api_key: str = field(default=DEFAULTS["api_key"], repr=False)
@@ -379,6 +388,11 @@ class Settings:
     def ledger(self) -> str:
         """One ledger per deployment: two request topics on one group id never share one."""
         return self.ledger_topic or f"{self.group_id}.{self.request_topic}.ledger"
+
+    @property
+    def control(self) -> str:
+        """Operator commands (`connector cancel`): one compacted topic per ledger."""
+        return self.control_topic or f"{self.ledger}.control"
 
     @property
     def legacy_ledger(self) -> str:
@@ -494,9 +508,9 @@ def validate(s: Settings) -> None:
         raise ConfigError(
             f"CONNECTOR_GEMINI_BASE_URL must be an http(s) URL, got {s.gemini_base_url!r}"
         )
-    topics = {s.request_topic, s.result_topic, s.dlq_topic, s.ledger}
-    if len(topics) != 4:
-        raise ConfigError("request, result, dead-letter and ledger topics must all differ")
+    topics = {s.request_topic, s.result_topic, s.dlq_topic, s.ledger, s.control}
+    if len(topics) != 5:
+        raise ConfigError("request, result, dead-letter, ledger and control topics must all differ")
     if s.batch_inline_max_bytes >= 20_000_000:
         raise ConfigError(
             "CONNECTOR_BATCH_INLINE_MAX_BYTES must stay under Gemini's 20 MB inline limit"

@@ -25,6 +25,7 @@ from typing import Any
 import structlog
 
 from connector import endpoints
+from connector.adapters.control import ControlTopic, ensure_control_topic
 from connector.adapters.kafka import (
     Admin,
     Producer,
@@ -47,6 +48,7 @@ from connector.core.partitions import Partitions, PartitionState, Stats, Tracked
 from connector.core.passtime import PassTimes
 from connector.core.ports import (
     ConsumerPort,
+    ControlPort,
     GeminiPort,
     LedgerPort,
     ProducerPort,
@@ -61,6 +63,7 @@ from connector.errors import Fenced, KafkaError, RegistryUnavailable
 from connector.metrics import Telemetry
 from connector.stages.checkpoint import Checkpoint
 from connector.stages.context import Context
+from connector.stages.control import Controller
 from connector.stages.intake import Intake
 from connector.stages.sink import Limits, Sink
 from connector.stages.submitter import Submitter
@@ -92,6 +95,8 @@ class Ports:
     """Grow the ledger to the request topic's partitions (called when one appears)."""
     txn: TransactionalProducerPort | None = None
     """Transactional producer: claims before each create; in exactly-once mode, `producer`."""
+    control: ControlPort | None = None
+    """The control topic of operator commands (`connector cancel`); None: no commands."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +234,10 @@ class Sidecar:
         )
         schema_by_id, result_schema_id = self._registry()
         decoder = RequestDecoder(self.codec, schema_by_id)
+        control: ControlTopic = self._connect(
+            lambda: ControlTopic(s.control, producer, s.bootstrap_servers, self._extra),
+            "control topic reader",
+        )
         self.attach(
             Ports(
                 consumer=consumer,
@@ -243,6 +252,7 @@ class Sidecar:
                 ledger_max_message_bytes=self._ledger_max_bytes,
                 grow_ledger=grow_ledger,
                 txn=txn,
+                control=control,
             )
         )
         log.info("running", request_topic=s.request_topic, partitions=total)
@@ -251,6 +261,7 @@ class Sidecar:
             self.loop()
         finally:
             self.ctx.reader.retain(())  # closes the kept-open re-read consumers
+            control.close()
             consumer.close()
             producer.close()
             if txn is not producer:
@@ -334,6 +345,7 @@ class Sidecar:
         )
         self.tracker = Tracker(self.ctx)
         self.submitter = Submitter(self.ctx, self.tracker)
+        self.control = Controller(self.ctx, self.tracker, ports.control) if ports.control else None
 
     def loop(self) -> None:
         """Pass after pass until `stop()`, then drain.
@@ -419,6 +431,7 @@ class Sidecar:
         self._ledger_max_bytes = min(ledger_max, producer_max)
         admin.ensure_topic(s.result_topic, n)
         admin.ensure_topic(s.dlq_topic, n)
+        ensure_control_topic(admin, s.control)
         self._read_limits(admin)
         try:
             retention_h = int(admin.topic_config(s.request_topic).get("retention.ms", "-1")) / 3.6e6
@@ -514,8 +527,13 @@ class Sidecar:
         self.intake.record_intents(sealed, cp)
         try:
             cp.commit(self.ctx.sink, self.consumer, self.owned, self._eos_txn())
-            self.tracker.prune_done()
             deadline = started + self.s.pass_budget_s
+            if self.control is not None:
+                # Before pruning, submitting and tracking: a targeted job is neither pruned,
+                # created nor polled before the command is seen (see stages/control.py).
+                self.control.poll()
+                self.control.act(deadline)
+            self.tracker.prune_done()
             self.submitter.submit_due(self.clock(), self.budget, deadline)
             self.tracker.track_due(self.clock(), self._stop.is_set(), deadline)
         except Fenced as exc:

@@ -42,6 +42,7 @@ from connector.adapters.ledger import CLAIM_HEADER
 from connector.config import Settings
 from connector.core import policy
 from connector.core.codec import Codec
+from connector.core.control import Command, Target, encode
 from connector.core.formats import RequestDecoder
 from connector.core.jsonl import jsonl_lines
 from connector.core.ports import RebalanceEvent
@@ -71,6 +72,7 @@ T = TypeVar("T")
 __all__ = [
     "InProcessEmulator",
     "ManualClock",
+    "MemoryControl",
     "MemoryKafka",
     "MemoryLedger",
     "MemoryReader",
@@ -422,6 +424,40 @@ class MemoryLedger:
         return self.load(partition)
 
 
+class MemoryControl:
+    """A `ControlPort` over the control topic of `MemoryKafka`: every poll returns what was
+    appended since the last one (from the beginning at the first)."""
+
+    def __init__(self, kafka: MemoryKafka, topic: str, producer: RecordingProducer) -> None:
+        self.kafka, self.topic, self.producer = kafka, topic, producer
+        self.positions: dict[int, int] = {}
+
+    def poll(self) -> list[Record]:
+        out: list[Record] = []
+        for p in range(self.kafka.partitions.get(self.topic, 1)):
+            log = self.kafka.logs.get((self.topic, p), [])
+            out.extend(log[self.positions.get(p, 0) :])
+            self.positions[p] = len(log)
+        return out
+
+    def retire(self, key: str) -> _Handle:
+        return self.producer.send(self.topic, None, key=key.encode(), partition=0)
+
+    def close(self) -> None:
+        pass
+
+    def pending(self) -> dict[str, bytes]:
+        """The commands not retired yet (what compaction would keep), by key."""
+        live: dict[str, bytes] = {}
+        for rec in self.kafka.records(self.topic):
+            key = (rec.key or b"").decode()
+            if rec.value is None:
+                live.pop(key, None)
+            else:
+                live[key] = rec.value
+        return live
+
+
 class MemoryReader:
     """A `RequestReaderPort` over the request topic of `MemoryKafka`.
 
@@ -591,6 +627,17 @@ class TestHarness:
     result_schema_id: int | None = None
     txn: RecordingProducer | None = None
     """The transactional producer: claims, and every send in exactly-once mode."""
+    control: MemoryControl | None = None
+    """The control topic the sidecar reads operator commands from."""
+
+    def cancel(
+        self, job: str | None = None, request: str | None = None, reason: str = "", by: str = ""
+    ) -> Record:
+        """Write a cancel command to the control topic, as `connector cancel` does."""
+        target, ident = (Target.JOB, job) if job is not None else (Target.REQUEST, request)
+        assert ident is not None, "cancel needs a job or a request id"
+        cmd = Command(target, ident, reason, self.clock.wall_ms(), by)
+        return self.kafka.append(self.settings.control, encode(cmd), cmd.key.encode(), partition=0)
 
     def step(self, n: int = 1, advance_s: float = 0.0) -> None:
         """Run `n` passes, moving both clocks by `advance_s` before each."""
@@ -812,11 +859,13 @@ def _wire(
         kafka = MemoryKafka()
         for topic in (s.request_topic, s.ledger, s.result_topic, s.dlq_topic):
             kafka.create_topic(topic, partitions)
+        kafka.create_topic(s.control, 1)
     txn = RecordingProducer(kafka, transactional_id=f"{s.group_id}.test")
     producer = txn if s.exactly_once else RecordingProducer(kafka)
     consumer = ScriptedConsumer(kafka, s.request_topic)
     ledger = MemoryLedger(kafka, s.ledger, producer, codec)
     reader = MemoryReader(kafka, s.request_topic, codec, RequestDecoder(codec, schema_by_id).decode)
+    control = MemoryControl(kafka, s.control, producer)
     if gemini is None:
         gemini, emulator = emulated_gemini(emulator or InProcessEmulator(emulator_config))
     sidecar = Sidecar(s, gemini, codec=codec, clock=clock, wall_ms=clock.wall_ms)
@@ -831,6 +880,7 @@ def _wire(
             schema_by_id=schema_by_id,
             result_schema_id=result_schema_id,
             ledger_max_message_bytes=ledger_max_message_bytes,
+            control=control,
         )
     )
     # Jitter from a seeded generator: the same test makes the same polls on every run.
@@ -839,6 +889,7 @@ def _wire(
         sidecar, kafka, consumer, producer, ledger, reader, clock, gemini, emulator, s, codec
     )
     h.schema_by_id, h.result_schema_id, h.txn = schema_by_id, result_schema_id, txn
+    h.control = control
     return h
 
 

@@ -113,5 +113,9 @@ class Stats:
     jobs_quarantined: int = 0
     records_lost: int = 0
     """Request offsets skipped because retention deleted them before they were read."""
+    commands_applied: int = 0
+    """Operator commands (`connector cancel`) carried out and retired by this replica."""
+    requests_cancelled: int = 0
+    """Requests answered 499 CANCELLED by an operator's cancel."""
     kafka_failures: int = 0
     """Passes that failed on Kafka (outage, unacked send) and were redone after a backoff."""

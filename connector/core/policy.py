@@ -40,6 +40,7 @@ __all__ = [
     "Resubmit",
     "RetryPolicy",
     "backoff_with_jitter",
+    "derive",
     "display_name",
     "done",
     "failure_delay",
@@ -251,8 +252,8 @@ def on_terminal(entry: LedgerEntry, state: JobState, policy: RetryPolicy, now_ms
             first_tokens = entry.est_tokens * len(first) // n
             return Resubmit(
                 (
-                    _derive(entry, "/a", first, first_tokens, now_ms),
-                    _derive(entry, "/b", second, entry.est_tokens - first_tokens, now_ms),
+                    derive(entry, "/a", first, first_tokens, now_ms),
+                    derive(entry, "/b", second, entry.est_tokens - first_tokens, now_ms),
                 )
             )
         return GiveUp(
@@ -270,12 +271,13 @@ def on_terminal(entry: LedgerEntry, state: JobState, policy: RetryPolicy, now_ms
 
 
 def _retry(entry: LedgerEntry, now_ms: int) -> LedgerEntry:
-    return _derive(entry, f"/r{entry.attempt + 1}", entry.offsets, entry.est_tokens, now_ms)
+    return derive(entry, f"/r{entry.attempt + 1}", entry.offsets, entry.est_tokens, now_ms)
 
 
-def _derive(
+def derive(
     parent: LedgerEntry, suffix: str, offsets: Offsets, est_tokens: int, now_ms: int
 ) -> LedgerEntry:
+    """A successor INTENT of `parent` (`parent.job_id + suffix`, attempt + 1) for `offsets`."""
     # use_file is kept: a half of a file job could fit inline, but the shell re-reads the
     # payloads anyway and may choose inline then; keeping it is always valid.
     return LedgerEntry(

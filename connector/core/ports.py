@@ -169,3 +169,19 @@ class GeminiPort(Protocol):
     def cancel(self, name: str) -> None: ...
 
     def delete_job(self, name: str) -> None: ...
+
+
+class ControlPort(Protocol):
+    """The compacted control topic of operator commands (`connector cancel`), read by every
+    replica without a consumer group."""
+
+    def poll(self) -> list[Record]:
+        """Records written since the last poll; the first poll reads from the beginning to
+        the current end. Never blocks for long after that."""
+        ...
+
+    def retire(self, key: str) -> SendHandle:
+        """A tombstone retiring the command under `key` (the caller commits it)."""
+        ...
+
+    def close(self) -> None: ...

@@ -292,7 +292,7 @@ class Tracker:
                 outgoing = d.next_chunk(ctx.reader.read, ctx.wall_ms())
                 if outgoing is None:
                     break
-                sent = self._send(entry, outgoing)
+                sent = self.send(entry, outgoing)
                 if eos:
                     pending.extend(sent)
                 else:
@@ -336,14 +336,14 @@ class Tracker:
 
     def deliver(self, entry: LedgerEntry, outgoing: Iterable[Outgoing]) -> None:
         """Results first, acked; then the job's end. A crash between them repeats results."""
-        sent = self._send(entry, outgoing)
+        sent = self.send(entry, outgoing)
         if self.ctx.settings.exactly_once:
             self.end(entry, sent)
         else:
             self.ctx.commit(sent, [entry.key.partition])
             self.end(entry)
 
-    def _send(self, entry: LedgerEntry, outgoing: Iterable[Outgoing]) -> list[SendHandle]:
+    def send(self, entry: LedgerEntry, outgoing: Iterable[Outgoing]) -> list[SendHandle]:
         """Hand results to the producer (not yet acked: the caller commits them)."""
         ctx = self.ctx
         sent: list[SendHandle] = []
@@ -360,19 +360,23 @@ class Tracker:
         )
         return sent
 
-    def end(self, entry: LedgerEntry, pending: list[SendHandle] | None = None) -> None:
+    def end(
+        self, entry: LedgerEntry, pending: list[SendHandle] | None = None, keep: bool = False
+    ) -> None:
         """The job is finished, every result sent: the one place that records it.
 
         The entry becomes DONE (or its tombstone, once the commit is past its offsets): while
         an uncommitted offset below the job holds the partition's commit, a rewind would read
         the job's requests again, and DONE keeps them covered until `prune_done`. `pending`
-        (exactly-once) are this job's results, committed in the same transaction.
+        (exactly-once) are this job's results, committed in the same transaction. `keep`:
+        DONE even if prunable (an operator cancel still has to cancel its provider job, and
+        a crash before that must leave the job's name in the ledger).
         """
         ctx = self.ctx
         p = entry.key.partition
         st = ctx.owned.get(p)
         finished = policy.done(entry, ctx.wall_ms())
-        prune_now = st is None or policy.prunable(finished, st.committed)
+        prune_now = st is None or (not keep and policy.prunable(finished, st.committed))
         record = ctx.ledger.tombstone(entry) if prune_now else ctx.ledger.write(finished)
         ctx.commit([*(pending or []), record], [p])
         if prune_now or st is None:
@@ -402,8 +406,11 @@ class Tracker:
         if sends:
             ctx.commit(sends, touched)
 
-    def give_up(self, entry: LedgerEntry, error: ErrorInfo, job_name: str | None) -> None:
-        """Every request of the job gets `error` as its result, a bounded chunk at a time."""
+    def give_up(
+        self, entry: LedgerEntry, error: ErrorInfo, job_name: str | None, keep: bool = False
+    ) -> None:
+        """Every request of the job gets `error` as its result, a bounded chunk at a time;
+        then `end` (`keep`: DONE even if prunable)."""
         ctx = self.ctx
         log.warning(
             "job gave up; producing error results", job_id=entry.job_id, error=error.message
@@ -413,12 +420,12 @@ class Tracker:
         for offsets in chunks(entry.offsets, self.chunk_requests):
             originals = ctx.reader.read(entry.key.partition, offsets)
             outgoing = error_results(entry, originals, error, job_name, ctx.wall_ms(), offsets)
-            sent = self._send(entry, outgoing)
+            sent = self.send(entry, outgoing)
             if eos:
                 pending.extend(sent)
             else:
                 ctx.commit(sent, [entry.key.partition])
-        self.end(entry, pending)
+        self.end(entry, pending, keep)
 
     def cleanup(self, job: str | None, input_file: str | None, output_file: str | None) -> None:
         """Best effort: Gemini deletes files after 48 h anyway; a failure here loses nothing.
