@@ -148,7 +148,7 @@ def test_crash_between_own_max_age_cancel_and_ledger_write_resubmits_split(
     for rid in ids:
         assert len(got.by_id[rid]) == 1
         assert got.latest(rid).status is ResultStatus.OK, got.latest(rid).error
-        assert got.latest(rid).attempt == 2
+        assert got.latest(rid).attempt == 1
     created = assert_one_job_per_name(emulator.base_url)
     assert set(created) == {
         entry.display_name,
@@ -174,7 +174,7 @@ def test_finished_job_whose_results_file_expired_is_resubmitted(
     for rid in ids:
         assert len(got.by_id[rid]) == 1
         assert got.latest(rid).status is ResultStatus.OK, got.latest(rid).error
-    assert any(got.latest(rid).attempt == 2 for rid in ids)
+    assert any(got.latest(rid).attempt == 1 for rid in ids)
     assert_one_job_per_name(emulator.base_url)
 
 
