@@ -22,7 +22,7 @@ def status_document(sidecar: Any, worker_id: str) -> dict[str, Any]:
         worker_id=worker_id,
         status=snap.status,
         view=snap.view,
-        ready=bool(sidecar.running),
+        ready=sidecar.ready(),
         alive=sidecar.alive(),
         last_error=logs.last_error(),
     )
@@ -41,7 +41,7 @@ def serve(sidecar: Any) -> HealthServer:
         s.health_port,
         status,
         sidecar.alive,
-        lambda: bool(sidecar.running),
+        sidecar.ready,
         metrics=sidecar.metrics.exposition,
         page=lambda: html_page(status()),
     )

@@ -174,6 +174,11 @@ class Sidecar:
         """The loop completed a pass recently (for a liveness probe)."""
         return self.clock() - self.snapshot.last_pass < self.s.liveness_timeout_s
 
+    def ready(self) -> bool:
+        """Running, and Gemini accepts the API key: a rejected (rotated, revoked) key is an
+        outage, reported here so /readyz and the status say so, while jobs wait for it."""
+        return self.running and not self.snapshot.status.get("provider_auth_failing", False)
+
     def run(self) -> None:
         s = self.s
         log.info("starting", endpoint=s.endpoint, settings=s.describe())

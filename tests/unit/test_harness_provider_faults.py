@@ -251,6 +251,8 @@ def test_rotated_api_key_is_an_outage_not_error_results() -> None:
     assert h.result_events() == [], "an auth failure is never the requests' fault"
     assert h.sidecar.stats.provider_auth_failing
     assert h.sidecar.status()["provider_auth_failing"] is True
+    h.sidecar.running = True
+    assert not h.sidecar.ready(), "/readyz reports the outage"
     h.publish("late", "after the key broke")
     ids.add("late")
     assert h.emulator is not None
