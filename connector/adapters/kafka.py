@@ -293,14 +293,23 @@ PRODUCER_CONFIG: dict[str, Any] = {
 """The sidecar producer's settings (bench/run.py measures bare kafka-python with the same)."""
 
 
+def producer_config(bootstrap: str, extra: Mapping[str, Any]) -> dict[str, Any]:
+    """PRODUCER_CONFIG under the user's CONNECTOR_KAFKA_* settings (e.g. batch_size), with
+    idempotence and acks=all kept: nothing may be acked that a broker could still lose."""
+    return {
+        **PRODUCER_CONFIG,
+        **client_config(KafkaProducer, bootstrap, extra),
+        "enable_idempotence": True,
+        "acks": "all",
+    }
+
+
 class Producer:
     """One idempotent producer for results, dead letters and ledger entries."""
 
     def __init__(self, bootstrap: str, extra: Mapping[str, Any]) -> None:
         self.max_request_size = producer_max_request_size(extra)
-        self._producer = KafkaProducer(
-            **PRODUCER_CONFIG, **client_config(KafkaProducer, bootstrap, extra)
-        )
+        self._producer = KafkaProducer(**producer_config(bootstrap, extra))
 
     def send(
         self,
@@ -397,20 +406,14 @@ class TransactionalProducer(Producer):
         self._transactional_id = transactional_id
         self._timeout_s = timeout_s
         self._open = False
-        cfg = client_config(KafkaProducer, bootstrap, extra)
+        self.max_request_size = producer_max_request_size(extra)
+        cfg = producer_config(bootstrap, extra)
         # Our transactions are short (a claim, one pass's writes, one job's results): a
         # crashed replica's open transaction is aborted by the broker this soon, and until
         # then it holds back every read_committed read of its partitions (the next owner's
         # ledger load waits for it). kafka-python's default is 60 s.
         cfg.setdefault("transaction_timeout_ms", TRANSACTION_TIMEOUT_MS)
-        self._producer = KafkaProducer(
-            enable_idempotence=True,
-            acks="all",
-            linger_ms=5,
-            max_in_flight_requests_per_connection=5,
-            **cfg,
-            transactional_id=transactional_id,
-        )
+        self._producer = KafkaProducer(**cfg, transactional_id=transactional_id)
         # Honours max_block_ms; fences an earlier producer with the same id and aborts
         # whatever transaction it left open.
         self._producer.init_transactions()
