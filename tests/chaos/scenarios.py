@@ -130,6 +130,18 @@ def _wait_answered(tap: Tap, ids: set[str], timeout: float) -> float:
     return time.monotonic() - began
 
 
+def _answered(tap: Tap, ids: set[str]) -> set[str]:
+    codec = Codec()
+    seen: set[str] = set()
+    for raw in tap.snapshot():
+        try:
+            if raw.value is not None:
+                seen.add(codec.decode_result(raw.value).request_id)
+        except Exception:
+            pass
+    return ids & seen
+
+
 def _start_replicas(replicas: Replicas, partitions: int, timeout: float = 120) -> None:
     replicas.start()
     ok = wait_for(lambda: replicas.owned_partitions() >= partitions, timeout, interval=1.0)
@@ -334,45 +346,50 @@ def broker_and_partitions(cfg: Config, broker: Broker, shared: Shared) -> PhaseR
     shared.taps.append(tap)
     _start_replicas(replicas, parts)
     n = cfg.partition_requests
+    n1 = int(n * 0.6)
     duration = max(20.0, cfg.duration_s / 2)
-    state = {"partitions": parts}
-    pub = Publisher(broker.bootstrap, topics.requests)
-    pubs = [pub]
+    pubs = [Publisher(broker.bootstrap, topics.requests)]
     new_partition_ids: set[str] = set()
+    before_ids: list[str] = []
     began = time.monotonic()
 
-    def publish() -> None:
-        nonlocal pub
-        current = parts
-        for i in range(n):
-            if state["partitions"] != current:
-                current = state["partitions"]
-                pub.flush()
-                pub = Publisher(broker.bootstrap, topics.requests)
-                pubs.append(pub)
+    def publish(first: int, last: int, partitions: int, span: float) -> None:
+        pub = pubs[-1]
+        t0 = time.monotonic()
+        for i in range(first, last):
             rid = f"B-{i:06d}"
-            p = i % current
+            p = i % partitions
             if p >= parts:
                 new_partition_ids.add(rid)
+            if partitions == parts:
+                before_ids.append(rid)
             pub.request(rid, "gemini-2.5-flash", prompt(rid), partition=p)
-            target = began + duration * (i + 1) / n
-            time.sleep(max(0.0, target - time.monotonic()))
+            time.sleep(max(0.0, t0 + span * (i + 1 - first) / (last - first) - time.monotonic()))
         pub.flush()
 
-    pt = threading.Thread(target=publish, name="publish-broker")
+    # Part 1: requests flow while the broker restarts; all of them must be answered.
+    pt = threading.Thread(target=publish, args=(0, n1, parts, duration), name="publish-broker")
     pt.start()
     downs: list[float] = []
     for k in range(cfg.broker_restarts):
-        at = duration * (0.2 + 0.3 * k / max(1, cfg.broker_restarts))
+        at = duration * (0.25 + 0.5 * k / max(1, cfg.broker_restarts))
         time.sleep(max(0.0, began + at - time.monotonic()))
         log("broker: restarting the broker (same port, same data dir)")
         downs.append(broker.restart(down_s=rng.uniform(2, 5)))
         log(f"broker: back after {downs[-1]:.0f} s")
-    time.sleep(max(0.0, began + duration * 0.6 - time.monotonic()))
-    log(f"broker: request topic {parts} -> {parts + added} partitions")
-    add_partitions(broker.bootstrap, topics.requests, parts + added)
-    state["partitions"] = parts + added
     pt.join()
+    acked1 = {rid for rid in before_ids if rid in pubs[0].acked}
+    waited1 = _wait_answered(tap, acked1, cfg.settle_s)
+    answered1 = _answered(tap, acked1)
+    res.figures["lost_across_broker_restarts"] = len(acked1 - answered1)
+    log(
+        f"broker: {len(answered1)} of {len(acked1)} answered across the restart(s) "
+        f"({waited1:.0f} s); request topic {parts} -> {parts + added} partitions"
+    )
+    # Part 2: more partitions; the rest of the requests go to old and new partitions alike.
+    add_partitions(broker.bootstrap, topics.requests, parts + added)
+    pubs.append(Publisher(broker.bootstrap, topics.requests))
+    publish(n1, n, parts + added, duration / 2)
     acked: dict[str, tuple[int, int]] = {}
     for p in pubs:
         p.flush()
@@ -405,6 +422,12 @@ def broker_and_partitions(cfg: Config, broker: Broker, shared: Shared) -> PhaseR
             "tap_errors": len(tap.errors),
         }
     )
+    if res.figures["lost_across_broker_restarts"]:
+        res.violations.append(
+            f"broker restart: {res.figures['lost_across_broker_restarts']} of {len(acked1)} "
+            f"requests published around the restart(s) were not answered within "
+            f"{cfg.settle_s:.0f} s"
+        )
     if len(answered_new) < len(on_new):
         res.violations.append(
             f"new partitions: {len(on_new) - len(answered_new)} of {len(on_new)} requests "
