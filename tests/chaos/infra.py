@@ -9,6 +9,7 @@ process, so its CPU and its listening socket are its own), each replica is
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import random
 import signal
@@ -42,6 +43,11 @@ SECRETS = {
 }
 PROMPT_MARKER = "chaos-prompt-"
 """Every prompt the suite sends contains this: health output and logs are scanned for it."""
+
+
+# The suite's own clients ride out broker restarts on purpose: their retry chatter is noise.
+for _name in ("kafka", "kafka.cluster", "kafka.net", "kafka.consumer", "kafka.producer"):
+    logging.getLogger(_name).setLevel(logging.CRITICAL)
 
 
 def log(msg: str) -> None:
@@ -477,6 +483,40 @@ class Tap(threading.Thread):
     def close(self) -> None:
         self._halt.set()
         self.join(timeout=30)
+
+
+def read_topics(bootstrap: str, topics: list[str], timeout: float = 30) -> list[tuple[str, Raw]]:
+    """Every record of `topics` up to their end offsets now (one consumer for all)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    out: list[tuple[str, Raw]] = []
+    try:
+        tps = [
+            TopicPartition(t, p)
+            for t in topics
+            for p in sorted(consumer.partitions_for_topic(t) or [])
+        ]
+        if not tps:
+            return out
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        end = consumer.end_offsets(tps)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(consumer.position(tp) < end[tp] for tp in tps):
+            for tp, recs in consumer.poll(timeout_ms=500).items():
+                out += [
+                    (tp.topic, Raw(r.partition, r.offset, r.key, r.value, list(r.headers or [])))
+                    for r in recs
+                ]
+    finally:
+        consumer.close()
+    return out
 
 
 # -- publishing --------------------------------------------------------------------------------

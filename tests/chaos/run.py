@@ -51,7 +51,7 @@ LONG = dataclasses.replace(
     storm_requests=2000,
     hostile_records=1000,
     fuzz_cases=120_000,
-    settle_s=240.0,
+    settle_s=120.0,
 )
 ALL_PHASES = ("fuzz", "kills", "broker", "storm", "hostile", "security")
 BROKER_PHASES = {"kills", "broker", "storm", "hostile", "security"}

@@ -55,7 +55,7 @@ from .infra import (
 @dataclass
 class Config:
     requests: int = 2000
-    duration_s: float = 45.0
+    duration_s: float = 30.0
     replicas: int = 3
     partitions: int = 6
     kills: int = 4
@@ -67,7 +67,7 @@ class Config:
     hostile_records: int = 150
     fuzz_cases: int = 10_000
     guarantee: str = "at_least_once"
-    settle_s: float = 90.0
+    settle_s: float = 60.0
     seed: int = 7
     workdir: Path = Path(".run/chaos")
     phases: tuple[str, ...] = ("fuzz", "kills", "broker", "storm", "hostile", "security")
@@ -347,7 +347,7 @@ def broker_and_partitions(cfg: Config, broker: Broker, shared: Shared) -> PhaseR
     _start_replicas(replicas, parts)
     n = cfg.partition_requests
     n1 = int(n * 0.6)
-    duration = max(20.0, cfg.duration_s / 2)
+    duration = min(90.0, max(20.0, cfg.duration_s / 2))
     pubs = [Publisher(broker.bootstrap, topics.requests)]
     new_partition_ids: set[str] = set()
     before_ids: list[str] = []
@@ -541,7 +541,7 @@ def fault_storm(cfg: Config, broker: Broker, shared: Shared) -> PhaseResult:
     pub = Publisher(broker.bootstrap, topics.requests)
     classes: dict[str, str] = {}
     n = cfg.storm_requests
-    duration = max(15.0, cfg.duration_s / 3)
+    duration = min(90.0, max(15.0, cfg.duration_s / 3))
     began = time.monotonic()
     storming = threading.Event()
 
@@ -579,7 +579,7 @@ def fault_storm(cfg: Config, broker: Broker, shared: Shared) -> PhaseResult:
         "big": _expect_too_big,
     }
     expected: dict[str, Expect] = {rid: expect_for[classes[rid]] for rid in pub.acked}
-    waited = _wait_answered(tap, set(expected), cfg.settle_s + 30)
+    waited = _wait_answered(tap, set(expected), cfg.settle_s)
     storming.set()
     st.join()
     res.figures["settle_s"] = round(waited, 1)

@@ -28,9 +28,9 @@ from .infra import (
     Broker,
     Emulator,
     Raw,
-    Tap,
     listening_sockets,
     new_topics,
+    read_topics,
     sidecar_env,
     wait_for,
 )
@@ -189,17 +189,11 @@ def security(cfg: Config, broker: Broker | None, shared: Shared) -> PhaseResult:
             scanned += 1
             for name in _record_hits(r):
                 topic_hits[f"{tap.topic}: {name}"] += 1
-    if broker is not None:
-        for ledger in shared.ledgers:
-            tap = Tap(broker.bootstrap, ledger)
-            tap.start()
-            time.sleep(4)
-            wait_for(lambda t=tap: len(t.snapshot()) > 0, 6)  # type: ignore[misc]
-            tap.close()
-            for r in tap.snapshot():
-                scanned += 1
-                for name in _record_hits(r):
-                    topic_hits[f"{ledger}: {name}"] += 1
+    if broker is not None and shared.ledgers:
+        for topic, r in read_topics(broker.bootstrap, list(dict.fromkeys(shared.ledgers))):
+            scanned += 1
+            for name in _record_hits(r):
+                topic_hits[f"{topic}: {name}"] += 1
     res.figures["topic_records_scanned"] = scanned
     if topic_hits:
         v.append(f"secrets in topics: {dict(topic_hits)}")
