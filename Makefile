@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit lint bench broker-up broker-down broker-status clean
+.PHONY: demo test unit lint bench chaos chaos-long broker-up broker-down broker-status clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -28,6 +28,16 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python deploy/local/kafka_local.py fetch
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# The chaos suite (tests/chaos/run.py): figures printed and in .run/chaos/<time>/report.json;
+# exits 1 on any violation. ARGS adds flags, e.g. make chaos-long ARGS="--requests 50000".
+chaos: $(STAMP)
+	$(BIN)/python deploy/local/kafka_local.py fetch
+	$(BIN)/python -m tests.chaos.run --short $(ARGS)
+
+chaos-long: $(STAMP)
+	$(BIN)/python deploy/local/kafka_local.py fetch
+	$(BIN)/python -m tests.chaos.run --long $(ARGS)
 
 broker-up: $(STAMP)
 	$(BIN)/python deploy/local/kafka_local.py start
