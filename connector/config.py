@@ -285,6 +285,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("log_level", "CONNECTOR_LOG_LEVEL", str, "INFO", "DEBUG, INFO, WARNING or ERROR"),
     Option("log_format", "CONNECTOR_LOG_FORMAT", str, "json", "json or console"),
     Option(
+        "allow_project_resources",
+        "CONNECTOR_ALLOW_PROJECT_RESOURCES",
+        bool,
+        False,
+        "let requests reference the project's uploaded files, caches and tuned models "
+        "(single-tenant deployments only)",
+    ),
+    Option(
         "result_format",
         "CONNECTOR_RESULT_FORMAT",
         str,
@@ -377,6 +385,7 @@ class Settings:
     price_table: str = DEFAULTS["price_table"]
     log_level: str = DEFAULTS["log_level"]
     log_format: str = DEFAULTS["log_format"]
+    allow_project_resources: bool = DEFAULTS["allow_project_resources"]
     result_format: str = DEFAULTS["result_format"]
     schema_registry_url: str = field(default=DEFAULTS["schema_registry_url"], repr=False)
     schema_registry_username: str = field(default=DEFAULTS["schema_registry_username"], repr=False)

@@ -64,7 +64,14 @@ from connector.emulator.control import Control
 from connector.emulator.messages import Body, Request, Response
 from connector.emulator.service import Service
 from connector.emulator.wire import ApiError
-from connector.errors import CommitFailed, DecodeError, Fenced, LedgerError, ProduceFailed
+from connector.errors import (
+    CommitFailed,
+    DecodeError,
+    Fenced,
+    LedgerError,
+    ProduceFailed,
+    RegistryUnavailable,
+)
 from connector.runner import Ports, Sidecar
 
 T = TypeVar("T")
@@ -496,7 +503,9 @@ class MemoryReader:
                 rec = log[o]
                 try:
                     event = self.decode(rec.value or b"")
-                except DecodeError:
+                except RegistryUnavailable:
+                    raise
+                except Exception:  # undecodable (or hostile bytes): answered DATA_LOSS
                     event = None
                 out[o] = Original(partition, o, rec.key, event)
         return out

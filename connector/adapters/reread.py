@@ -24,7 +24,7 @@ from connector.adapters.kafka import _record, client_config
 from connector.core.records import Record, RequestEvent
 from connector.core.results import Original
 from connector.core.spans import offset_ranges
-from connector.errors import BrokerUnavailable, DecodeError
+from connector.errors import BrokerUnavailable, RegistryUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -155,7 +155,9 @@ class RequestReader:
                     continue
                 try:
                     event = self._decode(rec.value or b"")
-                except DecodeError:
+                except RegistryUnavailable:
+                    raise
+                except Exception:  # undecodable (or hostile bytes): answered DATA_LOSS
                     event = None
                 found[rec.offset] = Original(partition, rec.offset, rec.key, event)
         except BrokerUnavailable:

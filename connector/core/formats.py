@@ -104,12 +104,17 @@ def decode_json_request(data: bytes) -> RequestEvent:
         raise DecodeError(f"JSON request event: {exc}") from exc
     except msgspec.DecodeError as exc:
         raise DecodeError(f"record is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise DecodeError("JSON request event is nested too deeply") from exc
     kind = _KINDS.get(raw.kind)
     if kind is None:
         raise DecodeError(
             f"JSON request event: kind must be 'generate' or 'embed', got {raw.kind!r}"
         )
-    body = raw.body if isinstance(raw.body, str) else orjson.dumps(raw.body).decode()
+    try:
+        body = raw.body if isinstance(raw.body, str) else orjson.dumps(raw.body).decode()
+    except (TypeError, RecursionError) as exc:  # orjson refuses nesting past 255 levels
+        raise DecodeError(f"JSON request event: body cannot be re-encoded: {exc}") from exc
     return RequestEvent(
         raw.request_id,
         raw.model,

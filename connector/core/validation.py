@@ -192,7 +192,9 @@ _ATTR = {
 # ---------------------------------------------------------------------------
 
 
-def validate_request(ev: RequestEvent, max_request_bytes: int) -> tuple[int, int]:
+def validate_request(
+    ev: RequestEvent, max_request_bytes: int, allow_project_resources: bool = False
+) -> tuple[int, int]:
     """Return ``(size_bytes, est_tokens)`` for a valid request, else raise ``InvalidRequest``.
 
     ``size_bytes`` is what the request adds to an inline create as the SDK sends it
@@ -202,6 +204,10 @@ def validate_request(ev: RequestEvent, max_request_bytes: int) -> tuple[int, int
     ``est_tokens`` is a cheap input-token estimate for the enqueued-token budget:
     a quarter of the body's bytes, not counting inline media payloads, plus
     ``MEDIA_PART_TOKENS`` per media part. Reasons are written for the request's owner.
+
+    Unless ``allow_project_resources``, a request may not reference what lives in the
+    sidecar's Gemini project (uploaded files, cached contents, tuned models): every upstream
+    service shares that project, so such a reference could read another tenant's data.
     """
     rid = ev.request_id
     if type(rid) is not str or not rid:
@@ -213,6 +219,8 @@ def validate_request(ev: RequestEvent, max_request_bytes: int) -> tuple[int, int
     model = ev.model
     if model not in _GOOD_MODELS:
         _check_model_name(model)
+    if not allow_project_resources and model.startswith("tunedModels/"):
+        raise _project_resource(f"model {model[:80]!r} is a tuned model of the project")
     group = ev.group
     if type(group) is not str or len(group) > MAX_GROUP_CHARS:
         raise InvalidRequest(f"group must be a string of at most {MAX_GROUP_CHARS} characters")
@@ -249,13 +257,21 @@ def validate_request(ev: RequestEvent, max_request_bytes: int) -> tuple[int, int
 
     try:
         if kind is _GENERATE:
-            media_parts, media_chars = _check_generate(_GENERATE_DECODER.decode(body), model)
+            gen = _GENERATE_DECODER.decode(body)
+            media_parts, media_chars = _check_generate(gen, model)
+            if not allow_project_resources:
+                _check_no_project_refs(gen)
         else:
-            media_parts, media_chars = _check_embed(_EMBED_DECODER.decode(body), model)
+            emb = _EMBED_DECODER.decode(body)
+            media_parts, media_chars = _check_embed(emb, model)
+            if not allow_project_resources:
+                _check_no_project_refs(emb)
     except msgspec.ValidationError as exc:
         raise InvalidRequest(_shape_reason(kind, str(exc))) from exc
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # absurdly nested JSON: refused, never a crash
+        raise InvalidRequest("body is nested too deeply") from exc
     text_bytes = body_bytes - media_chars
     return size, max(1, -(-text_bytes // 4) + media_parts * MEDIA_PART_TOKENS)
 
@@ -420,6 +436,48 @@ def _check_generate(req: _Generate, model: str) -> tuple[int, int]:
         media += m
         chars += c
     return media, chars
+
+
+def _project_resource(what: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"{what}: requests may not reference resources stored in the sidecar's Gemini project "
+        "(it is shared by every upstream service); send the content inline instead, or set "
+        "CONNECTOR_ALLOW_PROJECT_RESOURCES=true for a single-tenant deployment",
+        "PERMISSION_DENIED",
+        403,
+    )
+
+
+def _is_project_file(uri: str) -> bool:
+    """A Files API file (`files/ID`, or its URL) or a Cloud Storage object."""
+    u = uri.strip().lower()
+    return u.startswith(("files/", "gs://")) or (
+        "generativelanguage.googleapis.com" in u and "/files/" in u
+    )
+
+
+def _check_no_project_refs(req: _Generate | _Embed) -> None:
+    if isinstance(req, _Generate):
+        if req.cachedContent is not UNSET or req.cached_content_ is not UNSET:
+            raise _project_resource("cachedContent names a cache of the project")
+        contents = list(req.contents)
+        system = req.systemInstruction
+        if system is UNSET:
+            system = req.system_instruction_
+        if system is not UNSET:
+            contents.append(system)
+    else:
+        contents = [req.content]
+    for content in contents:
+        for part in content.parts:
+            if part.text is not UNSET:
+                continue
+            file = part.fileData if part.fileData is not UNSET else part.file_data_
+            if file is UNSET:
+                continue
+            uri = file.fileUri if file.fileUri is not UNSET else file.file_uri_
+            if isinstance(uri, str) and _is_project_file(uri):
+                raise _project_resource(f"fileData.fileUri {uri[:80]!r} is a file of the project")
 
 
 def _check_embed(req: _Embed, model: str) -> tuple[int, int]:

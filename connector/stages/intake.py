@@ -81,18 +81,28 @@ class Intake:
             event = self.decoder.decode(rec.value or b"")
         except RegistryUnavailable:
             raise
-        except DecodeError as exc:
+        except Exception as exc:  # DecodeError, or a decoder's bug on hostile bytes
+            bad = (
+                exc if isinstance(exc, DecodeError) else DecodeError(f"{type(exc).__name__}: {exc}")
+            )
             self._consume(rec, wm)
-            cp.send(self.sink.dead_letter(rec, "VALUE_CONVERTER", exc))
+            cp.send(self.sink.dead_letter(rec, "VALUE_CONVERTER", bad))
             cp.resolve(rec.partition, rec.offset)
             return []
         self._consume(rec, wm)
         error: ErrorInfo | None = None
         try:
-            size, tokens = validate_request(event, self.s.max_request_bytes)
-        except InvalidRequest as exc:
-            cp.send(self.sink.dead_letter(rec, "VALIDATION", exc))
-            error = ErrorInfo(exc.code, exc.status, exc.reason)
+            size, tokens = validate_request(
+                event, self.s.max_request_bytes, self.s.allow_project_resources
+            )
+        except Exception as exc:  # InvalidRequest, or a validator's bug on a hostile event
+            invalid = (
+                exc
+                if isinstance(exc, InvalidRequest)
+                else InvalidRequest(f"the request could not be checked: {type(exc).__name__}")
+            )
+            cp.send(self.sink.dead_letter(rec, "VALIDATION", invalid))
+            error = ErrorInfo(invalid.code, invalid.status, invalid.reason)
         if error is None and deadline_passed(event, self.wall_ms()):
             error = late("before batching")
             self.stats.deadline_exceeded += 1

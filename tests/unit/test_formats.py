@@ -283,3 +283,12 @@ def test_results_go_out_in_the_configured_format() -> None:
     body = orjson.loads(h.results()[0].value or b"")
     assert body["request_id"] == "r-json"
     assert body["status"] == "OK"
+
+
+@pytest.mark.parametrize("depth", [300, 1000, 5000])
+def test_deeply_nested_json_requests_are_decode_errors(depth: int) -> None:
+    """Found by the chaos fuzzer: orjson's TypeError and RecursionError escaped before."""
+    body = '{"contents": ' + "[" * depth + "]" * depth + "}"
+    raw = '{"request_id": "a", "model": "m", "body": ' + body + "}"
+    with pytest.raises(DecodeError):
+        decode_json_request(raw.encode())

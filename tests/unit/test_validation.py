@@ -99,8 +99,9 @@ def reason(ev: RequestEvent, limit: int = LIMIT) -> str:
     ids=["minimal", "no-role", "camelCase-full", "snake_case", "media-and-tools"],
 )
 def test_generate_shapes_are_accepted(body: dict[str, Any]) -> None:
-    """Real GenerateContentRequest shapes, in camelCase and snake_case, pass validation."""
-    size, tokens = validate_request(gen(body), LIMIT)
+    """Real GenerateContentRequest shapes, in camelCase and snake_case, pass validation (the
+    full ones name a cachedContent: allowed once project resources are, see below)."""
+    size, tokens = validate_request(gen(body), LIMIT, True)
     assert size > 0
     assert tokens >= 1
 
@@ -131,8 +132,9 @@ def test_embed_shapes_are_accepted(body: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("model", ["gemini-2.5-flash", "models/gemini-2.5-pro", "tunedModels/x_1"])
 def test_plausible_model_names_are_accepted(model: str) -> None:
-    """Bare, models/ and tunedModels/ names pass."""
-    validate_request(gen({"contents": [TEXT_PART]}, model=model), LIMIT)
+    """Bare, models/ and tunedModels/ names pass (tuned models once project resources are
+    allowed: see the tests at the end)."""
+    validate_request(gen({"contents": [TEXT_PART]}, model=model), LIMIT, True)
 
 
 # -- size and token estimate -------------------------------------------------------
@@ -383,3 +385,56 @@ def test_non_ascii_requests_are_sized_by_the_bytes_sent_inline() -> None:
     sent = len(json.dumps(body))
     assert sent <= size <= sent + ENVELOPE_BYTES + 16
     assert tokens <= 2040 // 4 + 1, "tokens still follow the UTF-8 size"
+
+
+# -- resources of the shared project -------------------------------------------------------
+
+
+def _ev(body: dict[str, object], model: str = "gemini-2.5-flash") -> RequestEvent:
+    import json
+
+    return RequestEvent("r1", model, Kind.GENERATE, json.dumps(body))
+
+
+def _part(uri: str) -> dict[str, object]:
+    return {"contents": [{"role": "user", "parts": [{"fileData": {"fileUri": uri}}]}]}
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "files/abc123",
+        "https://generativelanguage.googleapis.com/v1beta/files/abc123",
+        "gs://other-project/secret.pdf",
+    ],
+)
+def test_files_of_the_project_are_refused_by_default(uri: str) -> None:
+    with pytest.raises(InvalidRequest, match="stored in the sidecar's Gemini project") as err:
+        validate_request(_ev(_part(uri)), 10_000_000)
+    assert (err.value.code, err.value.status) == (403, "PERMISSION_DENIED")
+    validate_request(_ev(_part(uri)), 10_000_000, allow_project_resources=True)
+
+
+def test_public_file_uris_stay_allowed() -> None:
+    validate_request(_ev(_part("https://www.youtube.com/watch?v=9hE5-98ZeCg")), 10_000_000)
+
+
+def test_cached_contents_and_tuned_models_are_refused_by_default() -> None:
+    body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
+    with pytest.raises(InvalidRequest, match="cachedContent"):
+        validate_request(_ev({**body, "cachedContent": "cachedContents/xyz"}), 10_000_000)
+    with pytest.raises(InvalidRequest, match="tuned model"):
+        validate_request(_ev(body, model="tunedModels/someone-elses"), 10_000_000)
+    validate_request(_ev(body, model="tunedModels/ours"), 10_000_000, True)
+
+
+@pytest.mark.parametrize("where", ["tools", "generationConfig"])
+def test_absurdly_nested_bodies_never_crash(where: str) -> None:
+    """Hostile nesting (found by the chaos fuzzer) ends in InvalidRequest or passes, never in
+    a RecursionError or another exception that would stop the partition."""
+    deep = '{"a": ' * 5000 + '"x"' + "}" * 5000
+    value = "[" + deep + "]" if where == "tools" else '{"responseSchema": ' + deep + "}"
+    head = '{"contents": [{"role": "user", "parts": [{"text": "hi"}]}], '
+    body = head + f'"{where}": {value}' + "}"
+    with contextlib.suppress(InvalidRequest):
+        validate_request(RequestEvent("r1", "gemini-2.5-flash", Kind.GENERATE, body), 10**8)
