@@ -104,6 +104,9 @@ def _poll_env(cfg: Config) -> dict[str, str]:
         "CONNECTOR_KAFKA_MAX_POLL_INTERVAL_MS": str(ms),
         "CONNECTOR_KAFKA_SESSION_TIMEOUT_MS": str(ms),
         "CONNECTOR_KAFKA_HEARTBEAT_INTERVAL_MS": str(max(500, ms // 5)),
+        # A pass budget plus one HTTP timeout must stay within half the poll interval (the
+        # sidecar refuses to start otherwise): 2 s + 3 s for the 10 s interval used here.
+        "CONNECTOR_PASS_BUDGET_S": "2",
     }
 
 
@@ -194,8 +197,8 @@ def kills_and_stalls(cfg: Config, broker: Broker, shared: Shared) -> PhaseResult
     )
     shared.emulators.append(em)
     topics = new_topics("kills", cfg.partitions, bootstrap=broker.bootstrap)
-    shared.ledgers.append(f"{topics.group}.ledger")
-    http_timeout = 6
+    shared.ledgers.append(f"{topics.group}.{topics.requests}.ledger")
+    http_timeout = 3
     env = sidecar_env(
         topics,
         broker.bootstrap,
@@ -328,7 +331,7 @@ def broker_and_partitions(cfg: Config, broker: Broker, shared: Shared) -> PhaseR
     )
     shared.emulators.append(em)
     topics = new_topics("broker", parts, bootstrap=broker.bootstrap)
-    shared.ledgers.append(f"{topics.group}.ledger")
+    shared.ledgers.append(f"{topics.group}.{topics.requests}.ledger")
     env = sidecar_env(
         topics,
         broker.bootstrap,
@@ -336,6 +339,7 @@ def broker_and_partitions(cfg: Config, broker: Broker, shared: Shared) -> PhaseR
         CONNECTOR_BATCH_MAX_REQUESTS="20",
         CONNECTOR_BATCH_MAX_WAIT_S="1.5",
         CONNECTOR_STARTUP_TIMEOUT_S="300",
+        CONNECTOR_HTTP_TIMEOUT_S="3",
         **_poll_env(cfg),
         **_guarantee_env(cfg),
     )
@@ -507,7 +511,7 @@ def fault_storm(cfg: Config, broker: Broker, shared: Shared) -> PhaseResult:
     res = PhaseResult("fault_storm")
     rng = random.Random(cfg.seed + 2)
     wd = cfg.workdir
-    http_timeout = 6
+    http_timeout = 3
     knobs = {
         "request_error_rate": 0.10,
         "transient_error_rate": 0.05,
@@ -533,7 +537,7 @@ def fault_storm(cfg: Config, broker: Broker, shared: Shared) -> PhaseResult:
         bootstrap=broker.bootstrap,
         result_configs={"max.message.bytes": str(RESULT_TOPIC_MAX_BYTES)},
     )
-    shared.ledgers.append(f"{topics.group}.ledger")
+    shared.ledgers.append(f"{topics.group}.{topics.requests}.ledger")
     env = sidecar_env(
         topics,
         broker.bootstrap,
@@ -857,7 +861,7 @@ def hostile_input(cfg: Config, broker: Broker, shared: Shared) -> PhaseResult:
     shared.emulators.append(em)
     parts = 3
     topics = new_topics("hostile", parts, bootstrap=broker.bootstrap)
-    shared.ledgers.append(f"{topics.group}.ledger")
+    shared.ledgers.append(f"{topics.group}.{topics.requests}.ledger")
     env = sidecar_env(
         topics,
         broker.bootstrap,
