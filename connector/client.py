@@ -190,7 +190,10 @@ class ResultReader:
         """A result in any of the three formats (the sidecar's CONNECTOR_RESULT_FORMAT)."""
         fmt = detect(data)
         if fmt is Format.JSON:
-            return _result_from_json(orjson.loads(data))
+            try:
+                return _result_from_json(orjson.loads(data))
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise DecodeError(f"not a JSON result event: {exc!r}") from exc
         if fmt is Format.CONFLUENT:
             if self._registry is None:
                 raise DecodeError("a Confluent-framed result needs registry_url")

@@ -304,6 +304,8 @@ def _check_model_name(model: str) -> None:
 
 def _check_metadata(metadata: dict[str, str]) -> None:
     """Bound the metadata's size; Avro already guarantees string keys and values."""
+    if not isinstance(metadata, dict):
+        raise InvalidRequest("metadata must be a map of strings")
     try:
         chars = sum(map(len, metadata)) + sum(map(len, metadata.values()))
     except TypeError as exc:
