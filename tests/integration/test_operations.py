@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import httpx2
@@ -147,6 +148,47 @@ def test_operations_of_a_running_sidecar(
         pages.append(with_gemini.stdout + with_gemini.stderr)
         assert with_gemini.stdout.count("batches/") == 2
         assert with_gemini.stdout.count("/3 (") == 2  # batchStats progress of each job
+        # --watch: live refresh with progress bars until interrupted (Ctrl-C exits 0).
+        watch = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "connector",
+                "status",
+                "--watch",
+                "--gemini",
+                "--interval",
+                "0.5",
+            ],
+            env={**env, "COLUMNS": "200"},
+            cwd=str(ROOT),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        chunks: list[str] = []
+        assert watch.stdout is not None
+        reader = threading.Thread(
+            target=lambda: chunks.extend(iter(watch.stdout.readline, "")),  # type: ignore[union-attr]
+            daemon=True,
+        )
+        reader.start()
+        try:
+            # Off a terminal rich draws only the last frame, at exit: count the refreshes by
+            # the provider reads they make instead (one get per job per refresh).
+            gets = lambda: emulator.stats()["calls"].get("batches.get", 0)  # noqa: E731
+            before = gets()
+            wait_until(lambda: gets() >= before + 4, timeout=60, message="two refreshes")
+            watch.send_signal(signal.SIGINT)
+            assert watch.wait(timeout=30) == 0
+        finally:
+            if watch.poll() is None:
+                watch.kill()
+        reader.join(timeout=10)
+        watched = "".join(chunks)
+        pages.append(watched)
+        assert "in-flight jobs: 2" in watched
+        assert watched.count("batches/") >= 2
 
         got = collect(kafka_bootstrap, topics.results, ids, timeout=90)
         assert got.latest("ops-1").cost_usd is not None
