@@ -18,7 +18,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -57,7 +57,7 @@ from connector.core.ports import (
 )
 from connector.core.quota import Budget, share, should_pause
 from connector.core.records import EntryState
-from connector.core.recovery import plan_recovery
+from connector.core.recovery import plan_recovery, to_retract
 from connector.core.watermark import Watermark
 from connector.errors import Fenced, KafkaError, RegistryUnavailable
 from connector.metrics import Telemetry
@@ -579,6 +579,7 @@ class Sidecar:
         freeze outlived max.poll.interval.ms). Forget every partition, create nothing; the
         consumer rejoins on its next poll and the assignment it gets is recovered afresh."""
         dropped = sorted(self.ctx.owned)
+        self._retract(dropped)
         for p in dropped:
             self.batcher.drop_partition(p)
         self.ctx.owned.clear()
@@ -587,6 +588,34 @@ class Sidecar:
             "fenced: this replica no longer owns its partitions; dropped them, created nothing",
             partitions=dropped,
             error=str(exc),
+        )
+
+    def _retract(self, partitions: Iterable[int]) -> None:
+        """Take back the uncommitted, never-created INTENTs of partitions being lost.
+
+        At-least-once only: in exactly-once mode such INTENTs were in a transaction that was
+        aborted or committed together with their offsets. The new owner reads those requests
+        again and batches them itself; see `recovery.to_retract` for why and what stays.
+        (A new owner that loaded one of them only looks it up one HTTP timeout later, so this
+        tombstone, written right away, comes long before any create of theirs.)
+        """
+        if self.s.exactly_once:
+            return
+        ctx = self.ctx
+        gone = [
+            e
+            for p in partitions
+            if (st := ctx.owned.get(p)) is not None
+            for e in to_retract(st.jobs.values(), st.committed)
+        ]
+        if not gone:
+            return
+        ctx.producer.flush_and_check([ctx.ledger.tombstone(e) for e in gone])
+        self.stats.intents_retracted += len(gone)
+        log.warning(
+            "retracted INTENTs of lost partitions (never committed, never created); the new "
+            "owner batches those requests itself",
+            jobs=[e.job_id for e in gone],
         )
 
     def _poll_timeout(self) -> float:
@@ -611,6 +640,7 @@ class Sidecar:
         for kind, partitions in self.consumer.rebalance_events():
             changed = True
             if kind == "revoked":
+                self._retract(partitions & set(owned))
                 for p in partitions:
                     self.batcher.drop_partition(p)
                     owned.pop(p, None)

@@ -117,5 +117,7 @@ class Stats:
     """Operator commands (`connector cancel`) carried out and retired by this replica."""
     requests_cancelled: int = 0
     """Requests answered 499 CANCELLED by an operator's cancel."""
+    intents_retracted: int = 0
+    """INTENTs of lost partitions taken back (never committed, never created)."""
     kafka_failures: int = 0
     """Passes that failed on Kafka (outage, unacked send) and were redone after a backoff."""

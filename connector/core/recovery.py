@@ -8,12 +8,13 @@ topic (a second deployment sharing the ledger) are left alone.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from connector.core.partitions import Tracked
 from connector.core.records import EntryState, LedgerEntry
 
-__all__ = ["RecoveryPlan", "Resume", "plan_recovery", "superseded"]
+__all__ = ["RecoveryPlan", "Resume", "plan_recovery", "superseded", "to_retract"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,29 @@ class RecoveryPlan:
     @property
     def done(self) -> int:
         return sum(r.entry.state is EntryState.DONE for r in self.resume)
+
+
+def to_retract(jobs: Iterable[Tracked], committed: int) -> list[LedgerEntry]:
+    """INTENTs to take back when a partition is lost (revoked, or fenced as a zombie).
+
+    An INTENT this replica wrote whose offsets it never committed, and for which it never
+    tried a create, is still its own private claim on those requests: the new owner reads
+    them again from the committed offset and batches them itself. Left in the ledger, it
+    would be found by whoever next recovers the partition and created a second time (seen
+    in the long chaos run: a replica frozen past the poll interval wrote INTENTs for records
+    it had fetched before it noticed, then recovered and created them). An INTENT whose
+    offsets were committed must stay (its requests exist nowhere else), and one with a create
+    attempt behind it may have a job.
+    """
+    return [
+        t.entry
+        for t in jobs
+        if t.entry.state is EntryState.INTENT
+        and not t.lookup
+        and t.failures == 0
+        and t.entry.offsets
+        and min(t.entry.offsets) >= committed
+    ]
 
 
 def superseded(job_id: str, live: Mapping[str, LedgerEntry]) -> bool:
