@@ -17,6 +17,8 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python deploy/local/kafka_local.py fetch
+	$(BIN)/python deploy/local/registry_local.py fetch
+	$(BIN)/python deploy/local/tools.py helm
 	$(BIN)/python -m pytest
 
 unit: $(STAMP)
