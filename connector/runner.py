@@ -210,6 +210,8 @@ class Sidecar:
                 if n is not None:
                     grower.ensure_ledger(s.ledger, n)
                     producer.await_partitions(s.ledger, n)
+                    if txn is not producer:  # claims go through it: it must know them too
+                        txn.await_partitions(s.ledger, n)
             finally:
                 grower.close()
 

@@ -325,6 +325,12 @@ class Producer:
             )
         except KafkaError as exc:  # refused before sending, e.g. over max_request_size
             return Sent(None, _produce_error(exc))
+        except ValueError as exc:
+            # kafka-python: "Unrecognized partition" when its metadata predates a partition
+            # (a ledger just grown). Not the record's fault: refresh, and let the loop back
+            # off and retry the pass (a KafkaError), never quarantine a job for it.
+            self._producer._metadata.request_update()  # kafka-python has no public refresh
+            raise BrokerUnavailable(f"producer metadata lags behind {topic}: {exc}") from exc
         return Sent(fut)
 
     def flush_and_check(self, sent: Sequence[SendHandle], timeout_s: float = 60.0) -> None:
