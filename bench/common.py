@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 ROOT = Path(__file__).resolve().parent.parent
 for _p in (ROOT, ROOT / "deploy" / "local"):
@@ -243,8 +243,8 @@ class HeldGemini(Gemini):
         self.sizes.append(len(inline or ()))
         return f"batches/held-{next(self._ids)}"
 
-    def upload_jsonl(self, lines: Iterator[bytes], display_name: str) -> str:
-        self.sizes.append(sum(1 for _ in lines))
+    def upload_file(self, buf: IO[bytes], display_name: str) -> str:
+        self.sizes.append(sum(1 for _ in buf))
         return f"files/held-{next(self._ids)}"
 
     def get(self, name: str) -> RemoteJob:
@@ -274,7 +274,7 @@ class GatedGemini(HeldGemini):
         self.created = threading.Event()
         self.succeeded_at: float | None = None
 
-    def upload_jsonl(self, lines: Iterator[bytes], display_name: str) -> str:
+    def upload_file(self, lines: IO[bytes], display_name: str) -> str:
         response = orjson.dumps(TYPICAL_RESPONSE)
         out = bytearray()
         count = 0
@@ -300,8 +300,8 @@ class GatedGemini(HeldGemini):
             self.succeeded_at = time.perf_counter()
         return RemoteJob(name, JobState.SUCCEEDED, None, None, "files/gated-output")
 
-    def download(self, file_name: str) -> bytes:
-        return self.output
+    def download_to(self, file_name: str, out: IO[bytes]) -> None:
+        out.write(self.output)
 
 
 class CountingGemini(Gemini):

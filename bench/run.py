@@ -484,7 +484,7 @@ class FanoutRun:
     intake_s: float
 
 
-def run_fanout(bootstrap: str, t: Topics, n: int, timeout: float) -> FanoutRun:
+def run_fanout(bootstrap: str, t: Topics, n: int, timeout: float, profile: Any = None) -> FanoutRun:
     """One N-request file job: RUNNING until all N are submitted, then SUCCEEDED."""
     base = "http://127.0.0.1:9"
     s = settings_for(
@@ -494,7 +494,7 @@ def run_fanout(bootstrap: str, t: Topics, n: int, timeout: float) -> FanoutRun:
     gemini = GatedGemini("bench", base)
     offsets = Offsets(bootstrap)
     try:
-        with sidecar_thread(TimedSidecar(s, gemini)) as sc:
+        with sidecar_thread(TimedSidecar(s, gemini), profile) as sc:
             first = wait_for(lambda: sc.stats.consumed > 0, 120, "first record")
             wait_for(gemini.created.is_set, timeout, "the big job created", 0.05)
             created = time.perf_counter()
@@ -649,6 +649,9 @@ def main(argv: list[str] | None = None) -> int:
         help="comma list of phases to skip: e2e,eos,fanout,inflight,sustained",
     )
     parser.add_argument("--profile", metavar="FILE", help="pyinstrument the e2e sidecar thread")
+    parser.add_argument(
+        "--profile-fanout", metavar="FILE", help="pyinstrument the fan-out sidecar thread"
+    )
     parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "latest.json"))
     parser.add_argument("--timeout", type=float, default=900, help="deadline of each wait (s)")
     args = parser.parse_args(argv)
@@ -815,7 +818,17 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"== fan-out: one {n_fan:,}-request job, SUCCEEDED → last result", flush=True)
                 fan_t = create_topics(bootstrap, "fanout", 1)
                 produce_requests(bootstrap, fan_t.requests, 1, n_fan)
-                fan = run_fanout(bootstrap, fan_t, n_fan, args.timeout)
+                fan_prof = None
+                if args.profile_fanout:
+                    from pyinstrument import Profiler  # noqa: PLC0415  # dev extra
+
+                    fan_prof = Profiler(interval=0.001)
+                fan = run_fanout(bootstrap, fan_t, n_fan, args.timeout, fan_prof)
+                if fan_prof is not None:
+                    Path(args.profile_fanout).write_text(
+                        fan_prof.output_text(unicode=True, color=False)
+                    )
+                    print(f"   profile written to {args.profile_fanout}", flush=True)
                 r_fan = fan.fanout_s / prod_s
                 report.add(
                     f"fan-out: {n_fan:,} results, SUCCEEDED to last result",

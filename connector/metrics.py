@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import IO, Any
 
 import structlog
 from prometheus_client import (
@@ -351,8 +351,14 @@ class ObservedGemini:
     def upload_jsonl(self, lines: Iterator[bytes], display_name: str) -> str:
         return str(self._call("upload", self._inner.upload_jsonl, lines, display_name))
 
+    def upload_file(self, f: IO[bytes], display_name: str) -> str:
+        return str(self._call("upload", self._inner.upload_file, f, display_name))
+
     def download(self, file_name: str) -> bytes:
         return bytes(self._call("download", self._inner.download, file_name))
+
+    def download_to(self, file_name: str, out: IO[bytes]) -> None:
+        self._call("download", self._inner.download_to, file_name, out)
 
     def delete_file(self, file_name: str) -> None:
         self._call("delete_file", self._inner.delete_file, file_name)

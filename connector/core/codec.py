@@ -24,6 +24,7 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 from connector.core.offsets import Offsets
 from connector.core.records import (
     BatchKey,
+    DeliveryCursor,
     EntryState,
     ErrorInfo,
     Kind,
@@ -392,6 +393,13 @@ class Codec:
                 "provider_job": e.provider_job,
                 "input_file": e.input_file,
                 "request_topic": e.request_topic,
+                "delivered": None
+                if e.delivered is None
+                else {
+                    "items": e.delivered.items,
+                    "scanned": e.delivered.scanned,
+                    "last_key": e.delivered.last_key,
+                },
             },
         )
 
@@ -430,6 +438,9 @@ class Codec:
                 provider_job=d["provider_job"],
                 input_file=d["input_file"],
                 request_topic=d["request_topic"],
+                delivered=None
+                if (c := d["delivered"]) is None
+                else DeliveryCursor(c["items"], c["scanned"], c["last_key"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise DecodeError(f"ledger entry is corrupt: {exc}") from exc

@@ -120,6 +120,19 @@ class EntryState(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class DeliveryCursor:
+    """How far a SUCCEEDED job's results are produced and acked (ledger v3), so a restart
+    resumes there: the duplicate window of a crash mid-delivery is one chunk, not the job."""
+
+    items: int
+    """Output items read (the provider's order, fixed per job), every one answered."""
+    scanned: int = 0
+    """Then: job offsets (ascending) checked for a missing output, every one answered."""
+    last_key: str = ""
+    """The key of the last item read: a resume that finds another key there starts over."""
+
+
+@dataclass(frozen=True, slots=True)
 class LedgerEntry:
     """One job in the ledger: references to requests, never payloads."""
 
@@ -142,6 +155,8 @@ class LedgerEntry:
     """The uploaded `files/ID`, for cleanup."""
     request_topic: str = ""
     """The request topic the offsets belong to; "" in entries written before ledger v2."""
+    delivered: DeliveryCursor | None = None
+    """Set while a SUCCEEDED job's results go out chunk by chunk (ledger v3)."""
 
     def __post_init__(self) -> None:
         if type(self.offsets) is not Offsets:

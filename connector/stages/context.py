@@ -60,11 +60,6 @@ class Context:
             if (st := self.owned.get(p)) is not None and st.committed >= 0
         }
 
-    def commit_abort(self) -> None:
-        """Exactly-once: drop the open transaction (e.g. a delivery that cannot finish now)."""
-        if self.settings.exactly_once and self.txn is not None:
-            self.txn.abort_transaction()
-
     def commit(self, sends: Sequence[SendHandle], partitions: Iterable[int]) -> None:
         """Make `sends` durable: acked (at-least-once), or one transaction fenced by the
         group generation of `partitions` (exactly-once; raises `Fenced` when stale)."""

@@ -18,11 +18,15 @@ from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 
+import structlog
+
 from connector.core.jsonl import read_output_items
 from connector.core.ports import GeminiPort
-from connector.core.records import LedgerEntry, OutputItem, RemoteJob
+from connector.core.records import DeliveryCursor, LedgerEntry, OutputItem, RemoteJob
 from connector.core.results import Original, Outgoing, correlation_key, success_results
 from connector.core.spans import CHUNK_REQUESTS
+
+log = structlog.get_logger("connector")
 
 CHUNK_BYTES = 16 * 1024 * 1024
 """Output JSON read per chunk: a chunk's results hold a few times this in memory."""
@@ -37,14 +41,17 @@ class Delivery:
         self,
         entry: LedgerEntry,
         job_name: str | None,
-        items: Iterator[tuple[OutputItem, int]],
+        items: Callable[[], Iterator[tuple[OutputItem, int]]],
         closer: Callable[[], None] = lambda: None,
         chunk_requests: int = CHUNK_REQUESTS,
         chunk_bytes: int = CHUNK_BYTES,
+        resume: DeliveryCursor | None = None,
     ) -> None:
         self.entry = entry
         self.job_name = job_name
-        self._items = items
+        self._open = items
+        """Opens the job's output items from the start (again, if a resume must start over)."""
+        self._items = items()
         self._closer = closer
         self._chunk_requests = chunk_requests
         self._chunk_bytes = chunk_bytes
@@ -52,8 +59,17 @@ class Delivery:
         self._done = bytearray(len(self._offsets))
         self._outputs_done = False
         self._scan = 0
-        self._batch: tuple[list[int], list[OutputItem]] | None = None
-        """The chunk in hand, kept until its results are acked (retried as is on failure)."""
+        self._batch: tuple[list[int], list[OutputItem], DeliveryCursor] | None = None
+        """The chunk in hand and the cursor past it, kept until its results are acked."""
+        self._read = 0
+        """Output items taken from `items` so far."""
+        self._last_key = ""
+        self._resume = resume if resume is not None and resume.items > 0 else None
+        self._scanned_before = resume.scanned if resume is not None else 0
+        """Where an earlier delivery of this job stopped: items up to it are marked
+        answered as they are read again, never produced."""
+        self.cursor = resume or DeliveryCursor(0)
+        """Everything up to here is produced and acked: what the ledger records."""
         self.chunks = 0
         self.output_file: str | None = None
         """The results file at the provider, deleted once every result is acked."""
@@ -64,7 +80,9 @@ class Delivery:
             self._batch = self._take()
         if self._batch is None:
             return None
-        offsets, outputs = self._batch
+        offsets, outputs, _ = self._batch
+        if not offsets:
+            return []  # a chunk of items answered before a restart: nothing to produce
         originals = read(self.entry.key.partition, offsets)
         return success_results(
             self.entry, originals, outputs, self.job_name, now_ms, offsets=offsets
@@ -73,10 +91,16 @@ class Delivery:
     def acked(self) -> None:
         """The chunk's results are acked: never produce them again."""
         if self._batch is not None:
-            for o in self._batch[0]:
+            offsets, _, cursor = self._batch
+            for o in offsets:
                 self._done[self._index(o)] = 1
             self._batch = None
-            self.chunks += 1
+            self.cursor = cursor
+            self.chunks += bool(offsets)
+
+    def cursor_in_hand(self) -> DeliveryCursor | None:
+        """The cursor past the chunk in hand: what the ledger may record once it is acked."""
+        return self._batch[2] if self._batch is not None else None
 
     def finished(self) -> bool:
         """Whether every result is acked (reads the next chunk's output lines ahead)."""
@@ -100,33 +124,78 @@ class Delivery:
             return -1  # "007" or " 7" is not the key of offset 7
         return self._index(offset)
 
-    def _take(self) -> tuple[list[int], list[OutputItem]] | None:
+    def _take(self) -> tuple[list[int], list[OutputItem], DeliveryCursor] | None:
+        resume = self._resume
         if not self._outputs_done:
             offsets: list[int] = []
             outputs: list[OutputItem] = []
             seen: set[int] = set()
             size = 0
             for item, n in self._items:
+                self._read += 1
+                self._last_key = item.key
+                size += n
                 i = self._key_index(item.key)
+                if resume is not None and self._read <= resume.items:
+                    # Answered before a restart: mark it, produce nothing. Bounded by the
+                    # chunk's bytes like any chunk, so re-reading a big file spans passes.
+                    if i >= 0:
+                        self._done[i] = 1
+                    if self._read == resume.items:
+                        self._resumed(item.key)
+                        return [], [], self._position()
+                    if size >= self._chunk_bytes:
+                        return [], [], self.cursor  # no progress to record yet
+                    continue
                 if i < 0 or self._done[i] or i in seen:
                     continue  # not a request of this job, or answered already
-                offset = self._offsets[i]
                 seen.add(i)
-                offsets.append(offset)
+                offsets.append(self._offsets[i])
                 outputs.append(item)
-                size += n
                 if len(offsets) >= self._chunk_requests or size >= self._chunk_bytes:
-                    return sorted(offsets), outputs
+                    return sorted(offsets), outputs, self._position()
+            if resume is not None and self._read < resume.items:
+                self._resumed(None)  # fewer items than before: not the same output
+                return [], [], self._position()
             self._outputs_done = True
             if offsets:
-                return sorted(offsets), outputs
+                return sorted(offsets), outputs, self._position()
+        if self._scan < self._scanned_before:
+            self._scan = min(self._scanned_before, len(self._offsets))  # answered NO_OUTPUT
         # Requests the output never mentioned: NO_OUTPUT (or DATA_LOSS) results.
         missing: list[int] = []
         while self._scan < len(self._offsets) and len(missing) < self._chunk_requests:
             if not self._done[self._scan]:
                 missing.append(self._offsets[self._scan])
             self._scan += 1
-        return (missing, []) if missing else None
+        return (missing, [], self._position()) if missing else None
+
+    def _position(self) -> DeliveryCursor:
+        scanned = self._scan if self._outputs_done else 0
+        return DeliveryCursor(self._read, scanned, self._last_key)
+
+    def _resumed(self, key: str | None) -> None:
+        """The items answered before a restart are read again: check it is the same output."""
+        resume = self._resume
+        assert resume is not None
+        self._resume = None
+        if key == resume.last_key:
+            return
+        log.warning(
+            "results differ from the ones a delivery was resumed from; delivering all again",
+            job_id=self.entry.job_id,
+            batch_job=self.job_name,
+            cursor_items=resume.items,
+            expected_key=resume.last_key,
+            found_key=key,
+        )
+        self._done = bytearray(len(self._offsets))
+        self._items = self._open()
+        self._read = 0
+        self._last_key = ""
+        self._outputs_done = False
+        self._scan = 0
+        self._scanned_before = 0
 
 
 def start_delivery(
@@ -135,24 +204,36 @@ def start_delivery(
     remote: RemoteJob | None,
     chunk_requests: int = CHUNK_REQUESTS,
     chunk_bytes: int = CHUNK_BYTES,
+    resume: DeliveryCursor | None = None,
 ) -> Delivery:
     """A delivery over the job's outputs: inline ones as they are, or its results file
-    streamed to a temporary file first (a `ProviderError` if the download fails)."""
+    streamed to a temporary file first (a `ProviderError` if the download fails). `resume`:
+    the ledger's cursor of an earlier delivery of the job, which this one goes on from."""
     job = entry.provider_job
     if remote is None or (remote.inline is None and not remote.responses_file):
-        return Delivery(entry, job, iter(()), chunk_requests=chunk_requests)
+        return Delivery(entry, job, lambda: iter(()), chunk_requests=chunk_requests, resume=resume)
     if remote.inline is not None:
-        items = ((item, 0) for item in remote.inline)
-        return Delivery(entry, job, items, chunk_requests=chunk_requests)
+        inline = remote.inline
+        return Delivery(
+            entry,
+            job,
+            lambda: ((item, 0) for item in inline),
+            chunk_requests=chunk_requests,
+            resume=resume,
+        )
     assert remote.responses_file is not None
     # Anonymous: gone when closed, or when the process dies, whatever the path out.
     spool = tempfile.TemporaryFile(prefix="gbc-results-", suffix=".jsonl")  # noqa: SIM115
     try:
         gemini.download_to(remote.responses_file, spool)
-        spool.seek(0)
     except BaseException:
         spool.close()
         raise
-    d = Delivery(entry, job, read_output_items(spool), spool.close, chunk_requests, chunk_bytes)
+
+    def lines() -> Iterator[tuple[OutputItem, int]]:
+        spool.seek(0)
+        return read_output_items(spool)
+
+    d = Delivery(entry, job, lines, spool.close, chunk_requests, chunk_bytes, resume)
     d.output_file = remote.responses_file
     return d

@@ -11,7 +11,7 @@ exactly-once mode every chunk and the job's end are one transaction, produced in
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import TypeVar
 
@@ -219,7 +219,12 @@ class Tracker:
         if isinstance(outcome, policy.Deliver):
             try:
                 delivery = start_delivery(
-                    ctx.gemini, entry, remote, self.chunk_requests, self.chunk_bytes
+                    ctx.gemini,
+                    entry,
+                    remote,
+                    self.chunk_requests,
+                    self.chunk_bytes,
+                    resume=entry.delivered,
                 )
             except ProviderFileGone as exc:
                 # Past the Files API's 48 h TTL (or deleted): waiting will not bring it back.
@@ -278,44 +283,46 @@ class Tracker:
     def _deliver_chunk(self, t: Tracked) -> None:
         """Produce the next chunk of a SUCCEEDED job's results; after the last, end the job.
 
-        At-least-once: one chunk per job per pass, acked before the next, so the loop keeps
-        polling while a big job is delivered (a crash repeats at most what was not ended).
-        Exactly-once: every chunk in this pass, then the end, all in one transaction.
+        One chunk per job per pass, so the loop keeps polling while a big job is delivered.
+        Each chunk's results are acked, then the job's ledger entry records the delivery
+        cursor past them (exactly-once: results and cursor in one transaction), so a crash
+        repeats at most the chunk whose cursor was not written (none, exactly-once), and a
+        restart resumes from the cursor.
         """
         ctx = self.ctx
         entry = t.entry
         d = self.deliveries[entry.job_id]
         eos = ctx.settings.exactly_once
-        pending: list[SendHandle] = []
+        p = entry.key.partition
         try:
-            while True:
-                outgoing = d.next_chunk(ctx.reader.read, ctx.wall_ms())
-                if outgoing is None:
-                    break
-                sent = self.send(entry, outgoing)
-                if eos:
-                    pending.extend(sent)
-                else:
-                    ctx.commit(sent, [entry.key.partition])
-                d.acked()
-                if d.finished():
-                    break
-                if not eos:
-                    t.due = ctx.clock()  # the next chunk in the next pass
-                    return
+            outgoing = d.next_chunk(ctx.reader.read, ctx.wall_ms())
+            sent = self.send(entry, outgoing) if outgoing else []
         except RegistryUnavailable as exc:  # re-reading Confluent-framed requests
             log.warning(
                 "re-reading requests failed; will retry", job_id=entry.job_id, error=str(exc)
             )
-            if eos:  # the open transaction's results are dropped with the delivery
-                self.deliveries.pop(entry.job_id, None)
-                d.close()
-                ctx.commit_abort()
-            ctx.reschedule(t, ctx.clock())
+            ctx.reschedule(t, ctx.clock())  # nothing was sent yet: no transaction to abort
             return
+        if outgoing is not None:
+            moved = d.cursor_in_hand()
+            if moved == entry.delivered:
+                moved = None
+            if not eos and sent:  # results acked before the cursor past them is even sent
+                ctx.commit(sent, [p])
+                sent = []
+            if moved is not None:
+                entry = replace(entry, delivered=moved)
+                sent.append(ctx.ledger.write(entry))
+            if sent:  # exactly-once: results and cursor in one transaction
+                ctx.commit(sent, [p])
+            d.acked()
+            t.entry = d.entry = entry
+            if not d.finished():
+                t.due = ctx.clock()  # the next chunk in the next pass
+                return
         del self.deliveries[entry.job_id]
         d.close()
-        self.end(entry, pending)
+        self.end(entry)
         log.info(
             "job delivered", job_id=entry.job_id, batch_job=entry.provider_job, chunks=d.chunks
         )

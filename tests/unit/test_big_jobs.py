@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import IO
 
 import orjson
+import pytest
 
 from connector.core.jsonl import read_output_items
 from connector.core.records import (
@@ -27,7 +28,9 @@ from connector.core.records import (
 )
 from connector.core.results import Original
 from connector.core.spans import CHUNK_REQUESTS, chunks, offset_ranges
+from connector.errors import ProduceFailed
 from connector.stages.delivery import Delivery, start_delivery
+from connector.testing import TestHarness
 from tests.unit.loop_support import (
     answered,
     assert_answered_once,
@@ -69,17 +72,21 @@ def test_20k_request_file_job_is_delivered_one_chunk_per_pass_each_result_once()
     assert h.reader.fetched == n  # each request re-read once, for its results
 
 
-def test_revoked_mid_delivery_drops_the_delivery_and_the_next_owner_answers_all() -> None:
-    """A crash or revoke between chunks: the next owner produces every result again
-    (duplicate window 1 covers a partly delivered job too), none is lost."""
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_revoked_mid_delivery_the_next_owner_resumes_from_the_cursor(guarantee: str) -> None:
+    """A crash or revoke between chunks: the next owner reads the delivery cursor from the
+    ledger and produces only what is left; nothing twice, nothing lost."""
     n = 12
-    h = make(batch_max_requests=n, **FILE_JOB)
+    h = make(batch_max_requests=n, processing_guarantee=guarantee, **FILE_JOB)
     h.sidecar.tracker.chunk_requests = 5
     ids = publish(h, "rv", n)
     h.consumer.assign(0)
     h.run_until(lambda: len(h.results()) >= 5)
     assert len(h.results()) == 5
     [d] = h.sidecar.tracker.deliveries.values()
+    [live] = h.ledger.live(0).values()
+    assert live.delivered is not None
+    assert live.delivered.items == 5
     h.consumer.revoke(0)
     h.step()
     assert h.sidecar.tracker.deliveries == {}
@@ -88,9 +95,49 @@ def test_revoked_mid_delivery_drops_the_delivery_and_the_next_owner_answers_all(
 
     nxt = h.restart(0)
     nxt.run_until(lambda: answered(nxt, ids) and not nxt.ledger.live(0))
+    assert_answered_once(nxt, ids, ResultStatus.OK)
+    assert_no_job_created_twice(nxt)
+
+
+def _refuse_cursor_writes(h: TestHarness) -> None:
+    """The ledger write of a delivery cursor fails (its results were acked before it)."""
+
+    def refuse(topic: str, value: bytes | None) -> BaseException | None:
+        if (
+            topic == h.settings.ledger
+            and value is not None
+            and h.codec.decode_ledger(value).delivered is not None
+        ):
+            return ProduceFailed("scripted: cursor write refused")
+        return None
+
+    h.producer.fail_when = refuse
+
+
+@pytest.mark.parametrize(("guarantee", "repeated"), [("at_least_once", 5), ("exactly_once", 0)])
+def test_a_crash_before_the_cursor_is_written_repeats_one_chunk_at_most(
+    guarantee: str, repeated: int
+) -> None:
+    """At-least-once: results acked, then the cursor write fails and the replica dies: the
+    next owner repeats that one chunk (duplicate window 1 is one chunk, not the job).
+    Exactly-once: results and cursor are one transaction, aborted together: nothing twice."""
+    n = 12
+    h = make(batch_max_requests=n, processing_guarantee=guarantee, **FILE_JOB)
+    h.sidecar.tracker.chunk_requests = 5
+    ids = publish(h, "cw", n)
+    h.consumer.assign(0)
+    h.run_until(lambda: h.sidecar.tracker.deliveries != {})
+    assert len(h.results()) == 5  # the first chunk and its cursor
+    _refuse_cursor_writes(h)
+    with pytest.raises(ProduceFailed):  # the replica dies here
+        h.run_until(lambda: False, max_passes=20)
+    assert len(h.results()) == 5 + repeated  # the second chunk's results: acked or aborted
+
+    nxt = h.restart(0)
+    nxt.run_until(lambda: answered(nxt, ids) and not nxt.ledger.live(0))
     by_id = nxt.results_by_id()
     assert all(1 <= len(by_id[rid]) <= 2 for rid in ids)
-    assert sum(len(by_id[rid]) == 2 for rid in ids) == 5  # the first chunk, again
+    assert sum(len(by_id[rid]) == 2 for rid in ids) == repeated
     assert_no_job_created_twice(nxt)
 
 
@@ -197,7 +244,9 @@ def test_delivery_answers_each_offset_once_in_bounded_chunks() -> None:
     output line answered NO_OUTPUT (INTERNAL) last, unreadable ones DATA_LOSS."""
     lines = [_line(k) for k in ("12", "10", "10", "99", "011", "x", "14", "13")]
     data = io.BytesIO(b"".join(lines) + b"not json\n")
-    d = Delivery(_entry(range(10, 16)), "batches/j", read_output_items(data), chunk_requests=2)
+    d = Delivery(
+        _entry(range(10, 16)), "batches/j", lambda: read_output_items(data), chunk_requests=2
+    )
     got = _drain(d)
     assert [len(c) for c in got] == [2, 2, 2]
     flat = [x for c in got for x in c]
@@ -213,7 +262,7 @@ def test_delivery_answers_each_offset_once_in_bounded_chunks() -> None:
 def test_delivery_bounds_a_chunk_by_bytes_and_retries_a_failed_chunk_as_is() -> None:
     big = "x" * 1_000
     data = io.BytesIO(b"".join(_line(str(o), big) for o in range(6)))
-    d = Delivery(_entry(range(6)), "batches/j", read_output_items(data), chunk_bytes=2_500)
+    d = Delivery(_entry(range(6)), "batches/j", lambda: read_output_items(data), chunk_bytes=2_500)
     first = d.next_chunk(_read, 0)
     assert first is not None
     assert len(first) == 3
