@@ -190,6 +190,14 @@ OPTIONS: tuple[Option, ...] = (
         "created last drop theirs and re-read them by offset",
     ),
     Option(
+        "delivery_chunk_requests",
+        "CONNECTOR_DELIVERY_CHUNK_REQUESTS",
+        int,
+        2_000,
+        "results of one finished job produced per loop pass, each chunk then recorded in the "
+        "ledger; a crash mid-delivery repeats at most this many (none in exactly_once)",
+    ),
+    Option(
         "poll_initial_s",
         "CONNECTOR_POLL_INITIAL_S",
         float,
@@ -370,6 +378,7 @@ class Settings:
     max_waiting_intents: int = DEFAULTS["max_waiting_intents"]
     max_waiting_bytes: int = DEFAULTS["max_waiting_bytes"]
     max_payload_bytes: int = DEFAULTS["max_payload_bytes"]
+    delivery_chunk_requests: int = DEFAULTS["delivery_chunk_requests"]
     poll_initial_s: float = DEFAULTS["poll_initial_s"]
     poll_max_s: float = DEFAULTS["poll_max_s"]
     max_failed_retries: int = DEFAULTS["max_failed_retries"]
@@ -532,6 +541,8 @@ def validate(s: Settings) -> None:
         raise ConfigError(
             "CONNECTOR_MAX_WAITING_BYTES and CONNECTOR_MAX_PAYLOAD_BYTES must be >= 0"
         )
+    if s.delivery_chunk_requests < 1:
+        raise ConfigError("CONNECTOR_DELIVERY_CHUNK_REQUESTS must be >= 1")
     if s.processing_guarantee not in GUARANTEES:
         raise ConfigError(
             f"CONNECTOR_PROCESSING_GUARANTEE must be one of {', '.join(GUARANTEES)}, "

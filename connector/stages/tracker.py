@@ -28,7 +28,7 @@ from connector.core.records import (
     RemoteJob,
 )
 from connector.core.results import Outgoing, error_results, lost_request
-from connector.core.spans import CHUNK_REQUESTS, chunks
+from connector.core.spans import chunks
 from connector.errors import (
     ConnectorError,
     KafkaError,
@@ -54,7 +54,7 @@ class Tracker:
         self._cleanups: list[_Cleanup] = []
         self.deliveries: dict[str, Delivery] = {}
         """Jobs whose results are being produced, chunk by chunk, by job id."""
-        self.chunk_requests = CHUNK_REQUESTS
+        self.chunk_requests = ctx.settings.delivery_chunk_requests
         self.chunk_bytes = CHUNK_BYTES
 
     def track_due(self, now: float, stopping: bool = False, deadline: float = float("inf")) -> None:

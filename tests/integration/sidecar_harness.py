@@ -175,11 +175,13 @@ def collect(
     expected: set[str],
     timeout: float,
     reader: ResultReader | None = None,
+    got: Collected | None = None,
 ) -> Collected:
-    """Read results until every expected request id has one (or fail at the deadline)."""
+    """Read results until every expected request id has one (or fail at the deadline);
+    `got`: add to what an earlier read collected."""
     own = reader is None
     reader = reader or ResultReader(bootstrap, topic)
-    got = Collected()
+    got = got if got is not None else Collected()
     try:
 
         def done() -> bool:

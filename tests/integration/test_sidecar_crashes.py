@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from sidecar_harness import (
     ROOT,
+    Collected,
     Topics,
     collect,
     emulator_stats,
@@ -23,7 +24,7 @@ from sidecar_harness import (
 )
 from waiting import wait_until
 
-from connector.client import RequestPublisher
+from connector.client import RequestPublisher, ResultReader
 from connector.core import policy
 from connector.core.codec import Codec
 from connector.core.records import BatchKey, EntryState, Kind, LedgerEntry, ResultStatus
@@ -416,3 +417,64 @@ def test_parent_with_live_successors_is_retired_not_decided_again(
         halves[0].display_name: 1,
         halves[1].display_name: 1,
     }
+
+
+@pytest.mark.parametrize(("guarantee", "window"), [("at_least_once", 100), ("exactly_once", 0)])
+def test_kill_minus_9_mid_delivery_resumes_from_the_ledger_cursor(
+    kafka_bootstrap: str,
+    topics: Topics,
+    emulator: EmulatorServer,
+    publisher: RequestPublisher,
+    tmp_path: Path,
+    guarantee: str,
+    window: int,
+) -> None:
+    """One 6,000-request file job delivered 100 results per pass; SIGKILL once 600 are out.
+    The next process resumes from the delivery cursor in the ledger: at most one chunk again
+    (at-least-once), none (exactly-once), instead of the 600+ already produced."""
+    n, chunk = 6_000, 100
+    emulator.update_config(queue_delay_s=0, processing_delay_s=0, per_request_delay_s=0)
+    env = topics.env(
+        kafka_bootstrap,
+        emulator.base_url,
+        CONNECTOR_BATCH_MAX_REQUESTS=str(n),
+        CONNECTOR_BATCH_MAX_WAIT_S="60",
+        CONNECTOR_BATCH_INLINE_MAX_BYTES="1000",  # a file job: results streamed from a file
+        CONNECTOR_DELIVERY_CHUNK_REQUESTS=str(chunk),
+        CONNECTOR_PROCESSING_GUARANTEE=guarantee,
+    )
+    ids = {f"cur-{i}" for i in range(n)}
+    for rid in sorted(ids):
+        publisher.publish(rid, "gemini-2.5-flash", prompt(rid), partition=0)
+    publisher.flush()
+    isolation = "read_committed" if guarantee == "exactly_once" else "read_uncommitted"
+    reader = ResultReader(kafka_bootstrap, topics.results, isolation_level=isolation)
+    got = Collected()
+    log = tmp_path / "sidecar.log"
+    first = spawn(env, log)
+    try:
+
+        def mid_delivery() -> bool:
+            for key, r in reader.poll(0.05):
+                got.add(key, r)
+            return len(got.by_id) >= 6 * chunk
+
+        wait_until(mid_delivery, timeout=120, message="the delivery under way")
+    finally:
+        first.kill()  # SIGKILL: no drain, no goodbye
+        first.wait(timeout=30)
+    before = sum(len(v) for v in got.by_id.values())
+    assert before < n, "the delivery ended before the kill: nothing was tested"
+    second = spawn(env, log)
+    try:
+        got = collect(kafka_bootstrap, topics.results, ids, timeout=120, reader=reader, got=got)
+    finally:
+        assert stop(second) == 0, log.read_text()[-3000:]
+        reader.close()
+    assert ids == set(got.by_id)
+    twice = [rid for rid, rs in got.by_id.items() if len(rs) > 1]
+    assert len(twice) <= window, f"{len(twice)} answered twice (killed at {before} results)"
+    assert all(len(rs) <= 2 for rs in got.by_id.values())
+    assert {r.status for rs in got.by_id.values() for r in rs} == {ResultStatus.OK}
+    assert_no_job_created_twice(emulator.base_url)
+    assert emulator_stats(emulator.base_url)["batches"]["created_total"] == 1

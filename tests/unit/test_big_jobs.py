@@ -55,7 +55,7 @@ def test_20k_request_file_job_is_delivered_one_chunk_per_pass_each_result_once()
     ids = publish(h, "big", n)
     h.consumer.assign(0)
     results_after_pass: list[int] = []
-    for _ in range(100):  # 40 passes take the 20k in (500 per poll)
+    for _ in range(100):  # 40 passes take the 20k in (500 per poll), 10 deliver them
         h.step(advance_s=1.0)
         results_after_pass.append(len(h.results()))
         if not h.ledger.live(0) and results_after_pass[-1]:
@@ -63,9 +63,11 @@ def test_20k_request_file_job_is_delivered_one_chunk_per_pass_each_result_once()
     assert_answered_once(h, ids, ResultStatus.OK)
     assert_no_job_created_twice(h)
     assert h.sidecar.stats.jobs_created == 1
-    # One chunk of 5,000 results per pass, so the loop polled between them.
+    # One chunk of results per pass (CONNECTOR_DELIVERY_CHUNK_REQUESTS), so the loop
+    # polled between them.
+    chunk = h.settings.delivery_chunk_requests
     delivering = [r for r in results_after_pass if r > 0]
-    assert delivering[:4] == [5_000, 10_000, 15_000, 20_000]
+    assert delivering[: n // chunk] == list(range(chunk, n + 1, chunk))
     assert h.sidecar.tracker.deliveries == {}
     # Results were matched to requests re-read a chunk at a time, never the whole job.
     assert max(len(offsets) for _, offsets in h.reader.reads) <= CHUNK_REQUESTS
