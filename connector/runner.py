@@ -19,6 +19,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -97,6 +98,8 @@ class Ports:
     """Transactional producer: claims before each create; in exactly-once mode, `producer`."""
     control: ControlPort | None = None
     """The control topic of operator commands (`connector cancel`); None: no commands."""
+    background: Executor | None = None
+    """Threads for long provider transfers (results downloads); None: on the loop thread."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +242,8 @@ class Sidecar:
             ),
             "consumer",
         )
+        # A 2 GB results file takes minutes: downloads run here, the loop keeps polling.
+        background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="gemini-download")
         schema_by_id, result_schema_id = self._registry()
         decoder = RequestDecoder(self.codec, schema_by_id)
         control: ControlTopic = self._connect(
@@ -260,6 +265,7 @@ class Sidecar:
                 grow_ledger=grow_ledger,
                 txn=txn,
                 control=control,
+                background=background,
             )
         )
         log.info("running", request_topic=s.request_topic, partitions=total)
@@ -267,6 +273,7 @@ class Sidecar:
         try:
             self.loop()
         finally:
+            background.shutdown(wait=False, cancel_futures=True)
             self.ctx.reader.retain(())  # closes the kept-open re-read consumers
             control.close()
             consumer.close()
@@ -337,6 +344,7 @@ class Sidecar:
             obs=self.metrics,
             txn=ports.txn,
             consumer=ports.consumer,
+            background=ports.background,
         )
         self.intake = Intake(
             s,

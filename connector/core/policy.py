@@ -295,6 +295,9 @@ def derive(
     )
 
 
+FETCH_CHECK_S = 0.1
+"""How often the loop looks whether a results file downloading in the background is in."""
+
 QUARANTINE_AFTER = 3
 """Unexpected exceptions processing one job (submit, track, deliver) before it is quarantined:
 its requests get 500 INTERNAL error results saying so, and it leaves the ledger."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import structlog
@@ -50,6 +51,8 @@ class Context:
     """Claims before each create; in exactly-once mode also `producer` itself."""
     consumer: ConsumerPort | None = None
     """The group member whose generation fences every transaction (KIP-447)."""
+    background: Executor | None = None
+    """Runs long provider transfers (results downloads) off the loop thread; None: inline."""
 
     def fence_offsets(self, partitions: Iterable[int]) -> dict[int, int]:
         """The partitions' committed offsets, committed again inside a transaction so that

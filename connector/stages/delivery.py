@@ -17,6 +17,7 @@ import tempfile
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future
 
 import structlog
 
@@ -51,7 +52,10 @@ class Delivery:
         self.job_name = job_name
         self._open = items
         """Opens the job's output items from the start (again, if a resume must start over)."""
-        self._items = items()
+        self._items: Iterator[tuple[OutputItem, int]] | None = None
+        """Opened at the first chunk (a results file is complete only once fetched)."""
+        self.fetch: Future[None] = _done()
+        """The results file's download, off the loop thread; done at once for inline jobs."""
         self._closer = closer
         self._chunk_requests = chunk_requests
         self._chunk_bytes = chunk_bytes
@@ -108,8 +112,16 @@ class Delivery:
             self._batch = self._take()
         return self._batch is None
 
+    def ready(self) -> bool:
+        """Whether the results are on hand (the download ended, well or not: see `fetch`)."""
+        return self.fetch.done()
+
     def close(self) -> None:
-        self._closer()
+        """Free the temp file, now or, while a download still writes to it, once it ends."""
+        if self.fetch.done() or self.fetch.cancel():
+            self._closer()
+        else:
+            self.fetch.add_done_callback(lambda _: self._closer())
 
     def _index(self, offset: int) -> int:
         i = bisect_left(self._offsets, offset)
@@ -126,6 +138,8 @@ class Delivery:
 
     def _take(self) -> tuple[list[int], list[OutputItem], DeliveryCursor] | None:
         resume = self._resume
+        if self._items is None:
+            self._items = self._open()
         if not self._outputs_done:
             offsets: list[int] = []
             outputs: list[OutputItem] = []
@@ -205,10 +219,12 @@ def start_delivery(
     chunk_requests: int = CHUNK_REQUESTS,
     chunk_bytes: int = CHUNK_BYTES,
     resume: DeliveryCursor | None = None,
+    background: Executor | None = None,
 ) -> Delivery:
     """A delivery over the job's outputs: inline ones as they are, or its results file
-    streamed to a temporary file first (a `ProviderError` if the download fails). `resume`:
-    the ledger's cursor of an earlier delivery of the job, which this one goes on from."""
+    streamed to a temporary file first, in `background` if given (`Delivery.ready`), and
+    its `ProviderError` kept in `Delivery.fetch`. `resume`: the ledger's cursor of an
+    earlier delivery of the job, which this one goes on from."""
     job = entry.provider_job
     if remote is None or (remote.inline is None and not remote.responses_file):
         return Delivery(entry, job, lambda: iter(()), chunk_requests=chunk_requests, resume=resume)
@@ -224,16 +240,28 @@ def start_delivery(
     assert remote.responses_file is not None
     # Anonymous: gone when closed, or when the process dies, whatever the path out.
     spool = tempfile.TemporaryFile(prefix="gbc-results-", suffix=".jsonl")  # noqa: SIM115
-    try:
-        gemini.download_to(remote.responses_file, spool)
-    except BaseException:
-        spool.close()
-        raise
+    name = remote.responses_file
 
     def lines() -> Iterator[tuple[OutputItem, int]]:
         spool.seek(0)
         return read_output_items(spool)
 
     d = Delivery(entry, job, lines, spool.close, chunk_requests, chunk_bytes, resume)
-    d.output_file = remote.responses_file
+    d.output_file = name
+    if background is None:
+        d.fetch = _done(lambda: gemini.download_to(name, spool))
+    else:  # up to 2 GB: the loop keeps polling Kafka meanwhile
+        d.fetch = background.submit(gemini.download_to, name, spool)
     return d
+
+
+def _done(fn: Callable[[], None] = lambda: None) -> Future[None]:
+    """`fn` run here and now, as a finished future (its exception kept, as a thread's is)."""
+    f: Future[None] = Future()
+    try:
+        fn()
+    except Exception as exc:
+        f.set_exception(exc)
+    else:
+        f.set_result(None)
+    return f

@@ -217,35 +217,15 @@ class Tracker:
         outcome = policy.on_terminal(entry, state, ctx.retry, ctx.wall_ms())
         ctx.obs.job_ended(entry, state, type(outcome).__name__.lower())
         if isinstance(outcome, policy.Deliver):
-            try:
-                delivery = start_delivery(
-                    ctx.gemini,
-                    entry,
-                    remote,
-                    self.chunk_requests,
-                    self.chunk_bytes,
-                    resume=entry.delivered,
-                )
-            except ProviderFileGone as exc:
-                # Past the Files API's 48 h TTL (or deleted): waiting will not bring it back.
-                log.error(
-                    "results file of a finished job is gone; resubmitting as if expired",
-                    job_id=entry.job_id,
-                    batch_job=entry.provider_job,
-                    error=str(exc),
-                )
-                self.finish(t, JobState.EXPIRED, None)
-                return
-            except ProviderError as exc:
-                ctx.provider_answered(exc)
-                log.warning(
-                    "fetching results failed; will retry",
-                    batch_job=entry.provider_job,
-                    error=str(exc),
-                )
-                ctx.reschedule(t, ctx.clock())
-                return
-            self.deliveries[entry.job_id] = delivery
+            self.deliveries[entry.job_id] = start_delivery(
+                ctx.gemini,
+                entry,
+                remote,
+                self.chunk_requests,
+                self.chunk_bytes,
+                resume=entry.delivered,
+                background=ctx.background,
+            )
             self._deliver_chunk(t)
         elif isinstance(outcome, policy.Resubmit):
             self._resubmit(entry, outcome.entries, state)
@@ -292,6 +272,14 @@ class Tracker:
         ctx = self.ctx
         entry = t.entry
         d = self.deliveries[entry.job_id]
+        if not d.ready():  # the results file is still downloading, off the loop thread
+            t.due = ctx.clock() + policy.FETCH_CHECK_S
+            return
+        if (failed := d.fetch.exception()) is not None:
+            del self.deliveries[entry.job_id]
+            d.close()
+            self._fetch_failed(t, failed)
+            return
         eos = ctx.settings.exactly_once
         p = entry.key.partition
         try:
@@ -327,6 +315,28 @@ class Tracker:
             "job delivered", job_id=entry.job_id, batch_job=entry.provider_job, chunks=d.chunks
         )
         self.cleanup(entry.provider_job, entry.input_file, d.output_file)
+
+    def _fetch_failed(self, t: Tracked, exc: BaseException) -> None:
+        """The results file of a SUCCEEDED job could not be downloaded."""
+        ctx = self.ctx
+        entry = t.entry
+        if isinstance(exc, ProviderFileGone):
+            # Past the Files API's 48 h TTL (or deleted): waiting will not bring it back.
+            log.error(
+                "results file of a finished job is gone; resubmitting as if expired",
+                job_id=entry.job_id,
+                batch_job=entry.provider_job,
+                error=str(exc),
+            )
+            self.finish(t, JobState.EXPIRED, None)
+        elif isinstance(exc, ProviderError):
+            ctx.provider_answered(exc)
+            log.warning(
+                "fetching results failed; will retry", batch_job=entry.provider_job, error=str(exc)
+            )
+            ctx.reschedule(t, ctx.clock())  # the next poll reads the job and fetches again
+        else:
+            raise exc  # not the provider's answer: counts against the job (`guarded`)
 
     def _forget_unowned(self) -> None:
         """Drop deliveries of jobs no longer owned (partition revoked) and their temp files;

@@ -8,8 +8,10 @@ shapes that bound it (chunk sizes, one chunk per pass, only the wanted records r
 from __future__ import annotations
 
 import io
+import threading
 from collections.abc import Iterable
-from typing import IO
+from concurrent.futures import ThreadPoolExecutor
+from typing import IO, Any
 
 import orjson
 import pytest
@@ -30,7 +32,7 @@ from connector.core.results import Original
 from connector.core.spans import CHUNK_REQUESTS, chunks, offset_ranges
 from connector.errors import ProduceFailed
 from connector.stages.delivery import Delivery, start_delivery
-from connector.testing import TestHarness
+from connector.testing import TestHarness, wait_until
 from tests.unit.loop_support import (
     answered,
     assert_answered_once,
@@ -294,3 +296,47 @@ def test_a_downloaded_results_file_is_read_from_disk_and_closed_with_the_deliver
     assert not spools[0].closed
     d.close()
     assert spools[0].closed
+
+
+def test_a_results_download_runs_off_the_loop_thread_and_the_loop_keeps_polling() -> None:
+    """A results file that takes long to download (up to 2 GB) does not hold a pass: the
+    loop goes on taking requests in while a background thread fetches, then delivers."""
+    h = make(batch_max_requests=12, **FILE_JOB)
+    started, gate = threading.Event(), threading.Event()
+
+    class SlowDownload:
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
+
+        def download_to(self, name: str, out: IO[bytes]) -> None:
+            started.set()
+            assert gate.wait(60)
+            self._inner.download_to(name, out)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._inner, name)
+
+    h.sidecar.ctx.gemini = SlowDownload(h.sidecar.ctx.gemini)
+    pool = ThreadPoolExecutor(max_workers=1)
+    h.sidecar.ctx.background = pool
+    try:
+        ids = publish(h, "bg", 12)
+        h.consumer.assign(0)
+        h.run_until(started.is_set)
+        later = publish(h, "later", 3)
+        consumed = h.sidecar.stats.consumed
+        h.step(3, advance_s=1.0)  # passes end while the download hangs
+        assert h.sidecar.stats.consumed == consumed + 3
+        assert h.results() == []
+        gate.set()
+
+        def delivered() -> bool:
+            h.step(advance_s=0.2)
+            return answered(h, ids)
+
+        wait_until(delivered, timeout=30, message="delivered once the download is in")
+        assert_answered_once(h, ids, ResultStatus.OK)
+        h.run_until(lambda: answered(h, later))
+    finally:
+        gate.set()
+        pool.shutdown(wait=True)
