@@ -202,19 +202,27 @@ def success_results(
     def make(o: Original, ev: RequestEvent) -> ResultEvent:
         if deadline_passed(ev, now_ms):
             return _base(ev, o, entry, job_name, now_ms, late("before its batch job finished"))
-        base = _base(ev, o, entry, job_name, now_ms, NO_OUTPUT)
         item = by_key.get(correlation_key(o.offset))
         if item is None:
-            return base
+            return _base(ev, o, entry, job_name, now_ms, NO_OUTPUT)
         if item.response is not None and item.error is None:
-            return replace(
-                base,
+            # The hot path of a delivery: built in one go (a `replace` costs ~1.5 µs each).
+            return ResultEvent(
+                request_id=ev.request_id,
                 status=ResultStatus.OK,
-                error=None,
+                model=ev.model,
+                kind=ev.kind,
                 response_json=orjson.dumps(item.response).decode(),
+                metadata=dict(ev.metadata),
+                batch_job=job_name,
+                attempt=entry.attempt,
                 usage=usage_of(item.response),
+                request_created_ms=ev.created_ms,
+                completed_ms=now_ms,
+                source_partition=o.partition,
+                source_offset=o.offset,
             )
-        return replace(base, error=provider_error(item.error or {}))
+        return _base(ev, o, entry, job_name, now_ms, provider_error(item.error or {}))
 
     return _per_request(entry, originals, job_name, now_ms, make, offsets)
 
