@@ -238,7 +238,7 @@ class Sidecar:
         )
         consumer: RequestConsumer = self._connect(
             lambda: RequestConsumer(
-                s.request_topic, s.group_id, s.bootstrap_servers, self._extra, max_records=500
+                s.request_topic, s.group_id, s.bootstrap_servers, self._extra, max_records=2000
             ),
             "consumer",
         )
