@@ -60,11 +60,12 @@ class Control:
         raise ApiError(404, f"Unknown control path {req.path} ({method}).")
 
     def stats(self) -> JsonObj:
-        """Batch and file counts plus calls per API method."""
+        """Batch and file counts, calls per API method and the calls being answered now."""
         return {
             "batches": self._svc.jobs.stats(),
             "files": self._svc.files.stats(),
             "calls": self._svc.call_counts(),
+            "in_flight": self._svc.in_flight_counts(),
             "clock": self.clock(),
         }
 

@@ -47,6 +47,7 @@ class Service:
         self._rng = random.Random(config.seed)
         self._rng_lock = threading.Lock()
         self.calls: Counter[str] = Counter()
+        self.in_flight: Counter[str] = Counter()
         self._calls_lock = threading.Lock()
         self._creates = 0  # numbers create calls for the seeded create faults
 
@@ -70,7 +71,19 @@ class Service:
     # -- entry point ----------------------------------------------------------------------
 
     def handle(self, req: Request) -> Response:
-        """Answer one API request (not the control API)."""
+        """Answer one API request (not the control API), counted in `in_flight` meanwhile."""
+        name = call_name(req.method, req.path, req.query)
+        with self._calls_lock:
+            self.in_flight[name] += 1
+        try:
+            return self._handle(req)
+        finally:
+            with self._calls_lock:
+                self.in_flight[name] -= 1
+                if self.in_flight[name] <= 0:
+                    del self.in_flight[name]
+
+    def _handle(self, req: Request) -> Response:
         match = API_PATH.search(req.path)
         if match is None:
             raise ApiError(404, f"Unknown path {req.path}.")
@@ -146,6 +159,17 @@ class Service:
         """A consistent copy of the per-method call counts."""
         with self._calls_lock:
             return dict(self.calls)
+
+    def in_flight_counts(self) -> dict[str, int]:
+        """Requests being answered right now, by the `calls` name they are counted under.
+
+        A request is in flight from the moment it arrives until its answer is ready, the
+        emulated latency included, whereas `calls` counts it only after the latency and the
+        transient faults. So a test sees a slow call while it is still running (e.g. to
+        freeze its client inside an upload, before what the client does next).
+        """
+        with self._calls_lock:
+            return dict(self.in_flight)
 
     def reset_calls(self) -> None:
         """Zero the call counts."""
@@ -423,6 +447,42 @@ class Service:
         if token:
             out["nextPageToken"] = token
         return Response.json(out)
+
+
+def call_name(method: str, path: str, query: dict[str, str]) -> str:
+    """The `calls` name of an API request, known as soon as it arrives (for `in_flight`).
+
+    Mirrors the routing of `Service.handle`: resumable-upload chunks, which `calls` does not
+    count, are `files.upload_chunk`; a path the emulator does not serve is `other`.
+    """
+    match = API_PATH.search(path)
+    if match is None:
+        return "other"
+    kind, rest = match.group("kind"), match.group("rest")
+    if kind == "upload/":
+        return "files.upload_chunk" if "upload_id" in query else "files.upload"
+    if kind == "download/":
+        return "files.download"
+    if m := _MODEL_CALL.match(rest):
+        creates = {
+            "batchGenerateContent": "batches.create",
+            "asyncBatchEmbedContent": "batches.create_embeddings",
+        }
+        return creates.get(m.group("method"), "other")
+    if rest in ("batches", "files"):
+        return f"{rest}.list"
+    if m := _BATCH.match(rest):
+        verb = m.group("verb")
+        if verb is None:
+            return {"GET": "batches.get", "DELETE": "batches.delete"}.get(method, "other")
+        return f"batches.{verb}" if verb in ("cancel", "delete") else "other"
+    if m := _FILE.match(rest):
+        verb = m.group("verb")
+        if verb == "download":
+            return "files.download"
+        if verb is None:
+            return {"GET": "files.get", "DELETE": "files.delete"}.get(method, "other")
+    return "other"
 
 
 def _inline_items(requests: Any) -> list[Any]:

@@ -33,6 +33,8 @@ for _p in (ROOT / "deploy" / "local", ROOT / "tests", ROOT / "tests" / "integrat
 from kafka_local import LocalKafka, free_port  # noqa: E402
 from sidecar_harness import Topics, spawn, status_of  # noqa: E402
 
+from connector.testing import wait_until  # noqa: E402
+
 FAKE_API_KEY = "AIzaChaosFakeKey-" + uuid.uuid4().hex
 FAKE_SASL_PASSWORD = "sasl-chaos-secret-" + uuid.uuid4().hex
 FAKE_REGISTRY_PASSWORD = "registry-chaos-secret-" + uuid.uuid4().hex
@@ -55,13 +57,13 @@ def log(msg: str) -> None:
 
 
 def wait_for(pred: Callable[[], bool], timeout: float, interval: float = 0.5) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if pred():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
+    """`wait_until` that answers False at the deadline instead of raising: a chaos phase goes
+    on and reports what it then sees (a violation or a note), rather than stopping."""
+    try:
+        wait_until(pred, timeout=timeout, interval=interval)
+    except TimeoutError:
+        return False
+    return True
 
 
 # -- broker ------------------------------------------------------------------------------------
@@ -85,7 +87,7 @@ class Broker:
         """Controlled stop, a pause, start again; returns the seconds the broker was away."""
         began = time.monotonic()
         self.kafka.stop(grace=30)
-        time.sleep(down_s)
+        time.sleep(down_s)  # pacing: the outage itself, kept on purpose for down_s
         self.kafka.start(timeout=240)
         self.restarts += 1
         return time.monotonic() - began
@@ -299,6 +301,28 @@ class Replicas:
     def owned_partitions(self) -> int:
         return sum(len(st.get("partitions") or []) for st in self.statuses())
 
+    def busy(self, partitions: int) -> str:
+        """Why the group is not idle yet, or "" once it is: every replica runs (none stopped,
+        none waiting to be restarted) and, per its /status, holds no open batch, no INTENT and
+        no SUBMITTED job, and the replicas own the `partitions` between them, each once (no
+        rebalance under way, no stale snapshot of a partition that moved)."""
+        owned: list[int] = []
+        for s in self.slots:
+            if s.proc is None or s.proc.poll() is not None:
+                return f"replica {s.index} is not running"
+            if s.stopped:
+                return f"replica {s.index} is stopped"
+            st = status_of(s.proc)
+            if not st:
+                return f"replica {s.index} does not answer /status"
+            for key in ("open_requests", "intents", "submitted"):
+                if st.get(key):
+                    return f"replica {s.index} has {key}={st[key]}"
+            owned += st.get("partitions") or []
+        if sorted(owned) != list(range(partitions)):
+            return f"replicas own partitions {sorted(owned)} of {partitions}"
+        return ""
+
     def _watcher(self) -> None:
         """Restart processes that died on their own (a crash is an event, not the end)."""
         while not self._stop.is_set():
@@ -356,7 +380,7 @@ class Replicas:
             s.proc.wait(timeout=30)
             self.events.kills += 1
             s.proc = None
-        time.sleep(down_s)
+        time.sleep(down_s)  # pacing: the replica stays dead for down_s on purpose
         with self._lock:
             if not self._stop.is_set() and s.proc is None:
                 self._spawn(s)
@@ -370,7 +394,7 @@ class Replicas:
             s.proc.send_signal(signal.SIGSTOP)
             s.stopped = True
             proc = s.proc
-        time.sleep(seconds)
+        time.sleep(seconds)  # pacing: the freeze itself, past max.poll.interval.ms on purpose
         with self._lock:
             if s.proc is proc and proc.poll() is None:
                 proc.send_signal(signal.SIGCONT)
@@ -424,6 +448,8 @@ class Tap(threading.Thread):
         self.topic = topic
         self.isolation_level = isolation_level
         self.records: list[Raw] = []
+        self.positions: dict[int, int] = {}
+        """Per partition, the offset the tap reads next (past markers and aborted records)."""
         self._halt = threading.Event()
         self._lock = threading.Lock()
         self.errors: list[str] = []
@@ -461,28 +487,150 @@ class Tap(threading.Thread):
                     batches = consumer.poll(timeout_ms=500) if assigned else {}
                 except Exception as exc:
                     self.errors.append(repr(exc))
-                    time.sleep(1)
+                    # pacing: the broker is away (a restart); poll again in a second
+                    self._halt.wait(1.0)
                     continue
                 got = [
                     Raw(r.partition, r.offset, r.key, r.value, list(r.headers or []))
                     for recs in batches.values()
                     for r in recs
                 ]
-                if got:
-                    with self._lock:
-                        self.records.extend(got)
+                positions = self._positions(consumer, assigned)
+                with self._lock:
+                    self.records.extend(got)
+                    self.positions.update(positions)
                 if not assigned:
-                    time.sleep(0.5)
+                    # pacing: the topic has no partitions yet; the loop looks again (above)
+                    self._halt.wait(0.5)
         finally:
             consumer.close()
+
+    def _positions(self, consumer: Any, assigned: set[int]) -> dict[int, int]:
+        from kafka import TopicPartition
+
+        out: dict[int, int] = {}
+        for p in assigned:
+            try:  # known after a fetch; never blocks (timeout 0)
+                pos = consumer.position(TopicPartition(self.topic, p), timeout_ms=0)
+            except Exception:
+                continue
+            if pos is not None:
+                out[p] = pos
+        return out
 
     def snapshot(self) -> list[Raw]:
         with self._lock:
             return list(self.records)
 
+    def caught_up(self, timeout: float) -> bool:
+        """Wait until the tap has read everything the topic holds now: its end offsets as a
+        reader with the tap's isolation level sees them. False at the deadline."""
+        ends = EndOffsets(self.bootstrap, self.topic, self.isolation_level)
+        try:
+            if not wait_for(lambda: ends.read() is not None, timeout, interval=1.0):
+                return False
+        finally:
+            ends.close()
+        target = ends.last or {}
+
+        def reached() -> bool:
+            with self._lock:
+                return all(self.positions.get(p, 0) >= end for p, end in target.items())
+
+        return wait_for(reached, timeout, interval=0.2)
+
     def close(self) -> None:
         self._halt.set()
         self.join(timeout=30)
+
+
+class EndOffsets:
+    """A topic's end offsets as a reader with `isolation_level` sees them (one consumer,
+    reused across reads): the high watermark, or the last stable offset for read_committed."""
+
+    def __init__(self, bootstrap: str, topic: str, isolation_level: str) -> None:
+        from kafka import KafkaConsumer
+
+        self.topic = topic
+        self.last: dict[int, int] | None = None
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level=isolation_level,
+        )
+
+    def read(self) -> dict[int, int] | None:
+        """The end offsets now, or None while the broker does not answer."""
+        from kafka import TopicPartition
+
+        try:
+            parts = self._consumer.partitions_for_topic(self.topic)
+            if not parts:
+                return None  # no metadata yet: every topic here has partitions
+            tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
+            ends = self._consumer.end_offsets(tps, timeout_ms=10_000)
+        except Exception:
+            return None
+        self.last = {tp.partition: int(o) for tp, o in ends.items()}
+        return self.last
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._consumer.close()
+
+
+def emulator_busy(stats: Mapping[str, Any]) -> str:
+    """Why the emulator may still produce results or duplicates, or "" when it will not:
+    no job is pending, running or still landing (a create answered late), and no upload or
+    create is being answered."""
+    batches = stats.get("batches") or {}
+    for key in ("active", "landing"):
+        if batches.get(key):
+            return f"emulator has {batches[key]} {key} jobs"
+    calls = stats.get("in_flight") or {}
+    for call in ("files.upload", "batches.create", "batches.create_embeddings"):
+        if calls.get(call):
+            return f"emulator is answering {calls[call]} {call}"
+    return ""
+
+
+def wait_quiet(
+    replicas: Replicas,
+    partitions: int,
+    emulator: Emulator,
+    results: Tap,
+    timeout: float,
+) -> tuple[float, str]:
+    """Wait until nothing is left that could still write a result or create a job: the group
+    is idle (`Replicas.busy`), so is the emulator (`emulator_busy`), and the results topic's
+    end offsets did not move across two reads a second apart.
+
+    Replaces a fixed grace period before judging: a late duplicate (a zombie's create, a
+    re-delivery after a rebalance) comes from work some replica or the emulator still holds,
+    and is in the topics and the emulator's counts once they are all idle. Returns the
+    seconds waited and, if the deadline passed first, what was still busy ("" when quiet).
+    """
+    began = time.monotonic()
+    ends = EndOffsets(results.bootstrap, results.topic, results.isolation_level)
+    why = ""
+    previous: dict[int, int] | None = None
+
+    def quiet() -> bool:
+        nonlocal why, previous
+        why = replicas.busy(partitions) or emulator_busy(emulator.stats())
+        now = ends.read()
+        moved = now is None or now != previous
+        previous = now
+        if not why and moved:
+            why = "results topic end offsets still moving"
+        return not why
+
+    try:
+        wait_for(quiet, timeout, interval=1.0)
+    finally:
+        ends.close()
+    return time.monotonic() - began, why
 
 
 def read_topics(bootstrap: str, topics: list[str], timeout: float = 30) -> list[tuple[str, Raw]]:

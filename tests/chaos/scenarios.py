@@ -34,6 +34,7 @@ from connector.core.records import (
     ResultEvent,
     ResultStatus,
 )
+from connector.testing import wait_until
 
 from .checks import Expect, PhaseResult, expect_ok, judge
 from .infra import (
@@ -49,6 +50,7 @@ from .infra import (
     prompt,
     sidecar_env,
     wait_for,
+    wait_quiet,
 )
 
 
@@ -68,6 +70,8 @@ class Config:
     fuzz_cases: int = 10_000
     guarantee: str = "at_least_once"
     settle_s: float = 60.0
+    quiet_s: float = 60.0
+    """Deadline for a phase's replicas and emulator to go idle before it is judged."""
     seed: int = 7
     workdir: Path = Path(".run/chaos")
     phases: tuple[str, ...] = ("fuzz", "kills", "broker", "storm", "hostile", "security")
@@ -155,6 +159,29 @@ def _start_replicas(replicas: Replicas, partitions: int, timeout: float = 120) -
         )
 
 
+def _settle(
+    res: PhaseResult,
+    cfg: Config,
+    replicas: Replicas,
+    partitions: int,
+    em: Emulator,
+    taps: list[Tap],
+) -> None:
+    """Judge nothing before it is final: wait until the replicas and the emulator are idle
+    (a late duplicate would be in the topics by then), stop the replicas (they drain), then
+    wait until every tap has read its topic to the end. A deadline that passes is a note:
+    the phase is judged on what the topics hold then."""
+    waited, busy = wait_quiet(replicas, partitions, em, taps[0], cfg.quiet_s)
+    res.figures["quiet_s"] = round(waited, 1)
+    if busy:
+        res.notes.append(f"not idle after {cfg.quiet_s:.0f} s before judging: {busy}")
+    replicas.stop()
+    for tap in taps:
+        if not tap.caught_up(cfg.quiet_s):
+            res.notes.append(f"{tap.topic}: not read to its end within {cfg.quiet_s:.0f} s")
+        tap.close()
+
+
 def _events_figures(res: PhaseResult, replicas: Replicas) -> None:
     ev = replicas.events
     res.figures.update(
@@ -232,6 +259,7 @@ def kills_and_stalls(cfg: Config, broker: Broker, shared: Shared) -> PhaseResult
                 pub.request(rid, model, prompt(rid), group=group)
                 i += 1
             target = began + cfg.duration_s * i / cfg.requests
+            # pacing: the publisher spreads the requests evenly over duration_s
             time.sleep(max(0.0, target - time.monotonic()))
         pub.flush()
 
@@ -245,17 +273,11 @@ def kills_and_stalls(cfg: Config, broker: Broker, shared: Shared) -> PhaseResult
 
     def chaos() -> None:
         for what, at in schedule:
+            # pacing: each kill or stall happens at its scheduled time into the run
             time.sleep(max(0.0, began + at - time.monotonic()))
-            for _ in range(20):
-                free = [
-                    s.index
-                    for s in replicas.slots
-                    if s.proc is not None and s.proc.poll() is None and not s.stopped
-                ]
-                if free:
-                    break
-                time.sleep(1)
-            else:
+            try:
+                free = wait_until(lambda: _free(replicas), timeout=20, interval=0.5)
+            except TimeoutError:
                 log(f"kills: no replica free for a {what}")
                 continue
             if what == "kill":
@@ -289,10 +311,7 @@ def kills_and_stalls(cfg: Config, broker: Broker, shared: Shared) -> PhaseResult
     log(f"kills: {len(pub.acked)} requests acked; waiting for results")
     waited = _wait_answered(tap, set(expected), cfg.settle_s + cfg.requests / 100)
     res.figures["settle_s"] = round(waited, 1)
-    time.sleep(5)  # late duplicates
-    replicas.stop()
-    time.sleep(2)
-    tap.close()
+    _settle(res, cfg, replicas, cfg.partitions, em, [tap])
     pub.close()
     stats = em.stats()
     judge(res, expected, tap.snapshot(), stats["batches"]["by_display_name"], cfg.guarantee)
@@ -300,6 +319,15 @@ def kills_and_stalls(cfg: Config, broker: Broker, shared: Shared) -> PhaseResult
     _events_figures(res, replicas)
     em.close()
     return res
+
+
+def _free(replicas: Replicas) -> list[int]:
+    """Replicas running and not stopped: free for a kill or a stall."""
+    return [
+        s.index
+        for s in replicas.slots
+        if s.proc is not None and s.proc.poll() is None and not s.stopped
+    ]
 
 
 def _intents(replicas: Replicas, index: int) -> int:
@@ -368,6 +396,7 @@ def broker_and_partitions(cfg: Config, broker: Broker, shared: Shared) -> PhaseR
             if partitions == parts:
                 before_ids.append(rid)
             pub.request(rid, "gemini-2.5-flash", prompt(rid), partition=p)
+            # pacing: the publisher spreads the requests evenly over `span`
             time.sleep(max(0.0, t0 + span * (i + 1 - first) / (last - first) - time.monotonic()))
         pub.flush()
 
@@ -377,6 +406,7 @@ def broker_and_partitions(cfg: Config, broker: Broker, shared: Shared) -> PhaseR
     downs: list[float] = []
     for k in range(cfg.broker_restarts):
         at = duration * (0.25 + 0.5 * k / max(1, cfg.broker_restarts))
+        # pacing: each broker restart happens at its scheduled time into the publishing
         time.sleep(max(0.0, began + at - time.monotonic()))
         log("broker: restarting the broker (same port, same data dir)")
         downs.append(broker.restart(down_s=rng.uniform(2, 5)))
@@ -405,10 +435,7 @@ def broker_and_partitions(cfg: Config, broker: Broker, shared: Shared) -> PhaseR
     )
     waited = _wait_answered(tap, set(expected), cfg.settle_s)
     res.figures["settle_s"] = round(waited, 1)
-    time.sleep(3)
-    replicas.stop()
-    time.sleep(2)
-    tap.close()
+    _settle(res, cfg, replicas, parts + added, em, [tap])
     for p in pubs:
         p.close()
     stats = em.stats()
@@ -566,7 +593,7 @@ def fault_storm(cfg: Config, broker: Broker, shared: Shared) -> PhaseResult:
         while not storming.is_set():
             on = not on
             em.config(rate_limit_rate=0.6 if on else 0.0)
-            storming.wait(4.0)
+            storming.wait(4.0)  # pacing: a 429 storm switches on or off every 4 s
         em.config(rate_limit_rate=0.0)
 
     st = threading.Thread(target=storms, name="429-storms")
@@ -584,6 +611,7 @@ def fault_storm(cfg: Config, broker: Broker, shared: Shared) -> PhaseResult:
             cls, extra = "plain", ""
         classes[rid] = cls
         pub.request(rid, "gemini-2.5-flash", prompt(rid, extra))
+        # pacing: the publisher spreads the requests evenly over the storm
         time.sleep(max(0.0, began + duration * (i + 1) / n - time.monotonic()))
     pub.flush()
     storm_for = time.monotonic() - began
@@ -599,10 +627,7 @@ def fault_storm(cfg: Config, broker: Broker, shared: Shared) -> PhaseResult:
     storming.set()
     st.join()
     res.figures["settle_s"] = round(waited, 1)
-    time.sleep(3)
-    replicas.stop()
-    time.sleep(2)
-    tap.close()
+    _settle(res, cfg, replicas, parts, em, [tap])
     pub.close()
     stats = em.stats()
     by_id = judge(res, expected, tap.snapshot(), stats["batches"]["by_display_name"], cfg.guarantee)
@@ -918,11 +943,7 @@ def hostile_input(cfg: Config, broker: Broker, shared: Shared) -> PhaseResult:
 
     wait_for(lambda: len(dlq.snapshot()) >= sum(1 for x in hostile if x.expect_dlq), 15)
     res.figures["settle_s"] = round(waited, 1)
-    time.sleep(3)
-    replicas.stop()
-    time.sleep(2)
-    tap.close()
-    dlq.close()
+    _settle(res, cfg, replicas, parts, em, [tap, dlq])
     pub.close()
     stats = em.stats()
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from typing import Any
 
@@ -98,7 +97,15 @@ def _health_off_by_default(cfg: Config, broker: Broker, shared: Shared) -> tuple
             lambda: '"running"' in log_path.read_text(errors="replace") or proc.poll() is not None,
             90,
         )
-        time.sleep(1)
+        # Then the loop's first poll joins the group and takes the partition: whatever the
+        # process would listen on (its health server starts before "running") is open by now.
+        wait_for(
+            lambda: (
+                "partitions assigned" in log_path.read_text(errors="replace")
+                or proc.poll() is not None
+            ),
+            60,
+        )
         sockets = listening_sockets(proc.pid) if proc.poll() is None else []
         state = "running" if ok and proc.poll() is None else f"not running ({proc.poll()})"
     finally:

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import io
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx2
 import pytest
-from emu_helpers import make_client, raw, wait_done
+from emu_helpers import make_client, raw, wait_done, wait_until
 from google.genai import errors, types
 
 from connector.emulator import EmulatorServer
+from connector.emulator.service import call_name
 
 JS = types.JobState
 ONE = [{"contents": "hello"}]
@@ -98,6 +100,48 @@ def test_latency_ms(make_emulator: Callable[..., EmulatorServer]) -> None:
     started = time.monotonic()
     client.batches.list()
     assert time.monotonic() - started >= 0.15
+
+
+def test_in_flight_counts_a_call_from_its_arrival(
+    make_emulator: Callable[..., EmulatorServer],
+) -> None:
+    """A slow call is in flight (by its `calls` name) while its latency runs, before `calls`
+    counts it; once answered it is no longer in flight."""
+    srv = make_emulator(latency_ms=600)
+    client = make_client(srv)
+    worker = threading.Thread(target=client.batches.list)
+    worker.start()
+    try:
+        wait_until(lambda: srv.stats()["in_flight"] == {"batches.list": 1}, 5, "list in flight")
+        assert "batches.list" not in srv.stats()["calls"]
+    finally:
+        worker.join(timeout=10)
+    stats = srv.stats()
+    assert stats["in_flight"] == {}
+    assert stats["calls"]["batches.list"] == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "query", "name"),
+    [
+        ("POST", "/upload/v1beta/files", {}, "files.upload"),
+        ("PUT", "/upload/v1beta/files", {"upload_id": "u"}, "files.upload_chunk"),
+        ("POST", "/v1beta/models/gemini-2.5-flash:batchGenerateContent", {}, "batches.create"),
+        ("POST", "/v1/models/m:asyncBatchEmbedContent", {}, "batches.create_embeddings"),
+        ("GET", "/v1beta/batches", {}, "batches.list"),
+        ("GET", "/v1beta/batches/abc", {}, "batches.get"),
+        ("POST", "/v1beta/batches/abc:cancel", {}, "batches.cancel"),
+        ("DELETE", "/v1beta/batches/abc", {}, "batches.delete"),
+        ("GET", "/v1beta/files/f1", {}, "files.get"),
+        ("GET", "/download/v1beta/files/f1:download", {}, "files.download"),
+        ("GET", "/nowhere", {}, "other"),
+    ],
+)
+def test_call_names_match_the_calls_counters(
+    method: str, path: str, query: dict[str, str], name: str
+) -> None:
+    """`in_flight` names a request as `calls` will once it is answered."""
+    assert call_name(method, path, query) == name
 
 
 def test_max_concurrent_jobs(make_emulator: Callable[..., EmulatorServer]) -> None:

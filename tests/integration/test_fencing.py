@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import json
 import signal
-import time
+import subprocess
 from pathlib import Path
 
 import pytest
-from sidecar_harness import Topics, collect, emulator_stats, spawn
+from sidecar_harness import Topics, collect, emulator_stats, spawn, status_of
 from test_sidecar_crashes import log_has, prompt, stop
 from waiting import wait_until
 
@@ -33,16 +33,25 @@ ZOMBIE_ENV = {
 }
 
 
-def log_lines(path: Path, event: str) -> list[dict[str, object]]:
+def log_records(path: Path) -> list[dict[str, object]]:
     out = []
     for line in path.read_text(errors="replace").splitlines():
         try:
             rec = json.loads(line)
         except ValueError:
             continue
-        if rec.get("event") == event:
+        if isinstance(rec, dict):
             out.append(rec)
     return out
+
+
+def log_lines(path: Path, event: str) -> list[dict[str, object]]:
+    return [rec for rec in log_records(path) if rec.get("event") == event]
+
+
+def was_fenced(path: Path) -> bool:
+    """The replica logged that it was fenced (not merely its `"fenced": 0` status counter)."""
+    return any(str(rec.get("event", "")).startswith("fenced:") for rec in log_records(path))
 
 
 def test_a_frozen_replica_creates_nothing_for_partitions_it_lost(
@@ -53,7 +62,10 @@ def test_a_frozen_replica_creates_nothing_for_partitions_it_lost(
     tmp_path: Path,
 ) -> None:
     """SIGSTOP a replica inside an upload, past max.poll.interval.ms; another takes over and
-    creates the jobs; SIGCONT: the resumed replica's claim is fenced and it creates nothing."""
+    creates the jobs; SIGCONT: the resumed replica's claim is fenced and it creates nothing.
+
+    With the claim switched off, the resumed replica creates the job it was uploading for
+    (`p0-2`) a second time."""
     emulator.update_config(latency_ms=1500)  # every Gemini call takes 1.5 s
     env = topics.env(kafka_bootstrap, emulator.base_url, **ZOMBIE_ENV)
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
@@ -65,12 +77,21 @@ def test_a_frozen_replica_creates_nothing_for_partitions_it_lost(
         for i, rid in enumerate(sorted(ids)):
             publisher.publish(rid, "gemini-2.5-flash", prompt(rid), partition=i % 2)
         publisher.flush()
-        # One job per pass (the budget); right after one is created, the next upload starts.
+        # One job per pass (the budget); right after one is created, the next pass uploads
+        # the next job's input file. The emulator counts that upload in flight from its
+        # arrival and answers it only after its 1.5 s latency, and a claims the job only once
+        # the upload has returned: stopped while the upload is in flight, a has not claimed.
+        # (`calls` counts the upload only after the latency, a few milliseconds before the
+        # claim: a stop on that signal often lands after the claim, inside the create.)
         wait_until(lambda: log_has(logs[0], "job created"), timeout=60, message="a's first job")
-        time.sleep(0.4)
+        wait_until(
+            lambda: in_flight(emulator, "files.upload"), timeout=30, message="a's next upload"
+        )
         a.send_signal(signal.SIGSTOP)
+        assert in_flight(emulator, "files.upload"), "a's upload was answered before the stop"
         created_by_a = len(log_lines(logs[0], "job created"))
         b = spawn(env, logs[1])
+        replicas = [a, b]
         # b gets both partitions once a's session expires, waits one HTTP timeout, looks the
         # INTENTs up (adopting what a created) and creates the rest.
         wait_until(
@@ -79,12 +100,24 @@ def test_a_frozen_replica_creates_nothing_for_partitions_it_lost(
             message="b created the remaining jobs",
         )
         a.send_signal(signal.SIGCONT)
+        # a's upload returns; then its claim is refused (fenced: it drops its partitions) or,
+        # with the claim switched off, it creates the job a second time.
         wait_until(
-            lambda: log_has(logs[0], "fenced") or len(log_lines(logs[0], "job created")) > 1,
+            lambda: was_fenced(logs[0]) or len(log_lines(logs[0], "job created")) > created_by_a,
             timeout=60,
             message="a noticed",
         )
-        time.sleep(6)  # anything a would still create lands by now
+        # Then a rejoins the group. Once the two replicas split the partitions between them,
+        # neither holds an INTENT or an open batch, and no upload or create is in flight,
+        # nobody has anything left to create: a duplicate would be in the emulator by now.
+        wait_until(
+            lambda: settled(replicas, partitions={0, 1}, emulator=emulator),
+            timeout=120,
+            message=lambda: (
+                f"the group settled: {[brief(p) for p in replicas]}, "
+                f"in flight {emulator.stats()['in_flight']}"
+            ),
+        )
         got = collect(kafka_bootstrap, topics.results, ids, timeout=120)
     finally:
         if a.poll() is None:
@@ -96,4 +129,33 @@ def test_a_frozen_replica_creates_nothing_for_partitions_it_lost(
     created = emulator_stats(emulator.base_url)["batches"]["by_display_name"]
     assert len(created) == 4
     assert set(created.values()) == {1}, f"jobs created twice: {created}"
-    assert log_has(logs[0], "fenced"), logs[0].read_text()[-3000:]
+    assert was_fenced(logs[0]), logs[0].read_text()[-3000:]
+
+
+def in_flight(emulator: EmulatorServer, call: str) -> int:
+    """How many `call`s (e.g. "files.upload") the emulator is answering right now."""
+    return int(emulator.stats()["in_flight"].get(call, 0))
+
+
+def brief(proc: subprocess.Popen[bytes]) -> dict[str, object]:
+    """The /status fields `settled` looks at, for a timeout message."""
+    st = status_of(proc)
+    return {k: st.get(k) for k in ("partitions", "intents", "open_requests", "fenced")}
+
+
+def settled(
+    procs: list[subprocess.Popen[bytes]], partitions: set[int], emulator: EmulatorServer
+) -> bool:
+    """Every replica owns a share of `partitions` (no two the same one) and has no INTENT and
+    no open batch, per its /status; no upload or create is in flight at the emulator."""
+    owned: list[set[int]] = []
+    for proc in procs:
+        st = status_of(proc)  # {} while unreachable: not settled
+        if st.get("intents") != 0 or st.get("open_requests") != 0:
+            return False
+        owned.append(set(st.get("partitions") or ()))
+    if not all(owned) or set().union(*owned) != partitions:
+        return False
+    if sum(len(o) for o in owned) != len(partitions):
+        return False  # a stale snapshot still names a partition another replica took over
+    return not (in_flight(emulator, "files.upload") or in_flight(emulator, "batches.create"))
