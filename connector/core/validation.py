@@ -217,6 +217,8 @@ def validate_request(
             f"request_id is {len(rid)} characters, over the limit of {MAX_REQUEST_ID_CHARS}"
         )
     model = ev.model
+    if type(model) is not str:  # a hand-built event: an unhashable value must not raise
+        raise InvalidRequest("model must be a string, e.g. 'gemini-2.5-flash'")
     if model not in _GOOD_MODELS:
         _check_model_name(model)
     if not allow_project_resources and model.startswith("tunedModels/"):

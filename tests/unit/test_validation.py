@@ -438,3 +438,11 @@ def test_absurdly_nested_bodies_never_crash(where: str) -> None:
     body = head + f'"{where}": {value}' + "}"
     with contextlib.suppress(InvalidRequest):
         validate_request(RequestEvent("r1", "gemini-2.5-flash", Kind.GENERATE, body), 10**8)
+
+
+@pytest.mark.parametrize("model", [["gemini-2.5-flash"], {"m": 1}, 7, None])
+def test_a_model_that_is_not_a_string_is_refused_clearly(model: object) -> None:
+    """Found by the chaos suite's fuzzer: an unhashable model raised TypeError."""
+    ev = RequestEvent("r1", model, Kind.GENERATE, '{"contents": []}')  # type: ignore[arg-type]
+    with pytest.raises(InvalidRequest, match="model must be a string"):
+        validate_request(ev, 1_000_000)
