@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import re
 import subprocess
 import sys
@@ -164,6 +165,16 @@ def main() -> None:
             f"RSS before delivery: {base:,.0f} MB; peak during: {peak:,.0f} MB; "
             f"peak growth: {peak - base:,.0f} MB"
         )
+        figures = {
+            "file_mb": args.mb,
+            "responses": n,
+            "results": seen["results"],
+            "delivery_s": took,
+            "passes": passes,
+            "rss_before_mb": base,
+            "peak_growth_mb": peak - base,
+        }
+        print("RESULT " + json.dumps(figures), flush=True)  # read by bench/run.py
     finally:
         proc.terminate()
         proc.wait(timeout=30)

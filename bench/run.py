@@ -13,7 +13,9 @@ Phases:
 5. fan-out: one big file job held RUNNING, then SUCCEEDED: time to its last result, and
    loop pass times during the delivery;
 6. in flight: RSS per request in SUBMITTED jobs, in a subprocess (bench/inflight.py);
-7. sustained: a steady feed for --sustained-s seconds: RSS slope and job packing.
+7. big results file: peak RSS growth delivering one --bigfile-mb MB results file, in a
+   subprocess (bench/big_results.py);
+8. sustained: a steady feed for --sustained-s seconds: RSS slope and job packing.
 """
 
 from __future__ import annotations
@@ -69,9 +71,9 @@ BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
 SIZES = {
     # requests (intake, e2e), fan-out job, in flight, sustained seconds, micro iterations
     "quick": {"requests": 20_000, "fanout": 20_000, "inflight": 100_000, "sustained": 20,
-              "micro": 5_000},
+              "micro": 5_000, "bigfile_mb": 200},
     "full": {"requests": 100_000, "fanout": 100_000, "inflight": 1_000_000, "sustained": 120,
-             "micro": 20_000},
+             "micro": 20_000, "bigfile_mb": 2_048},
 }  # fmt: skip
 
 PRODUCER_VARIANTS: dict[str, dict[str, Any]] = {
@@ -539,6 +541,21 @@ def run_inflight(bootstrap: str, batch: int, n: int, timeout: float) -> dict[str
             proc.wait()
 
 
+def run_big_results(mb: int, timeout: float) -> dict[str, Any]:
+    """Peak RSS growth delivering one `mb` MB results file, in a subprocess
+    (bench/big_results.py: the emulator in another process, the sidecar on in-memory Kafka)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "big_results.py"), "--mb", str(mb)],
+        capture_output=True, text=True, env=env, timeout=timeout, check=False,
+    )  # fmt: skip
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            out: dict[str, Any] = json.loads(line[7:])
+            return out
+    raise RuntimeError(f"big_results.py failed: {proc.stdout[-2000:]} {proc.stderr[-2000:]}")
+
+
 @dataclass
 class SustainedRun:
     seconds: float
@@ -637,6 +654,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fanout", type=int, help="requests in the one fan-out job")
     parser.add_argument("--inflight", type=int, help="requests held in SUBMITTED jobs (RSS)")
     parser.add_argument("--sustained-s", type=float, help="seconds of the sustained run")
+    parser.add_argument("--bigfile-mb", type=int, help="size of the big results file (MB)")
     parser.add_argument(
         "--sustained-rate", type=float, help="feed rate (/s); default: half the e2e rate"
     )
@@ -646,7 +664,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--skip",
         default="",
-        help="comma list of phases to skip: e2e,eos,fanout,inflight,sustained",
+        help="comma list of phases to skip: e2e,eos,fanout,inflight,bigfile,sustained",
     )
     parser.add_argument("--profile", metavar="FILE", help="pyinstrument the e2e sidecar thread")
     parser.add_argument(
@@ -660,6 +678,7 @@ def main(argv: list[str] | None = None) -> int:
     n = args.requests or sz["requests"]
     n_fan = args.fanout or sz["fanout"]
     n_held = args.inflight or sz["inflight"]
+    bigfile_mb = args.bigfile_mb or sz["bigfile_mb"]
     sustained_s = args.sustained_s if args.sustained_s is not None else sz["sustained"]
     skip = set(filter(None, args.skip.split(",")))
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -858,6 +877,18 @@ def main(argv: list[str] | None = None) -> int:
                     target=f"<= 100 B: {verdict(per <= 100)}",
                     inflight=held,
                     inflight_bytes_per_request=per,
+                )
+
+            if "bigfile" not in skip:
+                print(f"== big results file: {bigfile_mb:,} MB (subprocess)", flush=True)
+                big = run_big_results(bigfile_mb, max(args.timeout, 3_600))
+                report.add(
+                    f"peak RSS growth delivering a {bigfile_mb:,} MB results file "
+                    f"({big['responses']:,} x 100 KB)",
+                    f"{big['peak_growth_mb']:.0f} MB (delivered in {big['delivery_s']:.1f} s, "
+                    f"{big['passes']} passes)",
+                    target=f"<= 256 MB: {verdict(big['peak_growth_mb'] <= 256)}",
+                    bigfile=big,
                 )
 
             if "sustained" not in skip and sustained_s > 0:
