@@ -295,6 +295,23 @@ def derive(
     )
 
 
+DELIVERY_CHUNK_TARGET_S = 0.25
+"""What one chunk of results may take in a pass: chunks shrink when producing is slow."""
+
+DELIVERY_CHUNK_MIN = 100
+
+
+def next_chunk_size(done: int, took_s: float, cap: int) -> int:
+    """Results in the next chunk of a delivery, from how long the last `done` took: about
+    DELIVERY_CHUNK_TARGET_S of work, never over `cap` (CONNECTOR_DELIVERY_CHUNK_REQUESTS)
+    nor under DELIVERY_CHUNK_MIN. A busy machine or slow broker shortens the chunks, so the
+    pass stays short and the loop keeps polling; a fast one uses the cap."""
+    if done <= 0 or took_s <= 0:
+        return cap
+    fit = int(done * DELIVERY_CHUNK_TARGET_S / took_s)
+    return max(min(DELIVERY_CHUNK_MIN, cap), min(cap, fit))
+
+
 FETCH_CHECK_S = 0.1
 """How often the loop looks whether a results file downloading in the background is in."""
 

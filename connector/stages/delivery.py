@@ -57,7 +57,8 @@ class Delivery:
         self.fetch: Future[None] = _done()
         """The results file's download, off the loop thread; done at once for inline jobs."""
         self._closer = closer
-        self._chunk_requests = chunk_requests
+        self.chunk_requests = chunk_requests
+        """Requests in the next chunk taken (the tracker shrinks it when producing is slow)."""
         self._chunk_bytes = chunk_bytes
         self._offsets = array("q", sorted(set(entry.offsets)))
         self._done = bytearray(len(self._offsets))
@@ -166,7 +167,7 @@ class Delivery:
                 seen.add(i)
                 offsets.append(self._offsets[i])
                 outputs.append(item)
-                if len(offsets) >= self._chunk_requests or size >= self._chunk_bytes:
+                if len(offsets) >= self.chunk_requests or size >= self._chunk_bytes:
                     return sorted(offsets), outputs, self._position()
             if resume is not None and self._read < resume.items:
                 self._resumed(None)  # fewer items than before: not the same output
@@ -178,7 +179,7 @@ class Delivery:
             self._scan = min(self._scanned_before, len(self._offsets))  # answered NO_OUTPUT
         # Requests the output never mentioned: NO_OUTPUT (or DATA_LOSS) results.
         missing: list[int] = []
-        while self._scan < len(self._offsets) and len(missing) < self._chunk_requests:
+        while self._scan < len(self._offsets) and len(missing) < self.chunk_requests:
             if not self._done[self._scan]:
                 missing.append(self._offsets[self._scan])
             self._scan += 1

@@ -282,6 +282,7 @@ class Tracker:
             return
         eos = ctx.settings.exactly_once
         p = entry.key.partition
+        began = ctx.clock()
         try:
             outgoing = d.next_chunk(ctx.reader.read, ctx.wall_ms())
             sent = self.send(entry, outgoing) if outgoing else []
@@ -305,6 +306,10 @@ class Tracker:
                 ctx.commit(sent, [p])
             d.acked()
             t.entry = d.entry = entry
+            if outgoing:
+                d.chunk_requests = policy.next_chunk_size(
+                    len(outgoing), ctx.clock() - began, self.chunk_requests
+                )
             if not d.finished():
                 t.due = ctx.clock()  # the next chunk in the next pass
                 return

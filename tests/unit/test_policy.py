@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from connector.core import policy
 from connector.core.policy import (
     MAX_DISPLAY_NAME,
     Deliver,
@@ -433,3 +434,25 @@ def test_retry_policy_rejects_nonsense(kw: dict[str, float]) -> None:
     """Policies that could never poll or never end are config errors."""
     with pytest.raises(ConfigError):
         RetryPolicy(**kw)  # type: ignore[arg-type]
+
+
+@given(
+    done=st.integers(min_value=0, max_value=10_000),
+    took=st.floats(min_value=0, max_value=100, allow_nan=False),
+    slower=st.floats(min_value=1, max_value=100, allow_nan=False),
+    cap=st.integers(min_value=1, max_value=10_000),
+)
+def test_next_delivery_chunk_stays_within_bounds_and_shrinks_when_slower(
+    done: int, took: float, slower: float, cap: int
+) -> None:
+    n = policy.next_chunk_size(done, took, cap)
+    assert min(policy.DELIVERY_CHUNK_MIN, cap) <= n <= cap
+    assert policy.next_chunk_size(done, took * slower, cap) <= n
+
+
+def test_next_delivery_chunk_aims_at_the_target_time() -> None:
+    # 2,000 results took 1 s (a loaded machine): the next chunk takes ~0.25 s of them.
+    assert policy.next_chunk_size(2_000, 1.0, 2_000) == 500
+    assert policy.next_chunk_size(2_000, 0.1, 2_000) == 2_000  # fast: the cap
+    assert policy.next_chunk_size(2_000, 60.0, 2_000) == policy.DELIVERY_CHUNK_MIN
+    assert policy.next_chunk_size(0, 0.0, 2_000) == 2_000  # nothing measured yet
