@@ -152,6 +152,8 @@ class Sidecar:
         self.total_partitions = 1
         self.owned = Partitions()
         self.pass_times = PassTimes()
+        """Work time of each pass, from the consumer poll returning to the publish."""
+        self.pass_work_s = 0.0
         self.last_pass = clock()
         self.snapshot = Snapshot(self._status(), self.last_pass)
         self.metrics.collector(lambda: self.snapshot)
@@ -521,8 +523,8 @@ class Sidecar:
         left is still due next pass), so a pass ends well within max.poll.interval.ms and
         the group never drops a replica that is merely busy.
         """
-        started = self.clock()
         records = self.consumer.poll(self._poll_timeout())
+        started = self.clock()  # the pass's work starts here: waiting in poll is idle time
         rewound = self._apply_rebalance({r.partition for r in records})
         if rewound:
             # Fetched before the rewind: these come again from the committed offset.
@@ -554,7 +556,8 @@ class Sidecar:
         except Fenced as exc:
             self._fenced(exc)
         self._backpressure()
-        self.pass_times.add(self.clock() - started)
+        self.pass_work_s = self.clock() - started
+        self.pass_times.add(self.pass_work_s)
         self._publish()
 
     def _hold(self, p: int, offset: int, now: float, exc: Exception) -> None:

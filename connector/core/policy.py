@@ -308,8 +308,8 @@ def next_chunk_size(done: int, took_s: float, cap: int) -> int:
     pass stays short and the loop keeps polling; a fast one uses the cap."""
     if done <= 0 or took_s <= 0:
         return cap
-    fit = int(done * DELIVERY_CHUNK_TARGET_S / took_s)
-    return max(min(DELIVERY_CHUNK_MIN, cap), min(cap, fit))
+    fit = done * DELIVERY_CHUNK_TARGET_S / took_s  # a float: may be huge for a tiny took_s
+    return max(min(DELIVERY_CHUNK_MIN, cap), int(min(float(cap), fit)))
 
 
 FETCH_CHECK_S = 0.1
