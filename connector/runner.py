@@ -27,6 +27,7 @@ import structlog
 
 from connector import endpoints
 from connector.adapters.control import ControlTopic, ensure_control_topic
+from connector.adapters.heap import HeapTrimmer
 from connector.adapters.kafka import (
     Admin,
     Producer,
@@ -154,6 +155,8 @@ class Sidecar:
         self.pass_times = PassTimes()
         """Work time of each pass, from the consumer poll returning to the publish."""
         self.pass_work_s = 0.0
+        self.heap = HeapTrimmer()
+        """Gives a burst's freed memory back to the OS once the loop is idle again."""
         self.last_pass = clock()
         self.snapshot = Snapshot(self._status(), self.last_pass)
         self.metrics.collector(lambda: self.snapshot)
@@ -558,6 +561,9 @@ class Sidecar:
         self._backpressure()
         self.pass_work_s = self.clock() - started
         self.pass_times.add(self.pass_work_s)
+        st = self.stats
+        activity = st.consumed + st.results_ok + st.results_error + st.jobs_created
+        self.heap.after_pass(not records, activity, self.clock())
         self._publish()
 
     def _hold(self, p: int, offset: int, now: float, exc: Exception) -> None:
