@@ -9,7 +9,7 @@ Phases:
 2. baselines: bare consume; consume + decode + validate; a consume → produce pipe with the
    sidecar's producer settings; bare produce of result-size records (several settings);
 3. intake: the sidecar against a Gemini that accepts every job and never ends one;
-4. end to end: the sidecar against the in-process emulator (loop passes timed);
+4. end to end: the sidecar against the emulator (its own process; loop passes timed);
 5. fan-out: one big file job held RUNNING, then SUCCEEDED: time to its last result, and
    loop pass times during the delivery;
 6. in flight: RSS per request in SUBMITTED jobs, in a subprocess (bench/inflight.py);
@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import platform
+import re
 import signal
 import statistics
 import subprocess
@@ -62,7 +63,6 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, OffsetAndMetad
 from connector.config import Settings
 from connector.core.codec import Codec
 from connector.core.validation import validate_request
-from connector.emulator import EmulatorConfig, EmulatorServer
 from connector.logs import configure as configure_logs
 from connector.runner import Sidecar
 from connector.testing import wait_until
@@ -448,7 +448,7 @@ def run_e2e(
     t: Topics,
     n: int,
     batch: int,
-    emulator: EmulatorServer,
+    emulator: EmulatorProcess,
     timeout: float,
     profile: Any = None,
     guarantee: str = "at_least_once",
@@ -541,6 +541,32 @@ def run_inflight(bootstrap: str, batch: int, n: int, timeout: float) -> dict[str
             proc.wait()
 
 
+class EmulatorProcess:
+    """The Gemini Batch API emulator in a subprocess on a free port (`base_url`, `stop()`)."""
+
+    def __init__(self, **knobs: float) -> None:
+        flags = [f"--{k.replace('_', '-')}={v}" for k, v in knobs.items()]
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "connector.emulator", "--port=0", *flags],
+            cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline()
+        match = re.search(r"(http://\S+)", line)
+        if not match:
+            self._proc.kill()
+            raise RuntimeError(f"emulator did not start: {line!r}")
+        self.base_url = match.group(1)
+
+    def stop(self) -> None:
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+
 def run_big_results(mb: int, timeout: float) -> dict[str, Any]:
     """Peak RSS growth delivering one `mb` MB results file, in a subprocess
     (bench/big_results.py: the emulator in another process, the sidecar on in-memory Kafka)."""
@@ -581,7 +607,7 @@ def run_sustained(
     bootstrap: str,
     t: Topics,
     batch: int,
-    emulator: EmulatorServer,
+    emulator: EmulatorProcess,
     seconds: float,
     feed_rate: float,
 ) -> SustainedRun:
@@ -702,16 +728,14 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     micro(args.micro or sz["micro"], report)
 
-    emulator = EmulatorServer(
-        EmulatorConfig(
-            queue_delay_s=0.0,
-            processing_delay_s=0.05,
-            per_request_delay_s=0.0,
-            running_slots=100,
-            enqueued_token_cap=10**12,
-        ),
-        port=0,
-    ).start()
+    # In its own process, as Gemini is remote: its CPU is not the sidecar's (2 cores here).
+    emulator = EmulatorProcess(
+        queue_delay_s=0.0,
+        processing_delay_s=0.05,
+        per_request_delay_s=0.0,
+        running_slots=100,
+        enqueued_token_cap=10**12,
+    )
     try:
         with broker() as bootstrap:
             main_t = create_topics(bootstrap, "main", args.partitions)
@@ -898,7 +922,7 @@ def main(argv: list[str] | None = None) -> int:
                 sus = run_sustained(bootstrap, sus_t, args.batch, emulator, sustained_s, feed)
                 rss = [m for _, m in sus.samples]
                 report.add(
-                    f"RSS over {sus.seconds:.0f} s sustained at {feed:,.0f}/s (incl. emulator)",
+                    f"RSS over {sus.seconds:.0f} s sustained at {feed:,.0f}/s (sidecar process)",
                     f"{rss[0]:.0f} -> {rss[-1]:.0f} MB, slope {sus.slope_mb_per_min:+.1f} MB/min "
                     "(2nd half)",
                     target="slope ~ 0",
