@@ -100,7 +100,8 @@ class Ports:
     control: ControlPort | None = None
     """The control topic of operator commands (`connector cancel`); None: no commands."""
     background: Executor | None = None
-    """Threads for long provider transfers (results downloads); None: on the loop thread."""
+    """Threads for long provider transfers (results downloads, input uploads); None: on the
+    loop thread."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,8 +248,9 @@ class Sidecar:
             ),
             "consumer",
         )
-        # A 2 GB results file takes minutes: downloads run here, the loop keeps polling.
-        background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="gemini-download")
+        # A 2 GB results or input file takes minutes: downloads and uploads run here, the
+        # loop keeps polling.
+        background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="gemini-transfer")
         schema_by_id, result_schema_id = self._registry()
         decoder = RequestDecoder(self.codec, schema_by_id)
         control: ControlTopic = self._connect(
@@ -788,7 +790,8 @@ class Sidecar:
         recorded = sum(len(v) for v in cp.resolved.values())
         try:
             cp.commit(self.ctx.sink, self.consumer, self.owned, self._eos_txn())
-            self.submitter.submit_due(self.clock(), self.budget, deadline)
+            # Starts no upload and abandons those running: nothing is created after this.
+            self.submitter.submit_due(self.clock(), self.budget, deadline, stopping=True)
         except Fenced as exc:
             self._fenced(exc)
         self._publish()

@@ -313,7 +313,13 @@ def next_chunk_size(done: int, took_s: float, cap: int) -> int:
 
 
 FETCH_CHECK_S = 0.1
-"""How often the loop looks whether a results file downloading in the background is in."""
+"""How often the loop looks whether a transfer in the background (a results file coming in,
+a file job's input going up) has ended."""
+
+MAX_UPLOADS = 2
+"""Input files uploading in the background at once; further file jobs wait (INTENT) to be
+spooled. Bounds the temporary files on disk (one per upload, up to 2 GB each); more would
+only queue for the background threads (two)."""
 
 QUARANTINE_AFTER = 3
 """Unexpected exceptions processing one job (submit, track, deliver) before it is quarantined:

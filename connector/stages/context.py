@@ -52,7 +52,8 @@ class Context:
     consumer: ConsumerPort | None = None
     """The group member whose generation fences every transaction (KIP-447)."""
     background: Executor | None = None
-    """Runs long provider transfers (results downloads) off the loop thread; None: inline."""
+    """Runs long provider transfers (results downloads, input uploads) off the loop thread;
+    None: inline."""
 
     def fence_offsets(self, partitions: Iterable[int]) -> dict[int, int]:
         """The partitions' committed offsets, committed again inside a transaction so that

@@ -2,12 +2,17 @@
 
 A recovered INTENT (or one whose create failed unclearly) is first looked up by its
 display name and adopted if it exists; `create` itself runs with SDK retries off.
+
+A file job's input JSONL (up to 2 GB) is uploaded in `ctx.background`, off the loop thread:
+the job stays INTENT meanwhile, and the pass that finds the upload ended claims and creates
+it, on the loop thread, in that order (upload → claim → create).
 """
 
 from __future__ import annotations
 
-import contextlib
-from dataclasses import replace
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import IO
 
@@ -16,9 +21,9 @@ import structlog
 from connector.core import policy
 from connector.core.offsets import Offsets
 from connector.core.partitions import Tracked
-from connector.core.ports import SendHandle
+from connector.core.ports import GeminiPort, SendHandle
 from connector.core.quota import Budget, admit
-from connector.core.records import EntryState, ErrorInfo, JobInput, RequestEvent
+from connector.core.records import EntryState, ErrorInfo, JobInput, LedgerEntry, RequestEvent
 from connector.core.results import Outgoing, deadline_passed, late, refused
 from connector.errors import (
     Fenced,
@@ -46,10 +51,38 @@ class Submitter:
     def __init__(self, ctx: Context, tracker: Tracker) -> None:
         self.ctx = ctx
         self.tracker = tracker
+        self.uploads: dict[str, _Upload] = {}
+        """File jobs whose input is uploading in `ctx.background` (or uploaded, not yet
+        created), by job id."""
+        self._orphans: list[_Upload] = []
+        """Uploads of jobs no longer owned, still running: their files are deleted once in."""
+        self._stopping = False
 
-    def submit_due(self, now: float, budget: Budget, deadline: float = float("inf")) -> None:
+    def submit_due(
+        self,
+        now: float,
+        budget: Budget,
+        deadline: float = float("inf"),
+        stopping: bool = False,
+    ) -> None:
+        """Create (or adopt) the due INTENTs. `stopping` (the drain): no upload is started,
+        and those still running are abandoned after this pass (see `_abandon`)."""
+        self._stopping = stopping
+        try:
+            self._submit_due(now, budget, deadline)
+        finally:
+            if stopping:
+                self._abandon()
+
+    def _submit_due(self, now: float, budget: Budget, deadline: float) -> None:
         ctx = self.ctx
-        due = ctx.owned.due(EntryState.INTENT, now)
+        self._forget_unowned()
+        due: list[Tracked] = []
+        for t in ctx.owned.due(EntryState.INTENT, now):
+            if self._waits_for_upload(t):
+                t.due = ctx.clock() + policy.FETCH_CHECK_S
+            else:
+                due.append(t)
         if not due:
             return
         due.sort(key=lambda t: (-t.entry.key.priority, t.entry.created_ms))
@@ -117,7 +150,8 @@ class Submitter:
                 continue  # the budget is spent: created next pass
             if t.payload is not None and self._late_in_memory(t):
                 continue  # every request's deadline passed while it waited: all answered
-            if not admit(t.entry, ctx.owned.live(), budget):
+            # A job whose input is uploading was admitted when its upload began.
+            if t.entry.job_id not in self.uploads and not admit(t.entry, self._live(), budget):
                 t.due = now + 1.0
                 continue
             sent = self.tracker.guarded(t, "submit", partial(self._create, t, now))
@@ -126,37 +160,156 @@ class Submitter:
 
     def _create(self, t: Tracked, now: float) -> SendHandle | None:
         """Upload (file jobs) and create; returns the SUBMITTED ledger write on success."""
-        ctx = self.ctx
         entry = t.entry
         use_file = policy.uses_file(entry)
         # An input file kept from an unclear create (maybe read by a job that landed late).
         input_file = entry.input_file if use_file else None
-        kept = input_file is not None
-        spool: IO[bytes] | None = None
-        inputs: list[JobInput] | None = []
-        if not kept:
+        if use_file and input_file is None:
+            return self._upload_then_create(t, now)
+        inputs: list[JobInput] = []
+        if not use_file:
             try:
-                if use_file:  # written to disk as it is re-read, chunk by chunk
-                    spool, count = spool_inputs(t, ctx.reader)
-                else:
-                    inputs = self._inputs(t)
-                    if inputs is None:
-                        return None  # every request's deadline had passed: job retired
-                    count = len(inputs)
+                read = self._inputs(t)
             except RegistryUnavailable as exc:  # re-reading Confluent-framed requests
-                log.warning(
-                    "re-reading requests failed; will retry", job_id=entry.job_id, error=str(exc)
-                )
-                ctx.reschedule(t, now)
+                self._reread_failed(t, now, exc)
                 return None
-            if not count:
-                if spool is not None:
-                    spool.close()
-                error = ErrorInfo(400, "INVALID_ARGUMENT", "no request of the job could be read")
-                self.tracker.give_up(entry, error, None)
+            if read is None:
+                return None  # every request's deadline had passed: job retired
+            if not read:
+                self._unreadable(t)
                 return None
-        with spool or contextlib.nullcontext():
-            return self._upload_and_create(t, now, use_file, input_file, spool, inputs or [])
+            inputs = read
+        return self._upload_and_create(t, now, use_file, input_file, None, inputs)
+
+    def _upload_then_create(self, t: Tracked, now: float) -> SendHandle | None:
+        """A file job without a kept input file: spool its JSONL, upload it, then create.
+
+        With `ctx.background` the upload runs there (2 GB take minutes) and this returns at
+        once; the job stays INTENT, due every `FETCH_CHECK_S`, until a pass finds the upload
+        ended. That pass handles it here, on the loop thread, as if the upload had just
+        returned: its error as the upload's failure, its file by the claim, then the create
+        (the claim fresh as ever, right before it). Without `ctx.background` (unit tests of
+        other stages), all of it happens in this call.
+        """
+        ctx = self.ctx
+        entry = t.entry
+        up = self.uploads.get(entry.job_id)
+        if up is None:
+            background = ctx.background
+            if background is not None and self._stopping:
+                return None  # it would be abandoned at once: the next owner uploads it
+            if background is not None and self._uploading() >= policy.MAX_UPLOADS:
+                t.due = ctx.clock() + policy.FETCH_CHECK_S  # waits for a slot, not spooled
+                return None
+            spool = self._spool(t, now)
+            if spool is None:
+                return None
+            if background is None:
+                with spool:
+                    upload = partial(ctx.gemini.upload_file, spool, entry.display_name)
+                    return self._upload_and_create(t, now, True, None, upload, [])
+            up = _Upload.start(background, ctx.gemini, entry, spool)
+            self.uploads[entry.job_id] = up
+            log.info("uploading input file", job_id=entry.job_id, requests=len(entry.offsets))
+        if not up.future.done():
+            t.due = ctx.clock() + policy.FETCH_CHECK_S
+            return None
+        del self.uploads[entry.job_id]
+        # Done: `result()` returns the file at once, or raises the upload's error here.
+        return self._upload_and_create(t, now, True, None, up.future.result, [])
+
+    def _spool(self, t: Tracked, now: float) -> IO[bytes] | None:
+        """The job's input JSONL on disk, rewound; None if re-reading failed (retried with
+        backoff) or found nothing (the job is given up)."""
+        try:  # written to disk as it is re-read, chunk by chunk
+            spool, count = spool_inputs(t, self.ctx.reader)
+        except RegistryUnavailable as exc:  # re-reading Confluent-framed requests
+            self._reread_failed(t, now, exc)
+            return None
+        if not count:
+            spool.close()
+            self._unreadable(t)
+            return None
+        return spool
+
+    def _reread_failed(self, t: Tracked, now: float, exc: RegistryUnavailable) -> None:
+        log.warning("re-reading requests failed; will retry", job_id=t.entry.job_id, error=str(exc))
+        self.ctx.reschedule(t, now)
+
+    def _unreadable(self, t: Tracked) -> None:
+        error = ErrorInfo(400, "INVALID_ARGUMENT", "no request of the job could be read")
+        self.tracker.give_up(t.entry, error, None)
+
+    def _waits_for_upload(self, t: Tracked) -> bool:
+        """Whether `t` can only wait, this pass, for its input's upload to end or for a free
+        upload slot. Nothing else is done for it meanwhile (no deadline check, admission or
+        commit: ten times a second, those would cost a big job's payload scan and, in
+        exactly-once mode, a transaction each)."""
+        up = self.uploads.get(t.entry.job_id)
+        if up is not None:
+            return not up.future.done()
+        return (
+            self.ctx.background is not None
+            and not t.lookup  # a lookup (maybe an adoption) needs no upload slot
+            and policy.uses_file(t.entry)
+            and t.entry.input_file is None
+            and self._uploading() >= policy.MAX_UPLOADS
+        )
+
+    def _uploading(self) -> int:
+        """Uploads holding a temporary file and a background thread (or queued for one)."""
+        return sum(not u.future.done() for u in self.uploads.values()) + len(self._orphans)
+
+    def _live(self) -> Iterator[LedgerEntry]:
+        """The owned entries, for `admit`: an INTENT whose input is uploading counts as
+        SUBMITTED, holding the quota it was admitted with, as one upload-and-create in a
+        single call did. Otherwise every due file job would be admitted (and uploaded) while
+        the first ones upload, then wait for quota with an unrecorded file that expires."""
+        for e in self.ctx.owned.live():
+            if e.state is EntryState.INTENT and e.job_id in self.uploads:
+                yield replace(e, state=EntryState.SUBMITTED)
+            else:
+                yield e
+
+    def _forget_unowned(self) -> None:
+        """Let go of the uploads of jobs this replica no longer owns as they were uploaded:
+        partition revoked, fenced or rebuilt after a Kafka failure without the job, or the
+        job retired, adopted or cancelled meanwhile. An owner whose job is back (revoked and
+        assigned again in one rebalance, rebuilt from the same ledger entry) keeps the upload.
+
+        A forgotten upload's temporary file is closed when it ends (its done-callback). No
+        create can have used its file (a create follows only an upload taken from
+        `self.uploads`) and nothing records it, so it is deleted once in, best effort
+        (`Tracker.cleanup`); one still running at stop is left to Gemini's 48 h expiry.
+        """
+        owned = self.ctx.owned
+        for job_id, up in list(self.uploads.items()):
+            st = owned.get(up.entry.key.partition)
+            t = st.jobs.get(job_id) if st is not None else None
+            if t is not None and up.serves(t.entry):
+                continue
+            del self.uploads[job_id]
+            log.info("input upload dropped: its job is no longer owned here", job_id=job_id)
+            self._orphans.append(up)
+        running: list[_Upload] = []
+        for up in self._orphans:
+            if not up.future.done():
+                running.append(up)
+            elif (name := up.file()) is not None:
+                self.tracker.cleanup(None, name, None)
+        self._orphans = running
+
+    def _abandon(self) -> None:
+        """On stop: uploads not started are cancelled, running ones left to end on their own
+        (their temporary files close then, their files are left to Gemini's 48 h expiry:
+        nothing will create from them, and the runner does not wait for them)."""
+        ups = [*self.uploads.values(), *self._orphans]
+        if ups:
+            log.info("input uploads abandoned on stop", jobs=[u.entry.job_id for u in ups])
+        for up in ups:
+            up.future.cancel()
+        self.uploads.clear()
+        self._orphans = []
 
     def _upload_and_create(
         self,
@@ -164,17 +317,19 @@ class Submitter:
         now: float,
         use_file: bool,
         input_file: str | None,
-        spool: IO[bytes] | None,
+        upload: Callable[[], str] | None,
         inputs: list[JobInput],
     ) -> SendHandle | None:
+        """`upload` gives the new input file's name (or raises the upload's error); None:
+        inline, or `input_file` kept from an earlier upload."""
         ctx = self.ctx
         entry = t.entry
         kept = input_file is not None
         model, kind, name = entry.key.model, entry.key.kind, entry.display_name
         prio = entry.key.priority
         try:
-            if spool is not None:
-                input_file = ctx.gemini.upload_file(spool, name)
+            if upload is not None:
+                input_file = upload()
             if not self._claim(t, now):
                 self._keep(t, input_file, kept)  # reused when the job is claimed again
                 return None
@@ -350,3 +505,45 @@ class Submitter:
         if t.payload is not None:
             t.payload = tuple(r for r in t.payload if r.offset not in dropped)
         return False
+
+
+@dataclass(slots=True)
+class _Upload:
+    """A file job's input JSONL going up to Gemini in the background."""
+
+    entry: LedgerEntry
+    """The INTENT it was spooled from."""
+    future: Future[str]
+    """The input file's name, or the upload's `ProviderError`."""
+
+    @classmethod
+    def start(
+        cls, background: Executor, gemini: GeminiPort, entry: LedgerEntry, spool: IO[bytes]
+    ) -> _Upload:
+        """Upload `spool` in `background`; the spool is closed when the upload ends, however
+        it ends (also cancelled, or after its job was dropped)."""
+        try:
+            future = background.submit(gemini.upload_file, spool, entry.display_name)
+        except BaseException:
+            spool.close()
+            raise
+        future.add_done_callback(lambda _: spool.close())
+        return cls(entry, future)
+
+    def serves(self, entry: LedgerEntry) -> bool:
+        """Whether `entry` (owned now) is still the job this upload is for: the same INTENT,
+        needing a new input file. Its input is the same (a job id names one set of requests;
+        ones dropped since, as late, are ignored at delivery)."""
+        return (
+            entry.state is EntryState.INTENT
+            and entry.display_name == self.entry.display_name
+            and entry.input_file is None
+            and policy.uses_file(entry)
+        )
+
+    def file(self) -> str | None:
+        """The uploaded file, once the upload succeeded."""
+        f = self.future
+        if not f.done() or f.cancelled() or f.exception() is not None:
+            return None
+        return f.result()

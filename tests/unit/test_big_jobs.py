@@ -322,7 +322,13 @@ def test_a_results_download_runs_off_the_loop_thread_and_the_loop_keeps_polling(
     try:
         ids = publish(h, "bg", 12)
         h.consumer.assign(0)
-        h.run_until(started.is_set)
+
+        # The input file's upload runs in the pool too: wait for it with a deadline.
+        def downloading() -> bool:
+            h.step(advance_s=1.0)
+            return started.is_set()
+
+        wait_until(downloading, timeout=30, message="the results download began")
         later = publish(h, "later", 3)
         consumed = h.sidecar.stats.consumed
         h.step(3, advance_s=1.0)  # passes end while the download hangs
