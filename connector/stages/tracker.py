@@ -1,11 +1,12 @@
 """The tracker: polls submitted jobs and turns each ending into results or successor jobs.
 
 Order within a job's ending: results (or successor INTENTs) are produced and acked, then
-the job's DONE entry (or its tombstone, once the commit is past its offsets); a crash in
-between repeats results (the named duplicate window). DONE keeps the offsets covered until
-the committed offset passes them, so a rewind never batches finished requests again.
-A SUCCEEDED job's results go out in bounded chunks, one per pass (`stages.delivery`); in
-exactly-once mode every chunk and the job's end are one transaction, produced in one pass.
+the job's DONE entry (or its tombstone, once the commit is past its offsets). DONE keeps the
+offsets covered until the committed offset passes them, so a rewind never batches finished
+requests again. A SUCCEEDED job's results go out in bounded chunks, one per pass
+(`stages.delivery`), each followed by a delivery cursor in the job's ledger entry (in
+exactly-once mode: in the chunk's transaction); a crash repeats at most the chunk whose
+cursor was not written (the named duplicate window), and the next owner resumes there.
 """
 
 from __future__ import annotations
