@@ -312,6 +312,9 @@ def next_chunk_size(done: int, took_s: float, cap: int) -> int:
     return max(min(DELIVERY_CHUNK_MIN, cap), int(min(float(cap), fit)))
 
 
+SPOOL_SLICE_S = 0.25
+"""Work per pass writing a file job's input JSONL (re-reading 1M requests takes seconds)."""
+
 FETCH_CHECK_S = 0.1
 """How often the loop looks whether a transfer in the background (a results file coming in,
 a file job's input going up) has ended."""

@@ -10,18 +10,21 @@ it, on the loop thread, in that order (upload → claim → create).
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, replace
 from functools import partial
+from itertools import islice
 from typing import IO
 
 import structlog
 
 from connector.core import policy
+from connector.core.jsonl import write_jsonl
 from connector.core.offsets import Offsets
 from connector.core.partitions import Tracked
-from connector.core.ports import GeminiPort, SendHandle
+from connector.core.ports import GeminiPort, RequestReaderPort, SendHandle
 from connector.core.quota import Budget, admit
 from connector.core.records import EntryState, ErrorInfo, JobInput, LedgerEntry, RequestEvent
 from connector.core.results import Outgoing, deadline_passed, late, refused
@@ -56,6 +59,9 @@ class Submitter:
         created), by job id."""
         self._orphans: list[_Upload] = []
         """Uploads of jobs no longer owned, still running: their files are deleted once in."""
+        self.spooling: dict[str, _Spooling] = {}
+        """File jobs whose input JSONL is being written to disk, a slice per pass, by job id
+        (only with `ctx.background`: a 1M-request job takes seconds to re-read)."""
         self._stopping = False
 
     def submit_due(
@@ -198,8 +204,14 @@ class Submitter:
             background = ctx.background
             if background is not None and self._stopping:
                 return None  # it would be abandoned at once: the next owner uploads it
-            if background is not None and self._uploading() >= policy.MAX_UPLOADS:
-                t.due = ctx.clock() + policy.FETCH_CHECK_S  # waits for a slot, not spooled
+            if background is not None:
+                spool = self._spool_slice(t, now)
+                if spool is None:
+                    return None
+                up = _Upload.start(background, ctx.gemini, entry, spool)
+                self.uploads[entry.job_id] = up
+                log.info("uploading input file", job_id=entry.job_id, requests=len(entry.offsets))
+                t.due = ctx.clock() + policy.FETCH_CHECK_S
                 return None
             spool = self._spool(t, now)
             if spool is None:
@@ -232,6 +244,46 @@ class Submitter:
             return None
         return spool
 
+    def _spool_slice(self, t: Tracked, now: float) -> IO[bytes] | None:
+        """Write the next slice of the job's input JSONL (`policy.SPOOL_SLICE_S` of work at
+        most); the whole file, rewound, once the last slice is written, else None (the job
+        comes due next pass; also None if re-reading failed or found nothing, as `_spool`).
+
+        A job's first slice waits for an upload slot (`policy.MAX_UPLOADS`: spooled files
+        and uploads together), so temporary files stay bounded."""
+        ctx = self.ctx
+        job_id = t.entry.job_id
+        sp = self.spooling.get(job_id)
+        if sp is None:
+            if self._uploading() >= policy.MAX_UPLOADS:
+                t.due = ctx.clock() + policy.FETCH_CHECK_S  # waits for a slot, not spooled
+                return None
+            sp = self.spooling[job_id] = _Spooling.start(t, ctx.reader)
+        try:
+            done = sp.write(ctx.clock, ctx.clock() + policy.SPOOL_SLICE_S)
+        except RegistryUnavailable as exc:  # re-reading Confluent-framed requests
+            self._drop_spooling(job_id)
+            self._reread_failed(t, now, exc)
+            return None
+        except BaseException:
+            self._drop_spooling(job_id)
+            raise
+        if not done:
+            t.due = ctx.clock()  # the next slice, next pass
+            return None
+        del self.spooling[job_id]
+        if not sp.count:
+            sp.file.close()
+            self._unreadable(t)
+            return None
+        sp.file.seek(0)
+        return sp.file
+
+    def _drop_spooling(self, job_id: str) -> None:
+        sp = self.spooling.pop(job_id, None)
+        if sp is not None:
+            sp.file.close()
+
     def _reread_failed(self, t: Tracked, now: float, exc: RegistryUnavailable) -> None:
         log.warning("re-reading requests failed; will retry", job_id=t.entry.job_id, error=str(exc))
         self.ctx.reschedule(t, now)
@@ -248,6 +300,8 @@ class Submitter:
         up = self.uploads.get(t.entry.job_id)
         if up is not None:
             return not up.future.done()
+        if t.entry.job_id in self.spooling:
+            return False  # it holds a slot already: its next slice is written this pass
         return (
             self.ctx.background is not None
             and not t.lookup  # a lookup (maybe an adoption) needs no upload slot
@@ -258,7 +312,8 @@ class Submitter:
 
     def _uploading(self) -> int:
         """Uploads holding a temporary file and a background thread (or queued for one)."""
-        return sum(not u.future.done() for u in self.uploads.values()) + len(self._orphans)
+        running = sum(not u.future.done() for u in self.uploads.values())
+        return running + len(self._orphans) + len(self.spooling)
 
     def _live(self) -> Iterator[LedgerEntry]:
         """The owned entries, for `admit`: an INTENT whose input is uploading counts as
@@ -266,7 +321,9 @@ class Submitter:
         single call did. Otherwise every due file job would be admitted (and uploaded) while
         the first ones upload, then wait for quota with an unrecorded file that expires."""
         for e in self.ctx.owned.live():
-            if e.state is EntryState.INTENT and e.job_id in self.uploads:
+            if e.state is EntryState.INTENT and (
+                e.job_id in self.uploads or e.job_id in self.spooling
+            ):
                 yield replace(e, state=EntryState.SUBMITTED)
             else:
                 yield e
@@ -283,6 +340,11 @@ class Submitter:
         (`Tracker.cleanup`); one still running at stop is left to Gemini's 48 h expiry.
         """
         owned = self.ctx.owned
+        for job_id, sp in list(self.spooling.items()):
+            st = owned.get(sp.entry.key.partition)
+            t = st.jobs.get(job_id) if st is not None else None
+            if t is None or t.entry != sp.entry:
+                self._drop_spooling(job_id)  # written again by whoever creates the job
         for job_id, up in list(self.uploads.items()):
             st = owned.get(up.entry.key.partition)
             t = st.jobs.get(job_id) if st is not None else None
@@ -308,6 +370,8 @@ class Submitter:
             log.info("input uploads abandoned on stop", jobs=[u.entry.job_id for u in ups])
         for up in ups:
             up.future.cancel()
+        for job_id in list(self.spooling):
+            self._drop_spooling(job_id)
         self.uploads.clear()
         self._orphans = []
 
@@ -547,3 +611,29 @@ class _Upload:
         if not f.done() or f.cancelled() or f.exception() is not None:
             return None
         return f.result()
+
+
+@dataclass(slots=True)
+class _Spooling:
+    """A file job's input JSONL being written to a temporary file, a slice per pass."""
+
+    entry: LedgerEntry
+    """The INTENT it is written for: another entry under the job id starts over."""
+    file: IO[bytes]
+    items: Iterator[JobInput]
+    count: int = 0
+
+    @classmethod
+    def start(cls, t: Tracked, reader: RequestReaderPort) -> _Spooling:
+        f = tempfile.TemporaryFile(prefix="gbc-input-", suffix=".jsonl")  # noqa: SIM115
+        return cls(t.entry, f, job_inputs(job_events(t, reader)))
+
+    def write(self, clock: Callable[[], float], until: float) -> bool:
+        """Append lines until `until` (checked every 1,000); True once all are written."""
+        while True:
+            batch = list(islice(self.items, 1_000))
+            self.count += write_jsonl(batch, self.file)
+            if len(batch) < 1_000:
+                return True
+            if clock() >= until:
+                return False

@@ -376,3 +376,55 @@ def test_on_stop_no_upload_is_started() -> None:
         up.gate.set()
         wait_until(lambda: up.spools[0].closed, timeout=30, message="the running one ended")
     assert creates(h) == 0
+
+
+def test_a_big_file_jobs_input_is_written_a_slice_per_pass_then_uploaded_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Writing a 5,000-request JSONL (from memory here; re-read for recovered jobs) is
+    spread over passes (1,000 lines per pass here), so the loop keeps polling; then one
+    upload, one create."""
+    monkeypatch.setattr(policy, "SPOOL_SLICE_S", 0.0)  # one block of 1,000 lines per pass
+    n = 5_000
+    h = make(batch_inline_max_bytes=1, batch_max_requests=n, batch_max_wait_s=3_600)
+    ids = publish(h, "sp", n)
+    with background(h) as up:
+        up.gate.set()  # uploads go through at once: this test is about the spooling
+        h.consumer.assign(0)
+        sliced = 0
+        for _ in range(200):
+            h.step(advance_s=0.2)
+            sliced += bool(h.sidecar.submitter.spooling)
+            if h.sidecar.submitter.uploads or h.sidecar.stats.jobs_created:
+                break
+        assert sliced >= 4  # 5,000 lines, 1,000 per pass
+        wait_until(stepping(h, lambda: answered(h, ids)), timeout=60, message="delivered")
+    assert_answered_once(h, ids, ResultStatus.OK)
+    assert_no_job_created_twice(h)
+    assert len(up.spools) == 1
+    assert up.spools[0].closed
+
+
+def test_revoked_while_its_input_is_written_the_file_is_dropped_and_the_next_owner_creates_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(policy, "SPOOL_SLICE_S", 0.0)
+    n = 3_000
+    h = make(batch_inline_max_bytes=1, batch_max_requests=n, batch_max_wait_s=3_600)
+    ids = publish(h, "sr", n)
+    with background(h) as up:
+        up.gate.set()
+        h.consumer.assign(0)
+        wait_until(
+            stepping(h, lambda: h.sidecar.submitter.spooling), timeout=30, message="spooling"
+        )
+        [sp] = h.sidecar.submitter.spooling.values()
+        h.consumer.revoke(0)
+        h.step()
+        assert h.sidecar.submitter.spooling == {}
+        assert sp.file.closed
+        assert up.spools == []  # nothing was uploaded
+        nxt = h.restart(0)
+        nxt.run_until(lambda: settled(nxt, ids), max_passes=400)
+    assert_answered_once(nxt, ids, ResultStatus.OK)
+    assert_no_job_created_twice(nxt)
