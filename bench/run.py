@@ -409,7 +409,9 @@ class IntakeRun:
     sizes: list[int]
 
 
-def run_intake(bootstrap: str, t: Topics, n: int, batch: int, timeout: float) -> IntakeRun:
+def run_intake(
+    bootstrap: str, t: Topics, n: int, batch: int, timeout: float, profile: Any = None
+) -> IntakeRun:
     """Intake alone: jobs are accepted at once and never end (no delivery competes)."""
     base = "http://127.0.0.1:9"
     s = settings_for(
@@ -419,7 +421,7 @@ def run_intake(bootstrap: str, t: Topics, n: int, batch: int, timeout: float) ->
     gemini = HeldGemini("bench", base)
     offsets = Offsets(bootstrap, s.group_id)
     try:
-        with sidecar_thread(TimedSidecar(s, gemini)) as sc:
+        with sidecar_thread(TimedSidecar(s, gemini), profile) as sc:
             first = wait_for(lambda: sc.stats.consumed > 0, 120, "first record")
             took = wait_for(lambda: sc.stats.consumed >= n, timeout, "intake", 0.005)
             committed = wait_for(
@@ -696,6 +698,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile-fanout", metavar="FILE", help="pyinstrument the fan-out sidecar thread"
     )
+    parser.add_argument(
+        "--profile-intake", metavar="FILE", help="pyinstrument the intake sidecar thread"
+    )
     parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "latest.json"))
     parser.add_argument("--timeout", type=float, default=900, help="deadline of each wait (s)")
     args = parser.parse_args(argv)
@@ -785,7 +790,17 @@ def main(argv: list[str] | None = None) -> int:
             report.data["baseline_produce_variants_per_s"] = variants
 
             print("== sidecar intake (jobs accepted at once, never ending)", flush=True)
-            intake = run_intake(bootstrap, main_t, n, args.batch, args.timeout)
+            intake_prof = None
+            if args.profile_intake:
+                from pyinstrument import Profiler  # noqa: PLC0415  # dev extra
+
+                intake_prof = Profiler(interval=0.001)
+            intake = run_intake(bootstrap, main_t, n, args.batch, args.timeout, intake_prof)
+            if intake_prof is not None:
+                Path(args.profile_intake).write_text(
+                    intake_prof.output_text(unicode=True, color=False)
+                )
+                print(f"   profile written to {args.profile_intake}", flush=True)
             r_in = dv_s / intake.took_in_s
             report.add(
                 "sidecar intake: all N taken in",
