@@ -75,6 +75,9 @@ class EmulatorConfig:
     """Probability that an API call is refused with 503 UNAVAILABLE or 500 INTERNAL."""
     latency_ms: float = 0.0
     """Added delay before every API call is answered."""
+    download_bytes_per_s: float = 0.0
+    """Send file downloads at most this fast (0: as fast as the socket goes): a results file
+    that takes minutes to come in, as from a far region or a busy service."""
     seed: int = 0
     """Seed of every random decision, so runs are reproducible."""
 

@@ -8,6 +8,7 @@ import logging
 import shutil
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, ClassVar
@@ -72,7 +73,11 @@ class _Handler(BaseHTTPRequestHandler):
             log.exception("emulator error on %s %s", self.command, self.path)
             resp = Response.json(ApiError(500, f"Emulator error: {exc!r}").body(), 500)
         body.drain()
-        self._send(resp)
+        if resp.file is not None and not req.path.startswith("/_emulator/"):
+            with self.service.in_flight_for(req):  # a download is in flight until sent
+                self._send(resp)
+        else:
+            self._send(resp)
 
     def _body(self) -> Body:
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
@@ -111,7 +116,11 @@ class _Handler(BaseHTTPRequestHandler):
                 handle.seek(0)
                 self.send_header("Content-Length", str(size))
                 self.end_headers()
-                shutil.copyfileobj(handle, self.wfile, _COPY)
+                rate = self.service.config.download_bytes_per_s
+                if rate > 0:
+                    _copy_throttled(handle, self.wfile, rate)
+                else:
+                    shutil.copyfileobj(handle, self.wfile, _COPY)
             return
         self.send_header("Content-Length", str(len(resp.body)))
         self.end_headers()
@@ -120,6 +129,18 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         if self.verbose:
             sys.stderr.write("emulator: " + (format % args) + "\n")
+
+
+def _copy_throttled(src: Any, dst: Any, bytes_per_s: float) -> None:
+    """Copy at most `bytes_per_s`, in 64 KiB pieces paced against a monotonic clock."""
+    piece = 64 * 1024
+    start, sent = time.monotonic(), 0
+    while chunk := src.read(piece):
+        dst.write(chunk)
+        sent += len(chunk)
+        ahead = sent / bytes_per_s - (time.monotonic() - start)
+        if ahead > 0:
+            time.sleep(ahead)  # pacing: the emulated link's speed, not a wait for anything
 
 
 class EmulatorServer:

@@ -14,6 +14,8 @@ import shutil
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from .clock import Clock
@@ -72,11 +74,18 @@ class Service:
 
     def handle(self, req: Request) -> Response:
         """Answer one API request (not the control API), counted in `in_flight` meanwhile."""
+        with self.in_flight_for(req):
+            return self._handle(req)
+
+    @contextmanager
+    def in_flight_for(self, req: Request) -> Iterator[None]:
+        """Count `req` in `in_flight` for the block: its handling, and (from the server) the
+        sending of a file body, which `download_bytes_per_s` may make last minutes."""
         name = call_name(req.method, req.path, req.query)
         with self._calls_lock:
             self.in_flight[name] += 1
         try:
-            return self._handle(req)
+            yield
         finally:
             with self._calls_lock:
                 self.in_flight[name] -= 1

@@ -378,3 +378,39 @@ def test_custom_trigger_strings(make_emulator: Callable[..., EmulatorServer]) ->
     assert second.error is None
     failing = client.batches.create(model=MODEL, src=ONE, config={"display_name": "kaboom-1"})  # type: ignore[arg-type]
     assert wait_done(client, failing.name or "").state == JS.JOB_STATE_FAILED
+
+
+def test_download_bytes_per_s_paces_a_results_file(
+    make_emulator: Callable[..., EmulatorServer],
+) -> None:
+    """A ~600 KB results file at 400 KB/s takes at least ~1.5 s to come in, and comes in
+    whole and unchanged (the pacing only spaces the pieces)."""
+    import json
+
+    srv = make_emulator(queue_delay_s=0, processing_delay_s=0, per_request_delay_s=0)
+    client = make_client(srv)
+    line = {"key": "0", "request": {"contents": [{"parts": [{"text": "EMULATOR_BIG_600000"}]}]}}
+    up = client.files.upload(
+        file=io.BytesIO(json.dumps(line).encode() + b"\n"), config={"mime_type": "jsonl"}
+    )
+    done = wait_done(client, client.batches.create(model=MODEL, src=up.name or "").name or "")
+    assert done.dest is not None
+    name = done.dest.file_name or ""
+    fast = client.files.download(file=name)
+    srv.update_config(download_bytes_per_s=400_000)
+    started = time.monotonic()
+    got: list[bytes] = []
+    worker = threading.Thread(target=lambda: got.append(client.files.download(file=name)))
+    worker.start()
+    try:  # in flight while its body is sent, not only while it is looked up
+        wait_until(
+            lambda: srv.stats()["in_flight"] == {"files.download": 1}, 5, "download in flight"
+        )
+    finally:
+        worker.join(timeout=30)
+    [slow] = got
+    assert time.monotonic() - started >= 0.75 * len(slow) / 400_000
+    # The client has every byte a moment before the server's handler returns.
+    wait_until(lambda: srv.stats()["in_flight"] == {}, 5, "download no longer in flight")
+    assert slow == fast
+    assert len(slow) > 600_000
