@@ -96,7 +96,7 @@ OPTIONS: tuple[Option, ...] = (
         "pass_budget_s",
         "CONNECTOR_PASS_BUDGET_S",
         float,
-        10.0,
+        2.0,
         "a loop pass starts no new Gemini call after this long (the rest waits for the next "
         "pass); with one HTTP timeout it must stay under half of max.poll.interval.ms",
     ),

@@ -77,6 +77,12 @@ KAFKA_BACKOFF_MAX_S = 30.0
 """Longest wait between passes while Kafka keeps failing."""
 
 
+SLOW_PASS_S = 5.0
+"""A pass whose work took this long, and twice the pass budget, is logged with where the
+time went (intake, commit, submit, track): what an operator needs to see why /healthz or
+the group is unhappy. A pass at its budget plus one call is normal under load."""
+
+
 @dataclass(frozen=True, slots=True)
 class Ports:
     """What the loop talks to: the real adapters in `run()`, doubles in unit tests."""
@@ -547,6 +553,7 @@ class Sidecar:
                 self._hold(rec.partition, rec.offset, now, exc)
         sealed.extend(self.batcher.due(now))
         self.intake.record_intents(sealed, cp)
+        phases = {"intake": self.clock() - started}
         try:
             cp.commit(self.ctx.sink, self.consumer, self.owned, self._eos_txn())
             deadline = started + self.s.pass_budget_s
@@ -556,13 +563,25 @@ class Sidecar:
                 self.control.poll()
                 self.control.act(deadline)
             self.tracker.prune_done()
+            mark = self.clock()
+            phases["commit"] = mark - started - phases["intake"]
             self.submitter.submit_due(self.clock(), self.budget, deadline)
+            phases["submit"] = self.clock() - mark
+            mark = self.clock()
             self.tracker.track_due(self.clock(), self._stop.is_set(), deadline)
+            phases["track"] = self.clock() - mark
         except Fenced as exc:
             self._fenced(exc)
         self._backpressure()
         self.pass_work_s = self.clock() - started
         self.pass_times.add(self.pass_work_s)
+        if self.pass_work_s >= max(SLOW_PASS_S, 2 * self.s.pass_budget_s):
+            log.warning(
+                "slow loop pass",
+                seconds=round(self.pass_work_s, 3),
+                records=len(records),
+                **{f"{k}_s": round(v, 3) for k, v in phases.items()},
+            )
         st = self.stats
         activity = st.consumed + st.results_ok + st.results_error + st.jobs_created
         self.heap.after_pass(not records, activity, self.clock())

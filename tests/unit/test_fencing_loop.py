@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import structlog.testing
+
 from connector.adapters.ledger import CLAIM_HEADER
 from connector.testing import TestHarness, harness
 
@@ -43,6 +45,24 @@ def test_a_pass_starts_no_create_after_its_budget_and_the_rest_follow_next_pass(
     status = h.sidecar.status()
     assert status["pass_s"]["max"] >= 12.0
     assert status["pass_s"]["p50"] >= 8.0
+
+
+def test_a_slow_pass_is_logged_with_where_its_time_went() -> None:
+    h = harness(batch_max_requests=1, pass_budget_s=1.0, http_timeout_s=4.0)
+    h.consumer.assign(0)
+    h.step()
+    h.publish("r-0")
+    slow_creates(h, 6.0)
+    with structlog.testing.capture_logs() as logs:
+        h.step()
+    [slow] = [e for e in logs if e["event"] == "slow loop pass"]
+    assert slow["seconds"] >= 6.0
+    assert slow["submit_s"] >= 6.0
+    assert slow["track_s"] < 1.0
+    assert slow["records"] == 1
+    with structlog.testing.capture_logs() as logs:
+        h.step()  # nothing slow: nothing logged
+    assert not [e for e in logs if e["event"] == "slow loop pass"]
 
 
 def ledger_claims(h: TestHarness) -> list[bytes]:
