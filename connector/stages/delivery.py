@@ -23,8 +23,20 @@ import structlog
 
 from connector.core.jsonl import read_output_items
 from connector.core.ports import GeminiPort
-from connector.core.records import DeliveryCursor, LedgerEntry, OutputItem, RemoteJob
-from connector.core.results import Original, Outgoing, correlation_key, success_results
+from connector.core.records import (
+    DeliveryCursor,
+    ErrorInfo,
+    LedgerEntry,
+    OutputItem,
+    RemoteJob,
+)
+from connector.core.results import (
+    Original,
+    Outgoing,
+    correlation_key,
+    error_results,
+    success_results,
+)
 from connector.core.spans import CHUNK_REQUESTS
 
 log = structlog.get_logger("connector")
@@ -47,8 +59,11 @@ class Delivery:
         chunk_requests: int = CHUNK_REQUESTS,
         chunk_bytes: int = CHUNK_BYTES,
         resume: DeliveryCursor | None = None,
+        error: ErrorInfo | None = None,
     ) -> None:
         self.entry = entry
+        self.error = error
+        """Set for a job that gave up: every request gets this error, a chunk per pass."""
         self.job_name = job_name
         self._open = items
         """Opens the job's output items from the start (again, if a resume must start over)."""
@@ -89,6 +104,8 @@ class Delivery:
         if not offsets:
             return []  # a chunk of items answered before a restart: nothing to produce
         originals = read(self.entry.key.partition, offsets)
+        if self.error is not None:
+            return error_results(self.entry, originals, self.error, self.job_name, now_ms, offsets)
         return success_results(
             self.entry, originals, outputs, self.job_name, now_ms, offsets=offsets
         )

@@ -231,9 +231,21 @@ class Tracker:
         elif isinstance(outcome, policy.Resubmit):
             self._resubmit(entry, outcome.entries, state)
             self.cleanup(entry.provider_job, entry.input_file, None)
-        else:
-            self.give_up(entry, outcome.error, entry.provider_job)
-            self.cleanup(entry.provider_job, entry.input_file, None)
+        else:  # error results a chunk per pass, with a cursor, as a delivery's
+            log.warning(
+                "job gave up; producing error results",
+                job_id=entry.job_id,
+                error=outcome.error.message,
+            )
+            self.deliveries[entry.job_id] = Delivery(
+                entry,
+                entry.provider_job,
+                lambda: iter(()),
+                chunk_requests=self.chunk_requests,
+                resume=entry.delivered,
+                error=outcome.error,
+            )
+            self._deliver_chunk(t)
 
     def _resubmit(
         self, entry: LedgerEntry, successors: tuple[LedgerEntry, ...], state: JobState

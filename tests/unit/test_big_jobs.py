@@ -346,3 +346,35 @@ def test_a_results_download_runs_off_the_loop_thread_and_the_loop_keeps_polling(
     finally:
         gate.set()
         pool.shutdown(wait=True)
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_a_big_job_that_gives_up_answers_errors_a_chunk_per_pass_and_resumes_from_its_cursor(
+    guarantee: str,
+) -> None:
+    """A FAILED job past its retries: its error results go out like a delivery's, one
+    chunk per pass with a cursor, so the loop keeps polling and a new owner resumes."""
+    n = 12
+    h = make(
+        group_id="g-emulator-fail-job",  # every display name fails
+        max_failed_retries=0,
+        batch_max_requests=n,
+        processing_guarantee=guarantee,
+    )
+    h.sidecar.tracker.chunk_requests = 5
+    ids = publish(h, "gu", n)
+    h.consumer.assign(0)
+    h.run_until(lambda: len(h.results()) >= 5)
+    assert len(h.results()) == 5  # one chunk in the pass that saw FAILED
+    [live] = h.ledger.live(0).values()
+    assert live.delivered is not None
+    assert (live.delivered.items, live.delivered.scanned) == (0, 5)
+    h.consumer.revoke(0)
+    h.step()
+    nxt = h.restart(0)
+    nxt.run_until(lambda: answered(nxt, ids) and not nxt.ledger.live(0))
+    assert_answered_once(nxt, ids, ResultStatus.ERROR)
+    for rs in nxt.results_by_id().values():
+        assert rs[0].error is not None
+        assert (rs[0].error.code, rs[0].error.status) == (500, "INTERNAL")
+    assert_no_job_created_twice(nxt)
