@@ -10,6 +10,7 @@ entries acked, nothing open), the process reports its RSS again as one JSON line
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import logging
@@ -21,6 +22,7 @@ import uuid
 from common import HeldGemini, TimedSidecar, current_rss_mb, sidecar_settings
 
 from connector.logs import configure as configure_logs
+from connector.testing import wait_until
 
 
 def main() -> int:
@@ -46,41 +48,55 @@ def main() -> int:
     sc = TimedSidecar(settings, gemini)
     thread = threading.Thread(target=sc.run, name="sidecar", daemon=True)
     thread.start()
-    deadline = time.monotonic() + 120
-    while not (sc.running and sc.status().get("partitions")):
-        if time.monotonic() > deadline or not thread.is_alive():
-            print("FAILED no partitions", flush=True)
-            return 1
-        time.sleep(0.1)
-    time.sleep(2)
+    alive = thread.is_alive
+    try:
+        wait_until(
+            lambda: not alive() or (sc.running and sc.status().get("partitions")),
+            timeout=120,
+            message="the sidecar owns its partitions",
+        )
+        # Idle means a few quiet passes after the assignment, not a guessed number of seconds.
+        passes = sc.pass_times.count
+        wait_until(lambda: not alive() or sc.pass_times.count >= passes + 5, timeout=60)
+    except TimeoutError:
+        print("FAILED no partitions", flush=True)
+        return 1
+    if not alive():
+        print("FAILED sidecar died", flush=True)
+        return 1
     gc.collect()
     idle = current_rss_mb()
     print(f"IDLE {idle:.2f}", flush=True)
 
-    t_first = None
-    deadline = time.monotonic() + 3600
-    while True:
+    t_first: float | None = None
+
+    def all_held() -> bool:
+        nonlocal t_first
         st = sc.status()
         if t_first is None and st.get("consumed", 0) > 0:
             t_first = time.monotonic()
-        if (
+        return not alive() or (
             st.get("consumed", 0) >= n
             and st["open_requests"] == 0
             and st["intents"] == 0
             and sum(gemini.sizes) >= n
-        ):
-            break
-        if time.monotonic() > deadline or not thread.is_alive():
-            print(f"FAILED status {st}", flush=True)
-            return 1
-        time.sleep(0.2)
+        )
+
+    try:
+        wait_until(all_held, timeout=3600, interval=0.2, message=lambda: f"status {sc.status()}")
+    except TimeoutError as exc:
+        print(f"FAILED {exc}", flush=True)
+        return 1
+    if not alive():
+        print("FAILED sidecar died", flush=True)
+        return 1
     took = time.monotonic() - (t_first or time.monotonic())
     # Steady state: the sidecar's first idle trim after the burst (it gives the intake's
-    # freed heap back to the OS, at most every 5 s), as it would be minutes later.
+    # freed heap back to the OS, at most every 5 s), as it would be minutes later. Without
+    # glibc there is no trim: measure anyway after the deadline.
     trims = sc.heap.trims
-    settle = time.monotonic() + 15
-    while sc.heap.trims == trims and time.monotonic() < settle:
-        time.sleep(0.1)  # polling a condition, with a deadline
+    with contextlib.suppress(TimeoutError):
+        wait_until(lambda: sc.heap.trims > trims, timeout=15, interval=0.1)
     gc.collect()
     held = current_rss_mb()
     st = sc.status()

@@ -634,7 +634,7 @@ def run_sustained(
                     p.send(t.requests, value=values[fed % len(values)], key=b"s%09d" % fed,
                            partition=fed % t.partitions)  # fmt: skip
                     fed += 1
-                time.sleep(0.01)
+                time.sleep(0.01)  # pacing: the feed's steady rate
             p.flush(timeout=60)
         finally:
             p.close()
@@ -646,7 +646,7 @@ def run_sustained(
         feeder.start()
         while (now := time.perf_counter()) - t0 < seconds:
             samples.append((now - t0, current_rss_mb()))
-            time.sleep(0.5)
+            time.sleep(0.5)  # pacing: one RSS sample every 0.5 s
         stop.set()
         feeder.join(timeout=60)
         end = time.perf_counter()
