@@ -26,6 +26,7 @@ from typing import Any
 import structlog
 
 from connector import endpoints
+from connector.adapters import codecs
 from connector.adapters.control import ControlTopic, ensure_control_topic
 from connector.adapters.heap import HeapTrimmer
 from connector.adapters.kafka import (
@@ -211,6 +212,7 @@ class Sidecar:
 
     def _run(self) -> None:
         s = self.s
+        self._extra = codecs.check(self._extra)
         admin: Admin = self._connect(lambda: Admin(s.bootstrap_servers, self._extra), "admin")
         try:
             total = self._prepare_topics(admin)
