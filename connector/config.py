@@ -308,8 +308,8 @@ OPTIONS: tuple[Option, ...] = (
         "CONNECTOR_ALLOW_PROJECT_RESOURCES",
         bool,
         False,
-        "let requests reference the project's uploaded files, caches and tuned models "
-        "(single-tenant deployments only)",
+        "let requests reference the project's stored files, caches, file-search stores, corpora "
+        "and tuned models (single-tenant deployments only)",
     ),
     Option(
         "result_format",
