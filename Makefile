@@ -4,13 +4,32 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit lint bench chaos chaos-long broker-up broker-down broker-status clean
+.PHONY: demo test unit lint lock bench chaos chaos-long broker-up broker-down broker-status clean
 
-$(STAMP): pyproject.toml
+# Dependencies come from the hashed lock files (requirements/*.txt, written by `make lock`);
+# the project itself is installed without dependencies, so nothing unlocked slips in.
+$(STAMP): pyproject.toml requirements/dev.txt
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q --require-hashes -r requirements/dev.txt
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# Regenerate the lock files after changing dependencies in pyproject.toml: uv resolves once
+# for every platform and Python >= 3.11 (--universal) and records every file's hash.
+# Versions already locked are kept unless pyproject.toml rules them out; LOCK_ARGS=--upgrade
+# moves everything to the newest allowed.
+UV_COMPILE = $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
+	--custom-compile-command "make lock" $(LOCK_ARGS)
+
+# Not after $(STAMP): that installs from the locks this target is about to replace.
+lock:
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	test -x $(BIN)/uv || $(BIN)/pip install -q "uv>=0.9"
+	$(UV_COMPILE) pyproject.toml -o requirements/runtime.txt
+	$(UV_COMPILE) pyproject.toml --extra dev -c requirements/runtime.txt -o requirements/dev.txt
+	$(BIN)/python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['build-system']['requires'], sep='\n')" \
+		| $(UV_COMPILE) - -o requirements/build.txt
 
 demo: $(STAMP)
 	$(BIN)/python deploy/local/demo.py

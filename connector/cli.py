@@ -23,13 +23,7 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"connector: configuration error: {exc}", file=sys.stderr)
         return 2
-    from connector.redact import secret_values
-
-    logs.configure(
-        settings.log_level,
-        settings.log_format,
-        secrets=secret_values(settings.api_key, settings.kafka_extra),
-    )
+    logs.configure(settings.log_level, settings.log_format, secrets=settings.secrets())
     from connector.core.pricing import load_price_table
 
     try:

@@ -15,6 +15,7 @@ from typing import Any
 
 from connector import defaults as D
 from connector.errors import ConfigError
+from connector.redact import secret_values
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,14 +267,24 @@ OPTIONS: tuple[Option, ...] = (
         "CONNECTOR_HEALTH_PORT",
         int,
         0,
-        "serve /healthz, /readyz and /status on this port (0: off)",
+        "serve /healthz, /readyz, /status, /metrics and / on this port (0: off)",
     ),
     Option(
         "health_host",
         "CONNECTOR_HEALTH_HOST",
         str,
-        "0.0.0.0",
-        "address the health endpoints listen on",
+        "127.0.0.1",
+        "address the health endpoints listen on (0.0.0.0 for probes and scrapes from outside "
+        "the pod)",
+    ),
+    Option(
+        "health_token",
+        "CONNECTOR_HEALTH_TOKEN",
+        str,
+        "",
+        "bearer token required for /status and / (environment only; never logged); the "
+        "probes and /metrics stay open",
+        flag=False,
     ),
     Option(
         "liveness_timeout_s",
@@ -297,8 +308,8 @@ OPTIONS: tuple[Option, ...] = (
         "CONNECTOR_ALLOW_PROJECT_RESOURCES",
         bool,
         False,
-        "let requests reference the project's uploaded files, caches and tuned models "
-        "(single-tenant deployments only)",
+        "let requests reference the project's stored files, caches, file-search stores, corpora "
+        "and tuned models (single-tenant deployments only)",
     ),
     Option(
         "result_format",
@@ -348,6 +359,8 @@ DEFAULTS: dict[str, Any] = {o.attr: o.default for o in OPTIONS}
 # (e.g. CONNECTOR_KAFKA_SECURITY_PROTOCOL).
 KAFKA_PREFIX = "CONNECTOR_KAFKA_"
 _SECRET_WORDS = ("password", "secret", "key", "token")
+SECRET_SETTINGS = ("api_key", "schema_registry_password", "health_token")
+"""Settings whose values are secrets: masked by `describe`, registered with the redactor."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,6 +403,7 @@ class Settings:
     min_retention_h: float = DEFAULTS["min_retention_h"]
     health_port: int = DEFAULTS["health_port"]
     health_host: str = DEFAULTS["health_host"]
+    health_token: str = field(default=DEFAULTS["health_token"], repr=False)
     liveness_timeout_s: float = DEFAULTS["liveness_timeout_s"]
     price_table: str = DEFAULTS["price_table"]
     log_level: str = DEFAULTS["log_level"]
@@ -433,12 +447,20 @@ class Settings:
             return f"explicit endpoint {self.gemini_base_url}"
         return "Google Gemini API (API key from the environment)"
 
+    def secrets(self) -> list[str]:
+        """Every secret value this configuration holds, for the redactor: the settings in
+        SECRET_SETTINGS (the API key, the registry password, the health token) and every
+        secret-named Kafka setting."""
+        return [getattr(self, name) for name in SECRET_SETTINGS] + list(
+            secret_values("", self.kafka_extra)
+        )
+
     def describe(self) -> dict[str, Any]:
         """All settings for the start-up log line, secrets masked."""
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ("api_key", "schema_registry_password"):
+            if f.name in SECRET_SETTINGS:
                 value = "***" if value else ""
             elif f.name == "schema_registry_url":
                 value = _redact_url(value)

@@ -44,6 +44,7 @@ def serve(sidecar: Any) -> HealthServer:
         sidecar.ready,
         metrics=sidecar.metrics.exposition,
         page=lambda: html_page(status()),
+        token=s.health_token,
     )
     worker["id"] = f"{socket.gethostname()}:{server.port}"
     return server.start()

@@ -63,6 +63,7 @@ from connector.core.records import EntryState
 from connector.core.recovery import plan_recovery, to_retract
 from connector.core.watermark import Watermark
 from connector.errors import Fenced, KafkaError, RegistryUnavailable
+from connector.health import PROTECTED
 from connector.metrics import Telemetry
 from connector.stages.checkpoint import Checkpoint
 from connector.stages.context import Context
@@ -202,7 +203,13 @@ class Sidecar:
         if s.health_port:
             health = endpoints.serve(self)
             paths = ["/healthz", "/readyz", "/status", "/metrics", "/"]
-            log.info("health endpoints", port=health.port, paths=paths)
+            log.info(
+                "health endpoints",
+                host=s.health_host,
+                port=health.port,
+                paths=paths,
+                token_required=sorted(PROTECTED) if s.health_token else [],
+            )
         try:
             self._run()
         finally:

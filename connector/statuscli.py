@@ -31,7 +31,7 @@ from connector.core.codec import Codec
 from connector.core.observe import JobView, job_view
 from connector.core.records import EntryState, JobProgress
 from connector.errors import ConnectorError, ProviderError
-from connector.redact import REDACTOR, secret_values
+from connector.redact import REDACTOR
 
 
 def _settings(args: argparse.Namespace) -> config.Settings:
@@ -166,7 +166,7 @@ def snapshot(s: config.Settings, gemini: Any) -> list[JobView]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     s = _settings(args)
-    REDACTOR.add(*secret_values(s.api_key, s.kafka_extra))
+    REDACTOR.add(*s.secrets())
     console = Console()
     gemini = None
     try:

@@ -7,11 +7,20 @@ Everything here is an **estimate** for dashboards and attribution; Google's bill
 
 Input tokens are `prompt_tokens`; output tokens are `total - prompt` (that includes thinking
 tokens, which Gemini bills as output), or `candidates_tokens` when the total is missing.
+Where a model bills a modality at its own rate, the response's per-modality counts are priced
+at it: audio input (`input_audio`), image output (`output_image`) and audio output
+(`output_audio`); the rest at the plain rates.
+
+A model is priced by its own row, or by a row it extends only with a version suffix
+(`-preview`, `-001`, `-09-2025`, `-latest`...): `gemini-2.5-flash-image` or a `-tts` model
+never falls back to the cheaper `gemini-2.5-flash`. A model with no row has no cost.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -35,6 +44,12 @@ class Price:
     input_long: float | None = None
     output_long: float | None = None
     long_context_tokens: int = 0
+    input_audio: float | None = None
+    """Audio input tokens, where dearer than text/image/video (e.g. 2.5 Flash: 1.00 vs 0.30)."""
+    output_image: float | None = None
+    """Image output tokens of image-generating models."""
+    output_audio: float | None = None
+    """Audio output tokens (speech generation)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +77,21 @@ class PriceTable:
     retrieved: str = ""
 
     def price(self, model: str) -> Price | None:
-        """Exact id, else the longest known id the model starts with (`-preview-09-2025`...)."""
+        """Exact id, else the longest known id the model extends with a version suffix only
+        (`gemini-2.5-flash-preview-09-2025` -> `gemini-2.5-flash`); None when neither."""
         name = model.removeprefix("models/")
         found = self.models.get(name)
         if found is not None:
             return found
-        best = max((k for k in self.models if name.startswith(k)), key=len, default=None)
+        best = max(
+            (
+                k
+                for k in self.models
+                if name.startswith(k) and _VERSION_SUFFIX.fullmatch(name, len(k)) is not None
+            ),
+            key=len,
+            default=None,
+        )
         return None if best is None else self.models[best]
 
     def cost(self, model: str, usage: TokenUsage | None) -> Cost | None:
@@ -82,7 +106,16 @@ class PriceTable:
         long = 0 < p.long_context_tokens < tokens_in
         rate_in = p.input_long if long and p.input_long is not None else p.input
         rate_out = p.output_long if long and p.output_long is not None else p.output
-        interactive = (tokens_in * rate_in + tokens_out * rate_out) / _PER
+        audio_in = min(max(usage.prompt_audio_tokens, 0), tokens_in)
+        image_out = min(max(usage.output_image_tokens, 0), tokens_out)
+        audio_out = min(max(usage.output_audio_tokens, 0), tokens_out - image_out)
+        interactive = (
+            (tokens_in - audio_in) * rate_in
+            + audio_in * (rate_in if p.input_audio is None else p.input_audio)
+            + (tokens_out - image_out - audio_out) * rate_out
+            + image_out * (rate_out if p.output_image is None else p.output_image)
+            + audio_out * (rate_out if p.output_audio is None else p.output_audio)
+        ) / _PER
         return Cost(tokens_in, tokens_out, interactive * self.batch_discount, interactive)
 
     def batch_usd(self, model: str, usage: TokenUsage | None) -> float | None:
@@ -90,19 +123,29 @@ class PriceTable:
         return None if c is None else c.batch_usd
 
 
+_VERSION_SUFFIX = re.compile(r"(?:-(?:preview|exp|latest|\d{3}))*(?:-\d{2}-\d{4}|-\d{2}-\d{2})?")
+"""What may follow a priced model id and still be that model: a release stage, a version
+number, a date. A word such as `-image`, `-tts`, `-lite` or `-live` names another model."""
+_OPTIONAL = ("input_long", "output_long", "input_audio", "output_image", "output_audio")
+
+
 def _price(model: str, raw: Any) -> Price:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"price table: model {model!r} must map to an object")
     try:
-        return Price(
+        optional = {k: None if raw.get(k) is None else float(raw[k]) for k in _OPTIONAL}
+        price = Price(
             input=float(raw["input"]),
             output=float(raw.get("output", 0.0)),
-            input_long=None if raw.get("input_long") is None else float(raw["input_long"]),
-            output_long=None if raw.get("output_long") is None else float(raw["output_long"]),
             long_context_tokens=int(raw.get("long_context_tokens", 0)),
+            **optional,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"price table: model {model!r} has a bad price: {exc!r}") from exc
+    rates = [price.input, price.output, *(v for v in optional.values() if v is not None)]
+    if not all(0 <= r < math.inf for r in rates):  # NaN compares false too
+        raise ConfigError(f"price table: model {model!r} has a negative or NaN price")
+    return price
 
 
 def parse_price_table(data: Mapping[str, Any], base: PriceTable | None = None) -> PriceTable:

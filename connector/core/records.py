@@ -193,9 +193,16 @@ class ErrorInfo:
 
 @dataclass(frozen=True, slots=True)
 class TokenUsage:
+    """Token counts of one response. The per-modality counts (from usageMetadata's
+    promptTokensDetails and candidatesTokensDetails) price audio input, image and audio
+    output at their own rates; they are not part of the result event's schema."""
+
     prompt_tokens: int = 0
     candidates_tokens: int = 0
     total_tokens: int = 0
+    prompt_audio_tokens: int = 0
+    output_image_tokens: int = 0
+    output_audio_tokens: int = 0
 
 
 class ResultStatus(StrEnum):

@@ -94,11 +94,34 @@ def usage_of(response: Mapping[str, object]) -> TokenUsage | None:
                 return v
         return 0
 
+    prompt = _by_modality(meta, "promptTokensDetails", "prompt_tokens_details")
+    output = _by_modality(meta, "candidatesTokensDetails", "candidates_tokens_details")
     return TokenUsage(
         num("promptTokenCount", "prompt_token_count"),
         num("candidatesTokenCount", "candidates_token_count"),
         num("totalTokenCount", "total_token_count"),
+        prompt.get("AUDIO", 0),
+        output.get("IMAGE", 0),
+        output.get("AUDIO", 0),
     )
+
+
+def _by_modality(meta: Mapping[str, object], *names: str) -> dict[str, int]:
+    """`[{"modality": "AUDIO", "tokenCount": 7}, ...]` as `{"AUDIO": 7}`; absent is empty."""
+    out: dict[str, int] = {}
+    for name in names:
+        details = meta.get(name)
+        if not isinstance(details, list):
+            continue
+        for d in details:
+            if not isinstance(d, Mapping):
+                continue
+            modality = d.get("modality")
+            count = d.get("tokenCount", d.get("token_count"))
+            if isinstance(modality, str) and isinstance(count, int) and count > 0:
+                out[modality] = out.get(modality, 0) + count
+        break
+    return out
 
 
 def _base(

@@ -77,6 +77,24 @@ class _FileData(Struct, forbid_unknown_fields=True):
     display_name_: str | UnsetType = field(default=UNSET, name="display_name")
 
 
+class _ResponseFileData(Struct):
+    """A file inside a functionResponse part: only the URI matters here."""
+
+    fileUri: str | UnsetType | None = UNSET
+    file_uri_: str | UnsetType | None = field(default=UNSET, name="file_uri")
+
+
+class _ResponsePart(Struct):
+    fileData: _ResponseFileData | UnsetType | None = UNSET
+    file_data_: _ResponseFileData | UnsetType | None = field(default=UNSET, name="file_data")
+
+
+class _FunctionResponse(Struct):
+    """Typed only as far as its media parts (which may name files); the rest passes."""
+
+    parts: list[_ResponsePart] | UnsetType | None = UNSET
+
+
 class _Part(Struct):
     text: str | UnsetType = UNSET
     inlineData: _Blob | UnsetType = UNSET
@@ -85,8 +103,10 @@ class _Part(Struct):
     file_data_: _FileData | UnsetType = field(default=UNSET, name="file_data")
     functionCall: _Obj | UnsetType = UNSET
     function_call_: _Obj | UnsetType = field(default=UNSET, name="function_call")
-    functionResponse: _Obj | UnsetType = UNSET
-    function_response_: _Obj | UnsetType = field(default=UNSET, name="function_response")
+    functionResponse: _FunctionResponse | UnsetType = UNSET
+    function_response_: _FunctionResponse | UnsetType = field(
+        default=UNSET, name="function_response"
+    )
     executableCode: _Obj | UnsetType = UNSET
     executable_code_: _Obj | UnsetType = field(default=UNSET, name="executable_code")
     codeExecutionResult: _Obj | UnsetType = UNSET
@@ -129,6 +149,21 @@ class _Content(Struct, forbid_unknown_fields=True):
     role: _Role | UnsetType = UNSET
 
 
+class _Retrieval(Struct):
+    vertexAiSearch: _Obj | UnsetType | None = UNSET
+    vertex_ai_search_: _Obj | UnsetType | None = field(default=UNSET, name="vertex_ai_search")
+    vertexRagStore: _Obj | UnsetType | None = UNSET
+    vertex_rag_store_: _Obj | UnsetType | None = field(default=UNSET, name="vertex_rag_store")
+
+
+class _Tool(Struct):
+    """Typed only where a tool names stored resources; other tools pass through."""
+
+    fileSearch: _Obj | UnsetType | None = UNSET
+    file_search_: _Obj | UnsetType | None = field(default=UNSET, name="file_search")
+    retrieval: _Retrieval | UnsetType | None = UNSET
+
+
 class _GenerationConfig(Struct):
     responseMimeType: str | UnsetType = UNSET
     response_mime_type_: str | UnsetType = field(default=UNSET, name="response_mime_type")
@@ -139,7 +174,7 @@ class _Generate(Struct, forbid_unknown_fields=True):
     model: str | UnsetType = UNSET
     systemInstruction: _Content | UnsetType = UNSET
     system_instruction_: _Content | UnsetType = field(default=UNSET, name="system_instruction")
-    tools: list[_Obj] | UnsetType = UNSET
+    tools: list[_Tool] | UnsetType = UNSET
     toolConfig: _Obj | UnsetType = UNSET
     tool_config_: _Obj | UnsetType = field(default=UNSET, name="tool_config")
     safetySettings: list[_Obj] | UnsetType = UNSET
@@ -452,36 +487,103 @@ def _project_resource(what: str) -> InvalidRequest:
     )
 
 
+_PROJECT_NAMES = (
+    "files/",
+    "cachedcontents/",
+    "filesearchstores/",
+    "tunedmodels/",
+    "corpora/",
+    "ragcorpora/",
+    "projects/",
+    "gs://",
+)
+"""Resource names (and the Cloud Storage scheme) that point into a Google Cloud project."""
+
+
 def _is_project_file(uri: str) -> bool:
-    """A Files API file (`files/ID`, or its URL) or a Cloud Storage object."""
+    """A resource of the project: a Files API file or other resource name, a Cloud Storage
+    object, or any Google API URL (``...googleapis.com/...``) that names one. Public web
+    URLs (YouTube, a PDF on a website) are not the project's."""
     u = uri.strip().lower()
-    return u.startswith(("files/", "gs://")) or (
-        "generativelanguage.googleapis.com" in u and "/files/" in u
+    if u.startswith(_PROJECT_NAMES):
+        return True
+    if "googleapis.com" not in u:
+        return False
+    host = u.split("://", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1].split(":", 1)[0]
+    return host == "googleapis.com" or host.endswith(".googleapis.com")
+
+
+def _check_file_uri(uri: object, where: str) -> None:
+    if isinstance(uri, str) and _is_project_file(uri):
+        raise _project_resource(f"{where}.fileUri {uri[:80]!r} is a file of the project")
+
+
+def _check_part_refs(part: _Part, where: str) -> None:
+    """A non-text part: its fileData, and the files inside a functionResponse's parts."""
+    file = part.fileData if part.fileData is not UNSET else part.file_data_
+    if file is not UNSET:
+        _check_file_uri(file.fileUri if file.fileUri is not UNSET else file.file_uri_, where)
+    response = (
+        part.functionResponse if part.functionResponse is not UNSET else part.function_response_
     )
+    if response is UNSET or not response.parts:
+        return
+    for j, inner in enumerate(response.parts):
+        data = inner.fileData if inner.fileData is not UNSET else inner.file_data_
+        if data is not UNSET and data is not None:
+            uri = data.fileUri if data.fileUri is not UNSET else data.file_uri_
+            _check_file_uri(uri, f"{where}.functionResponse.parts[{j}].fileData")
+
+
+def _check_tool_refs(tools: list[_Tool]) -> None:
+    """Tools that read the project's stores: file search, Vertex AI Search and RAG corpora."""
+    for i, tool in enumerate(tools):
+        search = tool.fileSearch if tool.fileSearch is not UNSET else tool.file_search_
+        if search is not UNSET and search is not None:
+            raise _project_resource(
+                f"tools[{i}].fileSearch searches file-search stores of the project"
+            )
+        retrieval = tool.retrieval
+        if retrieval is UNSET or retrieval is None:
+            continue
+        for name, value in (
+            ("vertexAiSearch", retrieval.vertexAiSearch),
+            ("vertex_ai_search", retrieval.vertex_ai_search_),
+            ("vertexRagStore", retrieval.vertexRagStore),
+            ("vertex_rag_store", retrieval.vertex_rag_store_),
+        ):
+            if value is not UNSET and value is not None:
+                raise _project_resource(
+                    f"tools[{i}].retrieval.{name} reads a data store or corpus of the project"
+                )
 
 
 def _check_no_project_refs(req: _Generate | _Embed) -> None:
+    """Every place a request may name a stored resource (the model is checked on its own).
+
+    Text parts, by far the most common, cost one attribute test; tools are walked only
+    when the request has any.
+    """
     if isinstance(req, _Generate):
         if req.cachedContent is not UNSET or req.cached_content_ is not UNSET:
             raise _project_resource("cachedContent names a cache of the project")
-        contents = list(req.contents)
+        if req.tools is not UNSET:
+            _check_tool_refs(req.tools)
         system = req.systemInstruction
         if system is UNSET:
             system = req.system_instruction_
+        for i, content in enumerate(req.contents):
+            for k, part in enumerate(content.parts):
+                if part.text is UNSET:
+                    _check_part_refs(part, f"contents[{i}].parts[{k}]")
         if system is not UNSET:
-            contents.append(system)
+            for k, part in enumerate(system.parts):
+                if part.text is UNSET:
+                    _check_part_refs(part, f"systemInstruction.parts[{k}]")
     else:
-        contents = [req.content]
-    for content in contents:
-        for part in content.parts:
-            if part.text is not UNSET:
-                continue
-            file = part.fileData if part.fileData is not UNSET else part.file_data_
-            if file is UNSET:
-                continue
-            uri = file.fileUri if file.fileUri is not UNSET else file.file_uri_
-            if isinstance(uri, str) and _is_project_file(uri):
-                raise _project_resource(f"fileData.fileUri {uri[:80]!r} is a file of the project")
+        for k, part in enumerate(req.content.parts):
+            if part.text is UNSET:
+                _check_part_refs(part, f"content.parts[{k}]")
 
 
 def _check_embed(req: _Embed, model: str) -> tuple[int, int]:

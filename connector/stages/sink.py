@@ -27,6 +27,8 @@ from connector.errors import ProduceFailed, RecordTooLarge
 from connector.redact import redact
 
 log = structlog.get_logger("connector")
+_MAX_UNPRICED_WARNINGS = 256
+"""Models warned about; past this many the counter alone tells (bounded memory)."""
 
 KAFKA_DEFAULT_LIMIT = 1_048_576
 """The producer's default max_request_size, below the broker's default max.message.bytes."""
@@ -83,14 +85,32 @@ class Sink:
         self._stats = stats
         self._encode = (encoder or ResultEncoder(Format.SINGLE_OBJECT, codec)).encode
         self._prices = load_price_table(settings.price_table)
+        self._unpriced: set[str] = set()
         self._obs = obs or Observer()
         self.limits = limits or Limits()
 
     # -- results -------------------------------------------------------------------------
 
+    def _warn_unpriced(self, model: str) -> None:
+        """Once per model: its results go out without cost_usd (connector_unpriced_results
+        counts them), and guessing from a similar model's row could be off by 10x."""
+        name = model.removeprefix("models/")
+        if name in self._unpriced or len(self._unpriced) >= _MAX_UNPRICED_WARNINGS:
+            return
+        self._unpriced.add(name)
+        log.warning(
+            "model has no price: its results carry no cost_usd",
+            model=name,
+            hint="add it to a CONNECTOR_PRICE_TABLE file (see connector/data/prices.json)",
+        )
+
     def result(self, kafka_key: bytes | None, result: ResultEvent) -> SendHandle:
         if result.usage is not None and result.cost_usd is None:
-            result = replace(result, cost_usd=self._prices.batch_usd(result.model, result.usage))
+            cost = self._prices.batch_usd(result.model, result.usage)
+            if cost is None:
+                self._warn_unpriced(result.model)
+            else:
+                result = replace(result, cost_usd=cost)
         if result.error is not None:  # provider and transport messages may quote URLs
             result = replace(
                 result, error=replace(result.error, message=redact(result.error.message))

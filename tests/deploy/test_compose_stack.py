@@ -97,6 +97,8 @@ def test_sidecar_points_at_the_emulator_and_serves_health_on_8080(compose: dict[
     assert env["CONNECTOR_GEMINI_BASE_URL"] == "http://emulator:8765"
     assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:19092"
     assert env["CONNECTOR_HEALTH_PORT"] == "8080"
+    # The sidecar listens on loopback by default; Prometheus scrapes from its own container.
+    assert env["CONNECTOR_HEALTH_HOST"] == "0.0.0.0"
     # Never a literal key: only what the user's shell passes in.
     assert env["GEMINI_API_KEY"] == "${GEMINI_API_KEY:-}"
     assert sidecar["command"] == ["run"]

@@ -14,6 +14,7 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 from deploy_checks import (
+    CONNECTOR_CONTAINER,
     DEPLOY,
     K8S_VERSION,
     Doc,
@@ -77,7 +78,7 @@ def test_api_key_comes_from_the_example_secret(name: str) -> None:
     docs = layout(name)
     (secret,) = [d for d in docs if d["kind"] == "Secret"]
     for _, spec in pod_specs(docs):
-        connector = next(c for c in spec["containers"] if c["name"] == "gemini-batch-connector")
+        connector = next(c for c in spec["containers"] if c["name"] == CONNECTOR_CONTAINER)
         ref = api_key_ref(connector)
         assert ref == {"name": secret["metadata"]["name"], "key": "api-key"}
         assert ref["key"] in secret["stringData"]
@@ -87,7 +88,7 @@ def test_grace_period_is_above_the_drain_budget() -> None:
     for name in LAYOUTS:
         docs = layout(name)
         for _, spec in pod_specs(docs):
-            connector = next(c for c in spec["containers"] if c["name"] == "gemini-batch-connector")
+            connector = next(c for c in spec["containers"] if c["name"] == CONNECTOR_CONTAINER)
             drain = float(config_map_env(docs, connector)["CONNECTOR_DRAIN_TIMEOUT_S"])
             assert drain == 20.0
             assert spec["terminationGracePeriodSeconds"] == 60
@@ -132,3 +133,13 @@ def test_the_pod_rules_catch_a_weakened_pod(breakage: str) -> None:
         container["volumeMounts"] = []
     with pytest.raises(AssertionError):
         check_pod(spec, drain_timeout_s=20.0)
+
+
+@pytest.mark.parametrize("name", LAYOUTS)
+def test_health_listens_on_the_pod_address(name: str) -> None:
+    """The sidecar listens on 127.0.0.1 unless configured; the kubelet's probes and
+    Prometheus come to the pod's IP, so the manifests say 0.0.0.0 explicitly."""
+    docs = layout(name)
+    for _, spec in pod_specs(docs):
+        connector = next(c for c in spec["containers"] if c["name"] == CONNECTOR_CONTAINER)
+        assert config_map_env(docs, connector)["CONNECTOR_HEALTH_HOST"] == "0.0.0.0"

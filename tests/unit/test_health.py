@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import time
 from collections.abc import Iterator
 
 import httpx2
 import pytest
 
-from connector.health import HealthServer
+from connector.health import MAX_CONNECTIONS, HealthServer
+from connector.testing import wait_until
 
 
 @pytest.fixture
@@ -77,5 +81,117 @@ def test_metrics_and_page_are_served_when_given() -> None:
         page = _get(srv, "/?refresh=1")
         assert page.headers["content-type"].startswith("text/html")
         assert "<p>hi</p>" in page.text
+    finally:
+        srv.stop()
+
+
+# -- the server under hostile or careless clients ---------------------------------------
+
+
+def _tiny(timeout_s: float = 0.5, token: str = "") -> HealthServer:
+    return HealthServer(
+        "127.0.0.1",
+        0,
+        status=lambda: {"jobs": ["p0-1"]},
+        alive=lambda: True,
+        ready=lambda: True,
+        metrics=lambda: b"connector_x_total 1.0\n",
+        page=lambda: "<p>jobs</p>",
+        token=token,
+        timeout_s=timeout_s,
+    ).start()
+
+
+def _closed_by_server(sock: socket.socket, within_s: float) -> bool:
+    """True once the server closes `sock` (recv returns b''), waiting at most `within_s`."""
+    sock.settimeout(within_s)
+    try:
+        return sock.recv(1024) == b""
+    except TimeoutError:
+        return False
+
+
+def test_a_silent_client_neither_blocks_probes_nor_keeps_its_connection() -> None:
+    """A client that connects and sends nothing: /healthz still answers at once, and the
+    server drops the silent connection after its read timeout."""
+    srv = _tiny(timeout_s=0.5)
+    try:
+        with socket.create_connection(("127.0.0.1", srv.port)) as silent:
+            r = httpx2.get(f"http://127.0.0.1:{srv.port}/healthz", timeout=2)
+            assert r.status_code == 200
+            assert _closed_by_server(silent, within_s=5), "the silent connection stays open"
+    finally:
+        srv.stop()
+
+
+def test_a_trickling_client_is_cut_at_the_connection_deadline() -> None:
+    """Sending a header line now and then resets a per-read timeout, never the deadline."""
+    srv = _tiny(timeout_s=0.5)
+    try:
+        with socket.create_connection(("127.0.0.1", srv.port)) as slow:
+            slow.sendall(b"GET /healthz HTTP/1.1\r\n")
+            deadline = time.monotonic() + 5
+            closed = False
+            while not closed and time.monotonic() < deadline:
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    slow.sendall(b"x-slow: 1\r\n")
+                closed = _closed_by_server(slow, within_s=0.2)  # each wait under 0.5 s
+            assert closed, "a client trickling bytes keeps its connection past the deadline"
+    finally:
+        srv.stop()
+
+
+def test_connections_past_the_bound_are_closed_and_probes_recover() -> None:
+    """More idle connections than MAX_CONNECTIONS: the extra ones are closed at once (the
+    process does not grow a thread per connection), and once the idle ones time out the
+    probes answer again."""
+    srv = _tiny(timeout_s=0.5)
+    idle = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(MAX_CONNECTIONS)]
+    try:
+        with socket.create_connection(("127.0.0.1", srv.port)) as extra:
+            assert _closed_by_server(extra, within_s=5)
+
+        def healthy() -> bool:
+            with contextlib.suppress(httpx2.TransportError):
+                return httpx2.get(f"http://127.0.0.1:{srv.port}/healthz", timeout=1).is_success
+            return False
+
+        wait_until(healthy, timeout=10, message="/healthz after the idle connections expire")
+    finally:
+        for sock in idle:
+            sock.close()
+        srv.stop()
+
+
+@pytest.mark.parametrize("path", ["/status", "/", "/index.html"])
+def test_a_token_guards_status_and_the_page(path: str) -> None:
+    srv = _tiny(token="s3cret-health-token")
+    url = f"http://127.0.0.1:{srv.port}{path}"
+    try:
+        assert httpx2.get(url, timeout=5).status_code == 401
+        wrong = httpx2.get(url, headers={"authorization": "Bearer nope"}, timeout=5)
+        assert wrong.status_code == 401
+        assert wrong.headers["www-authenticate"].startswith("Bearer")
+        assert "s3cret-health-token" not in wrong.text
+        for scheme in ("Bearer", "bearer"):
+            ok = httpx2.get(url, headers={"authorization": f"{scheme} s3cret-health-token"})
+            assert ok.status_code == 200
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics"])
+def test_probes_and_metrics_stay_open_with_a_token(path: str) -> None:
+    srv = _tiny(token="s3cret-health-token")
+    try:
+        assert httpx2.get(f"http://127.0.0.1:{srv.port}{path}", timeout=5).status_code == 200
+    finally:
+        srv.stop()
+
+
+def test_without_a_token_status_is_open() -> None:
+    srv = _tiny()
+    try:
+        assert httpx2.get(f"http://127.0.0.1:{srv.port}/status", timeout=5).status_code == 200
     finally:
         srv.stop()

@@ -92,3 +92,46 @@ def test_repeated_library_messages_are_collapsed(json_logs: io.StringIO) -> None
         kafka.warning("Node %s not ready", 1)
     lines = [x for x in _lines(json_logs) if x.get("logger") == "kafka.client"]
     assert len(lines) == 1
+
+
+def test_every_secret_setting_is_registered_with_the_redactor() -> None:
+    """The registry password and health token, like the API key and Kafka passwords, are
+    masked wherever they appear: `connector run` registers `Settings.secrets()`."""
+    from connector import config
+
+    env = {
+        "GEMINI_API_KEY": KEY,
+        "CONNECTOR_SCHEMA_REGISTRY_URL": "https://registry.example:8081",
+        "CONNECTOR_SCHEMA_REGISTRY_USERNAME": "svc",
+        "CONNECTOR_SCHEMA_REGISTRY_PASSWORD": "registry-pw-7f3a",
+        "CONNECTOR_HEALTH_TOKEN": "health-token-91c2",
+        "CONNECTOR_KAFKA_SASL_PLAIN_PASSWORD": "sasl-pw-55e1",
+    }
+    s = config.load(args=None, env=env)
+    secrets = s.secrets()
+    for name in config.SECRET_SETTINGS:
+        assert getattr(s, name) in secrets, name
+    r = Redactor()
+    r.add(*secrets)
+    line = "registry 401 with registry-pw-7f3a; health-token-91c2; sasl-pw-55e1; " + KEY
+    assert r.text(line) == "registry 401 with ***; ***; ***; ***"
+    described = json.dumps(s.describe())
+    for value in ("registry-pw-7f3a", "health-token-91c2", "sasl-pw-55e1", KEY):
+        assert value not in described
+        assert value not in repr(s)
+
+
+def test_the_registry_password_never_reaches_a_log_line(json_logs: io.StringIO) -> None:
+    from connector import config
+
+    env = {
+        "CONNECTOR_GEMINI_BASE_URL": "http://127.0.0.1:1",
+        "CONNECTOR_SCHEMA_REGISTRY_PASSWORD": "registry-pw-7f3a",
+    }
+    REDACTOR.add(*config.load(args=None, env=env).secrets())
+    structlog.get_logger("connector").warning(
+        "registry refused", error="401: bad credentials registry-pw-7f3a"
+    )
+    text = json_logs.getvalue()
+    assert "registry refused" in text
+    assert "registry-pw-7f3a" not in text
