@@ -155,7 +155,9 @@ def test_installs_go_through_the_locks() -> None:
 def test_the_check_notices_a_new_or_loosened_dependency() -> None:
     """What another branch's new dependency looks like before `make lock`: a failure here."""
     pins = read_lock(RUNTIME)
-    assert mismatches([Requirement("lz4>=4")], pins) == ["lz4>=4 is not in the lock"]
+    assert mismatches([Requirement("example-new-dependency>=1")], pins) == [
+        "example-new-dependency>=1 is not in the lock"
+    ]
     pinned = pins["orjson"].version
     assert mismatches([Requirement(f"orjson>{pinned}")], pins)
     assert mismatches([Requirement(f"orjson=={pinned}")], pins) == []
