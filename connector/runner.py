@@ -401,6 +401,7 @@ class Sidecar:
                 self._rebuild_partitions()
             self.step()
         except KafkaError as exc:
+            self._abort_open()  # the pass's uncommitted sends must never ride a later commit
             self._kafka_failures += 1
             delay: float = min(KAFKA_BACKOFF_MAX_S, 0.5 * 2.0 ** min(self._kafka_failures, 10))
             self.stats.kafka_failures += 1
@@ -414,6 +415,14 @@ class Sidecar:
             return delay
         self._kafka_failures = 0
         return None
+
+    def _abort_open(self) -> None:
+        """Abort the open transaction of a failed pass (exactly-once); a failure to reach
+        the broker for it is left to the broker's transaction timeout."""
+        try:
+            self.ctx.abort()
+        except KafkaError as exc:
+            log.warning("aborting the failed pass's transaction failed", error=str(exc))
 
     def _forget_partitions(self) -> None:
         """Drop what this pass may have left half done; `_rebuild_partitions` redoes it."""
@@ -732,7 +741,10 @@ class Sidecar:
         ctx = self.ctx
         self.batcher.drop_partition(p)
         plan = plan_recovery(
-            ctx.ledger.load(p), self.clock(), self.s.http_timeout_s, self.s.request_topic
+            ctx.ledger.load(p),
+            self.clock(),
+            policy.recovered_lookup_delay(self.s.http_timeout_s),
+            self.s.request_topic,
         )
         if plan.foreign:
             self.stats.ledger_foreign_entries += len(plan.foreign)

@@ -33,6 +33,7 @@ from connector.core.records import (
 from connector.errors import ConfigError
 
 __all__ = [
+    "CLAIM_FRESH_S",
     "MAX_DISPLAY_NAME",
     "Deliver",
     "GiveUp",
@@ -51,6 +52,8 @@ __all__ = [
     "on_terminal",
     "poll_delay",
     "prunable",
+    "recovered_lookup_delay",
+    "server_timeout_s",
     "split_offsets",
     "submitted",
     "unclear_create_delay",
@@ -353,13 +356,35 @@ def failure_delay(failures: int, rand: float) -> float:
     return FAILURE_FLOOR_S + backoff_with_jitter(failures, FAILURE_BASE_S, FAILURE_CAP_S, rand)
 
 
+CLAIM_FRESH_S = 1.0
+"""A create starts at most this long after its claim began (the submitter claims again
+otherwise). The claim proves membership when the group coordinator checked it; the group can
+only have handed the partition on after that."""
+
+
+def server_timeout_s(http_timeout_s: float) -> float:
+    """How long the server may still work on a call: the SDK sends `X-Server-Timeout` as
+    the HTTP timeout rounded up to whole seconds (30.5 s goes out as 31)."""
+    return float(math.ceil(http_timeout_s))
+
+
+def recovered_lookup_delay(http_timeout_s: float) -> float:
+    """Seconds from taking a partition over until its INTENTs may be looked up.
+
+    The previous owner's create may start up to `CLAIM_FRESH_S` after a claim the group
+    accepted before the hand-over, and may land up to the server timeout after it starts: a
+    lookup any earlier could miss a job that lands a moment later and create it twice.
+    """
+    return server_timeout_s(http_timeout_s) + CLAIM_FRESH_S
+
+
 def unclear_create_delay(failures: int, rand: float, http_timeout_s: float) -> float:
     """Seconds before looking up a job whose create failed unclearly (5xx, timeout, reset).
 
     At least one HTTP timeout, rounded up as the SDK rounds `X-Server-Timeout`: by then that
     create has landed or died, so a lookup cannot miss a job that lands a moment later.
     """
-    return max(failure_delay(failures, rand), float(math.ceil(http_timeout_s)))
+    return max(failure_delay(failures, rand), server_timeout_s(http_timeout_s))
 
 
 def poll_delay(polls_so_far: int, policy: RetryPolicy, rand: float) -> float:

@@ -42,10 +42,7 @@ from connector.stages.tracker import Tracker
 
 log = structlog.get_logger("connector")
 
-CLAIM_FRESH_S = 1.0
-"""A create starts at most this long after its claim began. The claim proves membership
-when the group coordinator checked it; the group can only have handed the partition on and
-the new owner looked the job up (one HTTP timeout after its assignment) well after that."""
+CLAIM_FRESH_S = policy.CLAIM_FRESH_S
 
 
 class Submitter:
@@ -103,12 +100,21 @@ class Submitter:
             self._submit(due, existing, now, budget, deadline, sends)
         except Fenced:
             # A claim was refused. Jobs created before it, under claims that passed, are
-            # recorded as SUBMITTED (at-least-once); in exactly-once mode those writes were
-            # in the aborted transaction, and the new owner adopts the jobs by display name.
+            # recorded as SUBMITTED (at-least-once; in exactly-once mode each was committed
+            # as it was created).
             if not ctx.settings.exactly_once:
                 ctx.sink.flush_and_check(sends)
             raise
-        ctx.commit(sends, {t.entry.key.partition for t in due})
+        if sends:
+            ctx.commit(sends, {t.entry.key.partition for t in due})
+
+    def _record(self, t: Tracked, sent: SendHandle, sends: list[SendHandle]) -> None:
+        """A SUBMITTED write: in exactly-once mode committed now, its own unit of work (a
+        later job's failure aborts only what that job sent); else flushed with the pass's."""
+        if self.ctx.settings.exactly_once:
+            self.ctx.commit([sent], [t.entry.key.partition])
+        else:
+            sends.append(sent)
 
     def _look_up(self, due: list[Tracked], now: float) -> tuple[list[Tracked], dict[str, str]]:
         """Look up the due INTENTs that may exist remotely; returns those to go on with.
@@ -145,7 +151,7 @@ class Submitter:
             if found is not None:
                 ctx.stats.jobs_adopted += 1
                 log.info("adopted existing job", job_id=t.entry.job_id, batch_job=found)
-                sends.append(self._submitted(t, found, t.entry.input_file))
+                self._record(t, self._submitted(t, found, t.entry.input_file), sends)
                 continue
             # Looked up (recovered ones only once their lookup delay passed) and not there:
             # no create of the previous owner can still land, so the answer holds for the
@@ -162,7 +168,7 @@ class Submitter:
                 continue
             sent = self.tracker.guarded(t, "submit", partial(self._create, t, now))
             if sent is not None:
-                sends.append(sent)
+                self._record(t, sent, sends)
 
     def _create(self, t: Tracked, now: float) -> SendHandle | None:
         """Upload (file jobs) and create; returns the SUBMITTED ledger write on success."""
@@ -391,12 +397,14 @@ class Submitter:
         kept = input_file is not None
         model, kind, name = entry.key.model, entry.key.kind, entry.display_name
         prio = entry.key.priority
+        creating = False
         try:
             if upload is not None:
                 input_file = upload()
             if not self._claim(t, now):
                 self._keep(t, input_file, kept)  # reused when the job is claimed again
                 return None
+            creating = True
             if use_file:
                 job = ctx.gemini.create(model, kind, name, prio, file_name=input_file)
             else:
@@ -438,18 +446,22 @@ class Submitter:
             log.warning("job create failed; backing off", job_id=entry.job_id, error=str(exc))
             ctx.reschedule(t, now)
             self._keep(t, input_file, kept)
-            created_maybe = input_file is not None or not use_file  # else the upload failed
-            if exc.code != 429 and created_maybe:
+            if exc.code != 429 and creating:
                 # A 5xx or timeout may hide a job that was created, or one that lands later:
-                # look it up, one HTTP timeout from now, before trying again. A 429 is a
+                # look it up, one server timeout from now, before trying again. A 429 is a
                 # clear refusal.
-                t.lookup = True
-                t.due = now + policy.unclear_create_delay(
-                    t.failures, ctx.rand.random(), ctx.settings.http_timeout_s
-                )
+                self._unclear(t)
             else:
                 t.lookup = False
             return None
+        except Exception:
+            if creating:
+                # Not the provider's answer (a 200 the SDK could not parse, a transport
+                # error of another HTTP stack): the request may have reached the server and
+                # the job may exist. Looked up before any new create; counts against the job.
+                self._keep(t, input_file, kept)
+                self._unclear(t)
+            raise
         ctx.provider_answered()
         ctx.stats.jobs_created += 1
         log.info(
@@ -464,6 +476,15 @@ class Submitter:
             attempt=entry.attempt,
         )
         return self._submitted(t, job, input_file)
+
+    def _unclear(self, t: Tracked) -> None:
+        """The create may have reached the server: look the job up before creating again,
+        once any create of ours can no longer land (the server timeout from now)."""
+        ctx = self.ctx
+        t.lookup = True
+        t.due = ctx.clock() + policy.unclear_create_delay(
+            t.failures, ctx.rand.random(), ctx.settings.http_timeout_s
+        )
 
     def _claim(self, t: Tracked, now: float) -> bool:
         """Prove this replica still owns the job's partition, right before its create.
@@ -537,8 +558,10 @@ class Submitter:
     def _drop_late(self, t: Tracked, gone: list[tuple[int, RequestEvent]]) -> bool:
         """Answer 504 for requests whose deadline passed before their job was created.
 
-        They leave the job (the SUBMITTED entry records the rest); True when none is left
-        and the entry is retired. A crash before that write answers them again (same ids).
+        They leave the job: the INTENT is written again without them, in the same
+        transaction as their 504s in exactly-once mode (after them otherwise, where a crash
+        between the two answers them again, same ids). True when none is left and the
+        entry is retired.
         """
         ctx = self.ctx
         entry = t.entry
@@ -561,11 +584,17 @@ class Submitter:
         if not keep:
             self.tracker.deliver(entry, outgoing)
             return True
-        ctx.commit([ctx.sink.result(o.kafka_key, o.result) for o in outgoing], [p])
         n = len(entry.offsets)
-        t.entry = replace(
-            entry, offsets=Offsets(keep), est_tokens=entry.est_tokens * len(keep) // n
-        )
+        rest = replace(entry, offsets=Offsets(keep), est_tokens=entry.est_tokens * len(keep) // n)
+        answers = [ctx.sink.result(o.kafka_key, o.result) for o in outgoing]
+        if ctx.settings.exactly_once:
+            # One transaction: the 504s and the INTENT without their requests. Apart, a
+            # crash between them would leave an INTENT that answers them again.
+            ctx.commit([*answers, ctx.ledger.write(rest)], [p])
+        else:  # the answers first: a request is never left without one (repeats allowed)
+            ctx.commit(answers, [p])
+            ctx.commit([ctx.ledger.write(rest)], [p])
+        t.entry = rest
         if t.payload is not None:
             t.payload = tuple(r for r in t.payload if r.offset not in dropped)
         return False

@@ -77,7 +77,8 @@ class Tracker:
         the QUARANTINE_AFTER-th failure, the job is quarantined: error results, then its end.
         """
         try:
-            return fn()
+            with self.ctx.unit():  # a failure aborts what the step sent (exactly-once)
+                return fn()
         except KafkaError:
             raise
         except Exception as exc:
