@@ -9,7 +9,7 @@ from typing import Any
 from loop_support import answered, assert_answered_once, emu, fast, make, publish
 
 from connector.core.records import EntryState, ResultStatus
-from connector.errors import RecordTooLarge
+from connector.errors import ProviderRejected, RecordTooLarge
 from connector.testing import TestHarness
 
 EOS = {"processing_guarantee": "exactly_once"}
@@ -21,31 +21,29 @@ def _submitted(h: TestHarness) -> list[Any]:
     return [t for t in jobs if t.entry.state is EntryState.SUBMITTED]
 
 
-def _fail_once_on_call(h: TestHarness, n: int, exc: BaseException) -> None:
-    """The `n`-th re-read by offset (from now) raises `exc`, once."""
+def _refused_job_whose_give_up_fails(exc: BaseException) -> tuple[TestHarness, list[str]]:
+    """A job whose create is refused for good (400): its error results go out two a chunk,
+    and the second chunk's re-read raises `exc` once, after the first chunk was sent."""
+    h = make(**EOS)
+    h.consumer.assign(0)
+    ids = publish(h, "gu", 6)
+    h.sidecar.tracker.chunk_requests = 2
+
+    def refuse(*args: Any, **kwargs: Any) -> str:
+        raise ProviderRejected("invalid job (scripted)", 400, "INVALID_ARGUMENT")
+
+    h.gemini.create = refuse
     real = h.reader.read
-    calls = {"n": 0}
+    failed: list[bool] = []
 
     def read(partition: int, offsets: Any) -> Any:
-        calls["n"] += 1
-        if calls["n"] == n:
+        offsets = list(offsets)
+        if 2 in offsets and not failed:
+            failed.append(True)
             raise exc
         return real(partition, offsets)
 
     h.reader.read = read  # type: ignore[method-assign]
-
-
-def _failed_job_whose_give_up_fails(exc: BaseException) -> tuple[TestHarness, list[str]]:
-    """A job FAILED for good whose error results go out two a chunk; the second chunk's
-    re-read raises `exc` once, after the first chunk was sent."""
-    h = make(fast(processing_delay_s=1_000), max_failed_retries=0, **EOS)
-    h.consumer.assign(0)
-    ids = publish(h, "gu", 6)
-    h.run_until(lambda: _submitted(h))
-    h.sidecar.tracker.chunk_requests = 2
-    [t] = _submitted(h)
-    emu(h).force_state(t.entry.provider_job, "FAILED")
-    _fail_once_on_call(h, 2, exc)
     return h, ids
 
 
@@ -53,7 +51,7 @@ def test_a_job_step_that_fails_after_sending_leaves_nothing_for_the_next_commit(
     """A5: the first chunk's error results were sent when the second chunk's re-read
     failed (a guarded exception): they are aborted, not committed by the next pass's commit
     and then sent again by the retry (one answer per request, not two)."""
-    h, ids = _failed_job_whose_give_up_fails(RuntimeError("re-read failed (scripted)"))
+    h, ids = _refused_job_whose_give_up_fails(RuntimeError("re-read failed (scripted)"))
     h.run_until(lambda: answered(h, ids) and not h.ledger.live(0))
     assert_answered_once(h, ids, ResultStatus.ERROR)
 
@@ -63,7 +61,7 @@ def test_a_pass_that_backs_off_after_sending_leaves_nothing_for_the_next_commit(
     pass's sends are aborted before the rebuild commits anything."""
     from connector.errors import BrokerUnavailable
 
-    h, ids = _failed_job_whose_give_up_fails(BrokerUnavailable("broker gone (scripted)"))
+    h, ids = _refused_job_whose_give_up_fails(BrokerUnavailable("broker gone (scripted)"))
     for _ in range(200):
         if answered(h, ids) and not h.ledger.live(0):
             break
@@ -99,18 +97,23 @@ def test_a_result_refused_as_too_large_at_commit_becomes_an_error_result() -> No
 
 
 def test_a_late_requests_504_and_the_intent_without_it_are_one_transaction() -> None:
-    """A7: a request's deadline passes while its job waits for quota (creates refused with
-    429): its 504 is committed with the INTENT rewritten without it, so the next owner, after
-    a crash before the job is created, does not answer it again."""
-    h = make(fast(enqueued_token_cap=1), **EOS)
+    """A7: a request's deadline passes while its job waits for quota: its 504 is committed
+    with the INTENT rewritten without it, so the next owner, after a crash before the job is
+    claimed, does not answer it again."""
+    h = make(fast(processing_delay_s=1_000), max_jobs=1, **EOS)
     h.consumer.assign(0)
-    deadline = h.clock.wall_ms() + 5_000
-    late = publish(h, "late", 1, deadline_ms=deadline)
+    first = publish(h, "first", 1)
+    h.run_until(lambda: _submitted(h))
+    [running] = _submitted(h)
+    late = publish(h, "late", 1, deadline_ms=h.clock.wall_ms() + 5_000)
     rest = publish(h, "rest", 2)
     h.run_until(lambda: answered(h, late), max_passes=30)
-    assert [tuple(e.offsets) for e in h.ledger.live(0).values()] == [(1, 2)]
+    intents = [e for e in h.ledger.live(0).values() if e.state is EntryState.INTENT]
+    assert [tuple(e.offsets) for e in intents] == [(2, 3)]
     nxt = h.restart(0)
-    emu(nxt).update_config(enqueued_token_cap=3_000_000)
-    nxt.run_until(lambda: answered(nxt, rest) and not nxt.ledger.live(0), max_passes=60)
+    emu(nxt).update_config(processing_delay_s=0)
+    emu(nxt).force_state(running.entry.provider_job, "SUCCEEDED")
+    ids = first + late + rest
+    nxt.run_until(lambda: answered(nxt, ids) and not nxt.ledger.live(0), max_passes=60)
     assert_answered_once(nxt, late, ResultStatus.ERROR)
-    assert_answered_once(nxt, rest, ResultStatus.OK)
+    assert_answered_once(nxt, first + rest, ResultStatus.OK)
