@@ -145,6 +145,7 @@ class Sidecar:
                 max_bytes=settings.batch_max_bytes,
                 inline_max_bytes=settings.batch_inline_max_bytes,
                 max_wait_s=settings.batch_max_wait_s,
+                max_tokens=settings.token_budget,
             )
         )
         self.retry = policy.RetryPolicy(

@@ -45,6 +45,7 @@ __all__ = [
     "display_name",
     "done",
     "failure_delay",
+    "halves",
     "needs_file",
     "new_intent",
     "new_job_id",
@@ -250,15 +251,7 @@ def on_terminal(entry: LedgerEntry, state: JobState, policy: RetryPolicy, now_ms
         if tried < policy.max_attempts:
             if n <= 1:
                 return Resubmit((_retry(entry, now_ms),))
-            first, second = split_offsets(entry.offsets)
-            # Tokens split in proportion to request count; the halves sum to the parent.
-            first_tokens = entry.est_tokens * len(first) // n
-            return Resubmit(
-                (
-                    derive(entry, "/a", first, first_tokens, now_ms),
-                    derive(entry, "/b", second, entry.est_tokens - first_tokens, now_ms),
-                )
-            )
+            return Resubmit(halves(entry, now_ms))
         return GiveUp(
             ErrorInfo(
                 504,
@@ -271,6 +264,18 @@ def on_terminal(entry: LedgerEntry, state: JobState, policy: RetryPolicy, now_ms
     if state is JobState.CANCELLED:
         return GiveUp(ErrorInfo(499, "CANCELLED", f"batch job {entry.job_id} was cancelled"))
     raise ValueError(f"on_terminal needs a terminal state, got {state}")
+
+
+def halves(entry: LedgerEntry, now_ms: int) -> tuple[LedgerEntry, LedgerEntry]:
+    """`j/a` and `j/b`, the two halves of a job of two or more requests (an expired one, or
+    one over the enqueued-token cap). Tokens split in proportion to request count; the
+    halves sum to the parent."""
+    first, second = split_offsets(entry.offsets)
+    first_tokens = entry.est_tokens * len(first) // len(entry.offsets)
+    return (
+        derive(entry, "/a", first, first_tokens, now_ms),
+        derive(entry, "/b", second, entry.est_tokens - first_tokens, now_ms),
+    )
 
 
 def _retry(entry: LedgerEntry, now_ms: int) -> LedgerEntry:

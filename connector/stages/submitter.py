@@ -25,7 +25,7 @@ from connector.core.jsonl import write_jsonl
 from connector.core.offsets import Offsets
 from connector.core.partitions import Tracked
 from connector.core.ports import GeminiPort, RequestReaderPort, SendHandle
-from connector.core.quota import Budget, admit
+from connector.core.quota import Budget, admit, over_cap_alone, too_big
 from connector.core.records import EntryState, ErrorInfo, JobInput, LedgerEntry, RequestEvent
 from connector.core.results import Outgoing, deadline_passed, late, refused
 from connector.errors import (
@@ -160,6 +160,9 @@ class Submitter:
             t.lookup = False
             if ctx.clock() >= deadline:
                 continue  # the budget is spent: created next pass
+            if too_big(t.entry, ctx.settings.token_budget):
+                self.tracker.guarded(t, "submit", partial(self._split, t))
+                continue
             if t.payload is not None and self._late_in_memory(t):
                 continue  # every request's deadline passed while it waited: all answered
             # A job whose input is uploading was admitted when its upload began.
@@ -443,6 +446,9 @@ class Submitter:
             self.tracker.give_up(entry, ErrorInfo(exc.code or 400, exc.status, str(exc)), None)
             return None
         except ProviderError as exc:
+            if exc.code == 429 and over_cap_alone(str(exc)):
+                self._over_cap(t, exc, input_file)
+                return None
             log.warning("job create failed; backing off", job_id=entry.job_id, error=str(exc))
             ctx.reschedule(t, now)
             self._keep(t, input_file, kept)
@@ -476,6 +482,55 @@ class Submitter:
             attempt=entry.attempt,
         )
         return self._submitted(t, job, input_file)
+
+    def _over_cap(self, t: Tracked, exc: ProviderError, input_file: str | None) -> None:
+        """Refused because the job alone is over the model's enqueued-token cap: it would
+        be refused however long it waited. Split it in halves (each split again if refused
+        again); a single request over the whole cap can never run and gets the 429."""
+        entry = t.entry
+        if len(entry.offsets) > 1:
+            if input_file is not None and input_file != entry.input_file:
+                self.tracker.cleanup(None, input_file, None)  # `_split` deletes the kept one
+            log.warning(
+                "job alone over the enqueued-token cap; splitting it",
+                job_id=entry.job_id,
+                est_tokens=entry.est_tokens,
+                error=str(exc),
+            )
+            self._split(t)
+            return
+        log.error("request alone over the enqueued-token cap", job_id=entry.job_id, error=str(exc))
+        self.tracker.cleanup(None, input_file, None)
+        self.tracker.give_up(entry, ErrorInfo(429, exc.status, str(exc)), None)
+
+    def _split(self, t: Tracked) -> None:
+        """Replace the INTENT `t` by its halves (`policy.halves`): their INTENTs, then the
+        parent's tombstone (one transaction in exactly-once mode). Nothing was created for
+        it (its lookup, if any, found nothing), so the halves need no lookup."""
+        ctx = self.ctx
+        entry = t.entry
+        p = entry.key.partition
+        parts = policy.halves(entry, ctx.wall_ms())
+        writes = [ctx.ledger.write(e) for e in parts]
+        if ctx.settings.exactly_once:
+            ctx.commit([*writes, ctx.ledger.tombstone(entry)], [p])
+        else:
+            ctx.commit(writes, [p])
+            ctx.commit([ctx.ledger.tombstone(entry)], [p])
+        if entry.input_file is not None:
+            self.tracker.cleanup(None, entry.input_file, None)
+        st = ctx.owned.get(p)
+        if st is not None:
+            st.remove(entry.job_id)
+            for e in parts:
+                st.add(Tracked(e, due=ctx.clock(), lookup=False))
+        ctx.stats.jobs_split += 1
+        log.info(
+            "job split under the enqueued-token cap",
+            job_id=entry.job_id,
+            est_tokens=entry.est_tokens,
+            parts=[e.job_id for e in parts],
+        )
 
     def _unclear(self, t: Tracked) -> None:
         """The create may have reached the server: look the job up before creating again,
