@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from connector import defaults as D
@@ -33,6 +34,7 @@ from connector.core.records import (
 from connector.errors import ConfigError
 
 __all__ = [
+    "ANSWERED_MARK",
     "CLAIM_FRESH_S",
     "MAX_DISPLAY_NAME",
     "Deliver",
@@ -40,6 +42,7 @@ __all__ = [
     "Outcome",
     "Resubmit",
     "RetryPolicy",
+    "answered_part",
     "backoff_with_jitter",
     "derive",
     "display_name",
@@ -276,6 +279,44 @@ def halves(entry: LedgerEntry, now_ms: int) -> tuple[LedgerEntry, LedgerEntry]:
         derive(entry, "/a", first, first_tokens, now_ms),
         derive(entry, "/b", second, entry.est_tokens - first_tokens, now_ms),
     )
+
+
+ANSWERED_MARK = "~answered-"
+"""Joins a job id and the first offset of a part of it answered early (`answered_part`).
+Not a `/`: such an entry is no successor, and its parent is not superseded by it."""
+
+
+def answered_part(
+    entry: LedgerEntry, offsets: Iterable[int], now_ms: int
+) -> tuple[LedgerEntry, LedgerEntry]:
+    """`entry`'s `offsets` were answered before the job ended (deadlines passed before its
+    create; a chunk of error results of a job that gave up): a DONE entry that keeps them
+    covered until the committed offset passes them (a rewind must not batch them again),
+    and `entry` without them. Written together with the answers (one transaction in
+    exactly-once mode), so a crash can neither answer them again nor lose them.
+    """
+    gone = set(offsets)
+    keep = tuple(o for o in entry.offsets if o not in gone)
+    answered = tuple(o for o in entry.offsets if o in gone)
+    if not answered or not keep:
+        raise ValueError("answered_part needs a proper, non-empty part of the entry's offsets")
+    n = len(entry.offsets)
+    tokens = entry.est_tokens * len(keep) // n
+    job_id = f"{entry.job_id}{ANSWERED_MARK}{answered[0]}"
+    done_part = replace(
+        entry,
+        job_id=job_id,
+        display_name=_fit(f"{entry.display_name}{ANSWERED_MARK}{answered[0]}"),
+        offsets=Offsets(answered),
+        state=EntryState.DONE,
+        provider_job=None,
+        input_file=None,
+        est_tokens=entry.est_tokens - tokens,
+        delivered=None,
+        updated_ms=now_ms,
+    )
+    rest = replace(entry, offsets=Offsets(keep), est_tokens=tokens, updated_ms=now_ms)
+    return done_part, rest
 
 
 def _retry(entry: LedgerEntry, now_ms: int) -> LedgerEntry:

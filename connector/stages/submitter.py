@@ -22,7 +22,6 @@ import structlog
 
 from connector.core import policy
 from connector.core.jsonl import write_jsonl
-from connector.core.offsets import Offsets
 from connector.core.partitions import Tracked
 from connector.core.ports import GeminiPort, RequestReaderPort, SendHandle
 from connector.core.quota import Budget, admit, over_cap_alone, too_big
@@ -613,10 +612,9 @@ class Submitter:
     def _drop_late(self, t: Tracked, gone: list[tuple[int, RequestEvent]]) -> bool:
         """Answer 504 for requests whose deadline passed before their job was created.
 
-        They leave the job: the INTENT is written again without them, in the same
-        transaction as their 504s in exactly-once mode (after them otherwise, where a crash
-        between the two answers them again, same ids). True when none is left and the
-        entry is retired.
+        They leave the job (`Tracker.answered`: the INTENT without them and a DONE entry
+        covering them, in the same transaction as their 504s in exactly-once mode). True
+        when none is left and the entry is retired.
         """
         ctx = self.ctx
         entry = t.entry
@@ -639,17 +637,8 @@ class Submitter:
         if not keep:
             self.tracker.deliver(entry, outgoing)
             return True
-        n = len(entry.offsets)
-        rest = replace(entry, offsets=Offsets(keep), est_tokens=entry.est_tokens * len(keep) // n)
         answers = [ctx.sink.result(o.kafka_key, o.result) for o in outgoing]
-        if ctx.settings.exactly_once:
-            # One transaction: the 504s and the INTENT without their requests. Apart, a
-            # crash between them would leave an INTENT that answers them again.
-            ctx.commit([*answers, ctx.ledger.write(rest)], [p])
-        else:  # the answers first: a request is never left without one (repeats allowed)
-            ctx.commit(answers, [p])
-            ctx.commit([ctx.ledger.write(rest)], [p])
-        t.entry = rest
+        self.tracker.answered(t, dropped, answers)
         if t.payload is not None:
             t.payload = tuple(r for r in t.payload if r.offset not in dropped)
         return False

@@ -117,3 +117,43 @@ def test_a_late_requests_504_and_the_intent_without_it_are_one_transaction() -> 
     nxt.run_until(lambda: answered(nxt, ids) and not nxt.ledger.live(0), max_passes=60)
     assert_answered_once(nxt, late, ResultStatus.ERROR)
     assert_answered_once(nxt, first + rest, ResultStatus.OK)
+
+
+def _result_counts(h: TestHarness) -> list[int]:
+    """Results in each transaction the harness's transactional producer commits."""
+    assert h.txn is not None
+    counts: list[int] = []
+    real = h.txn.commit_transaction
+
+    def commit(sent: Any, offsets: Any, consumer: Any) -> None:
+        topics = [getattr(getattr(s, "handle", s), "topic", "") for s in sent]
+        counts.append(topics.count(h.settings.result_topic))
+        real(sent, offsets, consumer)
+
+    h.txn.commit_transaction = commit  # type: ignore[method-assign]
+    return counts
+
+
+def test_a_big_job_that_gives_up_answers_a_chunk_per_transaction() -> None:
+    """A10: a refused create of a 7-request job, error results two a chunk: four
+    transactions of at most two results, never one that grows with the job (past
+    transaction.timeout.ms the broker would fence it, and the retry would be as big)."""
+    h, ids = _refused_job_whose_give_up_fails(RuntimeError("unused"))
+    h.reader.read = h.reader.__class__.read.__get__(h.reader)  # type: ignore[method-assign]
+    ids += publish(h, "more", 1)
+    counts = _result_counts(h)
+    h.run_until(lambda: answered(h, ids) and not h.ledger.live(0))
+    assert_answered_once(h, ids, ResultStatus.ERROR)
+    assert max(counts) == 2
+    assert sum(counts) == 7
+
+
+def test_a_big_job_giving_up_resumes_after_the_last_committed_chunk() -> None:
+    """A10: the owner dies after the first chunk of error results committed: the next owner
+    answers only the rest (the committed chunk stays covered by its DONE entry)."""
+    h, ids = _refused_job_whose_give_up_fails(RuntimeError("the owner dies (scripted)"))
+    h.run_until(h.results_by_id, max_passes=20)
+    assert len(h.results_by_id()) == 2
+    nxt = h.restart(0)
+    nxt.run_until(lambda: answered(nxt, ids) and not nxt.ledger.live(0), max_passes=60)
+    assert_answered_once(nxt, ids, ResultStatus.ERROR)
