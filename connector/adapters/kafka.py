@@ -524,13 +524,14 @@ class TransactionalProducer(Producer):
             raise Fenced(f"transaction refused, instance id fenced: {exc!r}") from exc
         except ProducerFencedError as exc:
             raise self._producer_fenced(exc) from exc
-        except RecordTooLarge:
-            self._abort()
-            raise
         except ProduceFailed as exc:
             self._abort()
             too_large = _too_large_in(sent)
             if too_large is not None:
+                # kafka-python 3.0.12 keeps the refused batch's sequence numbers, so the
+                # next transaction's sends would fail out of order: a fresh producer (same
+                # id, next epoch) starts them over.
+                self._renew()
                 raise RecordTooLarge(f"transaction aborted: {too_large!r}") from exc
             raise ProduceFailed(f"transaction failed and was aborted: {exc!r}") from exc
         except KafkaError as exc:
@@ -552,12 +553,19 @@ class TransactionalProducer(Producer):
                 f"transactional.id {self._transactional_id!r} is used by another producer; "
                 "every replica needs its own (CONNECTOR_TRANSACTIONAL_ID)"
             )
+        self._renew()
+        return Fenced(f"producer fenced (transaction timed out, or the id was taken): {exc!r}")
+
+    def _renew(self) -> None:
+        """Replace the kafka-python producer by a fresh one with the same transactional.id
+        (its init fences the old one and aborts whatever it left open)."""
+        self._open = False
+        self._sends = 0
         try:
             self._producer.close(timeout=0)
-        except Exception as close_exc:  # the old producer is dead anyway
-            log.warning("closing the fenced producer failed", error=repr(close_exc))
+        except Exception as exc:  # the old producer is unusable anyway
+            log.warning("closing the replaced producer failed", error=repr(exc))
         self._producer = self._make()
-        return Fenced(f"producer fenced (transaction timed out, or the id was taken): {exc!r}")
 
     def resend(self, handle: SendHandle) -> Sent:
         """Send `handle`'s record again (its transaction aborted)."""
@@ -573,12 +581,34 @@ class TransactionalProducer(Producer):
             return
         self._open = False
         self._sends = 0
+        if self._await_epoch_bump():
+            return  # the bump aborted the transaction at the broker
         try:
             _bounded(self._producer.abort_transaction, self._timeout_s, "abort_transaction")
         except _Stuck as exc:
             raise TransactionInDoubt(f"transaction abort outcome unknown: {exc}") from exc
         except KafkaError as exc:
+            if self._await_epoch_bump():
+                return
             log.warning("transaction abort failed", error=repr(exc))
+
+    def _await_epoch_bump(self) -> bool:
+        """Wait out kafka-python's epoch bump (KIP-360), if one runs; True if one ran.
+
+        A record refused inside a transaction (too large, out of sequence) makes kafka-python
+        bump the producer epoch, which aborts the transaction at the broker; an abort or a
+        send meanwhile fails (invalid transition, out-of-order sequence). Bounded by the
+        producer's timeout; one that does not end is a transaction in doubt.
+        """
+        tm = getattr(self._producer, "_transaction_manager", None)  # no public accessor
+        if tm is None or not tm.is_bumping_epoch():
+            return False
+        deadline = time.monotonic() + self._timeout_s
+        while tm.is_bumping_epoch():
+            if time.monotonic() > deadline:
+                raise TransactionInDoubt("the producer's epoch bump did not complete")
+            time.sleep(0.01)
+        return True
 
 
 def _too_large_in(sent: Sequence[SendHandle]) -> BaseException | None:
