@@ -552,6 +552,9 @@ class Sidecar:
             records = [r for r in records if r.partition not in rewound]
         now = self.clock()
         cp = Checkpoint()
+        txn = self._eos_txn()
+        if txn is not None:  # the pass's own unit: intake's sends commit with its offsets
+            txn.begin_transaction()
         sealed = []
         self._release_held(now)
         for rec in records:

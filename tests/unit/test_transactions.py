@@ -157,3 +157,15 @@ def test_a_big_job_giving_up_resumes_after_the_last_committed_chunk() -> None:
     nxt = h.restart(0)
     nxt.run_until(lambda: answered(nxt, ids) and not nxt.ledger.live(0), max_passes=60)
     assert_answered_once(nxt, ids, ResultStatus.ERROR)
+
+
+def test_no_unit_of_work_leaves_sends_for_another() -> None:
+    """A5: in a normal exactly-once flow (batch, create, poll, deliver, a late request, an
+    expiry and its split) every unit commits its own sends: no begin ever finds leftovers."""
+    h = make(fast(), **EOS)
+    h.consumer.assign(0)
+    ids = publish(h, "ok", 5)
+    ids += publish(h, "late", 1, deadline_ms=h.clock.wall_ms() + 500)
+    h.run_until(lambda: answered(h, ids) and not h.ledger.live(0))
+    assert h.txn is not None
+    assert h.txn.stray_aborts == 0
