@@ -433,6 +433,8 @@ class TransactionalProducer(Producer):
         self._sends = 0
         """Sends in the open transaction."""
         self._fenced_at: float | None = None
+        self._stale = False
+        """The kafka-python producer must be replaced before its next use (see `_renew`)."""
         self.max_request_size = producer_max_request_size(extra)
         cfg = producer_config(bootstrap, extra)
         # Our transactions are short (a claim, one pass's writes, one chunk of results): a
@@ -456,6 +458,7 @@ class TransactionalProducer(Producer):
 
     def begin_transaction(self) -> None:
         """Start a unit of work. Sends a failed unit left open are aborted first."""
+        self._fresh()
         if self._open and self._sends:
             log.error(
                 "aborting sends a failed unit of work left in the open transaction",
@@ -474,6 +477,7 @@ class TransactionalProducer(Producer):
         headers: Headers | None = None,
         partition: int | None = None,
     ) -> Sent:
+        self._fresh()
         if not self._open:
             self._producer.begin_transaction()
             self._open = True
@@ -494,6 +498,7 @@ class TransactionalProducer(Producer):
         """
         if not self._sends and not offsets:
             return  # nothing to commit (an empty transaction has no broker-side state)
+        self._fresh()
         try:
             if not self._open:
                 self._producer.begin_transaction()
@@ -558,14 +563,26 @@ class TransactionalProducer(Producer):
 
     def _renew(self) -> None:
         """Replace the kafka-python producer by a fresh one with the same transactional.id
-        (its init fences the old one and aborts whatever it left open)."""
+        (its init fences the old one and aborts whatever it left open). If the broker does
+        not answer, the next use tries again (`_fresh`)."""
         self._open = False
         self._sends = 0
+        self._stale = True
         try:
             self._producer.close(timeout=0)
         except Exception as exc:  # the old producer is unusable anyway
             log.warning("closing the replaced producer failed", error=repr(exc))
-        self._producer = self._make()
+        self._fresh()
+
+    def _fresh(self) -> None:
+        """A pending replacement of the producer, now (`BrokerUnavailable` if it fails)."""
+        if not self._stale:
+            return
+        try:
+            self._producer = self._make()
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"could not renew the transactional producer: {exc!r}") from exc
+        self._stale = False
 
     def resend(self, handle: SendHandle) -> Sent:
         """Send `handle`'s record again (its transaction aborted)."""

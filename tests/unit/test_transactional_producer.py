@@ -106,3 +106,34 @@ def test_begin_aborts_what_a_failed_unit_left_open(monkeypatch: pytest.MonkeyPat
     assert made[0].calls == ["begin", "send", "abort", "begin"]
     p.commit_transaction([p.send("t", b"v")], {}, consumer=None)
     assert made[0].calls[-3:] == ["send", "flush", "commit"]
+
+
+def test_a_producer_that_cannot_be_renewed_yet_is_renewed_at_its_next_use(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The broker is down as the fenced producer is replaced: a Kafka failure the loop backs
+    off from (not a fatal error), and the next unit renews it."""
+    from kafka.errors import KafkaTimeoutError
+
+    from connector.errors import BrokerUnavailable
+
+    made: list[_Client] = []
+    fail = [False]
+
+    def make(self: TransactionalProducer) -> _Client:
+        if fail[0]:
+            fail[0] = False
+            raise KafkaTimeoutError("no broker")
+        made.append(_Client())
+        return made[-1]
+
+    monkeypatch.setattr(TransactionalProducer, "_make", make)
+    p = TransactionalProducer("localhost:1", {}, "txn-1")
+    made[0].commit_error = ProducerFencedError()
+    fail[0] = True
+    with pytest.raises(BrokerUnavailable):
+        p.commit_transaction([p.send("t", b"v")], {}, consumer=None)
+    p.begin_transaction()
+    assert len(made) == 2
+    p.commit_transaction([p.send("t", b"v")], {}, consumer=None)
+    assert made[1].calls[-1] == "commit"
