@@ -649,7 +649,7 @@ class Sidecar:
         At-least-once only: in exactly-once mode such INTENTs were in a transaction that was
         aborted or committed together with their offsets. The new owner reads those requests
         again and batches them itself; see `recovery.to_retract` for why and what stays.
-        (A new owner that loaded one of them only looks it up one HTTP timeout later, so this
+        (A new owner that loaded one of them looks it up only a server timeout later, so this
         tombstone, written right away, comes long before any create of theirs.)
         """
         if self.s.exactly_once:
