@@ -12,7 +12,12 @@ import sys
 from types import FrameType
 
 from connector import __version__, config
-from connector.errors import BrokerUnavailable, ConfigError, RegistryUnavailable
+from connector.errors import (
+    BrokerUnavailable,
+    ConfigError,
+    RegistryUnavailable,
+    TransactionInDoubt,
+)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -60,6 +65,9 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     except (BrokerUnavailable, RegistryUnavailable) as exc:
         print(f"connector: {exc}", file=sys.stderr)
+        return 3
+    except TransactionInDoubt as exc:  # the ledger and the transaction timeout make it safe
+        print(f"connector: {exc}; exiting", file=sys.stderr)
         return 3
     finally:
         gemini.close()

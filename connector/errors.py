@@ -18,6 +18,9 @@ ConnectorError
         ├── ProviderAuthFailed      401, 403, API_KEY_INVALID: the key, not the request (an outage)
         ├── ProviderRequestTooLarge 400 "payload size exceeds the limit" on an inline create
         └── ProviderFileGone        403/404 on a file: expired (48 h) or deleted
+
+TransactionInDoubt (a BaseException, like SystemExit) a transaction call outlived its
+                     watchdog: its outcome is unknown, so the process exits
 """
 
 from __future__ import annotations
@@ -117,3 +120,14 @@ class ProviderRequestTooLarge(ProviderRejected):
 
 class ProviderFileGone(ProviderRejected):
     """Raised when a file no longer exists (403/404): past its 48 h TTL, or deleted."""
+
+
+class TransactionInDoubt(BaseException):
+    """Raised when a transaction's commit or abort outlived its watchdog (kafka-python waits
+    on the broker without a timeout of its own): whether it committed is unknown, and the
+    producer cannot begin another. The process exits; the ledger and the broker's
+    transaction timeout make that safe.
+
+    A BaseException, like SystemExit: no per-job or per-command `except Exception` may
+    swallow it and carry on as if the transaction had committed.
+    """

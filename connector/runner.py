@@ -147,6 +147,7 @@ class Sidecar:
                 max_bytes=settings.batch_max_bytes,
                 inline_max_bytes=settings.batch_inline_max_bytes,
                 max_wait_s=settings.batch_max_wait_s,
+                max_tokens=settings.token_budget,
             )
         )
         self.retry = policy.RetryPolicy(
@@ -410,6 +411,7 @@ class Sidecar:
                 self._rebuild_partitions()
             self.step()
         except KafkaError as exc:
+            self._abort_open()  # the pass's uncommitted sends must never ride a later commit
             self._kafka_failures += 1
             delay: float = min(KAFKA_BACKOFF_MAX_S, 0.5 * 2.0 ** min(self._kafka_failures, 10))
             self.stats.kafka_failures += 1
@@ -423,6 +425,14 @@ class Sidecar:
             return delay
         self._kafka_failures = 0
         return None
+
+    def _abort_open(self) -> None:
+        """Abort the open transaction of a failed pass (exactly-once); a failure to reach
+        the broker for it is left to the broker's transaction timeout."""
+        try:
+            self.ctx.abort()
+        except KafkaError as exc:
+            log.warning("aborting the failed pass's transaction failed", error=str(exc))
 
     def _forget_partitions(self) -> None:
         """Drop what this pass may have left half done; `_rebuild_partitions` redoes it."""
@@ -551,6 +561,9 @@ class Sidecar:
             records = [r for r in records if r.partition not in rewound]
         now = self.clock()
         cp = Checkpoint()
+        txn = self._eos_txn()
+        if txn is not None:  # the pass's own unit: intake's sends commit with its offsets
+            txn.begin_transaction()
         sealed = []
         self._release_held(now)
         for rec in records:
@@ -645,7 +658,7 @@ class Sidecar:
         At-least-once only: in exactly-once mode such INTENTs were in a transaction that was
         aborted or committed together with their offsets. The new owner reads those requests
         again and batches them itself; see `recovery.to_retract` for why and what stays.
-        (A new owner that loaded one of them only looks it up one HTTP timeout later, so this
+        (A new owner that loaded one of them looks it up only a server timeout later, so this
         tombstone, written right away, comes long before any create of theirs.)
         """
         if self.s.exactly_once:
@@ -741,7 +754,10 @@ class Sidecar:
         ctx = self.ctx
         self.batcher.drop_partition(p)
         plan = plan_recovery(
-            ctx.ledger.load(p), self.clock(), self.s.http_timeout_s, self.s.request_topic
+            ctx.ledger.load(p),
+            self.clock(),
+            policy.recovered_lookup_delay(self.s.http_timeout_s),
+            self.s.request_topic,
         )
         if plan.foreign:
             self.stats.ledger_foreign_entries += len(plan.foreign)

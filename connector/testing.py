@@ -322,6 +322,18 @@ class RecordingProducer:
         self.fail_when: Callable[[str, bytes | None], BaseException | None] | None = None
         """Per-record failure: return an exception to refuse that record (e.g. too large)."""
         self.flushes = 0
+        self.stray_aborts = 0
+        """Transactions `begin_transaction` found holding sends of a failed unit, aborted."""
+
+    def begin_transaction(self) -> None:
+        """Start a unit of work: sends a failed unit left in the transaction are aborted."""
+        if self.pending or self.in_transaction:
+            self.stray_aborts += 1
+            self._abort()
+
+    def resend(self, handle: Any) -> _Handle:
+        """Send `handle`'s record again (its transaction was aborted)."""
+        return self.send(handle.topic, handle.value, handle.key, handle.headers, handle.partition)
 
     def send(
         self,

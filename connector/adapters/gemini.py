@@ -48,6 +48,18 @@ _STATES = {
 }
 
 
+_TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    httpx2.TransportError,
+    TimeoutError,
+    ConnectionError,
+)
+try:  # the SDK can be set to use httpx instead of httpx2: its timeouts are transport errors too
+    import httpx
+
+    _TRANSPORT_ERRORS += (httpx.TransportError,)
+except ImportError:  # pragma: no cover - google-genai depends on httpx
+    pass
+
 _TOO_LARGE = re.compile(r"payload size|size exceeds|too large", re.IGNORECASE)
 _KEY_INVALID = re.compile(r"API_KEY_INVALID|API key not valid|API key expired", re.IGNORECASE)
 _ABOUT_FILE = re.compile(r"\bfile\b", re.IGNORECASE)
@@ -74,7 +86,7 @@ def map_error(exc: Exception, files: bool = False) -> Exception:
         if code in (400, 413) and _TOO_LARGE.search(message):
             return ProviderRequestTooLarge(msg, code, status)
         return ProviderRejected(msg, code, status)
-    if isinstance(exc, httpx2.TransportError | TimeoutError | ConnectionError):
+    if isinstance(exc, _TRANSPORT_ERRORS):
         return ProviderRetryable(
             f"transport error: {type(exc).__name__}: {exc}", 503, "UNAVAILABLE"
         )

@@ -47,6 +47,7 @@ from connector.errors import (
     LedgerError,
     ProduceFailed,
     RecordTooLarge,
+    TransactionInDoubt,
 )
 
 PROBE_INTERVAL_S = 5.0
@@ -263,6 +264,9 @@ class Sent:
     future: Any
     failed: BaseException | None = None
     """Set when `send` itself refused the record (e.g. over `max_request_size`)."""
+    args: tuple[Any, ...] = ()
+    """What was sent (topic, value, key, headers, partition), to send it again after the
+    transaction holding it aborted."""
 
     def ok(self) -> bool:
         if self.failed is not None:
@@ -319,19 +323,20 @@ class Producer:
         headers: Headers | None = None,
         partition: int | None = None,
     ) -> Sent:
+        args = (topic, value, key, headers, partition)
         try:
             fut = self._producer.send(
                 topic, value=value, key=key, headers=headers or [], partition=partition
             )
         except KafkaError as exc:  # refused before sending, e.g. over max_request_size
-            return Sent(None, _produce_error(exc))
+            return Sent(None, _produce_error(exc), args)
         except ValueError as exc:
             # kafka-python: "Unrecognized partition" when its metadata predates a partition
             # (a ledger just grown). Not the record's fault: refresh, and let the loop back
             # off and retry the pass (a KafkaError), never quarantine a job for it.
             self._producer._metadata.request_update()  # kafka-python has no public refresh
             raise BrokerUnavailable(f"producer metadata lags behind {topic}: {exc}") from exc
-        return Sent(fut)
+        return Sent(fut, None, args)
 
     def flush_and_check(self, sent: Sequence[SendHandle], timeout_s: float = 60.0) -> None:
         """Block until every send is acked; raise if any failed (nothing may pass unacked)."""
@@ -364,13 +369,18 @@ class Producer:
 _STALE_MEMBER = (CommitFailedError, IllegalGenerationError, UnknownMemberIdError)
 
 
+class _Stuck(Exception):
+    """A bounded call outlived its watchdog (see `_bounded`)."""
+
+
 def _bounded(call: Any, timeout_s: float, what: str) -> None:
     """Run a blocking kafka-python call with a deadline (kafka-notes A.1: commit, abort and
     send_offsets wait on the broker with no timeout of their own).
 
-    On timeout the call is left running in its daemon thread and `BrokerUnavailable` is
-    raised: the transaction's outcome is unknown, so the caller must not go on as if it
-    had committed (the process exits and the ledger makes that safe).
+    On timeout the call is left running in its daemon thread and `_Stuck` is raised: the
+    transaction's outcome is unknown, so the caller must not go on as if it had committed.
+    `TransactionalProducer` turns it into `TransactionInDoubt`, which ends the process (the
+    ledger and the broker's transaction timeout make that safe).
     """
     outcome: list[BaseException | None] = []
 
@@ -385,7 +395,7 @@ def _bounded(call: Any, timeout_s: float, what: str) -> None:
     thread.start()
     thread.join(timeout_s)
     if not outcome:
-        raise BrokerUnavailable(f"{what} did not complete within {timeout_s:.0f} s")
+        raise _Stuck(f"{what} did not complete within {timeout_s:.0f} s")
     if outcome[0] is not None:
         raise outcome[0]
 
@@ -394,12 +404,20 @@ TRANSACTION_TIMEOUT_MS = 30_000
 """Default transaction.timeout.ms of the sidecar's transactional producer."""
 
 
+PRODUCER_FENCED_LIMIT_S = 60.0
+"""A second producer fencing this soon after the first, with no commit in between, means
+another live producer shares the transactional.id: a configuration error."""
+
+
 class TransactionalProducer(Producer):
     """A producer with a transactional.id, bound to the consumer group by KIP-447.
 
-    A transaction begins with its first send; `commit_transaction` adds the given request
-    offsets with the consumer's group membership, so the group coordinator refuses the
-    whole transaction when this replica's generation is stale.
+    Transactions are explicit units of work: `begin_transaction` starts one (a send outside
+    one begins it implicitly), `commit_transaction` commits its sends with the given request
+    offsets and the consumer's group membership (the group coordinator refuses the whole
+    transaction when this replica's generation is stale), and any failure aborts it. A
+    begin that finds sends left open by a unit that failed aborts them first: they never
+    ride along with the next, unrelated commit.
     """
 
     def __init__(
@@ -412,21 +430,44 @@ class TransactionalProducer(Producer):
         self._transactional_id = transactional_id
         self._timeout_s = timeout_s
         self._open = False
+        self._sends = 0
+        """Sends in the open transaction."""
+        self._fenced_at: float | None = None
+        self._stale = False
+        """The kafka-python producer must be replaced before its next use (see `_renew`)."""
         self.max_request_size = producer_max_request_size(extra)
         cfg = producer_config(bootstrap, extra)
-        # Our transactions are short (a claim, one pass's writes, one job's results): a
+        # Our transactions are short (a claim, one pass's writes, one chunk of results): a
         # crashed replica's open transaction is aborted by the broker this soon, and until
         # then it holds back every read_committed read of its partitions (the next owner's
         # ledger load waits for it). kafka-python's default is 60 s.
         cfg.setdefault("transaction_timeout_ms", TRANSACTION_TIMEOUT_MS)
-        self._producer = KafkaProducer(**cfg, transactional_id=transactional_id)
+        self._cfg = cfg
+        self._producer = self._make()
+
+    def _make(self) -> Any:
+        producer = KafkaProducer(**self._cfg, transactional_id=self._transactional_id)
         # Honours max_block_ms; fences an earlier producer with the same id and aborts
         # whatever transaction it left open.
-        self._producer.init_transactions()
+        producer.init_transactions()
+        return producer
 
     @property
     def transactional_id(self) -> str:
         return self._transactional_id
+
+    def begin_transaction(self) -> None:
+        """Start a unit of work. Sends a failed unit left open are aborted first."""
+        self._fresh()
+        if self._open and self._sends:
+            log.error(
+                "aborting sends a failed unit of work left in the open transaction",
+                sends=self._sends,
+            )
+            self._abort()
+        if not self._open:
+            self._producer.begin_transaction()
+            self._open = True
 
     def send(
         self,
@@ -436,16 +477,28 @@ class TransactionalProducer(Producer):
         headers: Headers | None = None,
         partition: int | None = None,
     ) -> Sent:
+        self._fresh()
         if not self._open:
             self._producer.begin_transaction()
             self._open = True
+        self._sends += 1
         return super().send(topic, value, key, headers, partition)
 
     def commit_transaction(
         self, sent: Sequence[SendHandle], offsets: Mapping[int, int], consumer: Any
     ) -> None:
-        if not self._open and not offsets:
-            return
+        """Commit the open transaction: `sent`, then `offsets` with the group membership.
+
+        `Fenced`: the group moved on (stale generation) or the producer was fenced (its
+        transaction outlived transaction.timeout.ms, or another producer took the id; a
+        second time within `PRODUCER_FENCED_LIMIT_S` is a `ConfigError`). `RecordTooLarge`:
+        a record was refused as too large and the transaction aborted (the caller sends its
+        unit again with the fallbacks). `TransactionInDoubt`: a call outlived its watchdog.
+        Any other failure aborts and raises `ProduceFailed`.
+        """
+        if not self._sends and not offsets:
+            return  # nothing to commit (an empty transaction has no broker-side state)
+        self._fresh()
         try:
             if not self._open:
                 self._producer.begin_transaction()
@@ -460,6 +513,11 @@ class TransactionalProducer(Producer):
                 )
             _bounded(self._producer.commit_transaction, self._timeout_s, "commit_transaction")
             self._open = False
+            self._sends = 0
+            self._fenced_at = None
+        except _Stuck as exc:
+            self._open = False
+            raise TransactionInDoubt(f"transaction outcome unknown: {exc}") from exc
         except Fenced:
             self._abort()
             raise
@@ -470,14 +528,67 @@ class TransactionalProducer(Producer):
             self._abort()
             raise Fenced(f"transaction refused, instance id fenced: {exc!r}") from exc
         except ProducerFencedError as exc:
-            # Another producer took this transactional.id: this one can never commit again.
-            raise ConfigError(
-                f"transactional.id {self._transactional_id!r} is used by another producer; "
-                "every replica needs its own (CONNECTOR_TRANSACTIONAL_ID)"
-            ) from exc
-        except (KafkaError, ProduceFailed) as exc:
+            raise self._producer_fenced(exc) from exc
+        except ProduceFailed as exc:
+            self._abort()
+            too_large = _too_large_in(sent)
+            if too_large is not None:
+                # kafka-python 3.0.12 keeps the refused batch's sequence numbers, so the
+                # next transaction's sends would fail out of order: a fresh producer (same
+                # id, next epoch) starts them over.
+                self._renew()
+                raise RecordTooLarge(f"transaction aborted: {too_large!r}") from exc
+            raise ProduceFailed(f"transaction failed and was aborted: {exc!r}") from exc
+        except KafkaError as exc:
             self._abort()
             raise ProduceFailed(f"transaction failed and was aborted: {exc!r}") from exc
+
+    def _producer_fenced(self, exc: BaseException) -> Exception:
+        """The broker bumped this transactional.id's epoch: the transaction ran past
+        transaction.timeout.ms (a big unit of work), or another producer took the id. This
+        producer can never commit again: a new one takes over the id, and the loop drops
+        its partitions as for any fencing. Fenced twice in a row soon: the id is shared."""
+        self._open = False
+        self._sends = 0
+        now = time.monotonic()
+        shared = self._fenced_at is not None and now - self._fenced_at < PRODUCER_FENCED_LIMIT_S
+        self._fenced_at = now
+        if shared:
+            return ConfigError(
+                f"transactional.id {self._transactional_id!r} is used by another producer; "
+                "every replica needs its own (CONNECTOR_TRANSACTIONAL_ID)"
+            )
+        self._renew()
+        return Fenced(f"producer fenced (transaction timed out, or the id was taken): {exc!r}")
+
+    def _renew(self) -> None:
+        """Replace the kafka-python producer by a fresh one with the same transactional.id
+        (its init fences the old one and aborts whatever it left open). If the broker does
+        not answer, the next use tries again (`_fresh`)."""
+        self._open = False
+        self._sends = 0
+        self._stale = True
+        try:
+            self._producer.close(timeout=0)
+        except Exception as exc:  # the old producer is unusable anyway
+            log.warning("closing the replaced producer failed", error=repr(exc))
+        self._fresh()
+
+    def _fresh(self) -> None:
+        """A pending replacement of the producer, now (`BrokerUnavailable` if it fails)."""
+        if not self._stale:
+            return
+        try:
+            self._producer = self._make()
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"could not renew the transactional producer: {exc!r}") from exc
+        self._stale = False
+
+    def resend(self, handle: SendHandle) -> Sent:
+        """Send `handle`'s record again (its transaction aborted)."""
+        if not isinstance(handle, Sent):
+            raise TypeError(f"not a send of this producer: {handle!r}")
+        return self.send(*handle.args)
 
     def abort_transaction(self) -> None:
         self._abort()
@@ -486,10 +597,44 @@ class TransactionalProducer(Producer):
         if not self._open:
             return
         self._open = False
+        self._sends = 0
+        if self._await_epoch_bump():
+            return  # the bump aborted the transaction at the broker
         try:
             _bounded(self._producer.abort_transaction, self._timeout_s, "abort_transaction")
+        except _Stuck as exc:
+            raise TransactionInDoubt(f"transaction abort outcome unknown: {exc}") from exc
         except KafkaError as exc:
+            if self._await_epoch_bump():
+                return
             log.warning("transaction abort failed", error=repr(exc))
+
+    def _await_epoch_bump(self) -> bool:
+        """Wait out kafka-python's epoch bump (KIP-360), if one runs; True if one ran.
+
+        A record refused inside a transaction (too large, out of sequence) makes kafka-python
+        bump the producer epoch, which aborts the transaction at the broker; an abort or a
+        send meanwhile fails (invalid transition, out-of-order sequence). Bounded by the
+        producer's timeout; one that does not end is a transaction in doubt.
+        """
+        tm = getattr(self._producer, "_transaction_manager", None)  # no public accessor
+        if tm is None or not tm.is_bumping_epoch():
+            return False
+        deadline = time.monotonic() + self._timeout_s
+        while tm.is_bumping_epoch():
+            if time.monotonic() > deadline:
+                raise TransactionInDoubt("the producer's epoch bump did not complete")
+            time.sleep(0.01)
+        return True
+
+
+def _too_large_in(sent: Sequence[SendHandle]) -> BaseException | None:
+    """The first send of `sent` refused as too large, if any."""
+    for s in sent:
+        err = s.error()
+        if isinstance(err, RecordTooLarge):
+            return err
+    return None
 
 
 def read_partition(

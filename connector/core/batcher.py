@@ -1,9 +1,10 @@
 """Groups pending requests into keyed batches and decides when each one seals.
 
 Pure: no I/O and no clock; the caller passes `now` (seconds, any monotonic origin).
-A batch seals on count (`max_requests`), on bytes (`max_bytes`), on age
-(`max_wait_s` after its first request), or before its ledger entry would outgrow
-`max_entry_bytes` (interleaved keys make every offset its own range). Sealed batches
+A batch seals on count (`max_requests`), on bytes (`max_bytes`), on estimated tokens
+(`max_tokens`, the model's enqueued-token cap: a bigger job would be refused with 429 for
+good), on age (`max_wait_s` after its first request), or before its ledger entry would
+outgrow `max_entry_bytes` (interleaved keys make every offset its own range). Sealed batches
 keep arrival order, which is offset order because a key includes the partition and a
 partition is read in order.
 """
@@ -38,6 +39,9 @@ class BatchLimits:
     max_entry_bytes: int = 0
     """Seal before the batch's ledger entry could exceed this (an upper bound: its model
     and group, plus `ENTRY_RANGE_BYTES` per offset range); 0: no bound."""
+    max_tokens: int = 0
+    """Seal before the batch's estimated input tokens would exceed this (the enqueued-token
+    cap per model: Gemini refuses a job over it however long it waits); 0: no bound."""
 
     def __post_init__(self) -> None:
         if self.max_requests < 1:
@@ -50,6 +54,8 @@ class BatchLimits:
             raise ConfigError(f"max_wait_s must be >= 0, got {self.max_wait_s}")
         if self.max_entry_bytes < 0:
             raise ConfigError(f"max_entry_bytes must be >= 0, got {self.max_entry_bytes}")
+        if self.max_tokens < 0:
+            raise ConfigError(f"max_tokens must be >= 0, got {self.max_tokens}")
 
 
 @dataclass(slots=True)
@@ -60,6 +66,7 @@ class _Open:
     opened_at: float
     requests: list[PendingRequest] = field(default_factory=list)
     size: int = 0
+    tokens: int = 0
     ranges: int = 0
     """Runs of consecutive offsets: what the ledger entry's size grows with."""
 
@@ -105,8 +112,9 @@ class Batcher:
         """Add `req` to its key's open batch; return the batches this add sealed.
 
         If `req` would push the open batch past `max_bytes`, that batch seals first and
-        `req` starts a new one. A batch seals as soon as it reaches `max_requests` or
-        `max_bytes`. A single request larger than `max_bytes` becomes a batch alone. Likewise
+        `req` starts a new one; likewise past `max_tokens`. A batch seals as soon as it
+        reaches `max_requests`, `max_bytes` or `max_tokens`. A single request larger than
+        `max_bytes` (or `max_tokens`) becomes a batch alone. Likewise
         a request that would start a new offset range past `max_entry_bytes` seals first.
         """
         limits = self._limits
@@ -116,6 +124,7 @@ class Batcher:
         new_range = batch is None or req.offset != batch.requests[-1].offset + 1
         if batch is not None and (
             batch.size + req.size > limits.max_bytes
+            or (limits.max_tokens and batch.tokens + req.est_tokens > limits.max_tokens)
             or (
                 new_range
                 and limits.max_entry_bytes
@@ -132,10 +141,15 @@ class Batcher:
             heapq.heappush(self._heap, (now, batch.gen, key))
         batch.requests.append(req)
         batch.size += req.size
+        batch.tokens += req.est_tokens
         batch.ranges += new_range
         self._count += 1
         self._bytes += req.size
-        if len(batch.requests) >= limits.max_requests or batch.size >= limits.max_bytes:
+        if (
+            len(batch.requests) >= limits.max_requests
+            or batch.size >= limits.max_bytes
+            or (limits.max_tokens and batch.tokens >= limits.max_tokens)
+        ):
             sealed.append(self._seal(key))
         return sealed
 

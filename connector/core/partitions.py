@@ -99,6 +99,8 @@ class Stats:
     jobs_adopted: int = 0
     jobs_finished: int = 0
     jobs_resubmitted: int = 0
+    jobs_split: int = 0
+    """INTENTs split in halves because they were over the model's enqueued-token cap."""
     ledger_foreign_entries: int = 0
     """Ledger entries of another request topic skipped on load (a shared ledger)."""
     fenced: int = 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from connector import defaults as D
@@ -33,17 +34,21 @@ from connector.core.records import (
 from connector.errors import ConfigError
 
 __all__ = [
+    "ANSWERED_MARK",
+    "CLAIM_FRESH_S",
     "MAX_DISPLAY_NAME",
     "Deliver",
     "GiveUp",
     "Outcome",
     "Resubmit",
     "RetryPolicy",
+    "answered_part",
     "backoff_with_jitter",
     "derive",
     "display_name",
     "done",
     "failure_delay",
+    "halves",
     "needs_file",
     "new_intent",
     "new_job_id",
@@ -51,6 +56,8 @@ __all__ = [
     "on_terminal",
     "poll_delay",
     "prunable",
+    "recovered_lookup_delay",
+    "server_timeout_s",
     "split_offsets",
     "submitted",
     "unclear_create_delay",
@@ -247,15 +254,7 @@ def on_terminal(entry: LedgerEntry, state: JobState, policy: RetryPolicy, now_ms
         if tried < policy.max_attempts:
             if n <= 1:
                 return Resubmit((_retry(entry, now_ms),))
-            first, second = split_offsets(entry.offsets)
-            # Tokens split in proportion to request count; the halves sum to the parent.
-            first_tokens = entry.est_tokens * len(first) // n
-            return Resubmit(
-                (
-                    derive(entry, "/a", first, first_tokens, now_ms),
-                    derive(entry, "/b", second, entry.est_tokens - first_tokens, now_ms),
-                )
-            )
+            return Resubmit(halves(entry, now_ms))
         return GiveUp(
             ErrorInfo(
                 504,
@@ -268,6 +267,56 @@ def on_terminal(entry: LedgerEntry, state: JobState, policy: RetryPolicy, now_ms
     if state is JobState.CANCELLED:
         return GiveUp(ErrorInfo(499, "CANCELLED", f"batch job {entry.job_id} was cancelled"))
     raise ValueError(f"on_terminal needs a terminal state, got {state}")
+
+
+def halves(entry: LedgerEntry, now_ms: int) -> tuple[LedgerEntry, LedgerEntry]:
+    """`j/a` and `j/b`, the two halves of a job of two or more requests (an expired one, or
+    one over the enqueued-token cap). Tokens split in proportion to request count; the
+    halves sum to the parent."""
+    first, second = split_offsets(entry.offsets)
+    first_tokens = entry.est_tokens * len(first) // len(entry.offsets)
+    return (
+        derive(entry, "/a", first, first_tokens, now_ms),
+        derive(entry, "/b", second, entry.est_tokens - first_tokens, now_ms),
+    )
+
+
+ANSWERED_MARK = "~answered-"
+"""Joins a job id and the first offset of a part of it answered early (`answered_part`).
+Not a `/`: such an entry is no successor, and its parent is not superseded by it."""
+
+
+def answered_part(
+    entry: LedgerEntry, offsets: Iterable[int], now_ms: int
+) -> tuple[LedgerEntry, LedgerEntry]:
+    """`entry`'s `offsets` were answered before the job ended (deadlines passed before its
+    create; a chunk of error results of a job that gave up): a DONE entry that keeps them
+    covered until the committed offset passes them (a rewind must not batch them again),
+    and `entry` without them. Written together with the answers (one transaction in
+    exactly-once mode), so a crash can neither answer them again nor lose them.
+    """
+    gone = set(offsets)
+    keep = tuple(o for o in entry.offsets if o not in gone)
+    answered = tuple(o for o in entry.offsets if o in gone)
+    if not answered or not keep:
+        raise ValueError("answered_part needs a proper, non-empty part of the entry's offsets")
+    n = len(entry.offsets)
+    tokens = entry.est_tokens * len(keep) // n
+    job_id = f"{entry.job_id}{ANSWERED_MARK}{answered[0]}"
+    done_part = replace(
+        entry,
+        job_id=job_id,
+        display_name=_fit(f"{entry.display_name}{ANSWERED_MARK}{answered[0]}"),
+        offsets=Offsets(answered),
+        state=EntryState.DONE,
+        provider_job=None,
+        input_file=None,
+        est_tokens=entry.est_tokens - tokens,
+        delivered=None,
+        updated_ms=now_ms,
+    )
+    rest = replace(entry, offsets=Offsets(keep), est_tokens=tokens, updated_ms=now_ms)
+    return done_part, rest
 
 
 def _retry(entry: LedgerEntry, now_ms: int) -> LedgerEntry:
@@ -353,13 +402,35 @@ def failure_delay(failures: int, rand: float) -> float:
     return FAILURE_FLOOR_S + backoff_with_jitter(failures, FAILURE_BASE_S, FAILURE_CAP_S, rand)
 
 
+CLAIM_FRESH_S = 1.0
+"""A create starts at most this long after its claim began (the submitter claims again
+otherwise). The claim proves membership when the group coordinator checked it; the group can
+only have handed the partition on after that."""
+
+
+def server_timeout_s(http_timeout_s: float) -> float:
+    """How long the server may still work on a call: the SDK sends `X-Server-Timeout` as
+    the HTTP timeout rounded up to whole seconds (30.5 s goes out as 31)."""
+    return float(math.ceil(http_timeout_s))
+
+
+def recovered_lookup_delay(http_timeout_s: float) -> float:
+    """Seconds from taking a partition over until its INTENTs may be looked up.
+
+    The previous owner's create may start up to `CLAIM_FRESH_S` after a claim the group
+    accepted before the hand-over, and may land up to the server timeout after it starts: a
+    lookup any earlier could miss a job that lands a moment later and create it twice.
+    """
+    return server_timeout_s(http_timeout_s) + CLAIM_FRESH_S
+
+
 def unclear_create_delay(failures: int, rand: float, http_timeout_s: float) -> float:
     """Seconds before looking up a job whose create failed unclearly (5xx, timeout, reset).
 
     At least one HTTP timeout, rounded up as the SDK rounds `X-Server-Timeout`: by then that
     create has landed or died, so a lookup cannot miss a job that lands a moment later.
     """
-    return max(failure_delay(failures, rand), float(math.ceil(http_timeout_s)))
+    return max(failure_delay(failures, rand), server_timeout_s(http_timeout_s))
 
 
 def poll_delay(polls_so_far: int, policy: RetryPolicy, rand: float) -> float:

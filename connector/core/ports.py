@@ -85,7 +85,8 @@ class ConsumerPort(Protocol):
 
 
 class TransactionalProducerPort(ProducerPort, Protocol):
-    """A producer with a transactional.id; a transaction begins with its first send."""
+    """A producer with a transactional.id. A unit of work begins a transaction, sends,
+    commits it, and aborts it on any failure; a send outside one begins it implicitly."""
 
     @property
     def transactional_id(self) -> str: ...
@@ -97,6 +98,15 @@ class TransactionalProducerPort(ProducerPort, Protocol):
         commit. Raises `Fenced` (the transaction aborted: the partitions are no longer ours)
         or another `KafkaError` (aborted too); blocks no longer than the producer's timeout.
         """
+        ...
+
+    def begin_transaction(self) -> None:
+        """Start a unit of work; sends a failed unit left open are aborted first."""
+        ...
+
+    def resend(self, handle: SendHandle) -> SendHandle:
+        """Send `handle`'s record again, in the open (or a new) transaction: its own
+        transaction was aborted."""
         ...
 
     def abort_transaction(self) -> None:

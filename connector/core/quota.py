@@ -9,13 +9,14 @@ backoff stays the safety net, since other clients may share the project.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from connector.core.records import EntryState, LedgerEntry
 
-__all__ = ["Budget", "admit", "share", "should_pause"]
+__all__ = ["Budget", "admit", "over_cap_alone", "share", "should_pause", "too_big"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +64,9 @@ def admit(entry: LedgerEntry, live: Iterable[LedgerEntry], budget: Budget) -> bo
     Only SUBMITTED entries in `live` count (an INTENT holds no provider quota), and an
     entry with `entry`'s own job id is not counted against it. Admit when fewer than
     `max_jobs` are live and the model's live est_tokens plus `entry.est_tokens` fit its
-    cap; an entry bigger than the cap is admitted when nothing of its model is live,
-    else it would wait forever.
+    cap; an entry bigger than this replica's share of the cap is admitted when nothing of
+    its model is live, else it would wait forever (one bigger than the whole cap is split
+    before it gets here, see `too_big`).
     """
     model = entry.key.model
     jobs = 0
@@ -94,3 +96,30 @@ def should_pause(
     if waiting_intents >= max_waiting:
         return True
     return max_waiting_bytes > 0 and waiting_bytes >= max_waiting_bytes
+
+
+def too_big(entry: LedgerEntry, cap: int) -> bool:
+    """Is `entry` over the model's whole enqueued-token `cap`, and can it be split? Gemini
+    refuses such a job with 429 however long it waits (an entry sealed before batches were
+    sealed under the cap, or a single request's estimate grew)."""
+    return cap > 0 and entry.est_tokens > cap and len(entry.offsets) > 1
+
+
+_REFUSED = re.compile(
+    r"limit of ([\d.]+)\s*([KMB]?)\b.*?\(\s*([\d.]+)\s*([KMB]?) queued,\s*([\d.]+)\s*([KMB]?) "
+    r"requested\)",
+    re.IGNORECASE | re.DOTALL,
+)
+_SCALE = {"": 1, "K": 1_000, "M": 1_000_000, "B": 1_000_000_000}
+
+
+def over_cap_alone(message: str) -> bool:
+    """Does a 429 say the job alone is over the enqueued-token cap ("Enqueued token limit of
+    3000000 ... exceeded (0 queued, 3270000 requested)")? Then waiting cannot help: nothing
+    of the model is queued, or the job asks more than the whole cap. Only splitting it does.
+    """
+    m = _REFUSED.search(message)
+    if m is None:
+        return False
+    cap, queued, requested = (float(m.group(i)) * _SCALE[m.group(i + 1).upper()] for i in (1, 3, 5))
+    return queued == 0 or requested > cap

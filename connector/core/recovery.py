@@ -101,8 +101,9 @@ def plan_recovery(
       decided again, even as a parent (its children count as live for the rule below);
     - superseded parents are tombstoned;
     - an INTENT may have a create in flight from the previous owner: it is looked up by
-      display name, but only `lookup_delay_s` (one HTTP timeout) from now, when that create
-      has landed or died; a lookup any earlier could miss it and create the job twice;
+      display name, but only `lookup_delay_s` (`policy.recovered_lookup_delay`) from now,
+      when that create has landed or died; a lookup any earlier could miss it and create
+      the job twice;
     - a SUBMITTED job is polled at once.
     """
     tombstones: list[LedgerEntry] = []

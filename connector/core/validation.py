@@ -237,8 +237,10 @@ def validate_request(
     12 bytes for one outside the BMP), body plus request id plus a fixed envelope; a JSONL
     file line (UTF-8) is never larger. The per-request limit applies to the UTF-8 size.
     ``est_tokens`` is a cheap input-token estimate for the enqueued-token budget:
-    a quarter of the body's bytes, not counting inline media payloads, plus
-    ``MEDIA_PART_TOKENS`` per media part. Reasons are written for the request's owner.
+    a quarter of the body's bytes as the SDK sends them (non-ASCII escaped, so Cyrillic
+    counts 1.5 tokens a character, never less than Gemini's count of such text), not
+    counting inline media payloads, plus ``MEDIA_PART_TOKENS`` per media part. Reasons are
+    written for the request's owner.
 
     Unless ``allow_project_resources``, a request may not reference what lives in the
     sidecar's Gemini project (uploaded files, cached contents, tuned models): every upstream
@@ -287,8 +289,8 @@ def validate_request(
             f"request is {size} bytes, over the {max_request_bytes}-byte limit per request; "
             "send large media through the Files API (fileData) instead of inline"
         )
-    if not body.isascii():
-        size += escaped_size(body) - body_bytes
+    body_wire = body_bytes if body.isascii() else escaped_size(body)
+    size += body_wire - body_bytes
     if not rid.isascii():
         size += escaped_size(rid) - rid_bytes
 
@@ -309,7 +311,7 @@ def validate_request(
         raise InvalidRequest(f"body is not valid JSON: {exc}") from exc
     except RecursionError as exc:  # absurdly nested JSON: refused, never a crash
         raise InvalidRequest("body is nested too deeply") from exc
-    text_bytes = body_bytes - media_chars
+    text_bytes = body_wire - media_chars
     return size, max(1, -(-text_bytes // 4) + media_parts * MEDIA_PART_TOKENS)
 
 

@@ -19,6 +19,7 @@ from connector.core.ports import (
     TransactionalProducerPort,
 )
 from connector.errors import CommitFailed
+from connector.stages.sink import Sink
 
 log = structlog.get_logger("connector")
 
@@ -62,7 +63,7 @@ class Checkpoint:
         their watermarks passed offsets whose records were just aborted.
         """
         if txn is not None:
-            return self._commit_transaction(txn, consumer, owned)
+            return self._commit_transaction(txn, consumer, owned, producer)
         producer.flush_and_check(self.sends)
         for p, offsets in self.resolved.items():
             st = owned.get(p)
@@ -87,10 +88,13 @@ class Checkpoint:
         return commits
 
     def _commit_transaction(
-        self, txn: TransactionalProducerPort, consumer: ConsumerPort, owned: Partitions
+        self,
+        txn: TransactionalProducerPort,
+        consumer: ConsumerPort,
+        owned: Partitions,
+        producer: FlushPort,
     ) -> dict[int, int]:
         sends, self.sends = self.sends, []
-        txn.flush_and_check(sends)
         # Every partition this transaction touches is fenced, also one whose watermark did
         # not move (a dead letter behind an open batch): a zombie must not commit anything.
         fence = {
@@ -106,7 +110,11 @@ class Checkpoint:
             for p, st in owned.items()
             if st.watermark is not None and (c := st.watermark.committable()) > st.committed
         }
-        txn.commit_transaction(sends, {**fence, **commits}, consumer)
+        fenced = {**fence, **commits}
+        if isinstance(producer, Sink):  # a record refused as too large: its fallback instead
+            producer.commit_transaction(txn, sends, fenced, consumer)
+        else:
+            txn.commit_transaction(sends, fenced, consumer)
         for p, c in commits.items():
             owned[p].committed = c
         return commits

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import structlog
@@ -66,12 +67,32 @@ class Context:
 
     def commit(self, sends: Sequence[SendHandle], partitions: Iterable[int]) -> None:
         """Make `sends` durable: acked (at-least-once), or one transaction fenced by the
-        group generation of `partitions` (exactly-once; raises `Fenced` when stale)."""
+        group generation of `partitions` (exactly-once; raises `Fenced` when stale). Either
+        way through the sink: a record refused as too large is answered another way."""
         if self.settings.exactly_once and self.txn is not None:
             assert self.consumer is not None
-            self.txn.commit_transaction(sends, self.fence_offsets(partitions), self.consumer)
-        else:  # through the sink: a record refused as too large is answered another way
+            offsets = self.fence_offsets(partitions)
+            self.sink.commit_transaction(self.txn, sends, offsets, self.consumer)
+        else:
             self.sink.flush_and_check(sends)
+
+    @contextmanager
+    def unit(self) -> Iterator[None]:
+        """One unit of work (a job's step, an operator command): in exactly-once mode it
+        begins a transaction, and any failure inside aborts whatever it sent, so no later,
+        unrelated commit can carry those sends. The unit commits its own sends."""
+        if self.settings.exactly_once and self.txn is not None:
+            self.txn.begin_transaction()
+        try:
+            yield
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        """Abort the open transaction (exactly-once): a unit or a pass failed."""
+        if self.settings.exactly_once and self.txn is not None:
+            self.txn.abort_transaction()
 
     def provider_answered(self, exc: Exception | None = None) -> None:
         """Track whether Gemini accepts our API key: `exc` is the call's error, None if it worked.
@@ -90,4 +111,6 @@ class Context:
     def reschedule(self, t: Tracked, now: float) -> None:
         """Back off after a failed call for this job (see `policy.failure_delay`)."""
         t.failures += 1
-        t.due = now + policy.failure_delay(t.failures, self.rand.random())
+        due = now + policy.failure_delay(t.failures, self.rand.random())
+        # A job due for a lookup keeps its date: an earlier lookup could miss a late create.
+        t.due = max(t.due, due) if t.lookup else due

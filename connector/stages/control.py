@@ -105,7 +105,8 @@ class Controller:
             if ctx.clock() >= deadline:
                 return
             try:
-                done = self._act(cmd)
+                with ctx.unit():  # a failure aborts what the command sent (exactly-once)
+                    done = self._act(cmd)
             except KafkaError:
                 raise
             except Exception as exc:  # one command's trouble must not stop the loop

@@ -4,12 +4,14 @@ Every record the sink sends fits the topic it goes to: the limits are read from 
 topics at start (`Limits`), a result too large becomes an error result for its request,
 and a dead letter too large is truncated with a header saying so. A record the broker
 still refuses as too large (`RecordTooLarge`) is answered the same way by
-`flush_and_check`; any other failed send still stops the commit.
+`flush_and_check` and, in exactly-once mode, by `commit_transaction` (which sends the
+aborted transaction's records again with the fallbacks); any other failed send still stops
+the commit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import structlog
@@ -19,7 +21,12 @@ from connector.core.codec import Codec
 from connector.core.formats import Format, ResultEncoder
 from connector.core.observe import Observer
 from connector.core.partitions import Stats
-from connector.core.ports import ProducerPort, SendHandle
+from connector.core.ports import (
+    ConsumerPort,
+    ProducerPort,
+    SendHandle,
+    TransactionalProducerPort,
+)
 from connector.core.pricing import load_price_table
 from connector.core.records import ErrorInfo, Headers, Record, ResultEvent, ResultStatus
 from connector.core.results import dead_letter_headers, result_headers
@@ -241,3 +248,41 @@ class Sink:
             log.error("record refused as too large; sending its fallback", error=str(err))
             again.append(h.fallback())
         self._producer.flush_and_check(again, timeout_s)
+
+    def commit_transaction(
+        self,
+        txn: TransactionalProducerPort,
+        sent: Sequence[SendHandle],
+        offsets: Mapping[int, int],
+        consumer: ConsumerPort,
+    ) -> None:
+        """`txn.commit_transaction`, with the 413 fallback of `flush_and_check`.
+
+        A record the broker refuses as too large aborts the whole transaction: every record
+        of it is sent again in a new one, the refused ones as their fallback (an error
+        result, an emptied dead letter), and that is committed. Any other failure raises.
+        """
+        for _ in range(len(sent) + 1):  # each round replaces at least one record
+            try:
+                txn.commit_transaction(sent, offsets, consumer)
+                return
+            except ProduceFailed:
+                refused = [h for h in sent if not h.ok() and isinstance(h.error(), RecordTooLarge)]
+                if not refused or not all(isinstance(h, _Guarded) for h in refused):
+                    raise
+                for h in refused:
+                    log.error(
+                        "record refused as too large; sending its fallback", error=str(h.error())
+                    )
+                sent = [self._again(txn, h) for h in sent]
+        raise ProduceFailed("records kept being refused as too large")  # pragma: no cover
+
+    @staticmethod
+    def _again(txn: TransactionalProducerPort, h: SendHandle) -> SendHandle:
+        """`h` sent again after its transaction aborted: its fallback if it was refused as
+        too large, else the same record."""
+        if isinstance(h, _Guarded):
+            if isinstance(h.error(), RecordTooLarge):
+                return h.fallback()
+            return _Guarded(txn.resend(h.handle), h.fallback)
+        return txn.resend(h)

@@ -22,10 +22,9 @@ import structlog
 
 from connector.core import policy
 from connector.core.jsonl import write_jsonl
-from connector.core.offsets import Offsets
 from connector.core.partitions import Tracked
 from connector.core.ports import GeminiPort, RequestReaderPort, SendHandle
-from connector.core.quota import Budget, admit
+from connector.core.quota import Budget, admit, over_cap_alone, too_big
 from connector.core.records import EntryState, ErrorInfo, JobInput, LedgerEntry, RequestEvent
 from connector.core.results import Outgoing, deadline_passed, late, refused
 from connector.errors import (
@@ -42,10 +41,7 @@ from connector.stages.tracker import Tracker
 
 log = structlog.get_logger("connector")
 
-CLAIM_FRESH_S = 1.0
-"""A create starts at most this long after its claim began. The claim proves membership
-when the group coordinator checked it; the group can only have handed the partition on and
-the new owner looked the job up (one HTTP timeout after its assignment) well after that."""
+CLAIM_FRESH_S = policy.CLAIM_FRESH_S
 
 
 class Submitter:
@@ -103,12 +99,21 @@ class Submitter:
             self._submit(due, existing, now, budget, deadline, sends)
         except Fenced:
             # A claim was refused. Jobs created before it, under claims that passed, are
-            # recorded as SUBMITTED (at-least-once); in exactly-once mode those writes were
-            # in the aborted transaction, and the new owner adopts the jobs by display name.
+            # recorded as SUBMITTED (at-least-once; in exactly-once mode each was committed
+            # as it was created).
             if not ctx.settings.exactly_once:
                 ctx.sink.flush_and_check(sends)
             raise
-        ctx.commit(sends, {t.entry.key.partition for t in due})
+        if sends:
+            ctx.commit(sends, {t.entry.key.partition for t in due})
+
+    def _record(self, t: Tracked, sent: SendHandle, sends: list[SendHandle]) -> None:
+        """A SUBMITTED write: in exactly-once mode committed now, its own unit of work (a
+        later job's failure aborts only what that job sent); else flushed with the pass's."""
+        if self.ctx.settings.exactly_once:
+            self.ctx.commit([sent], [t.entry.key.partition])
+        else:
+            sends.append(sent)
 
     def _look_up(self, due: list[Tracked], now: float) -> tuple[list[Tracked], dict[str, str]]:
         """Look up the due INTENTs that may exist remotely; returns those to go on with.
@@ -145,7 +150,7 @@ class Submitter:
             if found is not None:
                 ctx.stats.jobs_adopted += 1
                 log.info("adopted existing job", job_id=t.entry.job_id, batch_job=found)
-                sends.append(self._submitted(t, found, t.entry.input_file))
+                self._record(t, self._submitted(t, found, t.entry.input_file), sends)
                 continue
             # Looked up (recovered ones only once their lookup delay passed) and not there:
             # no create of the previous owner can still land, so the answer holds for the
@@ -154,6 +159,9 @@ class Submitter:
             t.lookup = False
             if ctx.clock() >= deadline:
                 continue  # the budget is spent: created next pass
+            if too_big(t.entry, ctx.settings.token_budget):
+                self.tracker.guarded(t, "submit", partial(self._split, t))
+                continue
             if t.payload is not None and self._late_in_memory(t):
                 continue  # every request's deadline passed while it waited: all answered
             # A job whose input is uploading was admitted when its upload began.
@@ -162,7 +170,7 @@ class Submitter:
                 continue
             sent = self.tracker.guarded(t, "submit", partial(self._create, t, now))
             if sent is not None:
-                sends.append(sent)
+                self._record(t, sent, sends)
 
     def _create(self, t: Tracked, now: float) -> SendHandle | None:
         """Upload (file jobs) and create; returns the SUBMITTED ledger write on success."""
@@ -391,12 +399,14 @@ class Submitter:
         kept = input_file is not None
         model, kind, name = entry.key.model, entry.key.kind, entry.display_name
         prio = entry.key.priority
+        creating = False
         try:
             if upload is not None:
                 input_file = upload()
             if not self._claim(t, now):
                 self._keep(t, input_file, kept)  # reused when the job is claimed again
                 return None
+            creating = True
             if use_file:
                 job = ctx.gemini.create(model, kind, name, prio, file_name=input_file)
             else:
@@ -435,21 +445,28 @@ class Submitter:
             self.tracker.give_up(entry, ErrorInfo(exc.code or 400, exc.status, str(exc)), None)
             return None
         except ProviderError as exc:
+            if exc.code == 429 and over_cap_alone(str(exc)):
+                self._over_cap(t, exc, input_file)
+                return None
             log.warning("job create failed; backing off", job_id=entry.job_id, error=str(exc))
             ctx.reschedule(t, now)
             self._keep(t, input_file, kept)
-            created_maybe = input_file is not None or not use_file  # else the upload failed
-            if exc.code != 429 and created_maybe:
+            if exc.code != 429 and creating:
                 # A 5xx or timeout may hide a job that was created, or one that lands later:
-                # look it up, one HTTP timeout from now, before trying again. A 429 is a
+                # look it up, one server timeout from now, before trying again. A 429 is a
                 # clear refusal.
-                t.lookup = True
-                t.due = now + policy.unclear_create_delay(
-                    t.failures, ctx.rand.random(), ctx.settings.http_timeout_s
-                )
+                self._unclear(t)
             else:
                 t.lookup = False
             return None
+        except Exception:
+            if creating:
+                # Not the provider's answer (a 200 the SDK could not parse, a transport
+                # error of another HTTP stack): the request may have reached the server and
+                # the job may exist. Looked up before any new create; counts against the job.
+                self._keep(t, input_file, kept)
+                self._unclear(t)
+            raise
         ctx.provider_answered()
         ctx.stats.jobs_created += 1
         log.info(
@@ -464,6 +481,64 @@ class Submitter:
             attempt=entry.attempt,
         )
         return self._submitted(t, job, input_file)
+
+    def _over_cap(self, t: Tracked, exc: ProviderError, input_file: str | None) -> None:
+        """Refused because the job alone is over the model's enqueued-token cap: it would
+        be refused however long it waited. Split it in halves (each split again if refused
+        again); a single request over the whole cap can never run and gets the 429."""
+        entry = t.entry
+        if len(entry.offsets) > 1:
+            if input_file is not None and input_file != entry.input_file:
+                self.tracker.cleanup(None, input_file, None)  # `_split` deletes the kept one
+            log.warning(
+                "job alone over the enqueued-token cap; splitting it",
+                job_id=entry.job_id,
+                est_tokens=entry.est_tokens,
+                error=str(exc),
+            )
+            self._split(t)
+            return
+        log.error("request alone over the enqueued-token cap", job_id=entry.job_id, error=str(exc))
+        self.tracker.cleanup(None, input_file, None)
+        self.tracker.give_up(entry, ErrorInfo(429, exc.status, str(exc)), None)
+
+    def _split(self, t: Tracked) -> None:
+        """Replace the INTENT `t` by its halves (`policy.halves`): their INTENTs, then the
+        parent's tombstone (one transaction in exactly-once mode). Nothing was created for
+        it (its lookup, if any, found nothing), so the halves need no lookup."""
+        ctx = self.ctx
+        entry = t.entry
+        p = entry.key.partition
+        parts = policy.halves(entry, ctx.wall_ms())
+        writes = [ctx.ledger.write(e) for e in parts]
+        if ctx.settings.exactly_once:
+            ctx.commit([*writes, ctx.ledger.tombstone(entry)], [p])
+        else:
+            ctx.commit(writes, [p])
+            ctx.commit([ctx.ledger.tombstone(entry)], [p])
+        if entry.input_file is not None:
+            self.tracker.cleanup(None, entry.input_file, None)
+        st = ctx.owned.get(p)
+        if st is not None:
+            st.remove(entry.job_id)
+            for e in parts:
+                st.add(Tracked(e, due=ctx.clock(), lookup=False))
+        ctx.stats.jobs_split += 1
+        log.info(
+            "job split under the enqueued-token cap",
+            job_id=entry.job_id,
+            est_tokens=entry.est_tokens,
+            parts=[e.job_id for e in parts],
+        )
+
+    def _unclear(self, t: Tracked) -> None:
+        """The create may have reached the server: look the job up before creating again,
+        once any create of ours can no longer land (the server timeout from now)."""
+        ctx = self.ctx
+        t.lookup = True
+        t.due = ctx.clock() + policy.unclear_create_delay(
+            t.failures, ctx.rand.random(), ctx.settings.http_timeout_s
+        )
 
     def _claim(self, t: Tracked, now: float) -> bool:
         """Prove this replica still owns the job's partition, right before its create.
@@ -537,8 +612,9 @@ class Submitter:
     def _drop_late(self, t: Tracked, gone: list[tuple[int, RequestEvent]]) -> bool:
         """Answer 504 for requests whose deadline passed before their job was created.
 
-        They leave the job (the SUBMITTED entry records the rest); True when none is left
-        and the entry is retired. A crash before that write answers them again (same ids).
+        They leave the job (`Tracker.answered`: the INTENT without them and a DONE entry
+        covering them, in the same transaction as their 504s in exactly-once mode). True
+        when none is left and the entry is retired.
         """
         ctx = self.ctx
         entry = t.entry
@@ -561,11 +637,8 @@ class Submitter:
         if not keep:
             self.tracker.deliver(entry, outgoing)
             return True
-        ctx.commit([ctx.sink.result(o.kafka_key, o.result) for o in outgoing], [p])
-        n = len(entry.offsets)
-        t.entry = replace(
-            entry, offsets=Offsets(keep), est_tokens=entry.est_tokens * len(keep) // n
-        )
+        answers = [ctx.sink.result(o.kafka_key, o.result) for o in outgoing]
+        self.tracker.answered(t, dropped, answers)
         if t.payload is not None:
             t.payload = tuple(r for r in t.payload if r.offset not in dropped)
         return False

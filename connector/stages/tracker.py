@@ -77,7 +77,8 @@ class Tracker:
         the QUARANTINE_AFTER-th failure, the job is quarantined: error results, then its end.
         """
         try:
-            return fn()
+            with self.ctx.unit():  # a failure aborts what the step sent (exactly-once)
+                return fn()
         except KafkaError:
             raise
         except Exception as exc:
@@ -445,22 +446,59 @@ class Tracker:
         self, entry: LedgerEntry, error: ErrorInfo, job_name: str | None, keep: bool = False
     ) -> None:
         """Every request of the job gets `error` as its result, a bounded chunk at a time;
-        then `end` (`keep`: DONE even if prunable)."""
+        then `end` (`keep`: DONE even if prunable).
+
+        Exactly-once: each chunk but the last is its own transaction, with the entry
+        without the chunk and a DONE entry covering it (`answered`); the last commits with
+        the job's end. No transaction grows with the job (one past transaction.timeout.ms
+        would be fenced, and retried whole, forever), and a crash resumes after the last
+        chunk committed.
+        """
         ctx = self.ctx
         log.warning(
             "job gave up; producing error results", job_id=entry.job_id, error=error.message
         )
         eos = ctx.settings.exactly_once
+        p = entry.key.partition
+        st = ctx.owned.get(p)
+        t = st.jobs.get(entry.job_id) if st is not None else None
+        if t is not None and t.entry != entry:
+            t = None  # not the tracked entry: answered in one go, as before
+        parts = list(chunks(entry.offsets, self.chunk_requests))
         pending: list[SendHandle] = []
-        for offsets in chunks(entry.offsets, self.chunk_requests):
-            originals = ctx.reader.read(entry.key.partition, offsets)
+        for i, offsets in enumerate(parts):
+            originals = ctx.reader.read(p, offsets)
             outgoing = error_results(entry, originals, error, job_name, ctx.wall_ms(), offsets)
             sent = self.send(entry, outgoing)
-            if eos:
-                pending.extend(sent)
+            if not eos:
+                ctx.commit(sent, [p])
+            elif t is not None and i < len(parts) - 1:
+                self.answered(t, offsets, sent)
+                entry = t.entry
             else:
-                ctx.commit(sent, [entry.key.partition])
+                pending.extend(sent)
         self.end(entry, pending, keep)
+
+    def answered(self, t: Tracked, offsets: Iterable[int], sent: list[SendHandle]) -> None:
+        """`sent` answer `offsets` of `t`'s job before it ends: the entry is written without
+        them, and a DONE entry keeps them covered until the commit passes them (a rewind
+        must not batch them again). Exactly-once: one transaction with the answers, so a
+        crash neither answers them again nor loses them; else the answers first."""
+        ctx = self.ctx
+        p = t.entry.key.partition
+        done_part, rest = policy.answered_part(t.entry, offsets, ctx.wall_ms())
+        st = ctx.owned.get(p)
+        # Past the committed offset already, no rewind reads them: nothing to cover.
+        cover = st is not None and not policy.prunable(done_part, st.committed)
+        writes = [*([ctx.ledger.write(done_part)] if cover else []), ctx.ledger.write(rest)]
+        if ctx.settings.exactly_once:
+            ctx.commit([*sent, *writes], [p])
+        else:
+            ctx.commit(sent, [p])
+            ctx.commit(writes, [p])
+        t.entry = rest
+        if cover and st is not None:
+            st.add(Tracked(done_part, due=float("inf"), lookup=False))
 
     def cleanup(self, job: str | None, input_file: str | None, output_file: str | None) -> None:
         """Best effort: Gemini deletes files after 48 h anyway; a failure here loses nothing.

@@ -10,12 +10,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from connector.core import policy
 from connector.core.records import LedgerEntry, ResultEvent, ResultStatus
 from connector.emulator.config import EmulatorConfig
 from connector.testing import InProcessEmulator, TestHarness, harness
 
 HTTP_TIMEOUT_S = 5.0
-"""Recovered INTENTs wait one HTTP timeout before their lookup; short here, on the manual clock."""
+"""A short HTTP timeout, on the manual clock."""
+LOOKUP_DELAY_S = policy.recovered_lookup_delay(HTTP_TIMEOUT_S)
+"""Recovered INTENTs wait this long before their lookup: the server timeout (the HTTP
+timeout rounded up) plus the claim's freshness window."""
 
 
 def fast(**knobs: Any) -> EmulatorConfig:

@@ -390,3 +390,30 @@ def test_core_modules_are_pure(module: str) -> None:
         else:
             assert top in sys.stdlib_module_names or top == "__future__", name
             assert top not in _IMPURE, name
+
+
+def test_seals_before_the_enqueued_token_cap() -> None:
+    """A11: a batch never holds more estimated tokens than the model's cap: Gemini would
+    refuse that job with 429 however long it waited."""
+    b = Batcher(limits(max_requests=100, max_bytes=10_000, max_tokens=100))
+    sealed = [s for i in range(7) for s in b.add(req(i, tokens=30), 0.0)]
+    assert offsets(sealed) == [(0, 1, 2), (3, 4, 5)]
+    assert all(s.est_tokens <= 100 for s in sealed)
+    assert offsets(b.drain()) == [(6,)]
+
+
+def test_seals_when_the_token_cap_is_reached_exactly() -> None:
+    b = Batcher(limits(max_requests=100, max_bytes=10_000, max_tokens=60))
+    assert b.add(req(0, tokens=30), 0.0) == []
+    assert offsets(b.add(req(1, tokens=30), 0.0)) == [(0, 1)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 50), min_size=1, max_size=60), st.integers(1, 120))
+def test_no_batch_over_the_token_cap_unless_alone(tokens: list[int], cap: int) -> None:
+    b = Batcher(limits(max_requests=1_000, max_bytes=10**9, max_tokens=cap))
+    sealed = [s for i, t in enumerate(tokens) for s in b.add(req(i, tokens=t), 0.0)]
+    sealed += b.drain()
+    assert sum(len(s.requests) for s in sealed) == len(tokens)
+    for s in sealed:
+        assert s.est_tokens <= cap or len(s.requests) == 1

@@ -413,3 +413,13 @@ def test_private_get_call_contract() -> None:
     finally:
         gemini.close()
         emu.close()
+
+
+def test_transport_errors_of_either_http_stack_are_retryable() -> None:
+    """A9: the SDK can be set to use httpx instead of httpx2; its timeouts are transport
+    errors too (retryable, and after a create, looked up first), never unmapped."""
+    import httpx
+
+    for exc in (httpx.ReadTimeout("slow"), httpx2.ReadTimeout("slow"), httpx.ConnectError("x")):
+        mapped = map_error(exc)
+        assert isinstance(mapped, ProviderRetryable), exc

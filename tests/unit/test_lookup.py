@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from loop_support import HTTP_TIMEOUT_S, emu, make, publish
+from loop_support import LOOKUP_DELAY_S, emu, make, publish
 
 from connector.adapters.gemini import Gemini
 from connector.core.records import EntryState, JobInput, Kind
@@ -77,7 +77,7 @@ def test_failed_lookup_does_not_delay_fresh_intents() -> None:
         raise ProviderRetryable("list refused (scripted)", 503, "UNAVAILABLE")
 
     nxt.gemini.find_by_display_names = refuse
-    nxt.step(advance_s=HTTP_TIMEOUT_S)  # seal; the recovered INTENT's lookup is due: refused
+    nxt.step(advance_s=LOOKUP_DELAY_S)  # seal; the recovered INTENT's lookup is due: refused
     created = emu(nxt).created_by_display_name()
     assert len(created) == 1
     assert recovered.display_name not in created
@@ -88,3 +88,47 @@ def test_failed_lookup_does_not_delay_fresh_intents() -> None:
     assert [t.entry.state for t in fresh] == [EntryState.SUBMITTED]
     assert fresh[0].entry.offsets == (2, 3)
     assert len(fresh_ids) == 2
+
+
+def test_recovered_intent_waits_for_a_late_create_started_after_the_claim() -> None:
+    """A8: the previous owner's create may start up to the claim's freshness window after
+    its claim and run until the server timeout, which the SDK rounds up (4.5 s goes out as
+    5): a job landing 5.1 s after the takeover is adopted, never created a second time."""
+    from loop_support import answered
+
+    h = make(http_timeout_s=4.5)
+    ids = publish(h, "lc", 2)
+    intent = h.entry("p0-0-dead", (0, 1))
+    h.seed_ledger(intent)
+    h.seed_committed(2)
+    nxt = h.restart(0)
+    nxt.step()  # taken over now
+    nxt.step(advance_s=4.6)  # past the raw HTTP timeout
+    nxt.step(advance_s=0.5)
+    nxt.create_job(intent)  # the previous owner's create lands
+    nxt.run_until(lambda: answered(nxt, ids) and not nxt.ledger.live(0))
+    assert emu(nxt).created_by_display_name() == {intent.display_name: 1}
+
+
+def test_a_create_failing_without_a_provider_error_is_looked_up_before_another() -> None:
+    """A9: the create reached the server but the SDK could not read the reply (or an
+    unmapped transport error): the job is looked up, and adopted, before any new create."""
+    from loop_support import answered
+
+    h = make()
+    h.consumer.assign(0)
+    ids = publish(h, "np", 2)
+    real = h.gemini.create
+    calls = {"n": 0}
+
+    def create(*args: Any, **kwargs: Any) -> str:
+        calls["n"] += 1
+        name: str = real(*args, **kwargs)
+        if calls["n"] == 1:
+            raise ValueError("could not parse the reply (scripted)")
+        return name
+
+    h.gemini.create = create
+    h.run_until(lambda: answered(h, ids) and not h.ledger.live(0))
+    assert calls["n"] == 1
+    assert list(emu(h).created_by_display_name().values()) == [1]

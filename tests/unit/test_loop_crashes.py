@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import pytest
 from loop_support import (
-    HTTP_TIMEOUT_S,
+    LOOKUP_DELAY_S,
     answered,
     assert_answered_once,
     assert_no_job_created_twice,
@@ -87,7 +87,7 @@ def test_commit_to_create_looks_up_after_one_http_timeout_then_creates_once() ->
     nxt = h.restart(0)
     e = emu(nxt)
     nxt.step()
-    nxt.step(advance_s=HTTP_TIMEOUT_S - 0.5)
+    nxt.step(advance_s=LOOKUP_DELAY_S - 0.5)
     # A create of the dead owner could still be in flight: no lookup, no create yet.
     assert e.calls().get("batches.list", 0) == 0
     assert e.calls().get("batches.create", 0) == 0

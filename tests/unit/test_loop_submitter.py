@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from loop_support import (
     HOLD_S,
-    HTTP_TIMEOUT_S,
+    LOOKUP_DELAY_S,
     assert_answered_once,
     assert_no_job_created_twice,
     emu,
@@ -109,7 +109,7 @@ def test_failed_lookup_is_retried_and_creates_once() -> None:
     nxt = h.restart(0)
     nxt.step()
     emu(nxt).update_config(transient_error_rate=1.0)
-    nxt.step(advance_s=HTTP_TIMEOUT_S)  # the lookup is refused: nothing is created
+    nxt.step(advance_s=LOOKUP_DELAY_S)  # the lookup is refused: nothing is created
     assert emu(nxt).calls().get("faults.transient") == 1
     assert nxt.sidecar.status()["intents"] == 1
     emu(nxt).update_config(transient_error_rate=0.0)

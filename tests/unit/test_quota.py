@@ -173,3 +173,29 @@ def test_budget_is_a_snapshot() -> None:
 def test_should_pause_at_bound(waiting: int, bound: int, pause: bool) -> None:
     """Consuming pauses once the waiting INTENTs reach the bound, and resumes below it."""
     assert should_pause(waiting, bound) is pause
+
+
+def test_a_429_for_a_job_alone_over_the_cap_is_recognised() -> None:
+    """A11: nothing queued, or more requested than the whole cap: only a split helps."""
+    from connector.core.quota import over_cap_alone
+
+    emulator = (
+        "Gemini API error 429 RESOURCE_EXHAUSTED: Enqueued token limit of 3000000 for "
+        "gemini-2.5-flash exceeded (0 queued, 3270000 requested)."
+    )
+    assert over_cap_alone(emulator)
+    assert over_cap_alone("limit of 3M tokens exceeded (1.2M queued, 3.27M requested)")
+    assert not over_cap_alone("limit of 3M tokens exceeded (2.5M queued, 1M requested)")
+    assert not over_cap_alone("Gemini API error 429 RESOURCE_EXHAUSTED: quota exceeded")
+
+
+def test_only_a_splittable_job_over_the_whole_cap_is_too_big() -> None:
+    from dataclasses import replace
+
+    from connector.core.quota import too_big
+
+    one = job(tokens=5_000)
+    two = replace(one, offsets=(0, 1))
+    assert too_big(two, 4_000)
+    assert not too_big(one, 4_000)  # a single request cannot be split
+    assert not too_big(two, 5_000)
