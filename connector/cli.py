@@ -17,9 +17,11 @@ from connector.errors import BrokerUnavailable, ConfigError, RegistryUnavailable
 
 def _run(args: argparse.Namespace) -> int:
     from connector import logs
+    from connector.adapters.kafka import check_kafka_settings
 
     try:
         settings = config.load(args=args)
+        check_kafka_settings(settings.kafka_extra)  # names and values, before connecting
     except ConfigError as exc:
         print(f"connector: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -28,7 +30,11 @@ def _run(args: argparse.Namespace) -> int:
     logs.configure(
         settings.log_level,
         settings.log_format,
-        secrets=secret_values(settings.api_key, settings.kafka_extra),
+        secrets=[
+            *secret_values(settings.api_key, settings.kafka_extra),
+            settings.schema_registry_password,
+            settings.schema_registry_bearer_token,
+        ],
     )
     from connector.core.pricing import load_price_table
 

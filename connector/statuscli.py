@@ -36,21 +36,7 @@ from connector.redact import REDACTOR, secret_values
 
 def _settings(args: argparse.Namespace) -> config.Settings:
     """Settings from flags and environment, without `run`'s endpoint checks."""
-    env = os.environ
-    values: dict[str, Any] = {}
-    for opt in config.OPTIONS:
-        raw = getattr(args, opt.attr, None)
-        if raw is None:
-            raw = env.get(opt.env)
-        if raw is None and opt.attr == "api_key":
-            raw = env.get("GOOGLE_API_KEY")
-        values[opt.attr] = opt.default if raw is None else config._convert(opt, str(raw))
-    values["kafka_extra"] = {
-        k[len(config.KAFKA_PREFIX) :].lower(): config._kafka_value(v)
-        for k, v in env.items()
-        if k.startswith(config.KAFKA_PREFIX)
-    }
-    return config.Settings(**values)
+    return config.load_values(os.environ, args)
 
 
 def read_jobs(s: config.Settings) -> list[JobView]:
