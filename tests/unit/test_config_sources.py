@@ -239,3 +239,38 @@ def test_describe_masks_the_bearer_token() -> None:
     s = load({**BASE, "CONNECTOR_SCHEMA_REGISTRY_BEARER_TOKEN": "tok-very-secret"})
     assert s.describe()["schema_registry_bearer_token"] == "***"
     assert "tok-very-secret" not in repr(s.describe()) + repr(s)
+
+
+# -- every variable the project sets or documents is one `connector run` accepts -----------
+
+ROOT = Path(__file__).resolve().parents[2]
+_SCANNED = ("README.md", "Makefile", "docs", "deploy", "bench", "tests/integration", "tests/chaos")
+
+
+def _scanned_files() -> list[Path]:
+    out: list[Path] = []
+    for name in _SCANNED:
+        p = ROOT / name
+        files = [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file())
+        out += [f for f in files if ".cache" not in f.parts and "__pycache__" not in f.parts]
+    return out
+
+
+def test_no_file_sets_or_documents_a_variable_the_sidecar_would_refuse() -> None:
+    """The demo, compose stack, manifests, chart, bench, chaos suite and docs name only
+    known settings (or allow-listed ones): otherwise they would now stop the sidecar."""
+    import re
+
+    known = {o.env for o in OPTIONS} | set(ALLOWED_ENV)
+    bad: dict[str, list[str]] = {}
+    for f in _scanned_files():
+        try:
+            text = f.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        for var in set(re.findall(r"\bCONNECTOR_[A-Z0-9_]*[A-Z0-9]\b", text)):
+            if var.startswith(config.KAFKA_PREFIX) or var.removesuffix(FILE_SUFFIX) in known:
+                continue
+            bad.setdefault(var, []).append(str(f.relative_to(ROOT)))
+    assert not bad, f"unknown settings named in: {bad}"
+    assert len(_scanned_files()) > 20  # the scan found the tree
