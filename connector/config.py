@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -553,6 +553,15 @@ class Settings:
         if self.gemini_base_url:
             return f"explicit endpoint {self.gemini_base_url}"
         return "Google Gemini API (API key from the environment)"
+
+    def secret(self, attr: str) -> str | Callable[[], str]:
+        """A setting's value, or, if it came from a <VAR>_FILE, a function that reads the
+        file again: for clients that take a rotated secret without a restart."""
+        env = next(o.env for o in OPTIONS if o.attr == attr)
+        path = self.secret_files.get(env)
+        if path is None:
+            return str(getattr(self, attr))
+        return lambda: read_secret_file(path, env + FILE_SUFFIX)
 
     def describe(self) -> dict[str, Any]:
         """All settings for the start-up log line, secrets masked."""

@@ -308,7 +308,13 @@ class Sidecar:
         if not s.schema_registry_url:
             return None, None
         registry = SchemaRegistry(
-            s.schema_registry_url, s.schema_registry_username, s.schema_registry_password
+            s.schema_registry_url,
+            s.secret("schema_registry_username"),
+            s.secret("schema_registry_password"),
+            bearer_token=s.secret("schema_registry_bearer_token"),
+            ssl_cafile=s.schema_registry_ssl_cafile,
+            ssl_certfile=s.schema_registry_ssl_certfile,
+            ssl_keyfile=s.schema_registry_ssl_keyfile,
         )
         log.info("schema registry", url=registry.url, result_format=s.result_format)
         if s.result_format != Format.CONFLUENT:
