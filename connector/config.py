@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -431,6 +432,12 @@ ALLOWED_ENV: dict[str, str] = {
 """CONNECTOR_* variables that are not settings of `connector run` but are legitimately set
 where it runs; any other unknown CONNECTOR_* variable stops the start (a typo)."""
 
+_SERVICE_LINKS = re.compile(
+    r"CONNECTOR_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_\d+_(TCP|UDP|SCTP)(_PROTO|_PORT|_ADDR)?)?)"
+)
+"""Kubernetes injects these into every pod of a namespace with a Service named `connector`
+(service links): they are not ours, and must not stop the start."""
+
 
 def override_key(kind: str, name: str) -> str:
     """Kafka Connect's name of a per-client override: `consumer.override.max_poll_records`."""
@@ -655,6 +662,7 @@ def check_unknown(env: Mapping[str, str]) -> None:
         and not n.startswith(KAFKA_PREFIX)
         and n not in known
         and n.removesuffix(FILE_SUFFIX) not in known
+        and not _SERVICE_LINKS.fullmatch(n)
     )
     if not unknown:
         return

@@ -155,6 +155,23 @@ def test_allowed_variables_have_a_reason_and_are_accepted() -> None:
     load({**BASE, **dict.fromkeys(ALLOWED_ENV, "1")})
 
 
+def test_kubernetes_service_links_of_a_service_named_connector_are_not_settings() -> None:
+    """A Service called `connector` puts CONNECTOR_PORT & co. into every pod's environment."""
+    links = {
+        "CONNECTOR_SERVICE_HOST": "10.0.0.7",
+        "CONNECTOR_SERVICE_PORT": "8080",
+        "CONNECTOR_SERVICE_PORT_HTTP_METRICS": "8080",
+        "CONNECTOR_PORT": "tcp://10.0.0.7:8080",
+        "CONNECTOR_PORT_8080_TCP": "tcp://10.0.0.7:8080",
+        "CONNECTOR_PORT_8080_TCP_PROTO": "tcp",
+        "CONNECTOR_PORT_8080_TCP_PORT": "8080",
+        "CONNECTOR_PORT_8080_TCP_ADDR": "10.0.0.7",
+    }
+    load({**BASE, **links})
+    with pytest.raises(ConfigError, match="CONNECTOR_PORTS"):
+        load({**BASE, "CONNECTOR_PORTS": "1"})
+
+
 def test_other_tools_read_the_same_variables_without_the_run_checks() -> None:
     """`connector status` uses load_values: no endpoint needed, same typing and files."""
     s = load_values({"CONNECTOR_GROUP_ID": "g", "CONNECTOR_KAFKA_CLIENT_ID": "0042"})
