@@ -30,7 +30,7 @@ from connector.adapters.ledger import Ledger
 from connector.core.codec import Codec
 from connector.core.observe import JobView, job_view
 from connector.core.records import EntryState, JobProgress
-from connector.errors import ConnectorError, ProviderError
+from connector.errors import ConfigError, ConnectorError, ProviderError
 from connector.redact import REDACTOR, secret_values
 
 
@@ -151,7 +151,11 @@ def snapshot(s: config.Settings, gemini: Any) -> list[JobView]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    s = _settings(args)
+    try:
+        s = _settings(args)
+    except ConfigError as exc:
+        print(f"connector status: configuration error: {exc}", file=sys.stderr)
+        return 2
     REDACTOR.add(*secret_values(s.api_key, s.kafka_extra))
     console = Console()
     gemini = None

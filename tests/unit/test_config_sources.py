@@ -291,3 +291,13 @@ def test_no_file_sets_or_documents_a_variable_the_sidecar_would_refuse() -> None
             bad.setdefault(var, []).append(str(f.relative_to(ROOT)))
     assert not bad, f"unknown settings named in: {bad}"
     assert len(_scanned_files()) > 20  # the scan found the tree
+
+
+def test_connector_status_reports_a_bad_setting_instead_of_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from connector import statuscli
+
+    monkeypatch.setenv("CONNECTOR_CREATE_TOPICS", "ture")
+    assert statuscli.main([]) == 2
+    assert "CONNECTOR_CREATE_TOPICS='ture'" in capsys.readouterr().err
