@@ -722,8 +722,9 @@ def load_kafka_extra(env: Mapping[str, str]) -> dict[str, Any]:
 
 def _kafka_extra(env: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for var, raw in env.items():
-        if not var.startswith(KAFKA_PREFIX):
+    options = {o.env for o in OPTIONS}  # a sidecar setting may share the prefix; it is no
+    for var, raw in env.items():  # kafka-python setting
+        if not var.startswith(KAFKA_PREFIX) or var in options:
             continue
         name = var[len(KAFKA_PREFIX) :].lower()
         kind, sep, rest = name.partition(_OVERRIDE_ENV.lower())

@@ -301,3 +301,15 @@ def test_connector_status_reports_a_bad_setting_instead_of_a_traceback(
     monkeypatch.setenv("CONNECTOR_CREATE_TOPICS", "ture")
     assert statuscli.main([]) == 2
     assert "CONNECTOR_CREATE_TOPICS='ture'" in capsys.readouterr().err
+
+
+def test_a_sidecar_option_under_the_kafka_prefix_is_not_passed_to_kafka_python(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Settings of the sidecar's own (e.g. an OAuth token endpoint) may be named
+    CONNECTOR_KAFKA_*: they are options, not kafka-python settings."""
+    extra = config.Option("kafka_oauth_x", "CONNECTOR_KAFKA_OAUTH_X", str, "", "test")
+    monkeypatch.setattr(config, "OPTIONS", (*config.OPTIONS, extra))
+    assert config.load_kafka_extra(
+        {"CONNECTOR_KAFKA_OAUTH_X": "u", "CONNECTOR_KAFKA_ACKS": "1"}
+    ) == {"acks": "1"}
