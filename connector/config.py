@@ -18,7 +18,7 @@ import argparse
 import difflib
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -432,11 +432,36 @@ ALLOWED_ENV: dict[str, str] = {
 """CONNECTOR_* variables that are not settings of `connector run` but are legitimately set
 where it runs; any other unknown CONNECTOR_* variable stops the start (a typo)."""
 
-_SERVICE_LINKS = re.compile(
-    r"CONNECTOR_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_\d+_(TCP|UDP|SCTP)(_PROTO|_PORT|_ADDR)?)?)"
+_SERVICE_LINK_SUFFIX = re.compile(
+    r"SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_\d+_(TCP|UDP|SCTP)(_PROTO|_PORT|_ADDR)?)?"
 )
-"""Kubernetes injects these into every pod of a namespace with a Service named `connector`
-(service links): they are not ours, and must not stop the start."""
+
+
+def service_links(env: Iterable[str]) -> set[str]:
+    """Kubernetes service-link variables among `env`: a Service named `connector` (or
+    `connector-kafka`...) puts CONNECTOR_SERVICE_HOST, CONNECTOR_PORT_8080_TCP and the like
+    into every pod of its namespace. They are not ours and must not stop the start; a name
+    counts only when its service's <SVC>_SERVICE_HOST and <SVC>_SERVICE_PORT are both there,
+    as Kubernetes always sets them, so a typo such as CONNECTOR_HEALT_PORT is still refused.
+    """
+    names = set(env)
+    out = set()
+    for n in names:
+        if not n.startswith("CONNECTOR_"):
+            continue
+        for i in (k for k, c in enumerate(n) if c == "_"):  # every <SVC>_<suffix> split
+            svc = n[:i]
+            if (
+                _SERVICE_LINK_SUFFIX.fullmatch(n[i + 1 :])
+                and {
+                    f"{svc}_SERVICE_HOST",
+                    f"{svc}_SERVICE_PORT",
+                }
+                <= names
+            ):
+                out.add(n)
+                break
+    return out
 
 
 def override_key(kind: str, name: str) -> str:
@@ -655,6 +680,7 @@ def check_unknown(env: Mapping[str, str]) -> None:
     otherwise ignored silently and the default applies). CONNECTOR_KAFKA_* names are
     checked against kafka-python's settings by the Kafka adapter."""
     known = {o.env for o in OPTIONS} | set(ALLOWED_ENV)
+    links = service_links(env)
     unknown = sorted(
         n
         for n in env
@@ -662,7 +688,7 @@ def check_unknown(env: Mapping[str, str]) -> None:
         and not n.startswith(KAFKA_PREFIX)
         and n not in known
         and n.removesuffix(FILE_SUFFIX) not in known
-        and not _SERVICE_LINKS.fullmatch(n)
+        and n not in links
     )
     if not unknown:
         return
@@ -722,9 +748,11 @@ def load_kafka_extra(env: Mapping[str, str]) -> dict[str, Any]:
 
 def _kafka_extra(env: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    options = {o.env for o in OPTIONS}  # a sidecar setting may share the prefix; it is no
-    for var, raw in env.items():  # kafka-python setting
-        if not var.startswith(KAFKA_PREFIX) or var in options:
+    # A sidecar setting may share the prefix, and so may a Kubernetes service link (a
+    # Service named connector-kafka): neither is a kafka-python setting.
+    skip = {o.env for o in OPTIONS} | service_links(env)
+    for var, raw in env.items():
+        if not var.startswith(KAFKA_PREFIX) or var in skip:
             continue
         name = var[len(KAFKA_PREFIX) :].lower()
         kind, sep, rest = name.partition(_OVERRIDE_ENV.lower())

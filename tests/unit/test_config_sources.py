@@ -169,7 +169,20 @@ def test_kubernetes_service_links_of_a_service_named_connector_are_not_settings(
     }
     load({**BASE, **links})
     with pytest.raises(ConfigError, match="CONNECTOR_PORTS"):
-        load({**BASE, "CONNECTOR_PORTS": "1"})
+        load({**BASE, **links, "CONNECTOR_PORTS": "1"})
+    # Without its service's host and port variables a name is just a typo.
+    with pytest.raises(ConfigError, match="CONNECTOR_HEALT_PORT"):
+        load({**BASE, "CONNECTOR_HEALT_PORT": "8080"})
+
+
+def test_service_links_of_a_service_named_connector_kafka_are_no_kafka_settings() -> None:
+    links = {
+        "CONNECTOR_KAFKA_SERVICE_HOST": "10.0.0.8",
+        "CONNECTOR_KAFKA_SERVICE_PORT": "9092",
+        "CONNECTOR_KAFKA_PORT": "tcp://10.0.0.8:9092",
+        "CONNECTOR_KAFKA_PORT_9092_TCP_ADDR": "10.0.0.8",
+    }
+    assert load({**BASE, **links, "CONNECTOR_KAFKA_ACKS": "1"}).kafka_extra == {"acks": "1"}
 
 
 def test_other_tools_read_the_same_variables_without_the_run_checks() -> None:
