@@ -22,9 +22,11 @@ from connector.errors import (
 
 def _run(args: argparse.Namespace) -> int:
     from connector import logs
+    from connector.adapters.kafka import check_kafka_settings
 
     try:
         settings = config.load(args=args)
+        check_kafka_settings(settings.kafka_extra)  # names and values, before connecting
     except ConfigError as exc:
         print(f"connector: configuration error: {exc}", file=sys.stderr)
         return 2

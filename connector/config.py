@@ -1,15 +1,24 @@
 """Settings for `connector run`: one table drives env vars, flags and the README.
 
-Precedence: command-line flag, then environment variable, then default.
-Secrets (the API key, Kafka passwords) are read from the environment only, so
-they never show in a process list, and `Settings.describe()` masks them.
+Precedence: command-line flag, then environment variable, then default. Any variable may
+instead be given as `<VAR>_FILE`, the path of a file holding the value (a Kubernetes
+secret mounted as a file); setting both is an error. Secrets (the API key, Kafka and
+registry passwords) are read from the environment or files only, so they never show in a
+process list, and `Settings.describe()` masks them.
+
+Nothing is guessed: an unknown `CONNECTOR_*` variable, a boolean that is not one of
+true/false/1/0/yes/no/on/off, or a number that does not parse stops the start with the
+variable's name. `CONNECTOR_KAFKA_*` values stay strings here; the Kafka adapter types
+them against kafka-python's own defaults (this module imports no I/O library).
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -66,6 +75,29 @@ OPTIONS: tuple[Option, ...] = (
         "",
         "compacted topic of operator commands such as `connector cancel` (default: "
         "<ledger topic>.control)",
+    ),
+    Option(
+        "create_topics",
+        "CONNECTOR_CREATE_TOPICS",
+        bool,
+        False,
+        "create a missing request, result or dead-letter topic (false: refuse to start, naming "
+        "it, so a typo never creates an empty topic the sidecar waits on forever)",
+    ),
+    Option(
+        "topic_partitions",
+        "CONNECTOR_TOPIC_PARTITIONS",
+        int,
+        6,
+        "partitions of a topic created with CONNECTOR_CREATE_TOPICS",
+    ),
+    Option(
+        "topic_replication",
+        "CONNECTOR_TOPIC_REPLICATION",
+        int,
+        0,
+        "replication factor of a topic created with CONNECTOR_CREATE_TOPICS (0: min(3, "
+        "brokers), as the ledger)",
     ),
     Option(
         "group_id",
@@ -342,6 +374,36 @@ OPTIONS: tuple[Option, ...] = (
         flag=False,
     ),
     Option(
+        "schema_registry_bearer_token",
+        "CONNECTOR_SCHEMA_REGISTRY_BEARER_TOKEN",
+        str,
+        "",
+        "schema registry bearer token, instead of basic auth (environment only; never logged; "
+        "from a _FILE it is re-read for every registry call, so a rotated token is used at once)",
+        flag=False,
+    ),
+    Option(
+        "schema_registry_ssl_cafile",
+        "CONNECTOR_SCHEMA_REGISTRY_SSL_CAFILE",
+        str,
+        "",
+        "CA bundle (PEM) that signs the schema registry's certificate (empty: system CAs)",
+    ),
+    Option(
+        "schema_registry_ssl_certfile",
+        "CONNECTOR_SCHEMA_REGISTRY_SSL_CERTFILE",
+        str,
+        "",
+        "client certificate (PEM) for a registry that wants mutual TLS",
+    ),
+    Option(
+        "schema_registry_ssl_keyfile",
+        "CONNECTOR_SCHEMA_REGISTRY_SSL_KEYFILE",
+        str,
+        "",
+        "the client certificate's private key (PEM)",
+    ),
+    Option(
         "schema_registry_auto_register",
         "CONNECTOR_SCHEMA_REGISTRY_AUTO_REGISTER",
         bool,
@@ -356,11 +418,87 @@ DEFAULTS: dict[str, Any] = {o.attr: o.default for o in OPTIONS}
 """Each setting's default, from OPTIONS: the one place defaults are declared."""
 
 # kafka-python settings passed through from CONNECTOR_KAFKA_<NAME>
-# (e.g. CONNECTOR_KAFKA_SECURITY_PROTOCOL).
+# (e.g. CONNECTOR_KAFKA_SECURITY_PROTOCOL) go to every client; the adapter keeps each
+# client to the settings it knows.
 KAFKA_PREFIX = "CONNECTOR_KAFKA_"
+KAFKA_CLIENT_KINDS = ("consumer", "producer", "admin")
+_OVERRIDE_ENV = "_OVERRIDE_"
+# Per-client overrides, as Kafka Connect's `consumer.override.*`:
+# CONNECTOR_KAFKA_CONSUMER_OVERRIDE_<NAME> -> `consumer.override.<name>`. Unambiguous next
+# to flat names such as CONNECTOR_KAFKA_CONSUMER_TIMEOUT_MS (kafka-python's
+# consumer_timeout_ms): no kafka-python setting contains `_override_`, and the dotted key
+# can never be a kafka-python name (they have no dots). A unit test checks both.
+FILE_SUFFIX = "_FILE"
+"""<VAR>_FILE: the value of <VAR> is the content of that file (trailing newline dropped)."""
 _SECRET_WORDS = ("password", "secret", "key", "token")
-SECRET_SETTINGS = ("api_key", "schema_registry_password", "health_token")
+SECRET_SETTINGS = (
+    "api_key",
+    "schema_registry_password",
+    "schema_registry_bearer_token",
+    "health_token",
+)
 """Settings whose values are secrets: masked by `describe`, registered with the redactor."""
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+
+ALLOWED_ENV: dict[str, str] = {
+    "CONNECTOR_TEST_ARTIFACTS": "read by tests/integration/test_operations.py (where to keep "
+    "logs of a run), not by the sidecar; a developer may export it in the shell",
+    "CONNECTOR_LOOP_TESTS_BUDGET_S": "read by tests/unit/conftest.py (time budget of the loop "
+    "tests), not by the sidecar",
+}
+"""CONNECTOR_* variables that are not settings of `connector run` but are legitimately set
+where it runs; any other unknown CONNECTOR_* variable stops the start (a typo)."""
+
+_SERVICE_LINK_SUFFIX = re.compile(
+    r"SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_\d+_(TCP|UDP|SCTP)(_PROTO|_PORT|_ADDR)?)?"
+)
+
+
+def service_links(env: Iterable[str]) -> set[str]:
+    """Kubernetes service-link variables among `env`: a Service named `connector` (or
+    `connector-kafka`...) puts CONNECTOR_SERVICE_HOST, CONNECTOR_PORT_8080_TCP and the like
+    into every pod of its namespace. They are not ours and must not stop the start; a name
+    counts only when its service's <SVC>_SERVICE_HOST and <SVC>_SERVICE_PORT are both there,
+    as Kubernetes always sets them, so a typo such as CONNECTOR_HEALT_PORT is still refused.
+    """
+    names = set(env)
+    out = set()
+    for n in names:
+        if not n.startswith("CONNECTOR_"):
+            continue
+        for i in (k for k, c in enumerate(n) if c == "_"):  # every <SVC>_<suffix> split
+            svc = n[:i]
+            if (
+                _SERVICE_LINK_SUFFIX.fullmatch(n[i + 1 :])
+                and {
+                    f"{svc}_SERVICE_HOST",
+                    f"{svc}_SERVICE_PORT",
+                }
+                <= names
+            ):
+                out.add(n)
+                break
+    return out
+
+
+def override_key(kind: str, name: str) -> str:
+    """Kafka Connect's name of a per-client override: `consumer.override.max_poll_records`."""
+    return f"{kind}.override.{name}"
+
+
+def kafka_setting(extra: Mapping[str, Any], kind: str, name: str, default: Any = None) -> Any:
+    """The value a `kind` client gets for kafka-python's `name`: its override, else the
+    flat setting, else `default` (values as given, strings from the environment)."""
+    key = override_key(kind, name)
+    if key in extra:
+        return extra[key]
+    return extra.get(name, default)
+
+
+def is_secret_name(name: str) -> bool:
+    """A Kafka setting whose value is masked (passwords, keys, tokens, secrets)."""
+    return any(w in name.lower() for w in _SECRET_WORDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,6 +509,9 @@ class Settings:
     request_topic: str = DEFAULTS["request_topic"]
     result_topic: str = DEFAULTS["result_topic"]
     dlq_topic: str = DEFAULTS["dlq_topic"]
+    create_topics: bool = DEFAULTS["create_topics"]
+    topic_partitions: int = DEFAULTS["topic_partitions"]
+    topic_replication: int = DEFAULTS["topic_replication"]
     ledger_topic: str = DEFAULTS["ledger_topic"]
     control_topic: str = DEFAULTS["control_topic"]
     group_id: str = DEFAULTS["group_id"]
@@ -413,8 +554,19 @@ class Settings:
     schema_registry_url: str = field(default=DEFAULTS["schema_registry_url"], repr=False)
     schema_registry_username: str = field(default=DEFAULTS["schema_registry_username"], repr=False)
     schema_registry_password: str = field(default=DEFAULTS["schema_registry_password"], repr=False)
+    schema_registry_bearer_token: str = field(
+        default=DEFAULTS["schema_registry_bearer_token"], repr=False
+    )
+    schema_registry_ssl_cafile: str = DEFAULTS["schema_registry_ssl_cafile"]
+    schema_registry_ssl_certfile: str = DEFAULTS["schema_registry_ssl_certfile"]
+    schema_registry_ssl_keyfile: str = DEFAULTS["schema_registry_ssl_keyfile"]
     schema_registry_auto_register: bool = DEFAULTS["schema_registry_auto_register"]
     kafka_extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    """CONNECTOR_KAFKA_<NAME> as `name`, and per-client overrides as Kafka Connect names them
+    (`consumer.override.<name>`...); values as written (the Kafka adapter types them)."""
+    secret_files: Mapping[str, str] = field(default_factory=dict, repr=False)
+    """Variable -> file, for each setting given as <VAR>_FILE: re-read where a client can
+    take a new value without a restart (the schema registry's credentials)."""
 
     @property
     def ledger(self) -> str:
@@ -438,7 +590,13 @@ class Settings:
     @property
     def max_poll_interval_s(self) -> float:
         """The consumer's max.poll.interval.ms (kafka-python's default unless overridden)."""
-        return float(self.kafka_extra.get("max_poll_interval_ms", 300_000)) / 1000
+        raw = kafka_setting(self.kafka_extra, "consumer", "max_poll_interval_ms", 300_000)
+        try:
+            return float(raw) / 1000
+        except ValueError as exc:
+            raise ConfigError(
+                f"max_poll_interval_ms must be a number of milliseconds, got {raw!r}"
+            ) from exc
 
     @property
     def endpoint(self) -> str:
@@ -455,6 +613,15 @@ class Settings:
             secret_values("", self.kafka_extra)
         )
 
+    def secret(self, attr: str) -> str | Callable[[], str]:
+        """A setting's value, or, if it came from a <VAR>_FILE, a function that reads the
+        file again: for clients that take a rotated secret without a restart."""
+        env = next(o.env for o in OPTIONS if o.attr == attr)
+        path = self.secret_files.get(env)
+        if path is None:
+            return str(getattr(self, attr))
+        return lambda: read_secret_file(path, env + FILE_SUFFIX)
+
     def describe(self) -> dict[str, Any]:
         """All settings for the start-up log line, secrets masked."""
         out: dict[str, Any] = {}
@@ -465,10 +632,9 @@ class Settings:
             elif f.name == "schema_registry_url":
                 value = _redact_url(value)
             elif f.name == "kafka_extra":
-                value = {
-                    k: ("***" if any(w in k for w in _SECRET_WORDS) else v)
-                    for k, v in value.items()
-                }
+                value = {k: ("***" if is_secret_name(k) else v) for k, v in value.items()}
+            elif f.name == "secret_files":
+                value = dict(value)  # paths, not contents
             out[f.name] = value
         return out
 
@@ -481,22 +647,86 @@ def _redact_url(url: str) -> str:
     return f"{scheme}://{rest.split('@', 1)[1]}"
 
 
+def parse_bool(raw: str, var: str) -> bool:
+    """Strict: true/false/1/0/yes/no/on/off (any case); anything else names `var`."""
+    word = raw.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise ConfigError(f"{var}={raw!r} is not a boolean: use one of {', '.join(_TRUE + _FALSE)}")
+
+
 def _convert(opt: Option, raw: str) -> Any:
+    if opt.type is bool:
+        return parse_bool(raw, opt.env)
     try:
-        if opt.type is bool:
-            return raw.strip().lower() in ("1", "true", "yes", "on")
         return opt.type(raw)
     except ValueError as exc:
         raise ConfigError(f"{opt.env}={raw!r} is not a valid {opt.type.__name__}") from exc
 
 
-def _kafka_value(raw: str) -> Any:
-    """Passed-through Kafka settings are strings, except obvious ints and booleans."""
-    if raw.isdigit():
-        return int(raw)
-    if raw.lower() in ("true", "false"):
-        return raw.lower() == "true"
-    return raw
+def read_secret_file(path: str, var: str) -> str:
+    """The content of a secret file, without its trailing newline (`echo` and editors add
+    one; Kubernetes secrets usually have none). The message never carries the content."""
+    try:
+        with open(path, encoding="utf-8", newline="") as f:  # bytes as written
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"{var}={path!r}: cannot read the file: {exc.__class__.__name__}"
+        ) from exc
+    return text.rstrip("\r\n")
+
+
+def resolve_env(env: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """Environment with every <VAR>_FILE replaced by <VAR> and the file's content.
+
+    Returns (values, files): `files` maps each such <VAR> to its path, for clients that
+    re-read a rotated secret. Both <VAR> and <VAR>_FILE set is an error (which one wins
+    would be a guess). Only CONNECTOR_*, KAFKA_BOOTSTRAP_SERVERS and the API key
+    variables are considered: other programs' *_FILE variables are none of our business.
+    """
+    ours = {o.env for o in OPTIONS} | {"GOOGLE_API_KEY"}
+    values: dict[str, str] = {}
+    files: dict[str, str] = {}
+    for name, raw in env.items():
+        base = name[: -len(FILE_SUFFIX)] if name.endswith(FILE_SUFFIX) else ""
+        if base and (base in ours or base.startswith("CONNECTOR_")):
+            if base in env:
+                raise ConfigError(f"both {base} and {name} are set: keep one")
+            files[base] = raw
+            values[base] = read_secret_file(raw, name)
+        else:
+            values.setdefault(name, raw)
+    return values, files
+
+
+def check_unknown(env: Mapping[str, str]) -> None:
+    """Refuse an unknown CONNECTOR_* variable, naming the closest setting (a typo is
+    otherwise ignored silently and the default applies). CONNECTOR_KAFKA_* names are
+    checked against kafka-python's settings by the Kafka adapter."""
+    known = {o.env for o in OPTIONS} | set(ALLOWED_ENV)
+    links = service_links(env)
+    unknown = sorted(
+        n
+        for n in env
+        if n.startswith("CONNECTOR_")
+        and not n.startswith(KAFKA_PREFIX)
+        and n not in known
+        and n.removesuffix(FILE_SUFFIX) not in known
+        and n not in links
+    )
+    if not unknown:
+        return
+    hints = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, sorted(known - set(ALLOWED_ENV)), n=1)
+        hints.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    raise ConfigError(
+        f"unknown setting{'s' if len(unknown) > 1 else ''}: {', '.join(hints)}; "
+        "`connector settings` lists them all"
+    )
 
 
 def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -513,28 +743,76 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def load(env: Mapping[str, str] | None = None, args: argparse.Namespace | None = None) -> Settings:
     """Build Settings from flags and environment, and check they make sense."""
-    env = os.environ if env is None else env
-    values: dict[str, Any] = {}
-    for opt in OPTIONS:
-        raw = getattr(args, opt.attr, None) if args is not None else None
-        if raw is None:
-            raw = env.get(opt.env)
-        if raw is None and opt.attr == "api_key":
-            raw = env.get("GOOGLE_API_KEY")
-        values[opt.attr] = opt.default if raw is None else _convert(opt, str(raw))
-    values["kafka_extra"] = load_kafka_extra(env)
-    settings = Settings(**values)
+    raw_env = os.environ if env is None else env
+    check_unknown(raw_env)
+    refuse_vertex(raw_env)
+    settings = load_values(raw_env, args)
     validate(settings)
     return settings
 
 
+def load_values(env: Mapping[str, str], args: argparse.Namespace | None = None) -> Settings:
+    """Settings from flags, environment and <VAR>_FILE files, without `run`'s checks
+    (`connector status` and the other tools read the same variables)."""
+    resolved, files = resolve_env(env)
+    values: dict[str, Any] = {}
+    for opt in OPTIONS:
+        raw = getattr(args, opt.attr, None) if args is not None else None
+        if raw is None:
+            raw = resolved.get(opt.env)
+        if raw is None and opt.attr == "api_key":
+            raw = resolved.get("GOOGLE_API_KEY")
+        values[opt.attr] = opt.default if raw is None else _convert(opt, str(raw))
+    values["kafka_extra"] = _kafka_extra(resolved)
+    values["secret_files"] = files
+    return Settings(**values)
+
+
 def load_kafka_extra(env: Mapping[str, str]) -> dict[str, Any]:
-    """kafka-python settings passed through from CONNECTOR_KAFKA_<NAME> variables."""
-    return {
-        k[len(KAFKA_PREFIX) :].lower(): _kafka_value(v)
-        for k, v in env.items()
-        if k.startswith(KAFKA_PREFIX)
-    }
+    """kafka-python settings from CONNECTOR_KAFKA_<NAME> (or <NAME>_FILE) variables."""
+    return _kafka_extra(resolve_env(env)[0])
+
+
+def _kafka_extra(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    # A sidecar setting may share the prefix, and so may a Kubernetes service link (a
+    # Service named connector-kafka): neither is a kafka-python setting.
+    skip = {o.env for o in OPTIONS} | service_links(env)
+    for var, raw in env.items():
+        if not var.startswith(KAFKA_PREFIX) or var in skip:
+            continue
+        name = var[len(KAFKA_PREFIX) :].lower()
+        kind, sep, rest = name.partition(_OVERRIDE_ENV.lower())
+        if sep and kind in KAFKA_CLIENT_KINDS and rest:
+            out[override_key(kind, rest)] = raw
+        elif sep and kind not in KAFKA_CLIENT_KINDS:
+            raise ConfigError(
+                f"{var}: per-client overrides are {KAFKA_PREFIX}<CLIENT>{_OVERRIDE_ENV}<NAME> "
+                f"with <CLIENT> one of {', '.join(k.upper() for k in KAFKA_CLIENT_KINDS)}"
+            )
+        else:
+            out[name] = raw
+    return out
+
+
+VERTEX_SWITCHES = ("GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_GENAI_USE_ENTERPRISE")
+"""google-genai's environment switches to Vertex AI (read by `genai.Client` when it is not
+told `vertexai=`; the adapter always tells it False). GOOGLE_CLOUD_PROJECT/LOCATION only
+matter with one of them, so they alone are not refused."""
+
+
+def refuse_vertex(env: Mapping[str, str]) -> None:
+    """Vertex AI's batch API needs Cloud Storage or BigQuery and has no Files API: a pod that
+    asks for it would fail at the first create, so it is refused at start, not half-used."""
+    for var in VERTEX_SWITCHES:
+        raw = env.get(var, "")
+        if raw.strip().lower() in ("", *_FALSE):
+            continue
+        raise ConfigError(
+            f"{var}={raw!r} asks google-genai for Vertex AI, which this sidecar does not "
+            "support (Vertex batch jobs need Cloud Storage or BigQuery, and Vertex has no Files "
+            "API); unset it (or set it to false) and use GEMINI_API_KEY for the Gemini API"
+        )
 
 
 def validate(s: Settings) -> None:
@@ -582,6 +860,21 @@ def validate(s: Settings) -> None:
         raise ConfigError("CONNECTOR_LOG_FORMAT must be json or console")
     if s.result_format not in ("single_object", "confluent", "json"):
         raise ConfigError("CONNECTOR_RESULT_FORMAT must be single_object, confluent or json")
+    if s.topic_partitions < 1 or s.topic_replication < 0:
+        raise ConfigError(
+            "CONNECTOR_TOPIC_PARTITIONS must be >= 1 and CONNECTOR_TOPIC_REPLICATION >= 0"
+        )
+    if s.schema_registry_bearer_token and (
+        s.schema_registry_username or s.schema_registry_password
+    ):
+        raise ConfigError(
+            "the schema registry takes basic auth (CONNECTOR_SCHEMA_REGISTRY_USERNAME/_PASSWORD) "
+            "or a bearer token (CONNECTOR_SCHEMA_REGISTRY_BEARER_TOKEN), not both"
+        )
+    if s.schema_registry_ssl_keyfile and not s.schema_registry_ssl_certfile:
+        raise ConfigError(
+            "CONNECTOR_SCHEMA_REGISTRY_SSL_KEYFILE needs CONNECTOR_SCHEMA_REGISTRY_SSL_CERTFILE"
+        )
     if s.result_format == "confluent" and not s.schema_registry_url:
         raise ConfigError("CONNECTOR_RESULT_FORMAT=confluent needs CONNECTOR_SCHEMA_REGISTRY_URL")
 
@@ -593,9 +886,21 @@ def env_table(options: Sequence[Option] = OPTIONS) -> str:
         flag = "--" + o.attr.replace("_", "-") if o.flag else "(env only)"
         rows.append(f"| `{o.env}` | `{flag}` | `{o.default!r}` | {o.help} |")
     rows.append(
-        f"| `{KAFKA_PREFIX}<NAME>` | (env only) | | any kafka-python setting, e.g. "
-        f"`{KAFKA_PREFIX}SECURITY_PROTOCOL=SASL_SSL`, `{KAFKA_PREFIX}SASL_MECHANISM`, "
+        f"| `{KAFKA_PREFIX}<NAME>` | (env only) | | any kafka-python setting, for every client, "
+        f"e.g. `{KAFKA_PREFIX}SECURITY_PROTOCOL=SASL_SSL`, `{KAFKA_PREFIX}SASL_MECHANISM`, "
         f"`{KAFKA_PREFIX}SASL_PLAIN_USERNAME`, `{KAFKA_PREFIX}SASL_PLAIN_PASSWORD`, "
-        f"`{KAFKA_PREFIX}SSL_CAFILE` |"
+        f"`{KAFKA_PREFIX}SSL_CAFILE`; typed as kafka-python's default (an unknown name is "
+        "refused, naming the closest) |"
+    )
+    rows.append(
+        f"| `{KAFKA_PREFIX}CONSUMER{_OVERRIDE_ENV}<NAME>`, `..._PRODUCER{_OVERRIDE_ENV}<NAME>`, "
+        f"`..._ADMIN{_OVERRIDE_ENV}<NAME>` | (env only) | | one client kind only, over the flat "
+        "setting, as Kafka Connect's `consumer.override.*` (the producer override also applies "
+        "to the transactional producer; the consumer override to the ledger, control and "
+        "re-read consumers) |"
+    )
+    rows.append(
+        f"| `<VAR>{FILE_SUFFIX}` | (env only) | | any variable above read from a file "
+        "(Kubernetes secrets), trailing newline dropped; not together with `<VAR>` |"
     )
     return "\n".join(rows)

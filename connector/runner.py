@@ -36,11 +36,12 @@ from connector.adapters.kafka import (
     TransactionalProducer,
     connect_with_retry,
     producer_max_request_size,
+    with_client_ids,
 )
 from connector.adapters.ledger import Ledger
 from connector.adapters.registry import SchemaRegistry
 from connector.adapters.reread import RequestReader
-from connector.config import Settings
+from connector.config import Settings, kafka_setting
 from connector.core import policy
 from connector.core.batcher import Batcher, BatchLimits
 from connector.core.codec import Codec
@@ -61,8 +62,9 @@ from connector.core.ports import (
 from connector.core.quota import Budget, share, should_pause
 from connector.core.records import EntryState
 from connector.core.recovery import plan_recovery, to_retract
+from connector.core.topics import plan_topics
 from connector.core.watermark import Watermark
-from connector.errors import Fenced, KafkaError, RegistryUnavailable
+from connector.errors import ConfigError, Fenced, KafkaError, RegistryUnavailable
 from connector.health import PROTECTED
 from connector.metrics import Telemetry
 from connector.stages.checkpoint import Checkpoint
@@ -175,7 +177,8 @@ class Sidecar:
         self._held: dict[int, float] = {}
         """Partitions waiting for the schema registry, and when they try again."""
         self._held_tries: dict[int, int] = {}
-        self._extra = dict(settings.kafka_extra)
+        self._extra = with_client_ids(settings.kafka_extra, settings.group_id)
+        """Kafka settings of every client: CONNECTOR_KAFKA_*, overrides, client.id prefix."""
         self._ledger_max_bytes = 1_048_576
         self._resync = False
         self._kafka_failures = 0
@@ -241,7 +244,10 @@ class Sidecar:
                 grower.close()
 
         producer_extra = dict(self._extra)
-        if "batch_size" not in producer_extra and self._ledger_max_bytes < 32_768:
+        if (
+            kafka_setting(producer_extra, "producer", "batch_size") is None
+            and self._ledger_max_bytes < 32_768
+        ):
             # A record batch must fit max.message.bytes too: with a small ledger limit,
             # keep batches (16 KiB by default) well under it.
             producer_extra["batch_size"] = max(1, self._ledger_max_bytes // 2)
@@ -312,7 +318,13 @@ class Sidecar:
         if not s.schema_registry_url:
             return None, None
         registry = SchemaRegistry(
-            s.schema_registry_url, s.schema_registry_username, s.schema_registry_password
+            s.schema_registry_url,
+            s.secret("schema_registry_username"),
+            s.secret("schema_registry_password"),
+            bearer_token=s.secret("schema_registry_bearer_token"),
+            ssl_cafile=s.schema_registry_ssl_cafile,
+            ssl_certfile=s.schema_registry_ssl_certfile,
+            ssl_keyfile=s.schema_registry_ssl_keyfile,
         )
         log.info("schema registry", url=registry.url, result_format=s.result_format)
         if s.result_format != Format.CONFLUENT:
@@ -456,9 +468,31 @@ class Sidecar:
         return connect_with_retry(make, what, self.s.startup_timeout_s, self._stop)
 
     def _prepare_topics(self, admin: Admin) -> int:
-        """Create what is missing; refuse a mismatched ledger; warn on short retention."""
+        """Check the data topics (refuse or create missing ones, as configured); create and
+        check the ledger and control topics; warn on short retention."""
         s = self.s
-        n = admin.ensure_topic(s.request_topic, -1)
+        data = [s.request_topic, s.result_topic, s.dlq_topic]
+        missing = admin.missing_topics(data)
+        plan = plan_topics(
+            missing,
+            s.create_topics,
+            s.topic_partitions,
+            s.topic_replication,
+            admin.brokers() if missing else 1,
+        )
+        if plan.error is not None:
+            raise ConfigError(plan.error)
+        for topic in plan.create:
+            log.warning(
+                "creating a missing topic (CONNECTOR_CREATE_TOPICS)",
+                topic=topic,
+                partitions=plan.partitions,
+                replication=plan.replication,
+            )
+            admin.ensure_topic(topic, plan.partitions, replication_factor=plan.replication)
+        n = admin.partitions(s.request_topic)
+        if n is None:
+            raise ConfigError(f"request topic {s.request_topic!r} not found")
         if (
             not s.ledger_topic
             and admin.partitions(s.ledger) is None
@@ -474,10 +508,8 @@ class Sidecar:
             )
             self.s = s = replace(s, ledger_topic=s.legacy_ledger)
         ledger_max = admin.ensure_ledger(s.ledger, n)
-        producer_max = int(s.kafka_extra.get("max_request_size", 1_048_576))
+        producer_max = producer_max_request_size(self._extra)
         self._ledger_max_bytes = min(ledger_max, producer_max)
-        admin.ensure_topic(s.result_topic, n)
-        admin.ensure_topic(s.dlq_topic, n)
         ensure_control_topic(admin, s.control)
         self._read_limits(admin)
         try:

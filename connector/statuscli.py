@@ -30,27 +30,13 @@ from connector.adapters.ledger import Ledger
 from connector.core.codec import Codec
 from connector.core.observe import JobView, job_view
 from connector.core.records import EntryState, JobProgress
-from connector.errors import ConnectorError, ProviderError
+from connector.errors import ConfigError, ConnectorError, ProviderError
 from connector.redact import REDACTOR
 
 
 def _settings(args: argparse.Namespace) -> config.Settings:
     """Settings from flags and environment, without `run`'s endpoint checks."""
-    env = os.environ
-    values: dict[str, Any] = {}
-    for opt in config.OPTIONS:
-        raw = getattr(args, opt.attr, None)
-        if raw is None:
-            raw = env.get(opt.env)
-        if raw is None and opt.attr == "api_key":
-            raw = env.get("GOOGLE_API_KEY")
-        values[opt.attr] = opt.default if raw is None else config._convert(opt, str(raw))
-    values["kafka_extra"] = {
-        k[len(config.KAFKA_PREFIX) :].lower(): config._kafka_value(v)
-        for k, v in env.items()
-        if k.startswith(config.KAFKA_PREFIX)
-    }
-    return config.Settings(**values)
+    return config.load_values(os.environ, args)
 
 
 def read_jobs(s: config.Settings) -> list[JobView]:
@@ -165,7 +151,11 @@ def snapshot(s: config.Settings, gemini: Any) -> list[JobView]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    s = _settings(args)
+    try:
+        s = _settings(args)
+    except ConfigError as exc:
+        print(f"connector status: configuration error: {exc}", file=sys.stderr)
+        return 2
     REDACTOR.add(*s.secrets())
     console = Console()
     gemini = None

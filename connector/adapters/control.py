@@ -42,7 +42,7 @@ class ControlTopic:
     ) -> None:
         self.topic = topic
         self._producer = producer
-        cfg = client_config(KafkaConsumer, bootstrap, extra)
+        cfg = client_config(KafkaConsumer, bootstrap, extra, "control")
         # kafka-python's errors propagate here: the runner retries the connect.
         self._consumer = KafkaConsumer(group_id=None, enable_auto_commit=False, **cfg)
         parts = self._consumer.partitions_for_topic(topic) or {0}

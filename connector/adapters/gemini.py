@@ -119,6 +119,9 @@ class Gemini:
     ) -> None:
         """`client` replaces the SDK client built from the other arguments (tests, proxies)."""
         self._client = client or genai.Client(
+            # Never Vertex AI, whatever GOOGLE_GENAI_USE_VERTEXAI says (config refuses it at
+            # start): its batch API needs Cloud Storage or BigQuery and has no Files API.
+            vertexai=False,
             api_key=api_key,
             http_options=types.HttpOptions(
                 # Always explicit: the SDK would otherwise honour GOOGLE_GEMINI_BASE_URL silently.

@@ -5,6 +5,8 @@ kafka-python types stay in here; the runner sees `Record`, `Sent` and plain ints
 
 from __future__ import annotations
 
+import difflib
+import socket
 import threading
 import time
 from collections import deque
@@ -34,8 +36,11 @@ from kafka.errors import (
     RecordListTooLargeError,
     TopicAlreadyExistsError,
     UnknownMemberIdError,
+    UnknownTopicOrPartitionError,
+    for_code,
 )
 
+from connector.config import KAFKA_CLIENT_KINDS, KAFKA_PREFIX, parse_bool
 from connector.core.ledger_topic import check_ledger, ledger_replication
 from connector.core.ports import SendHandle
 from connector.core.records import Headers, Record
@@ -93,18 +98,163 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped bas
 
 # Any: kafka-python's client classes share DEFAULT_CONFIG but no common typed base.
 _CLIENTS: tuple[Any, ...] = (KafkaConsumer, KafkaProducer, KafkaAdminClient)
+_KIND: dict[Any, str] = {
+    KafkaConsumer: "consumer",
+    KafkaProducer: "producer",
+    KafkaAdminClient: "admin",
+}
+
+CLIENT_ID_PREFIX = "client.id.prefix"
+"""Key in the Kafka settings mapping (never a kafka-python name: those have no dots): the
+runner puts `<group>.<replica>` here, and each client gets `<prefix>.<role>` as client.id
+unless CONNECTOR_KAFKA_CLIENT_ID (or an override) sets one."""
+
+_RESERVED: dict[str, str] = {
+    "bootstrap_servers": "set KAFKA_BOOTSTRAP_SERVERS",
+    "group_id": "set CONNECTOR_GROUP_ID",
+    "transactional_id": "set CONNECTOR_TRANSACTIONAL_ID",
+    "enable_auto_commit": "the sidecar commits offsets itself, only for durable work",
+    "auto_offset_reset": "a partition without a committed offset is read from its start, so "
+    "no request is skipped",
+    "max_poll_records": "the sidecar sets it per poll",
+}
+"""kafka-python settings the sidecar sets itself; a value from the environment would be
+dropped or break a guarantee, so it is refused with the reason."""
+
+_SPECIAL: dict[str, Any] = {"send_buffer_bytes": int, "receive_buffer_bytes": int}
+"""Settings whose kafka-python default is None but whose value is a number."""
+_OBJECTS = {
+    "key_serializer",
+    "value_serializer",
+    "key_deserializer",
+    "value_deserializer",
+    "sasl_oauth_token_provider",
+    "ssl_context",
+    "default_offset_commit_callback",
+}
+"""Settings whose value is a Python object: they cannot come from an environment string."""
 
 
-def client_config(client: type[Any], bootstrap: str, extra: Mapping[str, Any]) -> dict[str, Any]:
+def with_client_ids(extra: Mapping[str, Any], group_id: str, replica: str = "") -> dict[str, Any]:
+    """`extra` with the client.id prefix `<group>.<replica>` (replica: the host name, which
+    is the pod name in Kubernetes), unless it already has one."""
+    return {CLIENT_ID_PREFIX: f"{group_id}.{replica or socket.gethostname()}", **extra}
+
+
+def kafka_var(key: str) -> str:
+    """The environment variable a settings key came from."""
+    kind, sep, rest = key.partition(".override.")
+    if sep:
+        return f"{KAFKA_PREFIX}{kind.upper()}_OVERRIDE_{rest.upper()}"
+    return f"{KAFKA_PREFIX}{key.upper()}"
+
+
+def _known(kind: str | None) -> set[str]:
+    clients = _CLIENTS if kind is None else [c for c in _CLIENTS if _KIND[c] == kind]
+    return {k for c in clients for k in c.DEFAULT_CONFIG}
+
+
+def _default(name: str) -> Any:
+    return next(c.DEFAULT_CONFIG[name] for c in _CLIENTS if name in c.DEFAULT_CONFIG)
+
+
+def typed_value(name: str, raw: Any, var: str) -> Any:
+    """A value from the environment typed like kafka-python's default for `name`.
+
+    Strings stay strings (an all-digit password is a password, not an int); numbers must
+    parse; booleans are strict. Values that are already typed (set in code) pass as they are.
+    """
+    if not isinstance(raw, str):
+        return raw
+    if name in _OBJECTS:
+        raise ConfigError(
+            f"{var}: {name} takes a Python object and cannot be set from the environment"
+        )
+    if name == "api_version":  # "3.7" or "3.7.0"; "auto" asks the broker
+        if raw.strip().lower() == "auto":
+            return None
+        try:
+            return tuple(int(p) for p in raw.strip().split("."))
+        except ValueError as exc:
+            raise ConfigError(f"{var}={raw!r} is not a version such as 3.7.0") from exc
+    if name == "acks" and raw.strip().lower() == "all":
+        return "all"
+    default = _default(name)
+    kind = _SPECIAL.get(name) or type(default)
+    if kind is bool:
+        return parse_bool(raw, var)
+    if kind in (int, float):
+        try:
+            return int(raw) if kind is int or raw.strip().lstrip("-").isdigit() else float(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{var}={raw!r} is not a valid {kind.__name__}") from exc
+    if kind in (str, type(None)):
+        return raw
+    raise ConfigError(
+        f"{var}: {name} takes a {kind.__name__} and cannot be set from the environment"
+    )
+
+
+def _unknown(var: str, name: str, kind: str | None) -> ConfigError:
+    close = difflib.get_close_matches(name, sorted(_known(kind)), n=1)
+    hint = (
+        f"; did you mean {kafka_var(close[0] if kind is None else f'{kind}.override.{close[0]}')}?"
+        if close
+        else ""
+    )
+    owner = "kafka-python" if kind is None else f"kafka-python's {kind}"
+    return ConfigError(f"{var}: {owner} has no setting {name!r}{hint}")
+
+
+def check_kafka_settings(extra: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every client kind's typed settings; refuses unknown names (naming the closest
+    kafka-python setting), reserved ones and values that do not parse. Run at start, so a
+    typo stops the sidecar before it connects."""
+    return {kind: _typed(extra, kind) for kind in KAFKA_CLIENT_KINDS}
+
+
+def _typed(extra: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    """Settings of one client kind: flat ones it knows, then its overrides."""
+    flat: dict[str, Any] = {}
+    overrides: dict[str, Any] = {}
+    mine = _known(kind)
+    for key, raw in extra.items():
+        if key == CLIENT_ID_PREFIX:
+            continue
+        var = kafka_var(key)
+        okind, sep, name = key.partition(".override.")
+        if not sep:
+            okind, name = "", key
+        if okind and okind not in KAFKA_CLIENT_KINDS:
+            raise ConfigError(f"{var}: unknown client kind {okind!r}")
+        if name not in _known(okind or None):
+            raise _unknown(var, name, okind or None)
+        if name in _RESERVED:
+            raise ConfigError(f"{var} cannot be set: {_RESERVED[name]}")
+        value = typed_value(name, raw, var)
+        if okind == kind:
+            overrides[name] = value
+        elif not okind and name in mine:
+            flat[name] = value
+    return {**flat, **overrides}
+
+
+def client_config(
+    client: type[Any], bootstrap: str, extra: Mapping[str, Any], role: str = ""
+) -> dict[str, Any]:
     """Pass-through settings that this kind of client understands (security, timeouts...).
 
-    kafka-python rejects unknown keys, and consumer-only keys such as
-    session_timeout_ms would break the producer, so each client gets its own subset.
+    kafka-python rejects unknown keys, and consumer-only keys such as session_timeout_ms
+    would break the producer, so each client gets its own subset: the flat
+    CONNECTOR_KAFKA_* settings it knows, then its kind's overrides. `role` names the client
+    in its client.id (`<group>.<replica>.<role>`), so broker quotas, request logs and
+    audit logs can tell the sidecar's clients apart.
     """
-    unknown = [k for k in extra if not any(k in c.DEFAULT_CONFIG for c in _CLIENTS)]
-    if unknown:
-        raise ConfigError(f"unknown Kafka settings {sorted(unknown)} (from CONNECTOR_KAFKA_*)")
-    cfg: dict[str, Any] = {k: v for k, v in extra.items() if k in client.DEFAULT_CONFIG}
+    kind = _KIND[client]
+    cfg = _typed(extra, kind)
+    prefix = extra.get(CLIENT_ID_PREFIX)
+    if prefix and "client_id" not in cfg:
+        cfg["client_id"] = f"{prefix}.{role or kind}"
     cfg["bootstrap_servers"] = bootstrap.split(",")
     return cfg
 
@@ -124,7 +274,7 @@ class RequestConsumer:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=max_records,
-            **client_config(KafkaConsumer, bootstrap, extra),
+            **client_config(KafkaConsumer, bootstrap, extra, "consumer"),
         )
         # kafka-python 3.0.12: a group join that completes before the topic's metadata is
         # known can leave the member with no partitions for good; load the metadata first.
@@ -297,12 +447,14 @@ PRODUCER_CONFIG: dict[str, Any] = {
 """The sidecar producer's settings (bench/run.py measures bare kafka-python with the same)."""
 
 
-def producer_config(bootstrap: str, extra: Mapping[str, Any]) -> dict[str, Any]:
+def producer_config(
+    bootstrap: str, extra: Mapping[str, Any], role: str = "producer"
+) -> dict[str, Any]:
     """PRODUCER_CONFIG under the user's CONNECTOR_KAFKA_* settings (e.g. batch_size), with
     idempotence and acks=all kept: nothing may be acked that a broker could still lose."""
     return {
         **PRODUCER_CONFIG,
-        **client_config(KafkaProducer, bootstrap, extra),
+        **client_config(KafkaProducer, bootstrap, extra, role),
         "enable_idempotence": True,
         "acks": "all",
     }
@@ -436,7 +588,7 @@ class TransactionalProducer(Producer):
         self._stale = False
         """The kafka-python producer must be replaced before its next use (see `_renew`)."""
         self.max_request_size = producer_max_request_size(extra)
-        cfg = producer_config(bootstrap, extra)
+        cfg = producer_config(bootstrap, extra, "txn")
         # Our transactions are short (a claim, one pass's writes, one chunk of results): a
         # crashed replica's open transaction is aborted by the broker this soon, and until
         # then it holds back every read_committed read of its partitions (the next owner's
@@ -646,6 +798,7 @@ def read_partition(
     stop: int | None = None,
     timeout_s: float = 60.0,
     committed: bool = False,
+    role: str = "reader",
 ) -> list[Record]:
     """Read [start, min(stop, end)) of one partition with a group-less consumer.
 
@@ -656,7 +809,7 @@ def read_partition(
     """
     try:
         return _read_partition(
-            topic, partition, bootstrap, extra, start, stop, timeout_s, committed
+            topic, partition, bootstrap, extra, start, stop, timeout_s, committed, role
         )
     except KafkaError as exc:
         raise BrokerUnavailable(f"reading {topic}[{partition}] failed: {exc!r}") from exc
@@ -671,8 +824,9 @@ def _read_partition(
     stop: int | None,
     timeout_s: float,
     committed: bool,
+    role: str,
 ) -> list[Record]:
-    cfg = client_config(KafkaConsumer, bootstrap, extra)
+    cfg = client_config(KafkaConsumer, bootstrap, extra, role)
     if committed:
         cfg["isolation_level"] = "read_committed"
     consumer = KafkaConsumer(group_id=None, enable_auto_commit=False, **cfg)
@@ -685,7 +839,7 @@ def _read_partition(
             # Read_committed ends at the last stable offset; an open transaction (one a
             # crashed producer left) holds it back until it commits or is aborted, and
             # entries committed after it would be missed: wait until it has ended.
-            hw = _high_watermark(tp, bootstrap, extra)
+            hw = _high_watermark(tp, bootstrap, extra, role)
             while consumer.end_offsets([tp], timeout_ms)[tp] < hw:
                 if time.monotonic() > deadline:
                     raise BrokerUnavailable(f"an open transaction holds {topic}[{partition}]")
@@ -708,10 +862,12 @@ def _read_partition(
         consumer.close()
 
 
-def _high_watermark(tp: Any, bootstrap: str, extra: Mapping[str, Any]) -> int:
+def _high_watermark(tp: Any, bootstrap: str, extra: Mapping[str, Any], role: str) -> int:
     """The end offset as a read_uncommitted reader sees it (open transactions included)."""
     consumer = KafkaConsumer(
-        group_id=None, enable_auto_commit=False, **client_config(KafkaConsumer, bootstrap, extra)
+        group_id=None,
+        enable_auto_commit=False,
+        **client_config(KafkaConsumer, bootstrap, extra, role),
     )
     try:
         return int(consumer.end_offsets([tp])[tp])
@@ -725,8 +881,8 @@ class Admin:
     visible_timeout_s = 30.0
     """How long a created (or concurrently created) topic may take to show in metadata."""
 
-    def __init__(self, bootstrap: str, extra: Mapping[str, Any]) -> None:
-        self._admin = KafkaAdminClient(**client_config(KafkaAdminClient, bootstrap, extra))
+    def __init__(self, bootstrap: str, extra: Mapping[str, Any], role: str = "admin") -> None:
+        self._admin = KafkaAdminClient(**client_config(KafkaAdminClient, bootstrap, extra, role))
 
     def partitions(self, topic: str) -> int | None:
         return self._describe(topic)[0]
@@ -746,6 +902,23 @@ class Admin:
                 replicas = first.get("replica_nodes", first.get("replicas")) or []
                 return len(parts), len(replicas)
         return None, 0
+
+    def missing_topics(self, topics: Sequence[str]) -> list[str]:
+        """The topics of `topics` the cluster does not have. Any other answer than "unknown
+        topic" (an authorization error, say) is raised, never taken for a missing topic."""
+        try:
+            desc = self._admin.describe_topics(list(topics))
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"describe topics failed: {exc!r}") from exc
+        missing: set[str] = set()
+        for t in desc:
+            name = t.get("topic", t.get("name"))
+            code = t.get("error_code") or 0
+            if code == UnknownTopicOrPartitionError.errno:
+                missing.add(name)
+            elif code:
+                raise ConfigError(f"topic {name!r}: {for_code(code).__name__}")
+        return [t for t in topics if t in missing]
 
     def brokers(self) -> int:
         """Brokers in the cluster that are not fenced."""
@@ -855,8 +1028,9 @@ class Admin:
 
 
 def producer_max_request_size(extra: Mapping[str, Any]) -> int:
-    """The producer's `max_request_size` (CONNECTOR_KAFKA_MAX_REQUEST_SIZE or the default)."""
-    return int(extra.get("max_request_size", KafkaProducer.DEFAULT_CONFIG["max_request_size"]))
+    """The producer's `max_request_size` (its override, CONNECTOR_KAFKA_MAX_REQUEST_SIZE or
+    kafka-python's default)."""
+    return int(_typed(extra, "producer").get("max_request_size", _default("max_request_size")))
 
 
 def connect_with_retry(

@@ -36,7 +36,7 @@ class Ledger:
         """Replay partition p from the beginning to its end: the live jobs of p."""
         live: dict[str, LedgerEntry] = {}
         records = read_partition(
-            self.topic, partition, self._bootstrap, self._extra, committed=True
+            self.topic, partition, self._bootstrap, self._extra, committed=True, role="ledger"
         )
         for rec in records:
             if rec.key is None:

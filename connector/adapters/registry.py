@@ -5,13 +5,20 @@ already knows the Confluent API's paths, auth and error shapes. Its types and ht
 stay in here: an outage becomes `RegistryUnavailable` (transient: the record waits), an
 unknown schema id a `DecodeError` (the record is bad: dead letter).
 
-Credentials come from settings (environment only) and are never logged: `describe()`
-shows the URL without any user info.
+Authentication: basic auth or a bearer token, each read through a callable, so a secret
+mounted as a file (`..._FILE`) is re-read for every request and a rotated one is used at
+once. TLS: our own `ssl.SSLContext` (CA bundle, client certificate and key), because the
+library applies a CA bundle only together with a client certificate and lets the
+process's SSL_CERT_FILE override it. Credentials are never logged: `url` is the URL
+without any user info, and every secret read is registered with the redactor.
 """
 
 from __future__ import annotations
 
+import base64
+import ssl
 import threading
+from collections.abc import Callable, Generator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -20,8 +27,67 @@ from schema_registry.client import SchemaRegistryClient
 from schema_registry.client.errors import ClientError
 
 from connector.errors import ConfigError, DecodeError, RegistryUnavailable
+from connector.redact import REDACTOR
 
-__all__ = ["SchemaRegistry", "redact_url", "subject_for"]
+Secret = str | Callable[[], str]
+"""A credential, or a function returning its current value (a re-read secret file)."""
+
+
+def _current(secret: Secret, sensitive: bool = True) -> str:
+    """The credential's value now; a secret one is masked in every log line from now on."""
+    value = secret() if callable(secret) else secret
+    if sensitive:
+        REDACTOR.add(value)
+    return value
+
+
+class _CredentialAuth(httpx.Auth):
+    """Basic or bearer auth whose credential is read again for every request."""
+
+    def __init__(self, username: Secret = "", password: Secret = "", token: Secret = "") -> None:
+        self._username, self._password, self._token = username, password, token
+
+    def header(self) -> str:
+        token = _current(self._token)
+        if token:
+            return f"Bearer {token}"
+        pair = f"{_current(self._username, sensitive=False)}:{_current(self._password)}"
+        return "Basic " + base64.b64encode(pair.encode()).decode()
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = self.header()
+        yield request
+
+
+def tls_context(cafile: str = "", certfile: str = "", keyfile: str = "") -> ssl.SSLContext | None:
+    """The registry's TLS settings as one context; None: httpx's defaults (public CAs)."""
+    if not cafile and not certfile:
+        return None
+    try:
+        ctx = ssl.create_default_context(cafile=cafile or None)
+        if certfile:
+            ctx.load_cert_chain(certfile, keyfile or None)
+    except (OSError, ssl.SSLError) as exc:
+        which = "CA bundle" if cafile and not certfile else "CA bundle or client certificate/key"
+        raise ConfigError(f"schema registry TLS: cannot load the {which}: {exc}") from exc
+    return ctx
+
+
+class _Client(SchemaRegistryClient):
+    """The library's client with our TLS context as httpx's `verify`."""
+
+    def __init__(self, url: str, verify: ssl.SSLContext | None, **kwargs: Any) -> None:
+        self._verify = verify  # read by _get_client_kwargs, which __init__ calls
+        super().__init__(url, **kwargs)
+
+    def _get_client_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = super()._get_client_kwargs()
+        if self._verify is not None:
+            kwargs["verify"] = self._verify
+        return kwargs
+
+
+__all__ = ["SchemaRegistry", "redact_url", "subject_for", "tls_context"]
 
 
 def subject_for(topic: str) -> str:
@@ -44,7 +110,15 @@ class SchemaRegistry:
     """Schema lookups by id (cached forever: ids are immutable) and result-schema registration."""
 
     def __init__(
-        self, url: str, username: str = "", password: str = "", timeout_s: float = 10.0
+        self,
+        url: str,
+        username: Secret = "",
+        password: Secret = "",
+        timeout_s: float = 10.0,
+        bearer_token: Secret = "",
+        ssl_cafile: str = "",
+        ssl_certfile: str = "",
+        ssl_keyfile: str = "",
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https"):
@@ -52,8 +126,15 @@ class SchemaRegistry:
         if parts.username and not username:  # user info in the URL: move it into auth
             username, password = parts.username, parts.password or ""
         self.url = redact_url(url)
-        auth = httpx.BasicAuth(username, password) if username else None
-        self._client = SchemaRegistryClient(self.url, auth=auth, timeout=httpx.Timeout(timeout_s))
+        auth = (
+            _CredentialAuth(username, password, bearer_token) if username or bearer_token else None
+        )
+        self._client = _Client(
+            self.url,
+            tls_context(ssl_cafile, ssl_certfile, ssl_keyfile),
+            auth=auth,
+            timeout=httpx.Timeout(timeout_s),
+        )
         self._by_id: dict[int, Any] = {}
         self._lock = threading.Lock()
 

@@ -49,7 +49,7 @@ class PartitionReader:
         stall_timeout_s: float = STALL_TIMEOUT_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        cfg = client_config(KafkaConsumer, bootstrap, extra)
+        cfg = client_config(KafkaConsumer, bootstrap, extra, "reread")
         cfg.setdefault("max_partition_fetch_bytes", FETCH_BYTES)
         self._consumer = KafkaConsumer(group_id=None, enable_auto_commit=False, **cfg)
         self._tp = TopicPartition(topic, partition)

@@ -216,6 +216,10 @@ def main() -> int:
                 "CONNECTOR_RESULT_TOPIC": RESULTS,
                 "CONNECTOR_DLQ_TOPIC": DLQ,
                 "CONNECTOR_GROUP_ID": "demo-sidecar",
+                # A fresh broker has no topics: the sidecar creates its three (it refuses
+                # to start on a missing topic unless asked to create it).
+                "CONNECTOR_CREATE_TOPICS": "true",
+                "CONNECTOR_TOPIC_PARTITIONS": "1",
                 # Explicit: the sidecar never falls back to an emulator on its own.
                 "CONNECTOR_GEMINI_BASE_URL": emulator.base_url,
                 "CONNECTOR_BATCH_MAX_WAIT_S": "2",
