@@ -25,8 +25,16 @@ def _describe(admin: KafkaAdminClient, topic: str) -> tuple[int, int] | None:
 
 
 def _member_client_ids(admin: KafkaAdminClient, group: str) -> list[str]:
-    """The client.id of each member of `group`, as the group coordinator knows it."""
-    described = admin.describe_groups([group])[group]
+    """The client.id of each member of `group`, as the group coordinator knows it (none
+    while the coordinator of a group this new is not found yet: a retriable error)."""
+    from kafka.errors import KafkaError
+
+    try:
+        described = admin.describe_groups([group])[group]
+    except KafkaError as exc:
+        if not getattr(exc, "retriable", False):
+            raise
+        return []
     return [str(m["client_id"]) for m in described.get("members") or []]
 
 
