@@ -481,7 +481,7 @@ class Submitter:
         p = t.entry.key.partition
         started = ctx.clock()
         claim = ctx.ledger.claim(t.entry, ctx.txn, ctx.txn.transactional_id)
-        ctx.txn.commit_transaction([claim], ctx.fence_offsets([p]), ctx.consumer)
+        ctx.prove_ownership([p], [claim])
         if ctx.clock() - started > CLAIM_FRESH_S:
             log.warning("claim took too long; claiming again next pass", job_id=t.entry.job_id)
             t.due = now
