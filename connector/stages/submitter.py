@@ -290,7 +290,7 @@ class Submitter:
 
     def _unreadable(self, t: Tracked) -> None:
         error = ErrorInfo(400, "INVALID_ARGUMENT", "no request of the job could be read")
-        self.tracker.give_up(t.entry, error, None)
+        self.tracker.give_up(t.entry, error)
 
     def _waits_for_upload(self, t: Tracked) -> bool:
         """Whether `t` can only wait, this pass, for its input's upload to end or for a free
@@ -426,13 +426,13 @@ class Submitter:
                     input_file=input_file,
                     error=str(exc),
                 )
-                self.tracker.cleanup(None, input_file, None)
+                self.tracker.cleanup(None, input_file, None, partition=entry.key.partition)
                 t.entry = replace(entry, input_file=None)
                 ctx.reschedule(t, now)
                 return None
             log.error("job rejected by the provider", job_id=entry.job_id, error=str(exc))
-            self.tracker.cleanup(None, input_file, None)
-            self.tracker.give_up(entry, ErrorInfo(exc.code or 400, exc.status, str(exc)), None)
+            self.tracker.cleanup(None, input_file, None, partition=entry.key.partition)
+            self.tracker.give_up(entry, ErrorInfo(exc.code or 400, exc.status, str(exc)))
             return None
         except ProviderError as exc:
             log.warning("job create failed; backing off", job_id=entry.job_id, error=str(exc))

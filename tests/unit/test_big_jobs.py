@@ -188,7 +188,7 @@ def test_give_up_answers_every_request_in_chunks() -> None:
     h.consumer.assign(0)
     h.step()
     h.sidecar.owned[0].jobs.clear()
-    h.sidecar.tracker.give_up(entry, ErrorInfo(499, "CANCELLED", "cancelled"), "x")
+    h.sidecar.tracker.give_up(entry, ErrorInfo(499, "CANCELLED", "cancelled"))
     assert [len(o) for _, o in h.reader.reads] == [3, 3, 1]
     events = h.result_events()
     assert sorted(r.source_offset for r in events) == list(range(7))
