@@ -186,6 +186,9 @@ class Tracker:
         """
         name = t.entry.provider_job
         assert name is not None
+        ctx = self.ctx
+        if ctx.txn is not None and ctx.consumer is not None:
+            ctx.prove_ownership([t.entry.key.partition])  # a cancel, like a create or delete
         try:
             self.ctx.gemini.cancel(name)
         except ProviderRejected as exc:
