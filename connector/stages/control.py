@@ -219,9 +219,12 @@ class Controller:
         if not ctx.settings.exactly_once:
             ctx.commit(sent, [p])  # the answer first: the request is never left without one
             sent = []
-        succ = control.successor(entry, [o], now_ms)
-        rem = control.remnant(entry, [o], now_ms)
-        assert succ is not None  # more than one request
+        tr = lifecycle.transition(
+            entry, lifecycle.CancelRequest(o, control.cancel_error(cmd)), ctx.retry, now_ms
+        )
+        # More than one request, not delivering (`_step`): the successor `j/c{n}` for the
+        # rest, and the parent DONE over the cancelled one.
+        (succ, rem) = next(a for a in tr.actions if isinstance(a, lifecycle.Write)).entries
         writes = [] if succ.job_id in st.jobs else [ctx.ledger.write(succ)]
         # Successor and remnant together (one record batch of the ledger partition; one
         # transaction with the answer in exactly-once mode), before the provider's cancel.
