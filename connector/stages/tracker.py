@@ -566,6 +566,8 @@ class Tracker:
                 self._delete(c, now)
             elif len(self._cleanups) < policy.CLEANUP_MAX_PENDING:
                 self._cleanups.append(c)
+            else:
+                log.warning("cleanup queue full; left to Gemini's expiry", what=what, name=name)
 
     def retry_cleanups(self, now: float) -> None:
         """Carry out the queued deletes that are due, after proving ownership of their
