@@ -715,7 +715,7 @@ class Sidecar:
             assigned |= stray
         if assigned:
             self._take_over(assigned)
-        if changed or assigned:
+        if changed:
             # kafka-python keeps the paused flag of partitions retained through a rebalance:
             # resume everything (but partitions waiting for the registry) and decide again.
             self.consumer.resume_all()
