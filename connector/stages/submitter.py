@@ -20,14 +20,14 @@ from typing import IO
 
 import structlog
 
-from connector.core import policy
+from connector.core import lifecycle, policy
 from connector.core.jsonl import write_jsonl
 from connector.core.offsets import Offsets
 from connector.core.partitions import Tracked
 from connector.core.ports import GeminiPort, RequestReaderPort, SendHandle
 from connector.core.quota import Budget, admit
 from connector.core.records import EntryState, ErrorInfo, JobInput, LedgerEntry, RequestEvent
-from connector.core.results import Outgoing, deadline_passed, late, refused
+from connector.core.results import deadline_passed, late
 from connector.errors import (
     Fenced,
     ProviderAuthFailed,
@@ -537,35 +537,20 @@ class Submitter:
     def _drop_late(self, t: Tracked, gone: list[tuple[int, RequestEvent]]) -> bool:
         """Answer 504 for requests whose deadline passed before their job was created.
 
-        They leave the job (the SUBMITTED entry records the rest); True when none is left
-        and the entry is retired. A crash before that write answers them again (same ids).
+        They leave the job (`core.lifecycle.Late`: the SUBMITTED entry records the rest);
+        True when none is left and the entry is retired. A crash before that write answers
+        them again (same ids).
         """
         ctx = self.ctx
         entry = t.entry
-        p = entry.key.partition
-        now_ms = ctx.wall_ms()
-        if t.payload is not None:
-            keys = {r.offset: r.kafka_key for r in t.payload}
-        else:
-            found = ctx.reader.read(p, [o for o, _ in gone])
-            keys = {o: orig.kafka_key for o, orig in found.items()}
-        error = late("while the request waited for its job to be created")
-        outgoing = [
-            Outgoing(keys.get(o), replace(refused(ev, p, o, error, now_ms), attempt=entry.attempt))
-            for o, ev in gone
-        ]
         ctx.stats.deadline_exceeded += len(gone)
         log.warning("deadline passed before submit", job_id=entry.job_id, requests=len(gone))
+        error = late("while the request waited for its job to be created")
         dropped = {o for o, _ in gone}
-        keep = tuple(o for o in entry.offsets if o not in dropped)
-        if not keep:
-            self.tracker.deliver(entry, outgoing)
+        tr = self.tracker.apply(entry, lifecycle.Late(Offsets(sorted(dropped)), error))
+        if tr.entry is None or tr.entry.state is EntryState.DONE:
             return True
-        ctx.commit([ctx.sink.result(o.kafka_key, o.result) for o in outgoing], [p])
-        n = len(entry.offsets)
-        t.entry = replace(
-            entry, offsets=Offsets(keep), est_tokens=entry.est_tokens * len(keep) // n
-        )
+        t.entry = tr.entry
         if t.payload is not None:
             t.payload = tuple(r for r in t.payload if r.offset not in dropped)
         return False
