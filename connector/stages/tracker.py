@@ -577,7 +577,12 @@ class Tracker:
         due = [c for c in self._cleanups if c.due <= now]
         self._cleanups = [c for c in self._cleanups if c.due > now]
         owned = self.ctx.owned
-        due = [c for c in due if c.partition is None or c.partition in owned]
+        if lost := [c for c in due if c.partition is not None and c.partition not in owned]:
+            log.info(
+                "deletes dropped: their partitions are no longer owned here",
+                names=[c.name for c in lost],
+            )
+            due = [c for c in due if c not in lost]
         proof = {c.partition for c in due if c.partition is not None}
         if proof and self.ctx.txn is not None and self.ctx.consumer is not None:
             self.ctx.prove_ownership(proof)
