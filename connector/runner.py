@@ -60,7 +60,7 @@ from connector.core.ports import (
     TransactionalProducerPort,
 )
 from connector.core.quota import Budget, share, should_pause
-from connector.core.records import EntryState
+from connector.core.records import EntryState, LedgerEntry
 from connector.core.recovery import plan_recovery, to_retract
 from connector.core.topics import plan_topics
 from connector.core.watermark import Watermark
@@ -181,6 +181,8 @@ class Sidecar:
         """Kafka settings of every client: CONNECTOR_KAFKA_*, overrides, client.id prefix."""
         self._ledger_max_bytes = 1_048_576
         self._resync = False
+        self._fresh: dict[int, dict[str, LedgerEntry]] = {}
+        """Per partition forgotten after a Kafka failure: the INTENTs it would have retracted."""
         self._kafka_failures = 0
         self.limits = Limits()
         """Largest result and dead letter the output topics take; read from them at start."""
@@ -447,20 +449,21 @@ class Sidecar:
             log.warning("aborting the failed pass's transaction failed", error=str(exc))
 
     def _forget_partitions(self) -> None:
-        """Drop what this pass may have left half done; `_rebuild_partitions` redoes it."""
-        for p in list(self.owned):
-            self.batcher.drop_partition(p)
-        self.owned.clear()
+        """Drop what this pass may have left half done; `_rebuild_partitions` redoes it.
+
+        Kafka is failing, so nothing is written here: the INTENTs a revocation would
+        retract are remembered instead, and come back retractable when rebuilt (`_recover`).
+        """
+        self._let_go(list(self.owned), write=False)
         self._resync = True
 
     def _rebuild_partitions(self) -> None:
-        """Recover every assigned partition from its ledger and committed offset."""
+        """Recover every assigned partition from its ledger and committed offset: the same
+        ownership path as an assignment (`_take_over`), so claims are fenced again."""
         assigned = self.consumer.assignment()
-        for p in sorted(assigned):
-            self._recover(p)
-        for p, start in self.consumer.rewind(assigned).items():
-            self.owned[p].watermark = Watermark(start)
-        self.budget = share(self.project_budget, len(self.owned), self.total_partitions)
+        self._take_over(assigned)
+        lost, self._fresh = self._fresh, {}
+        self._retract_lost(lost)
         self._resync = False
         log.info("partitions rebuilt after a Kafka failure", partitions=sorted(assigned))
 
@@ -673,10 +676,7 @@ class Sidecar:
         freeze outlived max.poll.interval.ms). Forget every partition, create nothing; the
         consumer rejoins on its next poll and the assignment it gets is recovered afresh."""
         dropped = sorted(self.ctx.owned)
-        self._retract(dropped)
-        for p in dropped:
-            self.batcher.drop_partition(p)
-        self.ctx.owned.clear()
+        self._let_go(dropped)
         self.stats.fenced += 1
         log.warning(
             "fenced: this replica no longer owns its partitions; dropped them, created nothing",
@@ -693,17 +693,33 @@ class Sidecar:
         (A new owner that loaded one of them looks it up only a server timeout later, so this
         tombstone, written right away, comes long before any create of theirs.)
         """
-        if self.s.exactly_once:
+        ctx = self.ctx
+        self._tombstone_intents(
+            [
+                e
+                for p in partitions
+                if (st := ctx.owned.get(p)) is not None
+                for e in to_retract(st.jobs.values(), st.committed)
+            ]
+        )
+
+    def _retract_lost(self, remembered: dict[int, dict[str, LedgerEntry]]) -> None:
+        """Retract the INTENTs of partitions lost while Kafka was failing (forgotten, then not
+        assigned any more): only those the ledger still holds exactly as this replica wrote
+        them (a new owner that moved one on, adopted or created, keeps it)."""
+        if self.s.exactly_once or not any(remembered.values()):
+            return
+        gone: list[LedgerEntry] = []
+        for p, mine in remembered.items():
+            if mine:
+                live = self.ctx.ledger.load(p)
+                gone.extend(e for e in mine.values() if live.get(e.job_id) == e)
+        self._tombstone_intents(gone)
+
+    def _tombstone_intents(self, gone: list[LedgerEntry]) -> None:
+        if self.s.exactly_once or not gone:
             return
         ctx = self.ctx
-        gone = [
-            e
-            for p in partitions
-            if (st := ctx.owned.get(p)) is not None
-            for e in to_retract(st.jobs.values(), st.committed)
-        ]
-        if not gone:
-            return
         ctx.producer.flush_and_check([ctx.ledger.tombstone(e) for e in gone])
         self.stats.intents_retracted += len(gone)
         log.warning(
@@ -734,34 +750,26 @@ class Sidecar:
         for kind, partitions in self.consumer.rebalance_events():
             changed = True
             if kind == "revoked":
-                self._retract(partitions & set(owned))
-                for p in partitions:
-                    self.batcher.drop_partition(p)
-                    owned.pop(p, None)
-                    self._held.pop(p, None)
+                self._let_go(partitions)
+                # Dropped by an assignment or an outage before, not rebuilt since.
+                self._retract_lost({p: self._fresh.pop(p) for p in partitions & set(self._fresh)})
+                assigned -= partitions
                 log.info("partitions revoked", partitions=sorted(partitions))
             else:
-                self._ensure_ledger_partitions(partitions)
-                for p in sorted(partitions):
-                    self._recover(p)
+                # Assigned again without a revocation: recovered afresh, its fresh INTENTs
+                # still this replica's own.
+                self._let_go(partitions & set(owned), write=False)
                 assigned |= partitions
                 log.info("partitions assigned", partitions=sorted(partitions))
-        stray = fetched - set(owned)
+        stray = fetched - set(owned) - assigned
         if stray and (stray := stray & self.consumer.assignment()):
             log.warning(
                 "records of a partition without state; recovering it", partitions=sorted(stray)
             )
-            self._ensure_ledger_partitions(stray)
-            for p in sorted(stray):
-                self._recover(p)
             assigned |= stray
-        assigned &= set(owned)
         if assigned:
-            for p, start in self.consumer.rewind(assigned).items():
-                owned[p].watermark = Watermark(start)
-                owned[p].committed = start
+            self._take_over(assigned)
         if changed:
-            self.budget = share(self.project_budget, len(owned), self.total_partitions)
             # kafka-python keeps the paused flag of partitions retained through a rebalance:
             # resume everything (but partitions waiting for the registry) and decide again.
             self.consumer.resume_all()
@@ -769,6 +777,46 @@ class Sidecar:
                 self.consumer.pause(self._held)
             self._paused = False
         return assigned
+
+    # -- the one ownership path ----------------------------------------------------------
+
+    def _take_over(self, partitions: set[int]) -> None:
+        """The one way this replica takes partitions on: assigned, records of a partition
+        without state, or rebuilt after a Kafka failure.
+
+        Each is recovered from its ledger, then rewound: the watermark and the committed
+        offset start at the group's committed offset. Every claim re-commits that offset in
+        its transaction, so the group checks this replica still owns the partition before
+        any create or delete (left unset, the claim would carry no offset and prove
+        nothing: a replica dropped during an outage would create its stale jobs).
+        """
+        owned = self.ctx.owned
+        self._ensure_ledger_partitions(partitions)
+        for p in sorted(partitions):
+            self._recover(p)
+        for p, start in self.consumer.rewind(partitions).items():
+            owned[p].watermark = Watermark(start)
+            owned[p].committed = start
+        self.budget = share(self.project_budget, len(owned), self.total_partitions)
+
+    def _let_go(self, partitions: Iterable[int], write: bool = True) -> None:
+        """The one way partitions are let go: revoked, lost, fenced, or forgotten after a
+        Kafka failure (`write` False: nothing can be written, so the INTENTs to retract are
+        remembered and come back retractable if the partition is rebuilt)."""
+        owned = self.ctx.owned
+        gone = [p for p in partitions if p in owned]
+        if write:
+            self._retract(gone)
+        else:
+            self._fresh.update(
+                (p, {e.job_id: e for e in to_retract(owned[p].jobs.values(), owned[p].committed)})
+                for p in gone
+            )
+        for p in partitions:
+            self.batcher.drop_partition(p)
+            owned.pop(p, None)
+            self._held.pop(p, None)
+        self.budget = share(self.project_budget, len(owned), self.total_partitions)
 
     def _ensure_ledger_partitions(self, partitions: set[int]) -> None:
         """A request partition beyond those known at start (the topic grew): grow the ledger
@@ -806,8 +854,10 @@ class Sidecar:
         # a tombstone of a superseded parent is safe to repeat.
         ctx.commit([ctx.ledger.tombstone(e) for e in plan.tombstones], ())
         st = PartitionState()
+        mine = self._fresh.pop(p, {})
         for r in plan.resume:
-            st.add(Tracked(r.entry, due=r.due, lookup=r.lookup))
+            fresh = mine.get(r.entry.job_id) == r.entry
+            st.add(Tracked(r.entry, due=r.due, lookup=r.lookup, fresh=fresh))
         ctx.owned[p] = st
         if plan.resume:
             log.info(

@@ -35,6 +35,10 @@ class Tracked:
     size: int = 0
     """Request bytes of the job when known (sealed by this process), 0 otherwise; kept after
     the payload is dropped. Taken from the payload when not given."""
+    fresh: bool = False
+    """Written by this process, which never tried to create it: kept across a rebuild after
+    a Kafka failure (where the entry comes back looked-up), so losing the partition still
+    retracts it (`recovery.to_retract`)."""
 
     def __post_init__(self) -> None:
         if not self.size and self.payload:

@@ -121,15 +121,18 @@ class EntryState(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class DeliveryCursor:
-    """How far a SUCCEEDED job's results are produced and acked (ledger v3), so a restart
-    resumes there: the duplicate window of a crash mid-delivery is one chunk, not the job."""
+    """How far a finished job's results are produced and acked (ledger v3), so a restart
+    resumes there: the duplicate window of a crash mid-delivery is one chunk, not the job.
+
+    Results go out in the order of the job's offsets, so what was answered is a prefix of
+    them, known from the entry alone (`core.lifecycle.delivered`)."""
 
     items: int
-    """Output items read (the provider's order, fixed per job), every one answered."""
+    """Unused since results go out in offset order (0); kept for the ledger schema."""
     scanned: int = 0
-    """Then: job offsets (ascending) checked for a missing output, every one answered."""
+    """The job's offsets (ascending) answered so far, every one acked: a prefix."""
     last_key: str = ""
-    """The key of the last item read: a resume that finds another key there starts over."""
+    """The key of the last request answered (for the logs and `connector status`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,13 +58,14 @@ def to_retract(jobs: Iterable[Tracked], committed: int) -> list[LedgerEntry]:
     in the long chaos run: a replica frozen past the poll interval wrote INTENTs for records
     it had fetched before it noticed, then recovered and created them). An INTENT whose
     offsets were committed must stay (its requests exist nowhere else), and one with a create
-    attempt behind it may have a job.
+    attempt behind it may have a job. One rebuilt after a Kafka failure comes back to be
+    looked up, but this process knows it wrote it and never tried it (`Tracked.fresh`).
     """
     return [
         t.entry
         for t in jobs
         if t.entry.state is EntryState.INTENT
-        and not t.lookup
+        and (not t.lookup or t.fresh)
         and t.failures == 0
         and t.entry.offsets
         and min(t.entry.offsets) >= committed

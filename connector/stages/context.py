@@ -24,7 +24,7 @@ from connector.core.ports import (
     SendHandle,
     TransactionalProducerPort,
 )
-from connector.errors import ProviderAuthFailed
+from connector.errors import Fenced, ProviderAuthFailed
 from connector.stages.sink import Sink
 
 log = structlog.get_logger("connector")
@@ -64,6 +64,22 @@ class Context:
             for p in set(partitions)
             if (st := self.owned.get(p)) is not None and st.committed >= 0
         }
+
+    def prove_ownership(self, partitions: Iterable[int], sends: Sequence[SendHandle] = ()) -> None:
+        """Commit `sends` in one transaction with the partitions' committed offsets: the group
+        coordinator accepts it only from the current generation (KIP-447), else `Fenced`.
+
+        What every create and every delete at the provider is preceded by. A partition whose
+        committed offset is not known cannot be proven owned: `Fenced` too, never a
+        transaction without offsets (which the coordinator would not check at all).
+        """
+        assert self.txn is not None
+        assert self.consumer is not None
+        wanted = set(partitions)
+        offsets = self.fence_offsets(wanted)
+        if missing := wanted - set(offsets):
+            raise Fenced(f"ownership of partitions {sorted(missing)} unproven: no committed offset")
+        self.txn.commit_transaction(sends, offsets, self.consumer)
 
     def commit(self, sends: Sequence[SendHandle], partitions: Iterable[int]) -> None:
         """Make `sends` durable: acked (at-least-once), or one transaction fenced by the

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from connector.core import control, policy
+from connector.core import control, lifecycle, policy
 from connector.core.control import Command, Step, Target
 from connector.core.partitions import PartitionState, Tracked
 from connector.core.ports import ControlPort, SendHandle
@@ -155,9 +155,18 @@ class Controller:
         return self._finish(st, t, cmd)
 
     def _step(self, t: Tracked) -> Step:
-        if t.entry.job_id in self.tracker.deliveries:
-            return Step.FINISH  # succeeded and being answered: too late to cancel
+        if self._too_late(t):
+            return Step.FINISH  # finished and being answered: too late to cancel
         return control.step_for(t.entry, t.lookup)
+
+    def _too_late(self, t: Tracked) -> bool:
+        """The job finished and its results (or error results) are going out: answered up
+        to its cursor, maybe by a previous owner. Nothing of it is answered again
+        (`core.lifecycle`: a cancel of a DELIVERING job comes too late)."""
+        return (
+            t.entry.job_id in self.tracker.deliveries
+            or lifecycle.phase(t.entry) is lifecycle.Phase.DELIVERING
+        )
 
     def _cancel_job(self, cmd: Command) -> tuple[list[SendHandle], list[int]] | None:
         p = control.job_partition(cmd.id)
@@ -194,7 +203,7 @@ class Controller:
             reason=cmd.reason,
         )
         self.ctx.stats.requests_cancelled += len(entry.offsets)
-        self.tracker.give_up(entry, control.cancel_error(cmd), entry.provider_job, keep=True)
+        self.tracker.apply(entry, lifecycle.CancelJob(control.cancel_error(cmd)))
 
     def _cancel_request(
         self, st: PartitionState, t: Tracked, original: Original, cmd: Command
@@ -211,9 +220,12 @@ class Controller:
         if not ctx.settings.exactly_once:
             ctx.commit(sent, [p])  # the answer first: the request is never left without one
             sent = []
-        succ = control.successor(entry, [o], now_ms)
-        rem = control.remnant(entry, [o], now_ms)
-        assert succ is not None  # more than one request
+        tr = lifecycle.transition(
+            entry, lifecycle.CancelRequest(o, control.cancel_error(cmd)), ctx.retry, now_ms
+        )
+        # More than one request, not delivering (`_step`): the successor `j/c{n}` for the
+        # rest, and the parent DONE over the cancelled one.
+        (succ, rem) = next(a for a in tr.actions if isinstance(a, lifecycle.Write)).entries
         writes = [] if succ.job_id in st.jobs else [ctx.ledger.write(succ)]
         # Successor and remnant together (one record batch of the ledger partition; one
         # transaction with the answer in exactly-once mode), before the provider's cancel.
@@ -243,11 +255,13 @@ class Controller:
         ctx = self.ctx
         entry = t.entry
         p = entry.key.partition
-        if t.entry.job_id in self.tracker.deliveries:
-            log.warning("cancel came too late: the job succeeded", job_id=entry.job_id)
+        if self._too_late(t):
+            log.warning("cancel came too late: the job is answering", job_id=entry.job_id)
             return [], []
         name = entry.provider_job
         if name is not None:
+            if ctx.txn is not None and ctx.consumer is not None:
+                ctx.prove_ownership([p])  # a cancel at the provider, like a create or delete
             try:
                 ctx.gemini.cancel(name)
                 log.info("provider job cancelled", job_id=entry.job_id, batch_job=name)
@@ -257,7 +271,7 @@ class Controller:
                 ctx.provider_answered(exc)
                 log.warning("provider cancel failed; will retry", batch_job=name, error=str(exc))
                 return None
-        self.tracker.cleanup(None, entry.input_file, None)
+        self.tracker.cleanup(None, entry.input_file, None, partition=p)
         sends: list[SendHandle] = []
         if policy.prunable(entry, st.committed):
             sends.append(ctx.ledger.tombstone(entry))

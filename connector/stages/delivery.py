@@ -1,14 +1,18 @@
 """A finished job's results, produced in bounded chunks over several passes of the loop.
 
-A results file is streamed to an anonymous temporary file on disk, then read line by line. Each pass
-takes the next chunk of output lines (at most `chunk_requests` of them or `chunk_bytes` of
-JSON), re-reads just those requests by offset, and returns their results for the tracker to
-produce and flush. Once the file is exhausted, the job's requests that had no output line
-get NO_OUTPUT (or DATA_LOSS) results, again in chunks. Memory stays bounded by a chunk,
-whatever the size of the job; the loop keeps polling between chunks.
+The job's output (a results file streamed to an anonymous temporary file, or inline
+responses) is indexed once by key: for each request of the job, where its first output line
+is (8 bytes per request; a file is indexed in the download's background thread). Each pass
+then takes the next requests **in offset order** (at most `chunk_requests` of them or
+`chunk_bytes` of output JSON), re-reads just those requests, and returns their results for
+the tracker to produce and flush: the output line's answer, or NO_OUTPUT (DATA_LOSS if the
+request is unreadable) for a request the output never mentions. Memory stays bounded by a
+chunk, whatever the size of the job; the loop keeps polling between chunks.
 
-What has been produced is tracked per offset of the job (one byte each), so a key the
-output repeats is answered once, and the requests without output are found at the end.
+Delivering in offset order makes the delivery cursor (`DeliveryCursor.scanned`) a prefix
+of the job's offsets: what was answered is known from the ledger entry alone
+(`core.lifecycle.delivered`), also when the output is gone, so no other path that ends the
+job (a cancel, a results file gone, a 404, a quarantine) answers or resubmits it again.
 """
 
 from __future__ import annotations
@@ -18,10 +22,11 @@ from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
+from typing import IO
 
 import structlog
 
-from connector.core.jsonl import read_output_items
+from connector.core.jsonl import parse_output_line
 from connector.core.ports import GeminiPort
 from connector.core.records import (
     DeliveryCursor,
@@ -47,8 +52,58 @@ CHUNK_BYTES = 16 * 1024 * 1024
 ReadFn = Callable[[int, Iterable[int]], dict[int, Original]]
 
 
+class _Index:
+    """Where each request's first output line is: in memory (inline outputs, tests), or as
+    a byte position in the results file on disk (`spool`)."""
+
+    def __init__(self, offsets: array[int], spool: IO[bytes] | None = None) -> None:
+        self._offsets = offsets
+        self._spool = spool
+        self._pos = array("q", [-1]) * len(offsets) if spool is not None else array("q")
+        self._items: dict[int, tuple[OutputItem, int]] = {}
+
+    def _slot(self, key: str) -> int:
+        try:
+            offset = int(key)
+        except ValueError:
+            return -1
+        if correlation_key(offset) != key:
+            return -1  # "007" or " 7" is not the key of offset 7
+        i = bisect_left(self._offsets, offset)
+        return i if i < len(self._offsets) and self._offsets[i] == offset else -1
+
+    def add_items(self, items: Iterator[tuple[OutputItem, int]]) -> None:
+        for item, n in items:
+            i = self._slot(item.key)
+            if i >= 0 and i not in self._items:  # a repeated key: the first answers
+                self._items[i] = (item, n)
+
+    def add_file(self) -> None:
+        """Scan the results file once (in the download's thread), noting positions only."""
+        spool = self._spool
+        assert spool is not None
+        spool.seek(0)
+        pos = 0
+        for raw in spool:
+            item = parse_output_line(raw)
+            if item is not None and (i := self._slot(item.key)) >= 0 and self._pos[i] < 0:
+                self._pos[i] = pos
+            pos += len(raw)
+
+    def get(self, i: int) -> tuple[OutputItem | None, int]:
+        """The output of the job's i-th request and its size in bytes (None, 0: none)."""
+        if self._spool is None:
+            return self._items.get(i, (None, 0))
+        at = self._pos[i]
+        if at < 0:
+            return None, 0
+        self._spool.seek(at)
+        raw = self._spool.readline()
+        return parse_output_line(raw), len(raw)
+
+
 class Delivery:
-    """The results of one SUCCEEDED job, chunk by chunk. `close()` frees its temp file."""
+    """The results of one finished job, chunk by chunk. `close()` frees its temp file."""
 
     def __init__(
         self,
@@ -60,39 +115,37 @@ class Delivery:
         chunk_bytes: int = CHUNK_BYTES,
         resume: DeliveryCursor | None = None,
         error: ErrorInfo | None = None,
+        spool: IO[bytes] | None = None,
     ) -> None:
         self.entry = entry
         self.error = error
         """Set for a job that gave up: every request gets this error, a chunk per pass."""
         self.job_name = job_name
         self._open = items
-        """Opens the job's output items from the start (again, if a resume must start over)."""
-        self._items: Iterator[tuple[OutputItem, int]] | None = None
-        """Opened at the first chunk (a results file is complete only once fetched)."""
         self.fetch: Future[None] = _done()
-        """The results file's download, off the loop thread; done at once for inline jobs."""
+        """The results file's download (and indexing), off the loop thread; done at once for
+        inline jobs."""
         self._closer = closer
         self.chunk_requests = chunk_requests
         """Requests in the next chunk taken (the tracker shrinks it when producing is slow)."""
         self._chunk_bytes = chunk_bytes
         self._offsets = array("q", sorted(set(entry.offsets)))
-        self._done = bytearray(len(self._offsets))
-        self._outputs_done = False
-        self._scan = 0
+        self._index = _Index(self._offsets, spool)
+        self._indexed = spool is not None
+        """A file's index is built by `index_file` (the fetch); inline items at first use."""
+        self._next = min(resume.scanned, len(self._offsets)) if resume is not None else 0
+        """The job's offsets below this index are answered (the cursor's prefix)."""
         self._batch: tuple[list[int], list[OutputItem], DeliveryCursor] | None = None
         """The chunk in hand and the cursor past it, kept until its results are acked."""
-        self._read = 0
-        """Output items taken from `items` so far."""
-        self._last_key = ""
-        self._resume = resume if resume is not None and resume.items > 0 else None
-        self._scanned_before = resume.scanned if resume is not None else 0
-        """Where an earlier delivery of this job stopped: items up to it are marked
-        answered as they are read again, never produced."""
         self.cursor = resume or DeliveryCursor(0)
         """Everything up to here is produced and acked: what the ledger records."""
         self.chunks = 0
         self.output_file: str | None = None
         """The results file at the provider, deleted once every result is acked."""
+
+    def index_file(self) -> None:
+        """Index the downloaded results file (in the fetch's thread)."""
+        self._index.add_file()
 
     def next_chunk(self, read: ReadFn, now_ms: int) -> list[Outgoing] | None:
         """The next chunk's results (call `acked()` once produced), or None when all are."""
@@ -101,8 +154,6 @@ class Delivery:
         if self._batch is None:
             return None
         offsets, outputs, _ = self._batch
-        if not offsets:
-            return []  # a chunk of items answered before a restart: nothing to produce
         originals = read(self.entry.key.partition, offsets)
         if self.error is not None:
             return error_results(self.entry, originals, self.error, self.job_name, now_ms, offsets)
@@ -114,10 +165,9 @@ class Delivery:
         """The chunk's results are acked: never produce them again."""
         if self._batch is not None:
             offsets, _, cursor = self._batch
-            for o in offsets:
-                self._done[self._index(o)] = 1
             self._batch = None
             self.cursor = cursor
+            self._next = cursor.scanned
             self.chunks += bool(offsets)
 
     def cursor_in_hand(self) -> DeliveryCursor | None:
@@ -125,10 +175,8 @@ class Delivery:
         return self._batch[2] if self._batch is not None else None
 
     def finished(self) -> bool:
-        """Whether every result is acked (reads the next chunk's output lines ahead)."""
-        if self._batch is None:
-            self._batch = self._take()
-        return self._batch is None
+        """Whether every result is acked."""
+        return self._batch is None and self._next >= len(self._offsets)
 
     def ready(self) -> bool:
         """Whether the results are on hand (the download ended, well or not: see `fetch`)."""
@@ -141,93 +189,27 @@ class Delivery:
         else:
             self.fetch.add_done_callback(lambda _: self._closer())
 
-    def _index(self, offset: int) -> int:
-        i = bisect_left(self._offsets, offset)
-        return i if i < len(self._offsets) and self._offsets[i] == offset else -1
-
-    def _key_index(self, key: str) -> int:
-        try:
-            offset = int(key)
-        except ValueError:
-            return -1
-        if correlation_key(offset) != key:
-            return -1  # "007" or " 7" is not the key of offset 7
-        return self._index(offset)
-
     def _take(self) -> tuple[list[int], list[OutputItem], DeliveryCursor] | None:
-        resume = self._resume
-        if self._items is None:
-            self._items = self._open()
-        if not self._outputs_done:
-            offsets: list[int] = []
-            outputs: list[OutputItem] = []
-            seen: set[int] = set()
-            size = 0
-            for item, n in self._items:
-                self._read += 1
-                self._last_key = item.key
-                size += n
-                i = self._key_index(item.key)
-                if resume is not None and self._read <= resume.items:
-                    # Answered before a restart: mark it, produce nothing. Bounded by the
-                    # chunk's bytes like any chunk, so re-reading a big file spans passes.
-                    if i >= 0:
-                        self._done[i] = 1
-                    if self._read == resume.items:
-                        self._resumed(item.key)
-                        return [], [], self._position()
-                    if size >= self._chunk_bytes:
-                        return [], [], self.cursor  # no progress to record yet
-                    continue
-                if i < 0 or self._done[i] or i in seen:
-                    continue  # not a request of this job, or answered already
-                seen.add(i)
-                offsets.append(self._offsets[i])
-                outputs.append(item)
-                if len(offsets) >= self.chunk_requests or size >= self._chunk_bytes:
-                    return sorted(offsets), outputs, self._position()
-            if resume is not None and self._read < resume.items:
-                self._resumed(None)  # fewer items than before: not the same output
-                return [], [], self._position()
-            self._outputs_done = True
-            if offsets:
-                return sorted(offsets), outputs, self._position()
-        if self._scan < self._scanned_before:
-            self._scan = min(self._scanned_before, len(self._offsets))  # answered NO_OUTPUT
-        # Requests the output never mentioned: NO_OUTPUT (or DATA_LOSS) results.
-        missing: list[int] = []
-        while self._scan < len(self._offsets) and len(missing) < self.chunk_requests:
-            if not self._done[self._scan]:
-                missing.append(self._offsets[self._scan])
-            self._scan += 1
-        return (missing, [], self._position()) if missing else None
-
-    def _position(self) -> DeliveryCursor:
-        scanned = self._scan if self._outputs_done else 0
-        return DeliveryCursor(self._read, scanned, self._last_key)
-
-    def _resumed(self, key: str | None) -> None:
-        """The items answered before a restart are read again: check it is the same output."""
-        resume = self._resume
-        assert resume is not None
-        self._resume = None
-        if key == resume.last_key:
-            return
-        log.warning(
-            "results differ from the ones a delivery was resumed from; delivering all again",
-            job_id=self.entry.job_id,
-            batch_job=self.job_name,
-            cursor_items=resume.items,
-            expected_key=resume.last_key,
-            found_key=key,
-        )
-        self._done = bytearray(len(self._offsets))
-        self._items = self._open()
-        self._read = 0
-        self._last_key = ""
-        self._outputs_done = False
-        self._scan = 0
-        self._scanned_before = 0
+        if not self._indexed:
+            self._indexed = True
+            if self.error is None:
+                self._index.add_items(self._open())
+        start = i = self._next
+        n = len(self._offsets)
+        if start >= n:
+            return None
+        offsets: list[int] = []
+        outputs: list[OutputItem] = []
+        size = 0
+        while i < n and len(offsets) < self.chunk_requests and size < self._chunk_bytes:
+            if self.error is None:
+                item, bytes_ = self._index.get(i)
+                if item is not None:
+                    outputs.append(item)
+                    size += bytes_
+            offsets.append(self._offsets[i])
+            i += 1
+        return offsets, outputs, DeliveryCursor(0, i, correlation_key(self._offsets[i - 1]))
 
 
 def start_delivery(
@@ -259,17 +241,19 @@ def start_delivery(
     # Anonymous: gone when closed, or when the process dies, whatever the path out.
     spool = tempfile.TemporaryFile(prefix="gbc-results-", suffix=".jsonl")  # noqa: SIM115
     name = remote.responses_file
-
-    def lines() -> Iterator[tuple[OutputItem, int]]:
-        spool.seek(0)
-        return read_output_items(spool)
-
-    d = Delivery(entry, job, lines, spool.close, chunk_requests, chunk_bytes, resume)
+    d = Delivery(
+        entry, job, lambda: iter(()), spool.close, chunk_requests, chunk_bytes, resume, spool=spool
+    )
     d.output_file = name
+
+    def fetch() -> None:
+        gemini.download_to(name, spool)
+        d.index_file()
+
     if background is None:
-        d.fetch = _done(lambda: gemini.download_to(name, spool))
+        d.fetch = _done(fetch)
     else:  # up to 2 GB: the loop keeps polling Kafka meanwhile
-        d.fetch = background.submit(gemini.download_to, name, spool)
+        d.fetch = background.submit(fetch)
     return d
 
 

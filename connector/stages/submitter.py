@@ -20,8 +20,9 @@ from typing import IO
 
 import structlog
 
-from connector.core import policy
+from connector.core import lifecycle, policy
 from connector.core.jsonl import write_jsonl
+from connector.core.offsets import Offsets
 from connector.core.partitions import Tracked
 from connector.core.ports import GeminiPort, RequestReaderPort, SendHandle
 from connector.core.quota import Budget, admit, over_cap_alone, too_big
@@ -298,7 +299,7 @@ class Submitter:
 
     def _unreadable(self, t: Tracked) -> None:
         error = ErrorInfo(400, "INVALID_ARGUMENT", "no request of the job could be read")
-        self.tracker.give_up(t.entry, error, None)
+        self.tracker.give_up(t.entry, error)
 
     def _waits_for_upload(self, t: Tracked) -> bool:
         """Whether `t` can only wait, this pass, for its input's upload to end or for a free
@@ -436,13 +437,13 @@ class Submitter:
                     input_file=input_file,
                     error=str(exc),
                 )
-                self.tracker.cleanup(None, input_file, None)
+                self.tracker.cleanup(None, input_file, None, partition=entry.key.partition)
                 t.entry = replace(entry, input_file=None)
                 ctx.reschedule(t, now)
                 return None
             log.error("job rejected by the provider", job_id=entry.job_id, error=str(exc))
-            self.tracker.cleanup(None, input_file, None)
-            self.tracker.give_up(entry, ErrorInfo(exc.code or 400, exc.status, str(exc)), None)
+            self.tracker.cleanup(None, input_file, None, partition=entry.key.partition)
+            self.tracker.give_up(entry, ErrorInfo(exc.code or 400, exc.status, str(exc)))
             return None
         except ProviderError as exc:
             if exc.code == 429 and over_cap_alone(str(exc)):
@@ -500,7 +501,7 @@ class Submitter:
             return
         log.error("request alone over the enqueued-token cap", job_id=entry.job_id, error=str(exc))
         self.tracker.cleanup(None, input_file, None)
-        self.tracker.give_up(entry, ErrorInfo(429, exc.status, str(exc)), None)
+        self.tracker.give_up(entry, ErrorInfo(429, exc.status, str(exc)))
 
     def _split(self, t: Tracked) -> None:
         """Replace the INTENT `t` by its halves (`policy.halves`): their INTENTs, then the
@@ -556,7 +557,7 @@ class Submitter:
         p = t.entry.key.partition
         started = ctx.clock()
         claim = ctx.ledger.claim(t.entry, ctx.txn, ctx.txn.transactional_id)
-        ctx.txn.commit_transaction([claim], ctx.fence_offsets([p]), ctx.consumer)
+        ctx.prove_ownership([p], [claim])
         if ctx.clock() - started > CLAIM_FRESH_S:
             log.warning("claim took too long; claiming again next pass", job_id=t.entry.job_id)
             t.due = now
@@ -612,31 +613,31 @@ class Submitter:
     def _drop_late(self, t: Tracked, gone: list[tuple[int, RequestEvent]]) -> bool:
         """Answer 504 for requests whose deadline passed before their job was created.
 
-        They leave the job (`Tracker.answered`: the INTENT without them and a DONE entry
-        covering them, in the same transaction as their 504s in exactly-once mode). True
-        when none is left and the entry is retired.
+        All of them late: the job ends (`core.lifecycle.Late`). Else they leave the job
+        (`Tracker.answered`: the INTENT without them and a DONE entry covering them, in the
+        same transaction as their 504s in exactly-once mode). True when none is left and
+        the entry is retired.
         """
         ctx = self.ctx
         entry = t.entry
         p = entry.key.partition
+        ctx.stats.deadline_exceeded += len(gone)
+        log.warning("deadline passed before submit", job_id=entry.job_id, requests=len(gone))
+        error = late("while the request waited for its job to be created")
+        dropped = {o for o, _ in gone}
+        if all(o in dropped for o in entry.offsets):
+            tr = self.tracker.apply(entry, lifecycle.Late(Offsets(sorted(dropped)), error))
+            return tr.entry is None or tr.entry.state is EntryState.DONE
         now_ms = ctx.wall_ms()
         if t.payload is not None:
             keys = {r.offset: r.kafka_key for r in t.payload}
         else:
             found = ctx.reader.read(p, [o for o, _ in gone])
             keys = {o: orig.kafka_key for o, orig in found.items()}
-        error = late("while the request waited for its job to be created")
         outgoing = [
             Outgoing(keys.get(o), replace(refused(ev, p, o, error, now_ms), attempt=entry.attempt))
             for o, ev in gone
         ]
-        ctx.stats.deadline_exceeded += len(gone)
-        log.warning("deadline passed before submit", job_id=entry.job_id, requests=len(gone))
-        dropped = {o for o, _ in gone}
-        keep = tuple(o for o in entry.offsets if o not in dropped)
-        if not keep:
-            self.tracker.deliver(entry, outgoing)
-            return True
         answers = [ctx.sink.result(o.kafka_key, o.result) for o in outgoing]
         self.tracker.answered(t, dropped, answers)
         if t.payload is not None:

@@ -18,7 +18,8 @@ from typing import TypeVar
 
 import structlog
 
-from connector.core import policy
+from connector.core import lifecycle, policy
+from connector.core.offsets import Offsets
 from connector.core.partitions import Tracked
 from connector.core.ports import SendHandle
 from connector.core.records import (
@@ -66,8 +67,10 @@ class Tracker:
         self._forget_unowned()
         for t in ctx.owned.due(EntryState.SUBMITTED, now):
             if stopping or ctx.clock() >= deadline:
-                return
+                break
             self.guarded(t, "track", partial(self._track, t, now))
+        if not stopping:
+            self.retry_cleanups(ctx.clock())  # the deletes of the jobs this pass ended
 
     def guarded(self, t: Tracked, stage: str, fn: Callable[[], T]) -> T | None:
         """Run one job's step; an unexpected exception counts against that job only.
@@ -124,17 +127,7 @@ class Tracker:
         d = self.deliveries.pop(entry.job_id, None)
         if d is not None:
             d.close()
-        try:
-            self.give_up(entry, error, entry.provider_job)
-        except KafkaError:
-            raise
-        except Exception:  # the requests themselves may be what fails: answer by offset
-            outgoing = [
-                Outgoing(None, lost_request(entry, o, ctx.wall_ms(), entry.provider_job, error))
-                for o in entry.offsets
-            ]
-            self.deliver(entry, outgoing)
-        self.cleanup(entry.provider_job, entry.input_file, None)
+        self.apply(entry, lifecycle.Quarantine(error))
 
     def _track(self, t: Tracked, now: float) -> None:
         ctx = self.ctx
@@ -153,8 +146,8 @@ class Tracker:
                 log.warning("job poll rejected", batch_job=name, error=str(exc))
                 ctx.reschedule(t, now)
                 return
-            log.warning("job vanished at the provider; treating as failed", batch_job=name)
-            remote, state = None, JobState.FAILED
+            self._vanished(t)
+            return
         except ProviderError as exc:
             log.warning("job poll failed; backing off", batch_job=name, error=str(exc))
             ctx.reschedule(t, now)
@@ -194,6 +187,9 @@ class Tracker:
         """
         name = t.entry.provider_job
         assert name is not None
+        ctx = self.ctx
+        if ctx.txn is not None and ctx.consumer is not None:
+            ctx.prove_ownership([t.entry.key.partition])  # a cancel, like a create or delete
         try:
             self.ctx.gemini.cancel(name)
         except ProviderRejected as exc:
@@ -214,12 +210,144 @@ class Tracker:
         return JobState.EXPIRED
 
     def finish(self, t: Tracked, state: JobState, remote: RemoteJob | None) -> None:
+        """The job ended at the provider in `state` (see `core.lifecycle`)."""
         ctx = self.ctx
         entry = t.entry
-        outcome = policy.on_terminal(entry, state, ctx.retry, ctx.wall_ms())
-        ctx.obs.job_ended(entry, state, type(outcome).__name__.lower())
-        if isinstance(outcome, policy.Deliver):
-            self.deliveries[entry.job_id] = start_delivery(
+        tr = lifecycle.transition(entry, lifecycle.Polled(state), ctx.retry, ctx.wall_ms())
+        outcome = next((a for a in tr.actions if isinstance(a, lifecycle.Deliver)), None)
+        kind = "resubmit" if outcome is None else "deliver" if outcome.error is None else "giveup"
+        ctx.obs.job_ended(entry, state, kind)
+        self.apply(entry, lifecycle.Polled(state), tr, remote)
+
+    def _vanished(self, t: Tracked) -> None:
+        """404 for a job the entry says exists: another replica may have ended it (then
+        deleted it) while this one was stalled. The ledger decides: read again, an entry
+        ended or gone is forgotten here, one moved on is followed, and only the very entry
+        this replica holds is retried (FAILED), for its undelivered requests only."""
+        entry = t.entry
+        now_ledger = self.ctx.ledger.load(entry.key.partition).get(entry.job_id)
+        log.warning(
+            "job vanished at the provider; the ledger decides",
+            batch_job=entry.provider_job,
+            job_id=entry.job_id,
+            ledger=None if now_ledger is None else now_ledger.state.value,
+        )
+        self.apply(entry, lifecycle.NotFound(now_ledger))
+
+    def apply(
+        self,
+        entry: LedgerEntry,
+        event: lifecycle.Event,
+        tr: lifecycle.Transition | None = None,
+        remote: RemoteJob | None = None,
+    ) -> lifecycle.Transition:
+        """Carry out what `event` does to the job (`core.lifecycle.transition`), in order:
+        answers acked before the end, successors before their parent's record, provider
+        deletes and cancels only after a proof of ownership."""
+        ctx = self.ctx
+        if tr is None:
+            tr = lifecycle.transition(entry, event, ctx.retry, ctx.wall_ms())
+        p = entry.key.partition
+        eos = ctx.settings.exactly_once
+        st = ctx.owned.get(p)
+        pending: list[SendHandle] = []
+        for a in tr.actions:
+            match a:
+                case lifecycle.Answer(offsets=offsets, error=error):
+                    pending += self._answer(entry, offsets, error, eos)
+                case lifecycle.Deliver(error=error):
+                    self._start_delivery(entry, remote, error)
+                case lifecycle.Write(entries=es):
+                    if successors := [e.job_id for e in es if e.state is EntryState.INTENT]:
+                        ctx.stats.jobs_resubmitted += 1
+                        log.info("job resubmitted", job_id=entry.job_id, successors=successors)
+                    live = st.jobs if st is not None else {}
+                    new = [e for e in es if e.job_id not in live or e.job_id == entry.job_id]
+                    pending += [ctx.ledger.write(e) for e in new]
+                    if not eos:  # successors acked before their parent's record
+                        ctx.commit(pending, [p])
+                        pending = []
+                    if st is not None:
+                        for e in new:
+                            st.remove(e.job_id)
+                            # New to the ledger (a job is created only after its INTENT is
+                            # acked): no job of this name can exist, so no lookup.
+                            due = float("inf") if e.state is EntryState.DONE else ctx.clock()
+                            st.add(Tracked(e, due=due, lookup=False))
+                case lifecycle.Tombstone(entry=gone):
+                    ctx.commit([*pending, ctx.ledger.tombstone(gone)], [p])
+                    pending = []
+                    ctx.owned.remove_job(gone)
+                case lifecycle.End(entry=done, keep=keep):
+                    self.end(done, pending, keep)
+                    pending = []
+                case lifecycle.Delete(job=job, input_file=input_file):
+                    self.cleanup(job, input_file, None, partition=p)
+                case lifecycle.Forget():
+                    ctx.owned.remove_job(entry)
+                    if tr.entry is not None and st is not None:  # a DONE entry still covers
+                        st.add(Tracked(tr.entry, due=float("inf"), lookup=False))
+                case lifecycle.Prove() | lifecycle.Cancel():
+                    pass  # deletes prove ownership when they run; cancels are the controller's
+        if pending:
+            ctx.commit(pending, [p])
+        if (
+            tr.entry is not None
+            and tr.entry.state is not EntryState.DONE
+            and st is not None
+            and (t := st.jobs.get(entry.job_id)) is not None
+            and not tr.actions
+        ):
+            t.entry = tr.entry  # moved on elsewhere (a 404's re-read): go on from there
+            t.due = ctx.clock()
+        return tr
+
+    def _answer(
+        self, entry: LedgerEntry, offsets: Offsets, error: ErrorInfo, eos: bool
+    ) -> list[SendHandle]:
+        """Error results for exactly `offsets`, a bounded chunk at a time; acked at once
+        (at-least-once) or returned to go with the job's end (exactly-once). Requests that
+        cannot even be read are answered by offset."""
+        ctx = self.ctx
+        p = entry.key.partition
+        pending: list[SendHandle] = []
+        st = ctx.owned.get(p)
+        t = st.jobs.get(entry.job_id) if st is not None else None
+        if t is not None and t.entry != entry:
+            t = None  # not the tracked entry: its answers go with the end, as before
+        last = offsets[-1] if offsets else None
+        for chunk in chunks(offsets, self.chunk_requests):
+            try:
+                originals = ctx.reader.read(p, chunk)
+                outgoing = error_results(
+                    entry, originals, error, entry.provider_job, ctx.wall_ms(), chunk
+                )
+            except KafkaError:
+                raise
+            except Exception:  # the requests themselves may be what fails
+                outgoing = [
+                    Outgoing(None, lost_request(entry, o, ctx.wall_ms(), entry.provider_job, error))
+                    for o in chunk
+                ]
+            sent = self.send(entry, outgoing)
+            if not eos:
+                ctx.commit(sent, [p])
+            elif t is not None and chunk[-1] != last:
+                # Exactly-once: each chunk but the last is its own transaction with the entry
+                # without it and a DONE entry covering it (`answered`), so no transaction
+                # grows with the job and a crash resumes after the last chunk committed.
+                self.answered(t, chunk, sent)
+            else:
+                pending.extend(sent)
+        return pending
+
+    def _start_delivery(
+        self, entry: LedgerEntry, remote: RemoteJob | None, error: ErrorInfo | None
+    ) -> None:
+        """Results (or `error` for each) from the cursor on, a chunk per pass."""
+        ctx = self.ctx
+        if error is None:
+            d = start_delivery(
                 ctx.gemini,
                 entry,
                 remote,
@@ -228,51 +356,23 @@ class Tracker:
                 resume=entry.delivered,
                 background=ctx.background,
             )
-            self._deliver_chunk(t)
-        elif isinstance(outcome, policy.Resubmit):
-            self._resubmit(entry, outcome.entries, state)
-            self.cleanup(entry.provider_job, entry.input_file, None)
-        else:  # error results a chunk per pass, with a cursor, as a delivery's
+        else:
             log.warning(
-                "job gave up; producing error results",
-                job_id=entry.job_id,
-                error=outcome.error.message,
+                "job gave up; producing error results", job_id=entry.job_id, error=error.message
             )
-            self.deliveries[entry.job_id] = Delivery(
+            d = Delivery(
                 entry,
                 entry.provider_job,
                 lambda: iter(()),
                 chunk_requests=self.chunk_requests,
                 resume=entry.delivered,
-                error=outcome.error,
+                error=error,
             )
+        self.deliveries[entry.job_id] = d
+        st = ctx.owned.get(entry.key.partition)
+        t = st.jobs.get(entry.job_id) if st is not None else None
+        if t is not None:
             self._deliver_chunk(t)
-
-    def _resubmit(
-        self, entry: LedgerEntry, successors: tuple[LedgerEntry, ...], state: JobState
-    ) -> None:
-        """Successor INTENTs first (only ids not live yet), acked; then the parent's tombstone."""
-        ctx = self.ctx
-        st = ctx.owned[entry.key.partition]
-        new = [e for e in successors if e.job_id not in st.jobs]
-        p = entry.key.partition
-        if ctx.settings.exactly_once:  # one transaction: successors and parent's tombstone
-            ctx.commit([*(ctx.ledger.write(e) for e in new), ctx.ledger.tombstone(entry)], [p])
-        else:
-            ctx.commit([ctx.ledger.write(e) for e in new], [p])
-            ctx.commit([ctx.ledger.tombstone(entry)], [p])
-        st.remove(entry.job_id)
-        for e in new:
-            # New to the ledger, and a job is only created after its INTENT is acked:
-            # no job of this name can exist, so no lookup is needed.
-            st.add(Tracked(e, due=ctx.clock(), lookup=False))
-        ctx.stats.jobs_resubmitted += 1
-        log.info(
-            "job resubmitted",
-            job_id=entry.job_id,
-            state=state.value,
-            successors=[e.job_id for e in successors],
-        )
 
     def _deliver_chunk(self, t: Tracked) -> None:
         """Produce the next chunk of a SUCCEEDED job's results; after the last, end the job.
@@ -333,7 +433,8 @@ class Tracker:
         log.info(
             "job delivered", job_id=entry.job_id, batch_job=entry.provider_job, chunks=d.chunks
         )
-        self.cleanup(entry.provider_job, entry.input_file, d.output_file)
+        p = entry.key.partition
+        self.cleanup(entry.provider_job, entry.input_file, d.output_file, partition=p)
 
     def _fetch_failed(self, t: Tracked, exc: BaseException) -> None:
         """The results file of a SUCCEEDED job could not be downloaded."""
@@ -347,7 +448,8 @@ class Tracker:
                 batch_job=entry.provider_job,
                 error=str(exc),
             )
-            self.finish(t, JobState.EXPIRED, None)
+            ctx.obs.job_ended(entry, JobState.EXPIRED, "resubmit")
+            self.apply(entry, lifecycle.ResultsGone())
         elif isinstance(exc, ProviderError):
             ctx.provider_answered(exc)
             log.warning(
@@ -442,42 +544,13 @@ class Tracker:
         if sends:
             ctx.commit(sends, touched)
 
-    def give_up(
-        self, entry: LedgerEntry, error: ErrorInfo, job_name: str | None, keep: bool = False
-    ) -> None:
-        """Every request of the job gets `error` as its result, a bounded chunk at a time;
-        then `end` (`keep`: DONE even if prunable).
-
-        Exactly-once: each chunk but the last is its own transaction, with the entry
-        without the chunk and a DONE entry covering it (`answered`); the last commits with
-        the job's end. No transaction grows with the job (one past transaction.timeout.ms
-        would be fenced, and retried whole, forever), and a crash resumes after the last
-        chunk committed.
-        """
-        ctx = self.ctx
+    def give_up(self, entry: LedgerEntry, error: ErrorInfo) -> None:
+        """Every request the job has not answered gets `error` as its result, a bounded
+        chunk at a time; then its end (`core.lifecycle.GiveUp`)."""
         log.warning(
             "job gave up; producing error results", job_id=entry.job_id, error=error.message
         )
-        eos = ctx.settings.exactly_once
-        p = entry.key.partition
-        st = ctx.owned.get(p)
-        t = st.jobs.get(entry.job_id) if st is not None else None
-        if t is not None and t.entry != entry:
-            t = None  # not the tracked entry: answered in one go, as before
-        parts = list(chunks(entry.offsets, self.chunk_requests))
-        pending: list[SendHandle] = []
-        for i, offsets in enumerate(parts):
-            originals = ctx.reader.read(p, offsets)
-            outgoing = error_results(entry, originals, error, job_name, ctx.wall_ms(), offsets)
-            sent = self.send(entry, outgoing)
-            if not eos:
-                ctx.commit(sent, [p])
-            elif t is not None and i < len(parts) - 1:
-                self.answered(t, offsets, sent)
-                entry = t.entry
-            else:
-                pending.extend(sent)
-        self.end(entry, pending, keep)
+        self.apply(entry, lifecycle.GiveUp(error))
 
     def answered(self, t: Tracked, offsets: Iterable[int], sent: list[SendHandle]) -> None:
         """`sent` answer `offsets` of `t`'s job before it ends: the entry is written without
@@ -500,23 +573,51 @@ class Tracker:
         if cover and st is not None:
             st.add(Tracked(done_part, due=float("inf"), lookup=False))
 
-    def cleanup(self, job: str | None, input_file: str | None, output_file: str | None) -> None:
+    def cleanup(
+        self,
+        job: str | None,
+        input_file: str | None,
+        output_file: str | None,
+        partition: int | None = None,
+    ) -> None:
         """Best effort: Gemini deletes files after 48 h anyway; a failure here loses nothing.
 
-        A delete that failed transiently (5xx, 429, timeout, a rejected key) is queued and
-        tried again with backoff, `policy.CLEANUP_MAX_ATTEMPTS` times in all.
+        Deletes of a job's job and files (`partition` given) need the same proof of ownership
+        as creates: they wait for the next `retry_cleanups`, which proves this replica still
+        owns their partitions (one transaction) before deleting; a replica the group dropped
+        deletes nothing a new owner still polls or delivers from. Files no job uses (an
+        orphan upload) go at once. A delete that failed transiently (5xx, 429, timeout, a
+        rejected key) is tried again with backoff, `policy.CLEANUP_MAX_ATTEMPTS` times in all.
         """
         now = self.ctx.clock()
         for what, name in (("input file", input_file), ("output file", output_file), ("job", job)):
-            if name is not None:
-                self._delete(_Cleanup(what, name), now)
+            if name is None:
+                continue
+            c = _Cleanup(what, name, partition=partition, due=now)
+            if partition is None or self.ctx.txn is None or self.ctx.consumer is None:
+                self._delete(c, now)
+            elif len(self._cleanups) < policy.CLEANUP_MAX_PENDING:
+                self._cleanups.append(c)
+            else:
+                log.warning("cleanup queue full; left to Gemini's expiry", what=what, name=name)
 
     def retry_cleanups(self, now: float) -> None:
-        """Try the queued deletes that are due."""
+        """Carry out the queued deletes that are due, after proving ownership of their
+        partitions (`Fenced` if the group moved on: they are dropped, never sent)."""
         if not self._cleanups or min(c.due for c in self._cleanups) > now:
             return
         due = [c for c in self._cleanups if c.due <= now]
         self._cleanups = [c for c in self._cleanups if c.due > now]
+        owned = self.ctx.owned
+        if lost := [c for c in due if c.partition is not None and c.partition not in owned]:
+            log.info(
+                "deletes dropped: their partitions are no longer owned here",
+                names=[c.name for c in lost],
+            )
+            due = [c for c in due if c not in lost]
+        proof = {c.partition for c in due if c.partition is not None}
+        if proof and self.ctx.txn is not None and self.ctx.consumer is not None:
+            self.ctx.prove_ownership(proof)
         for c in due:
             self._delete(c, now)
 
@@ -549,3 +650,5 @@ class _Cleanup:
     name: str
     attempts: int = 0
     due: float = 0.0
+    partition: int | None = None
+    """The request partition whose job this is: deleted only after proving ownership."""

@@ -150,7 +150,7 @@ def test_results_to_tombstone_the_cursor_covers_every_result_nothing_twice() -> 
     (left,) = h.ledger.live(0).values()
     assert left.state is EntryState.SUBMITTED
     assert left.delivered is not None
-    assert left.delivered.items == 3
+    assert left.delivered.scanned == 3
 
     nxt = h.restart(0)
     nxt.run_until(lambda: not nxt.ledger.live(0))

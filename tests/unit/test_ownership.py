@@ -1,0 +1,127 @@
+"""One partition lifecycle (issue 16, findings 1 and 4): whatever way a replica takes a
+partition on (assigned, stray records, rebuilt after a Kafka failure) it proves ownership
+before every create with the partition's committed offset, and whatever way it lets one go
+(revoked, fenced, lost during a Kafka outage) it retracts its fresh INTENTs the same way."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from connector.errors import BrokerUnavailable, Fenced
+from connector.testing import TestHarness, harness
+
+HTTP_TIMEOUT_S = 4.0
+
+
+def intent_not_created(h: TestHarness, commit: bool = True) -> None:
+    """One request sealed into an INTENT that this replica never tries to create (its
+    submit is held), with its offset committed or (`commit` False) not."""
+    h.consumer.assign(0)
+    h.step()
+    h.publish("r-0")
+    submit = h.sidecar.submitter.submit_due
+    h.sidecar.submitter.submit_due = lambda *a, **k: None  # type: ignore[method-assign]
+    if not commit:
+        h.consumer.fail_commits = 1
+    h.step()
+    h.sidecar.submitter.submit_due = submit  # type: ignore[method-assign]
+    assert [e.state.value for e in h.ledger.live(0).values()] == ["INTENT"]
+    assert h.committed(0) == (1 if commit else 0)
+
+
+def kafka_outage(h: TestHarness) -> None:
+    """One pass fails on Kafka: the replica forgets its partitions, to rebuild them."""
+    poll = h.consumer.poll
+
+    def down(timeout_s: float) -> Any:
+        h.consumer.poll = poll  # type: ignore[method-assign]
+        raise BrokerUnavailable("scripted: broker down")
+
+    h.consumer.poll = down  # type: ignore[method-assign]
+    assert h.sidecar.guarded_step() is not None
+    assert not h.sidecar.owned
+
+
+def test_a_replica_dropped_during_a_kafka_outage_creates_nothing_after_the_rebuild() -> None:
+    """Finding 1: the rebuild set no committed offset, so the claim carried none and the
+    coordinator checked nothing; the stale replica created the job the new owner creates."""
+    h = harness(batch_max_requests=1, http_timeout_s=HTTP_TIMEOUT_S)
+    intent_not_created(h)
+    kafka_outage(h)
+    h.consumer.drop_from_group()  # the group moved on during the outage
+    h.consumer.fail_commits = 1_000  # and refuses this stale member's commits, as Kafka does
+    assert h.sidecar.guarded_step() is None  # rebuilt from its stale assignment
+    assert h.sidecar.owned[0].committed == 1
+    for _ in range(4):  # past the recovered INTENT's lookup delay: looked up, then claimed
+        h.advance(HTTP_TIMEOUT_S)
+        h.sidecar.guarded_step()
+    assert h.emulator is not None
+    assert h.emulator.created_by_display_name() == {}, "a zombie created a job"
+    assert h.sidecar.stats.fenced == 1
+
+
+def test_ownership_of_a_partition_without_a_committed_offset_is_never_proven() -> None:
+    """A claim that cannot name the partition's committed offset would prove nothing."""
+    h = harness(batch_max_requests=1, http_timeout_s=HTTP_TIMEOUT_S)
+    intent_not_created(h)
+    h.sidecar.owned[0].committed = -1  # unknown, as the rebuild used to leave it
+    with pytest.raises(Fenced, match="unproven"):
+        h.sidecar.ctx.prove_ownership([0])
+    with pytest.raises(Fenced, match="unproven"):
+        h.sidecar.ctx.prove_ownership([1])  # not owned at all
+
+
+def test_an_intent_forgotten_in_an_outage_is_retracted_when_the_partition_is_revoked() -> None:
+    """Finding 4: rebuilt INTENTs came back to be looked up, which retraction skipped."""
+    h = harness(batch_max_requests=1, http_timeout_s=HTTP_TIMEOUT_S)
+    intent_not_created(h, commit=False)
+    kafka_outage(h)
+    # The rebuild still sees the partition assigned; its next poll brings the revocation.
+    h.consumer.revoke(0)
+    assignment = h.consumer.assignment
+    h.consumer.assignment = lambda: {0}  # type: ignore[method-assign]
+    h.sidecar._rebuild_partitions()
+    h.consumer.assignment = assignment  # type: ignore[method-assign]
+    assert 0 in h.sidecar.owned
+    h.step()
+    assert h.ledger.live(0) == {}
+    assert h.sidecar.stats.intents_retracted == 1
+
+
+def test_an_intent_of_a_partition_lost_during_an_outage_is_retracted_after_it() -> None:
+    """Finding 4: the partition went to another member while Kafka was failing; nothing
+    revokes it any more, so the rebuild retracts what the ledger still holds unchanged."""
+    h = harness(batch_max_requests=1, http_timeout_s=HTTP_TIMEOUT_S)
+    intent_not_created(h, commit=False)
+    kafka_outage(h)
+    h.consumer.revoke(0)
+    assert h.sidecar.guarded_step() is None
+    assert h.ledger.live(0) == {}
+    assert h.sidecar.stats.intents_retracted == 1
+
+
+def test_an_intent_a_new_owner_moved_on_is_not_retracted_after_an_outage() -> None:
+    h = harness(batch_max_requests=1, http_timeout_s=HTTP_TIMEOUT_S)
+    intent_not_created(h, commit=False)
+    kafka_outage(h)
+    h.consumer.revoke(0)
+    (entry,) = h.ledger.live(0).values()
+    h.create_job(entry)  # the new owner created it and recorded it
+    from connector.core import policy
+
+    h.seed_ledger(policy.submitted(entry, "batches/x", None, h.clock.wall_ms()))
+    assert h.sidecar.guarded_step() is None
+    assert [e.state.value for e in h.ledger.live(0).values()] == ["SUBMITTED"]
+    assert h.sidecar.stats.intents_retracted == 0
+
+
+def test_a_partition_assigned_again_keeps_its_fresh_intents_retractable() -> None:
+    h = harness(batch_max_requests=1, http_timeout_s=HTTP_TIMEOUT_S)
+    intent_not_created(h, commit=False)
+    h.consumer.assign(0)  # assigned again, no revocation in between
+    h.consumer.revoke(0)
+    h.step()
+    assert h.ledger.live(0) == {}
+    assert h.sidecar.stats.intents_retracted == 1
