@@ -254,7 +254,8 @@ class Tracker:
         for a in tr.actions:
             match a:
                 case lifecycle.Answer(offsets=offsets, error=error):
-                    pending += self._answer(entry, offsets, error, eos)
+                    quarantine = isinstance(event, lifecycle.Quarantine)
+                    pending += self._answer(entry, offsets, error, eos, by_offset=quarantine)
                 case lifecycle.Deliver(error=error):
                     self._start_delivery(entry, remote, error)
                 case lifecycle.Write(entries=es):
@@ -303,11 +304,14 @@ class Tracker:
         return tr
 
     def _answer(
-        self, entry: LedgerEntry, offsets: Offsets, error: ErrorInfo, eos: bool
+        self, entry: LedgerEntry, offsets: Offsets, error: ErrorInfo, eos: bool, by_offset: bool
     ) -> list[SendHandle]:
         """Error results for exactly `offsets`, a bounded chunk at a time; acked at once
-        (at-least-once) or returned to go with the job's end (exactly-once). Requests that
-        cannot even be read are answered by offset."""
+        (at-least-once) or returned to go with the job's end (exactly-once). `by_offset` (a
+        quarantine: the requests themselves may be what fails): requests that cannot even be
+        read are answered by offset. Otherwise a failed re-read raises, the unit of work is
+        aborted and the job step retried (quarantined at the third failure), so a transient
+        failure never answers with results that carry no request id."""
         ctx = self.ctx
         p = entry.key.partition
         pending: list[SendHandle] = []
@@ -324,7 +328,9 @@ class Tracker:
                 )
             except KafkaError:
                 raise
-            except Exception:  # the requests themselves may be what fails
+            except Exception:
+                if not by_offset:
+                    raise
                 outgoing = [
                     Outgoing(None, lost_request(entry, o, ctx.wall_ms(), entry.provider_job, error))
                     for o in chunk
