@@ -1,0 +1,385 @@
+"""The deterministic simulator: one seed, one world, one schedule of passes and faults.
+
+`python -m tests.sim --seed N` replays seed N and prints its trace; `--seeds N` runs seeds
+0..N-1 and prints the failing ones. Everything random comes from `random.Random(seed)`: the
+world's shape, the schedule, the replicas' jitter and job-id nonces, the emulator's seed.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import orjson
+import structlog
+
+from connector.config import Settings
+from connector.core.control import Command, Target, encode
+from connector.core.records import Kind, RequestEvent
+from connector.emulator.config import EmulatorConfig
+from connector.testing import InProcessEmulator, ManualClock, MemoryKafka
+from connector.testing_group import MemoryCluster
+from tests.sim.invariants import violations
+from tests.sim.world import HOOKED, KAFKA_HOOKED, Replica, World
+
+SESSION_TIMEOUT_S = 10.0
+FAULT_STEPS = (30, 70)
+"""How many scheduler actions the fault phase takes (drawn per seed)."""
+QUIESCE_ROUNDS = 300
+"""Rounds (every live replica steps, then 2 s pass) to drive a run to its end, faults off."""
+ROUND_S = 2.0
+
+
+@dataclass
+class Outcome:
+    seed: int
+    shape: dict[str, object]
+    trace: list[str]
+    violations: list[tuple[str, str]] = field(default_factory=list)
+    requests: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def report(self) -> str:
+        lines = [f"seed {self.seed}: {'ok' if self.ok else 'VIOLATED'} {self.shape}"]
+        lines += [f"  ! {kind}: {detail}" for kind, detail in self.violations]
+        lines += ["  trace:"] + [f"    {t}" for t in self.trace]
+        lines.append(f"  replay: python -m tests.sim --seed {self.seed}")
+        return "\n".join(lines)
+
+
+def shape_of(rng: random.Random) -> dict[str, object]:
+    """The world a seed draws: replicas, partitions, guarantee, load and provider limits."""
+    return {
+        "replicas": rng.randint(2, 4),
+        "partitions": rng.randint(1, 3),
+        "exactly_once": rng.random() < 0.5,
+        "requests": rng.randint(3, 9),
+        "batch": rng.randint(1, 4),
+        "files": rng.random() < 0.3,
+        "token_cap": rng.random() < 0.15,
+        "big_results": rng.random() < 0.1,
+        "steps": rng.randint(*FAULT_STEPS),
+    }
+
+
+def settings_for(shape: dict[str, object]) -> Settings:
+    return Settings(
+        gemini_base_url=InProcessEmulator.base_url,
+        group_id="sim",
+        processing_guarantee="exactly_once" if shape["exactly_once"] else "at_least_once",
+        batch_max_requests=int(str(shape["batch"])),
+        batch_max_wait_s=1.0,
+        batch_inline_max_bytes=64 if shape["files"] else 1_000_000,
+        http_timeout_s=10.0,
+        pass_budget_s=5.0,
+        poll_initial_s=1.0,
+        poll_max_s=4.0,
+        delivery_chunk_requests=2,
+        max_failed_retries=2,
+        max_attempts=4,
+    )
+
+
+def quiet_logs() -> None:
+    """The sidecar's logs cost more than the simulation itself: keep only errors' absence."""
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
+
+
+def simulate(seed: int) -> Outcome:
+    """Run seed `seed` to quiescence and check the invariants."""
+    rng = random.Random(seed)
+    shape = shape_of(rng)
+    trace: list[str] = []
+    out = Outcome(seed, shape, trace)
+    s = settings_for(shape)
+    n_parts = int(str(shape["partitions"]))
+    kafka = MemoryKafka()
+    for topic in (s.request_topic, s.ledger, s.result_topic, s.dlq_topic):
+        kafka.create_topic(topic, n_parts)
+    kafka.create_topic(s.control, 1)
+    cluster = MemoryCluster(kafka, s.request_topic, SESSION_TIMEOUT_S)
+    # A prompt's tokens are estimated at bytes/4: a cap of ~2 prompts means a batch of
+    # three or more can never be admitted whole (finding A11).
+    cap = 60 if shape["token_cap"] else 3_000_000
+    emulator = InProcessEmulator(
+        EmulatorConfig(
+            seed=seed, queue_delay_s=0.5, processing_delay_s=2.0, enqueued_token_cap=cap
+        )
+    )
+    world = World(s, ManualClock(), kafka, cluster, emulator, rng, trace)
+    world.result_bytes = 2_000 if shape["big_results"] else 1_048_576
+    world.on_freeze = _freeze
+    requested: list[str] = []
+    try:
+        for slot in range(int(str(shape["replicas"]))):
+            world.start(slot)
+        _fault_phase(world, shape, requested)
+        _quiesce(world, requested)
+        results = [world.codec.decode_result(r.value or b"") for r in kafka.records(s.result_topic)]
+        dead = [(r.key or b"").decode() for r in kafka.records(s.dlq_topic)]
+        out.violations = violations(
+            requested,
+            results,
+            dead,
+            emulator.created_by_display_name(),
+            s.exactly_once,
+        )
+    finally:
+        emulator.close()
+    out.requests = len(requested)
+    return out
+
+
+# -- the fault phase -------------------------------------------------------------------------
+
+
+def _publish(world: World, shape: dict[str, object], requested: list[str]) -> None:
+    rng = world.rng
+    rid = f"q{len(requested)}"
+    prompt = f"prompt {rid} " + "x" * rng.randint(0, 40)
+    if shape["big_results"] and rng.random() < 0.5:
+        prompt += " EMULATOR_BIG_4000"
+    body = {"contents": [{"role": "user", "parts": [{"text": prompt}]}]}
+    ev = RequestEvent(
+        request_id=rid, model="gemini-2.5-flash", kind=Kind.GENERATE, body=orjson.dumps(body).decode()
+    )
+    s = world.settings
+    n = world.kafka.partitions[s.request_topic]
+    world.kafka.append(
+        s.request_topic, world.codec.encode_request(ev), rid.encode(), partition=rng.randrange(n)
+    )
+    requested.append(rid)
+    world.log(f"publish {rid}")
+
+
+def _freeze(world: World, r: Replica) -> None:
+    """`r` stops mid-call past the session timeout: the group expels it, the others run on."""
+    group = world.cluster.group
+    others = [o for o in world.live() if o is not r]
+    r.up = False  # no heartbeats, no passes while frozen
+    try:
+        for _ in range(int(SESSION_TIMEOUT_S / 2) + 1):
+            world.advance(2.0)
+        if r.consumer.member_id in group.members:
+            group.expel(r.consumer.member_id)
+            world.log(f"group expels {r.consumer.member_id} of {r.name} (poll interval)")
+        for _ in range(world.rng.randint(2, 8)):
+            for o in others:
+                world.step(o)
+            world.advance(world.rng.choice((0.5, 1.0, 3.0)))
+    finally:
+        r.up = True
+
+
+def _provider_jobs(world: World) -> list[object]:
+    jobs, _ = world.emulator.service.jobs.list(1000, None)
+    return list(jobs)
+
+
+def _provider_fault(world: World, kind: str) -> None:
+    """Something happens at the provider to a job the sidecar knows."""
+    rng = world.rng
+    jobs = _provider_jobs(world)
+    if not jobs:
+        return
+    job = rng.choice(jobs)
+    name = getattr(job, "job_id", "")
+    state = getattr(job, "state", "")
+    store = world.emulator.service.jobs
+    if kind in ("EXPIRED", "FAILED") and state in ("PENDING", "RUNNING"):
+        store.force(name, kind)
+        world.log(f"provider: {getattr(job, 'display_name', '')} forced {kind}")
+    elif kind == "404":
+        store.delete(name)
+        world.log(f"provider: {getattr(job, 'display_name', '')} deleted (404)")
+    elif kind == "file-gone" and state == "SUCCEEDED":
+        output = getattr(job, "output", None) or {}
+        file_name = output.get("responsesFile") if isinstance(output, dict) else None
+        if file_name:
+            try:
+                world.emulator.service.files.delete(str(file_name))
+            except Exception:  # already gone
+                return
+            world.log(f"provider: results file of {getattr(job, 'display_name', '')} gone")
+
+
+def _cancel(world: World, requested: list[str]) -> None:
+    rng = world.rng
+    s = world.settings
+    jobs = _provider_jobs(world)
+    if jobs and rng.random() < 0.5:
+        display = str(getattr(rng.choice(jobs), "display_name", ""))
+        target, ident = Target.JOB, display.split(":", 1)[-1]
+    elif requested:
+        target, ident = Target.REQUEST, rng.choice(requested)
+    else:
+        return
+    cmd = Command(target, ident, "sim", world.clock.wall_ms(), "sim")
+    world.kafka.append(s.control, encode(cmd), cmd.key.encode(), partition=0)
+    world.log(f"operator cancels {target.value} {ident}")
+
+
+def _arm(world: World, fault: str) -> None:
+    rng = world.rng
+    live = world.live()
+    if not live:
+        return
+    r = rng.choice(live)
+    call = rng.choice((*HOOKED, *KAFKA_HOOKED, "any"))
+    when = "before" if call in KAFKA_HOOKED else rng.choice(("before", "after"))
+    r.armed.append((fault, call, when))
+    world.log(f"arm {fault} of {r.name} at {when} {call}")
+
+
+def _fault_phase(world: World, shape: dict[str, object], requested: list[str]) -> None:
+    rng = world.rng
+    s = world.settings
+    emulator = world.emulator
+    n_requests = int(str(shape["requests"]))
+    outage_left = 0
+    knob_left = 0
+    actions: list[tuple[float, str]] = [
+        (40, "pass"),
+        (10, "advance"),
+        (12, "publish"),
+        (3, "kill"),
+        (3, "arm-kill"),
+        (3, "arm-freeze"),
+        (1.5, "outage"),
+        (1.5, "join-or-leave"),
+        (1, "grow"),
+        (1.5, "cancel"),
+        (2, "provider-knob"),
+        (1, "EXPIRED"),
+        (1, "FAILED"),
+        (1, "404"),
+        (1, "file-gone"),
+        (2, "restart"),
+    ]
+    names = [a for _, a in actions]
+    weights = [w for w, _ in actions]
+    for _ in range(int(str(shape["steps"]))):
+        action = rng.choices(names, weights)[0]
+        if action == "pass":
+            live = world.live()
+            if live:
+                world.step(rng.choice(live))
+        elif action == "advance":
+            world.advance(rng.choice((0.5, 1.0, 2.0, 5.0)))
+        elif action == "publish" and len(requested) < n_requests:
+            _publish(world, shape, requested)
+        elif action == "kill" and world.live():
+            world.kill(rng.choice(world.live()))
+        elif action == "arm-kill":
+            _arm(world, "kill")
+        elif action == "arm-freeze":
+            _arm(world, "freeze")
+        elif action == "outage" and not world.cluster.down:
+            world.cluster.down = True
+            outage_left = rng.randint(2, 8)
+            world.log("kafka outage begins")
+        elif action == "join-or-leave" and not world.cluster.down:
+            live = world.live()
+            if len(live) < 4 and (len(live) < 2 or rng.random() < 0.5):
+                world.start(_free_slot(world))
+            elif live:
+                r = rng.choice(live)
+                r.up = False
+                r.sidecar.stop()
+                r.sidecar._drain()
+                r.consumer.close()
+                world.log(f"stop {r.name} (clean leave)")
+        elif action == "grow":
+            group = world.cluster.group
+            if group.partitions() < 4 and not world.cluster.down:
+                n = group.partitions() + 1
+                for topic in (s.ledger, s.result_topic, s.dlq_topic):
+                    world.kafka.create_topic(topic, n)
+                group.add_partitions(n)
+                world.log(f"request topic grows to {n} partitions")
+        elif action == "cancel":
+            _cancel(world, requested)
+        elif action == "provider-knob" and knob_left == 0:
+            knob = rng.choice(
+                (
+                    {"transient_error_rate": 0.5},
+                    {"create_reply_lost_rate": 1.0},
+                    {"create_late_rate": 1.0, "create_land_delay_s": 8.0},
+                    {"rate_limit_rate": 1.0},
+                )
+            )
+            emulator.update_config(**knob)
+            knob_left = rng.randint(2, 6)
+            world.log(f"provider fault {knob}")
+        elif action in ("EXPIRED", "FAILED", "404", "file-gone"):
+            _provider_fault(world, action)
+        elif action == "restart" and not world.cluster.down:
+            dead = {r.slot for r in world.replicas if not r.up} - {r.slot for r in world.live()}
+            if dead:
+                world.start(min(dead))
+        if outage_left:
+            outage_left -= 1
+            if outage_left == 0:
+                world.cluster.down = False
+                world.log("kafka outage ends")
+        if knob_left:
+            knob_left -= 1
+            if knob_left == 0:
+                _calm(world)
+    while len(requested) < n_requests:
+        _publish(world, shape, requested)
+
+
+def _free_slot(world: World) -> int:
+    used = {r.slot for r in world.live()}
+    return min(set(range(8)) - used)
+
+
+def _calm(world: World) -> None:
+    world.emulator.update_config(
+        transient_error_rate=0.0,
+        create_reply_lost_rate=0.0,
+        create_late_rate=0.0,
+        rate_limit_rate=0.0,
+    )
+    world.log("provider calm")
+
+
+def _quiesce(world: World, requested: list[str]) -> None:
+    """Faults off: Kafka up, provider calm, armed faults dropped, dead slots restarted; run
+    until every request is answered (and a little longer, so late duplicates show)."""
+    world.cluster.down = False
+    _calm(world)
+    for r in world.replicas:
+        r.armed.clear()
+    if not world.live():
+        world.start(0)
+    world.log("quiesce")
+    answered_at: int | None = None
+    answered = _answered(world)
+    for i in range(QUIESCE_ROUNDS):
+        for r in world.live():
+            world.step(r)
+        world.advance(ROUND_S)
+        if answered_at is None and answered(set(requested)):
+            answered_at = i
+        if answered_at is not None and i - answered_at >= 10:
+            break
+    world.log(f"quiesced after {i + 1} rounds")
+
+
+def _answered(world: World) -> Callable[[set[str]], bool]:
+    s = world.settings
+
+    def check(wanted: set[str]) -> bool:
+        seen = {(r.key or b"").decode() for r in world.kafka.records(s.dlq_topic)}
+        for r in world.kafka.records(s.result_topic):
+            seen.add(world.codec.decode_result(r.value or b"").request_id)
+        return wanted <= seen
+
+    return check
