@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import httpx2
+
 from connector.config import Settings
 from connector.core.codec import Codec
 from connector.core.formats import RequestDecoder
@@ -24,6 +26,31 @@ from connector.testing import (
     emulated_gemini,
 )
 from connector.testing_group import ClusterProducer, GroupConsumer, MemoryCluster, outage_guarded
+
+
+class _Routed(InProcessEmulator):
+    """An emulator front whose back end can be swapped: building a google-genai client
+    costs ~0.3 s (it loads the CA bundle), so one client serves every seed of a process."""
+
+    def __init__(self) -> None:
+        self.current: InProcessEmulator | None = None
+        self.transport = httpx2.MockTransport(self._route)
+
+    def _route(self, request: httpx2.Request) -> httpx2.Response:
+        assert self.current is not None
+        return self.current._handle(request)
+
+
+_ROUTED = _Routed()
+_GEMINI: list[Any] = []
+
+
+def shared_gemini(emulator: InProcessEmulator) -> Any:
+    """The real adapter and SDK of this process, now talking to `emulator`."""
+    _ROUTED.current = emulator
+    if not _GEMINI:
+        _GEMINI.append(emulated_gemini(_ROUTED)[0])
+    return _GEMINI[0]
 
 
 class Killed(BaseException):
@@ -85,6 +112,8 @@ class World:
     replicas: list[Replica] = field(default_factory=list)
     result_bytes: int = 1_048_576
     incarnations: int = 0
+    deleted: set[str] = field(default_factory=set)
+    """Display names of jobs a third party deleted at the provider (the 404 fault)."""
     in_hook: bool = False
     on_freeze: Callable[[World, Replica], None] | None = None
 
@@ -107,7 +136,7 @@ class World:
             self.kafka, s.request_topic, codec, RequestDecoder(codec, None).decode
         )
         control = MemoryControl(self.kafka, s.control, producer)
-        gemini, _ = emulated_gemini(self.emulator)
+        gemini = shared_gemini(self.emulator)
         name = f"r{slot}.{self.incarnations}"
         sidecar = Sidecar(s, gemini, codec=codec, clock=self.clock, wall_ms=self.clock.wall_ms)
         replica = Replica(name, slot, sidecar, consumer, producer, txn)
@@ -132,6 +161,12 @@ class World:
         self.replicas.append(replica)
         self.log(f"start {name}")
         return replica
+
+    def member_name(self, member_id: str) -> str:
+        for r in self.replicas:
+            if r.consumer.member_id == member_id:
+                return f"{r.name} ({member_id})"
+        return member_id
 
     def live(self) -> list[Replica]:
         return [r for r in self.replicas if r.up]
@@ -169,7 +204,7 @@ class World:
         self.emulator.advance_clock(seconds)
         if not self.cluster.down:
             for gone in self.cluster.group.expire(self.clock.now):
-                self.log(f"group expels {gone} (session timeout)")
+                self.log(f"group expels {self.member_name(gone)} (session timeout)")
 
     # -- faults inside a pass ------------------------------------------------------------
 
