@@ -19,7 +19,7 @@ from connector.config import Settings
 from connector.core.control import Command, Target, encode
 from connector.core.records import Kind, RequestEvent
 from connector.emulator.config import EmulatorConfig
-from connector.testing import InProcessEmulator, ManualClock, MemoryKafka
+from connector.testing import InProcessEmulator, ManualClock, MemoryKafka, MemoryLedger
 from connector.testing_group import MemoryCluster
 from tests.sim.invariants import violations
 from tests.sim.world import HOOKED, KAFKA_HOOKED, Replica, World
@@ -39,6 +39,8 @@ class Outcome:
     trace: list[str]
     violations: list[tuple[str, str]] = field(default_factory=list)
     requests: int = 0
+    notes: list[str] = field(default_factory=list)
+    """What was left at the end (live ledger entries, provider jobs), for a failing seed."""
 
     @property
     def ok(self) -> bool:
@@ -47,6 +49,7 @@ class Outcome:
     def report(self) -> str:
         lines = [f"seed {self.seed}: {'ok' if self.ok else 'VIOLATED'} {self.shape}"]
         lines += [f"  ! {kind}: {detail}" for kind, detail in self.violations]
+        lines += [f"  left: {n}" for n in self.notes]
         lines += ["  trace:"] + [f"    {t}" for t in self.trace]
         lines.append(f"  replay: python -m tests.sim --seed {self.seed}")
         return "\n".join(lines)
@@ -131,9 +134,28 @@ def simulate(seed: int) -> Outcome:
             },
             s.exactly_once,
         )
+        if out.violations:
+            out.notes = _notes(world)
     finally:
         emulator.close()
     out.requests = len(requested)
+    return out
+
+
+def _notes(world: World) -> list[str]:
+    s = world.settings
+    out = []
+    for p in range(world.kafka.partitions[s.request_topic]):
+        ledger = MemoryLedger(world.kafka, s.ledger, None, world.codec)  # type: ignore[arg-type]
+        for e in ledger.load(p).values():
+            out.append(f"ledger p{p} {e.job_id} {e.state.value} offsets={list(e.offsets)}")
+    for job in _provider_jobs(world):
+        out.append(
+            f"provider {getattr(job, 'display_name', '')} {getattr(job, 'state', '')} "
+            f"tokens={getattr(job, 'tokens', '')}"
+        )
+    calls = world.emulator.calls()
+    out.append(f"provider calls {calls}")
     return out
 
 
