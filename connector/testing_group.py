@@ -323,7 +323,14 @@ class ClusterProducer(RecordingProducer):
         if self.hook is not None:
             self.hook("commit_transaction")
         if self.fenced_by_epoch():
-            # What TransactionalProducer maps ProducerFencedError to.
+            # As the real adapter reports it (tests/contract): the fenced producer's sends
+            # fail their acks, so the flush raises ProduceFailed; with nothing sent, the
+            # commit itself raises ProducerFencedError, mapped to ConfigError.
+            sends, self.pending, self.in_transaction = self.pending or self.in_transaction, [], []
+            if sends:
+                for h in sends:
+                    h.done, h.exc = True, ProduceFailed("ProducerFencedError")
+                raise ProduceFailed("transaction failed and was aborted: ProducerFencedError")
             raise ConfigError(
                 f"transactional.id {self.transactional_id!r} is used by another producer"
             )

@@ -26,7 +26,7 @@ from connector.adapters.ledger import Ledger
 from connector.core.codec import Codec
 from connector.core.ports import ConsumerPort
 from connector.core.records import BatchKey, EntryState, Kind, LedgerEntry, Record
-from connector.errors import CommitFailed, ConfigError, Fenced
+from connector.errors import CommitFailed, Fenced, ProduceFailed
 from connector.testing import MemoryKafka, MemoryLedger
 from connector.testing_group import ClusterProducer, GroupConsumer, MemoryCluster
 
@@ -171,7 +171,8 @@ class KafkaContract(abc.ABC):
         tid = f"tx-{uuid.uuid4().hex[:8]}"
         old = backend.txn_producer(tid)
         new = backend.txn_producer(tid)
-        with pytest.raises(ConfigError):
+        # Its sends fail their acks (ProducerFencedError): the transaction is refused.
+        with pytest.raises(ProduceFailed):
             old.commit_transaction([old.send(out, b"old", b"k", partition=0)], {}, None)
         new.commit_transaction([new.send(out, b"new", b"k", partition=0)], {}, None)
         assert [r.value for r in backend.read_committed(out)] == [b"new"]
