@@ -115,6 +115,7 @@ def simulate(seed: int) -> Outcome:
     world = World(s, ManualClock(), kafka, cluster, emulator, rng, trace)
     world.result_bytes = 2_000 if shape["big_results"] else 1_048_576
     world.on_freeze = _freeze
+    world.on_rebalance = _rebalance
     requested: list[str] = []
     try:
         for slot in range(int(str(shape["replicas"]))):
@@ -203,6 +204,33 @@ def _freeze(world: World, r: Replica) -> None:
         r.up = True
 
 
+def _rebalance(world: World, r: Replica) -> None:
+    """While `r` is inside a call, the group changes: a replica joins (or, with four, one
+    leaves), and the others run a pass each; `r` learns of it at its next poll."""
+    live = [o for o in world.live() if o is not r]
+    if len(world.live()) < 4:
+        live.append(world.start(_free_slot(world)))
+    elif live:
+        gone = world.rng.choice(live)
+        _stop(world, gone)
+        live.remove(gone)
+    for o in live:
+        world.step(o)
+
+
+def _stop(world: World, r: Replica) -> None:
+    """SIGTERM: drain, then leave the group cleanly."""
+    r.armed.clear()
+    r.up = False
+    r.sidecar.stop()
+    try:
+        r.sidecar._drain()  # what Sidecar.loop does on SIGTERM
+    except Exception as exc:
+        world.log(f"drain of {r.name} failed: {exc!r}")
+    r.consumer.close()
+    world.log(f"stop {r.name} (clean leave)")
+
+
 def _provider_jobs(world: World) -> list[object]:
     jobs, _ = world.emulator.service.jobs.list(1000, None)
     return list(jobs)
@@ -270,6 +298,7 @@ def _fault_phase(world: World, shape: dict[str, object], requested: list[str]) -
     emulator = world.emulator
     n_requests = int(str(shape["requests"]))
     outage_left = 0
+    outage_began = 0.0
     knob_left = 0
     actions: list[tuple[float, str]] = [
         (40, "pass"),
@@ -278,6 +307,7 @@ def _fault_phase(world: World, shape: dict[str, object], requested: list[str]) -
         (3, "kill"),
         (3, "arm-kill"),
         (3, "arm-freeze"),
+        (2, "arm-rebalance"),
         (1.5, "outage"),
         (1.5, "join-or-leave"),
         (1, "grow"),
@@ -309,8 +339,11 @@ def _fault_phase(world: World, shape: dict[str, object], requested: list[str]) -
             _arm(world, "kill")
         elif action == "arm-freeze":
             _arm(world, "freeze")
+        elif action == "arm-rebalance" and not world.cluster.down:
+            _arm(world, "rebalance")
         elif action == "outage" and not world.cluster.down:
             world.cluster.down = True
+            outage_began = world.clock.now
             outage_left = rng.randint(2, 8)
             world.log("kafka outage begins")
         elif action == "join-or-leave" and not world.cluster.down:
@@ -318,16 +351,7 @@ def _fault_phase(world: World, shape: dict[str, object], requested: list[str]) -
             if len(live) < 4 and (len(live) < 2 or rng.random() < 0.5):
                 world.start(_free_slot(world))
             elif live:
-                r = rng.choice(live)
-                r.armed.clear()
-                r.up = False
-                r.sidecar.stop()
-                try:
-                    r.sidecar._drain()  # what Sidecar.loop does on SIGTERM
-                except Exception as exc:
-                    world.log(f"drain of {r.name} failed: {exc!r}")
-                r.consumer.close()
-                world.log(f"stop {r.name} (clean leave)")
+                _stop(world, rng.choice(live))
         elif action == "grow":
             group = world.cluster.group
             if group.partitions() < 4 and not world.cluster.down:
@@ -361,6 +385,11 @@ def _fault_phase(world: World, shape: dict[str, object], requested: list[str]) -
             if outage_left == 0:
                 world.cluster.down = False
                 world.log("kafka outage ends")
+                if world.clock.now - outage_began > SESSION_TIMEOUT_S:
+                    # No heartbeat reached the coordinator: every member's session ended.
+                    for member in list(world.cluster.group.members):
+                        world.log(f"group expels {world.member_name(member)} (outage)")
+                        world.cluster.group.expel(member)
         if knob_left:
             knob_left -= 1
             if knob_left == 0:

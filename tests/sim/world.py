@@ -116,6 +116,7 @@ class World:
     """Display names of jobs a third party deleted at the provider (the 404 fault)."""
     in_hook: bool = False
     on_freeze: Callable[[World, Replica], None] | None = None
+    on_rebalance: Callable[[World, Replica], None] | None = None
 
     def log(self, text: str) -> None:
         self.trace.append(f"t={self.clock.now - 1000:8.1f} {text}")
@@ -218,6 +219,15 @@ class World:
         if fault == "kill":
             self.kill(r, f"{when} {call}")
             raise Killed(r.name)
+        if fault == "rebalance":
+            self.log(f"rebalance while {r.name} is {when} {call}")
+            self.in_hook = True
+            try:
+                if self.on_rebalance is not None:
+                    self.on_rebalance(self, r)
+            finally:
+                self.in_hook = False
+            return
         if fault == "freeze":
             self.log(f"freeze {r.name} {when} {call}")
             self.in_hook = True
