@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
             bad += 1
             kinds = sorted({k for k, _ in out.violations})
             failed.update(kinds)
-            print(f"seed {seed}: {', '.join(kinds)}: {out.violations[0][1]}", flush=True)
+            tags = ",".join(out.suspects)
+            print(f"seed {seed}: {', '.join(kinds)} [{tags}]: {out.violations[0][1]}", flush=True)
             if args.traces:
                 print(out.report(), flush=True)
     took = time.perf_counter() - started

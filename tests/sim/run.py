@@ -21,7 +21,7 @@ from connector.core.records import Kind, RequestEvent
 from connector.emulator.config import EmulatorConfig
 from connector.testing import InProcessEmulator, ManualClock, MemoryKafka, MemoryLedger
 from connector.testing_group import MemoryCluster
-from tests.sim.invariants import violations
+from tests.sim.invariants import CREATED_TWICE, EOS_DUPLICATE, LOST, TWO_JOBS, violations
 from tests.sim.world import HOOKED, KAFKA_HOOKED, Replica, World
 
 SESSION_TIMEOUT_S = 10.0
@@ -39,6 +39,9 @@ class Outcome:
     trace: list[str]
     violations: list[tuple[str, str]] = field(default_factory=list)
     requests: int = 0
+    suspects: list[str] = field(default_factory=list)
+    """Which findings of issue 16 the run's evidence points at (a heuristic; see
+    docs/simulator.md); confirm by reading the trace."""
     notes: list[str] = field(default_factory=list)
     """What was left at the end (live ledger entries, provider jobs), for a failing seed."""
 
@@ -49,6 +52,8 @@ class Outcome:
     def report(self) -> str:
         lines = [f"seed {self.seed}: {'ok' if self.ok else 'VIOLATED'} {self.shape}"]
         lines += [f"  ! {kind}: {detail}" for kind, detail in self.violations]
+        if self.suspects:
+            lines.append(f"  suspects: {', '.join(self.suspects)}")
         lines += [f"  left: {n}" for n in self.notes]
         lines += ["  trace:"] + [f"    {t}" for t in self.trace]
         lines.append(f"  replay: python -m tests.sim --seed {self.seed}")
@@ -137,10 +142,46 @@ def simulate(seed: int) -> Outcome:
         )
         if out.violations:
             out.notes = _notes(world)
+            out.suspects = suspects(out, world)
     finally:
         emulator.close()
     out.requests = len(requested)
     return out
+
+
+def suspects(out: Outcome, world: World) -> list[str]:
+    """Tag a failing run with the findings of issue 16 its evidence matches (heuristic):
+
+    - A11: requests lost in a world with a small enqueued-token cap, a job left unadmitted;
+    - A1: a create by a replica the group gave the partition away from, whose partition
+      state was rebuilt after a Kafka failure (committed offset -1: its claim was unfenced);
+    - A3: a job the sidecar deleted was resubmitted (`.../rN` created after its delete);
+    - A2: a duplicate after an operator cancel, a 404 or a results file gone (the delivery
+      cursor ignored);
+    - A4: a duplicate after a Kafka outage, none of the above.
+    """
+    kinds = {k for k, _ in out.violations}
+    text = "\n".join(world.trace)
+    tags: list[str] = []
+    if LOST in kinds and out.shape["token_cap"]:
+        tags.append("A11")
+    dup = kinds & {TWO_JOBS, CREATED_TWICE, EOS_DUPLICATE}
+    if any(call == "create" and committed == -1 for _, call, _, committed in world.zombie_calls):
+        tags.append("A1")
+    deleted = {line.rsplit(" ", 1)[-1] for line in world.trace if " delete_job " in line}
+    if any(f"create {job}/r" in text for job in deleted):
+        tags.append("A3")
+    if (
+        dup
+        and not tags
+        and any(w in text for w in ("operator cancels", "deleted (404)", "results file of"))
+    ):
+        tags.append("A2")
+    if dup and not tags and "kafka outage" in text:
+        tags.append("A4")
+    if not tags:
+        tags.append("unclassified")
+    return tags
 
 
 def _notes(world: World) -> list[str]:

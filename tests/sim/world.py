@@ -77,7 +77,7 @@ class _HookedGemini:
         world, replica = self._world, self._replica
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            world.hook(replica, name, "before")
+            world.hook(replica, name, "before", args)
             out = attr(*args, **kwargs)
             world.hook(replica, name, "after")
             return out
@@ -112,6 +112,8 @@ class World:
     replicas: list[Replica] = field(default_factory=list)
     result_bytes: int = 1_048_576
     incarnations: int = 0
+    zombie_calls: list[tuple[str, str, str, int | None]] = field(default_factory=list)
+    """(replica, call, job id, its committed offset) of creates and deletes by non-owners."""
     deleted: set[str] = field(default_factory=set)
     """Display names of jobs a third party deleted at the provider (the 404 fault)."""
     in_hook: bool = False
@@ -209,7 +211,35 @@ class World:
 
     # -- faults inside a pass ------------------------------------------------------------
 
-    def hook(self, r: Replica, call: str, when: str) -> None:
+    def _check_owner(self, r: Replica, call: str, args: tuple[Any, ...]) -> None:
+        """Note a create or delete by a replica the group no longer gives that partition:
+        the evidence that tells findings A1 (after an outage) and A3 (a zombie) apart."""
+        if call == "create":
+            display = str(args[2]) if len(args) > 2 else ""
+        else:
+            jobs = self.emulator.service.jobs
+            job = jobs._jobs.get(str(args[0]).removeprefix("batches/")) if args else None
+            display = job.display_name if job is not None else ""
+        job_id = display.split(":", 1)[-1]
+        if not job_id.startswith("p"):
+            return
+        p = int(job_id[1:].split("-", 1)[0])
+        group = self.cluster.group
+        member = r.consumer.member_id
+        if member is not None and group.owner(p) == member:
+            self.log(f"{r.name} {call} {job_id}")
+            return
+        st = r.sidecar.ctx.owned.get(p)
+        committed = st.committed if st is not None else None
+        self.zombie_calls.append((r.name, call, job_id, committed))
+        self.log(
+            f"{r.name} calls {call} for {job_id} but the group gave p{p} away "
+            f"(its committed offset there: {committed})"
+        )
+
+    def hook(self, r: Replica, call: str, when: str, args: tuple[Any, ...] = ()) -> None:
+        if when == "before" and call in ("create", "delete_job"):
+            self._check_owner(r, call, args)
         if self.in_hook or not r.armed:
             return
         fault, want_call, want_when = r.armed[0]
