@@ -11,6 +11,7 @@ LOST = "lost"
 TWO_JOBS = "two-jobs"
 CREATED_TWICE = "created-twice"
 EOS_DUPLICATE = "eos-duplicate"
+CONFLICT = "ok-and-error"
 
 
 def violations(
@@ -25,7 +26,9 @@ def violations(
     - every request answered (a result, or a dead letter): nothing lost;
     - no request answered by two different jobs;
     - no display name created twice at the provider (each is one paid job);
-    - exactly-once: one committed result per request for a read_committed reader.
+    - exactly-once: one committed result per request for a read_committed reader;
+    - no request answered both OK and with an error (e.g. OK, then 499 after a cancel): a
+      repeat in the at-least-once window repeats the same answer, never a different one.
     """
     out: list[tuple[str, str]] = []
     by_id: dict[str, list[ResultEvent]] = defaultdict(list)
@@ -39,6 +42,9 @@ def violations(
         jobs = sorted({r.batch_job for r in rs if r.batch_job})
         if len(jobs) > 1:
             out.append((TWO_JOBS, f"{rid} answered by {jobs}"))
+        statuses = {r.error.code if r.error else 200 for r in rs}
+        if 200 in statuses and len(statuses) > 1:
+            out.append((CONFLICT, f"{rid} answered OK and with errors {sorted(statuses - {200})}"))
         if exactly_once and len(rs) > 1:
             codes = [r.error.code if r.error else 200 for r in rs]
             out.append((EOS_DUPLICATE, f"{rid} has {len(rs)} committed results {codes}"))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from connector.core.records import ErrorInfo, Kind, ResultEvent, ResultStatus
-from tests.sim.invariants import CREATED_TWICE, EOS_DUPLICATE, LOST, TWO_JOBS, violations
+from tests.sim.invariants import CONFLICT, CREATED_TWICE, EOS_DUPLICATE, LOST, TWO_JOBS, violations
 from tests.sim.run import quiet_logs, simulate
 
 
@@ -32,8 +32,15 @@ def test_each_broken_promise_is_named() -> None:
     assert kinds(found) == {LOST, TWO_JOBS, CREATED_TWICE}
 
 
+def test_an_ok_answer_and_an_error_for_one_request_conflict_in_any_mode() -> None:
+    found = violations(["a"], [result("a"), result("a", code=499)], [], {}, exactly_once=False)
+    assert kinds(found) == {CONFLICT}
+    same = [result("a"), result("a")]  # a repeat in the at-least-once window
+    assert violations(["a"], same, [], {}, exactly_once=False) == []
+
+
 def test_exactly_once_allows_one_committed_result_per_request() -> None:
-    twice = [result("a"), result("a", code=499)]
+    twice = [result("a"), result("a")]
     assert kinds(violations(["a"], twice, [], {}, exactly_once=True)) == {EOS_DUPLICATE}
     assert violations(["a"], twice, [], {}, exactly_once=False) == []
 
