@@ -185,6 +185,8 @@ class GroupConsumer:
         self.positions: dict[int, int] = {}
         self.events: list[RebalanceEvent] = []
         self.commits: list[dict[int, int]] = []
+        self.refused = 0
+        """Commits refused for a stale generation."""
         self.closed = False
 
     @property
@@ -245,6 +247,7 @@ class GroupConsumer:
             return
         self.cluster.check("commit")
         if not self.group.valid(self.meta()):
+            self.refused += 1
             raise CommitFailed(
                 f"offset commit refused: generation {self.generation} of {self.member_id} "
                 f"is stale (group at {self.group.generation})"
@@ -298,6 +301,8 @@ class ClusterProducer(RecordingProducer):
         super().__init__(cluster.kafka, transactional_id)
         self.cluster = cluster
         self.epoch = cluster.init_transactions(transactional_id) if transactional_id else -1
+        self.fenced = 0
+        """Transactions refused for a stale generation."""
         self.hook: Callable[[str], None] | None = None
         """Called with the method's name at the start of `flush_and_check` and
         `commit_transaction`: where a simulator lets the world move on mid-pass."""
@@ -344,6 +349,7 @@ class ClusterProducer(RecordingProducer):
             tps, meta = consumer.transaction_offsets(offsets)
             group = self.cluster.group
             if not isinstance(meta, GroupMeta) or not group.valid(meta):
+                self.fenced += 1
                 self._abort()
                 raise Fenced(f"transaction refused, group generation is stale: {meta!r}")
             for p, o in tps.items():

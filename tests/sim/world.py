@@ -186,6 +186,7 @@ class World:
         """One loop pass of `r`, as `Sidecar.loop` runs it (a back-off skips passes)."""
         if not r.up or self.clock.now < r.backoff_until:
             return
+        refused, fenced = r.consumer.refused, r.txn.fenced
         try:
             delay = r.sidecar.guarded_step()
         except Killed:
@@ -194,8 +195,14 @@ class World:
             self.log(f"crash {r.name}: {exc!r}")
             self.kill(r, "by its own exception")
             return
+        finally:
+            if r.consumer.refused > refused:
+                self.log(f"{r.name}: offset commit refused (stale generation)")
+            if r.txn.fenced > fenced:
+                self.log(f"{r.name}: transaction fenced (stale generation)")
         if delay is not None:
             r.backoff_until = self.clock.now + delay
+            self.log(f"{r.name}: Kafka failed; backs off {delay:.1f} s, then rebuilds")
 
     def advance(self, seconds: float) -> None:
         """Time passes: live members heartbeat (kafka-python's heartbeat thread), dead ones
