@@ -25,7 +25,7 @@ from connector.emulator.config import EmulatorConfig
 from connector.testing import InProcessEmulator, ManualClock, MemoryKafka, MemoryLedger
 from connector.testing_group import MemoryCluster
 from tests.sim.invariants import CONFLICT, CREATED_TWICE, EOS_DUPLICATE, LOST, TWO_JOBS, violations
-from tests.sim.world import HOOKED, KAFKA_HOOKED, Replica, World
+from tests.sim.world import HOOKED, KAFKA_HOOKED, Replica, World, warm_gemini
 
 SESSION_TIMEOUT_S = 10.0
 FAULT_STEPS = (20, 50)
@@ -106,6 +106,7 @@ def simulate(seed: int) -> Outcome:
     # The emulator names jobs and files with `secrets`; the sidecar orders some work by
     # those names, so a replay needs them drawn from the seed too.
     names = random.Random(seed ^ 0x5EED)
+    warm_gemini()
 
     def new_id(length: int = 12) -> str:
         return "".join(names.choice(emu_files._ALPHABET) for _ in range(length))

@@ -45,11 +45,17 @@ _ROUTED = _Routed()
 _GEMINI: list[Any] = []
 
 
-def shared_gemini(emulator: InProcessEmulator) -> Any:
-    """The real adapter and SDK of this process, now talking to `emulator`."""
-    _ROUTED.current = emulator
+def warm_gemini() -> None:
+    """Build this process's client before any world exists: built inside a seed's first
+    replica, it made that one seed run differently from its replay in a warm process."""
     if not _GEMINI:
         _GEMINI.append(emulated_gemini(_ROUTED)[0])
+
+
+def shared_gemini(emulator: InProcessEmulator) -> Any:
+    """The real adapter and SDK of this process, now talking to `emulator`."""
+    warm_gemini()
+    _ROUTED.current = emulator
     return _GEMINI[0]
 
 
