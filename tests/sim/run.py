@@ -33,6 +33,8 @@ FAULT_STEPS = (20, 50)
 QUIESCE_ROUNDS = 150
 """Rounds (every live replica steps, then 2 s pass) to drive a run to its end, faults off."""
 ROUND_S = 2.0
+CALL_WEIGHTS = {"create": 3, "commit_transaction": 4, "get": 2, "delete_job": 2}
+"""How often an armed fault waits for each call (others: 1)."""
 
 
 @dataclass
@@ -346,7 +348,10 @@ def _arm(world: World, fault: str) -> None:
     if not live:
         return
     r = rng.choice(live)
-    call = rng.choice((*HOOKED, *KAFKA_HOOKED, "any"))
+    # The claim (commit_transaction) and the create are where ownership must be proven:
+    # strike there most often.
+    calls = (*HOOKED, *KAFKA_HOOKED, "any")
+    call = rng.choices(calls, [CALL_WEIGHTS.get(c, 1) for c in calls])[0]
     when = "before" if call in KAFKA_HOOKED else rng.choice(("before", "after"))
     r.armed.append((fault, call, when))
     world.log(f"arm {fault} of {r.name} at {when} {call}")
@@ -380,7 +385,14 @@ def _fault_phase(world: World, shape: dict[str, object], requested: list[str]) -
         (2, "restart"),
     ]
     names = [a for _, a in actions]
-    weights = [w for w, _ in actions]
+    # Swarm testing: each seed turns some faults off and makes others three times as
+    # likely, so rare combinations (an outage, then a freeze before a claim) come up.
+    scale = [1 if a in ("pass", "advance", "publish") else rng.choice((0, 1, 1, 3)) for a in names]
+    weights = [w * k for (w, _), k in zip(actions, scale, strict=True)]
+    world.log(
+        f"swarm: off {[a for a, k in zip(names, scale, strict=True) if k == 0]}, "
+        f"x3 {[a for a, k in zip(names, scale, strict=True) if k == 3]}"
+    )
     for _ in range(int(str(shape["steps"]))):
         action = rng.choices(names, weights)[0]
         if action == "pass":

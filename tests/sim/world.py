@@ -251,8 +251,14 @@ class World:
         )
 
     def hook(self, r: Replica, call: str, when: str, args: tuple[Any, ...] = ()) -> None:
+        self._strike(r, call, when)
+        # After the fault: a create or delete that goes ahead after a freeze is checked
+        # against the group as it is when the call reaches the provider.
         if when == "before" and call in ("create", "delete_job"):
             self._check_owner(r, call, args)
+
+    def _strike(self, r: Replica, call: str, when: str) -> None:
+        """Carry out the fault armed for this call of `r`, if any."""
         if self.in_hook or not r.armed:
             return
         fault, want_call, want_when = r.armed[0]
