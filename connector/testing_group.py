@@ -187,6 +187,10 @@ class GroupConsumer:
         self.commits: list[dict[int, int]] = []
         self.refused = 0
         """Commits refused for a stale generation."""
+        self.isolated = False
+        """Cut off from the group coordinator only (a partial network partition): fetches
+        still work, so poll returns records of the assignment it last knew and learns of no
+        rebalance; no heartbeat gets through; commits fail."""
         self.closed = False
 
     @property
@@ -222,7 +226,8 @@ class GroupConsumer:
 
     def poll(self, timeout_s: float) -> list[Record]:
         self.cluster.check("poll")
-        self._sync()
+        if not self.isolated:
+            self._sync()
         kafka = self.cluster.kafka
         out: list[Record] = []
         for p in sorted(self.assigned - self.paused):
@@ -246,6 +251,8 @@ class GroupConsumer:
         if not offsets:
             return
         self.cluster.check("commit")
+        if self.isolated:
+            raise CommitFailed("offset commit failed: the group coordinator is not available")
         if not self.group.valid(self.meta()):
             self.refused += 1
             raise CommitFailed(
@@ -345,6 +352,9 @@ class ClusterProducer(RecordingProducer):
         except (ProduceFailed, BrokerUnavailable) as exc:
             self._abort()
             raise ProduceFailed(f"transaction failed and was aborted: {exc!r}") from exc
+        if offsets and getattr(consumer, "isolated", False):
+            self._abort()
+            raise BrokerUnavailable("send_offsets_to_transaction: no group coordinator")
         if offsets:
             tps, meta = consumer.transaction_offsets(offsets)
             group = self.cluster.group

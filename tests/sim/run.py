@@ -123,8 +123,26 @@ def simulate(seed: int) -> Outcome:
 def _simulate(seed: int) -> Outcome:
     rng = random.Random(seed)
     shape = shape_of(rng)
-    trace: list[str] = []
-    out = Outcome(seed, shape, trace)
+    world = build(seed, shape, rng)
+    out = Outcome(seed, shape, world.trace)
+    requested: list[str] = []
+    try:
+        for slot in range(int(str(shape["replicas"]))):
+            world.start(slot)
+        _fault_phase(world, shape, requested)
+        _quiesce(world, requested)
+        out.violations = check(world, requested)
+        if out.violations:
+            out.notes = _notes(world)
+            out.suspects = suspects(out, world)
+    finally:
+        world.emulator.close()
+    out.requests = len(requested)
+    return out
+
+
+def build(seed: int, shape: dict[str, object], rng: random.Random) -> World:
+    """The world of `shape`: topics, group, emulator, clock; no replica started yet."""
     s = settings_for(shape)
     n_parts = int(str(shape["partitions"]))
     kafka = MemoryKafka()
@@ -138,36 +156,24 @@ def _simulate(seed: int) -> Outcome:
     emulator = InProcessEmulator(
         EmulatorConfig(seed=seed, queue_delay_s=0.5, processing_delay_s=2.0, enqueued_token_cap=cap)
     )
-    world = World(s, ManualClock(), kafka, cluster, emulator, rng, trace)
+    world = World(s, ManualClock(), kafka, cluster, emulator, rng, [])
     world.result_bytes = 2_000 if shape["big_results"] else 1_048_576
     world.on_freeze = _freeze
     world.on_rebalance = _rebalance
-    requested: list[str] = []
-    try:
-        for slot in range(int(str(shape["replicas"]))):
-            world.start(slot)
-        _fault_phase(world, shape, requested)
-        _quiesce(world, requested)
-        results = [world.codec.decode_result(r.value or b"") for r in kafka.records(s.result_topic)]
-        dead = [(r.key or b"").decode() for r in kafka.records(s.dlq_topic)]
-        out.violations = violations(
-            requested,
-            results,
-            dead,
-            {
-                k: v
-                for k, v in emulator.created_by_display_name().items()
-                if k not in world.deleted  # created again after a third party deleted it
-            },
-            s.exactly_once,
-        )
-        if out.violations:
-            out.notes = _notes(world)
-            out.suspects = suspects(out, world)
-    finally:
-        emulator.close()
-    out.requests = len(requested)
-    return out
+    return world
+
+
+def check(world: World, requested: list[str]) -> list[tuple[str, str]]:
+    """The invariants over what the world's topics and the emulator hold now."""
+    s, kafka = world.settings, world.kafka
+    results = [world.codec.decode_result(r.value or b"") for r in kafka.records(s.result_topic)]
+    dead = [(r.key or b"").decode() for r in kafka.records(s.dlq_topic)]
+    created = {
+        k: v
+        for k, v in world.emulator.created_by_display_name().items()
+        if k not in world.deleted  # created again after a third party deleted it
+    }
+    return violations(requested, results, dead, created, s.exactly_once)
 
 
 def suspects(out: Outcome, world: World) -> list[str]:
@@ -364,6 +370,8 @@ def _fault_phase(world: World, shape: dict[str, object], requested: list[str]) -
     n_requests = int(str(shape["requests"]))
     outage_left = 0
     outage_began = 0.0
+    isolated_left = 0
+    isolated: Replica | None = None
     knob_left = 0
     actions: list[tuple[float, str]] = [
         (40, "pass"),
@@ -457,11 +465,27 @@ def _fault_phase(world: World, shape: dict[str, object], requested: list[str]) -
             if outage_left == 0:
                 world.cluster.down = False
                 world.log("kafka outage ends")
+                if world.live() and rng.random() < 0.5:
+                    # One replica still cannot reach the group coordinator for a while.
+                    isolated = rng.choice(world.live())
+                    isolated.consumer.isolated = True
+                    isolated_left = rng.randint(3, 12)
+                    world.log(f"{isolated.name} cut off from the group coordinator")
+                    member = isolated.consumer.member_id
+                    if member in world.cluster.group.members:
+                        # Its session lapsed in the outage; the others rejoin without it.
+                        world.log(f"group expels {isolated.name} (session lapsed in the outage)")
+                        world.cluster.group.expel(member or "")
                 if world.clock.now - outage_began > SESSION_TIMEOUT_S:
                     # No heartbeat reached the coordinator: every member's session ended.
                     for member in list(world.cluster.group.members):
                         world.log(f"group expels {world.member_name(member)} (outage)")
                         world.cluster.group.expel(member)
+        if isolated_left:
+            isolated_left -= 1
+            if isolated_left == 0 and isolated is not None:
+                isolated.consumer.isolated = False
+                world.log(f"{isolated.name} reaches the group coordinator again")
         if knob_left:
             knob_left -= 1
             if knob_left == 0:
@@ -489,6 +513,8 @@ def _quiesce(world: World, requested: list[str]) -> None:
     """Faults off: Kafka up, provider calm, armed faults dropped, dead slots restarted; run
     until every request is answered (and a little longer, so late duplicates show)."""
     world.cluster.down = False
+    for r in world.replicas:
+        r.consumer.isolated = False
     _calm(world)
     for r in world.replicas:
         r.armed.clear()

@@ -214,7 +214,11 @@ class World:
         """Time passes: live members heartbeat (kafka-python's heartbeat thread), dead ones
         time out."""
         for r in self.live():
-            if r.consumer.member_id is not None and not self.cluster.down:
+            if (
+                r.consumer.member_id is not None
+                and not self.cluster.down
+                and not r.consumer.isolated
+            ):
                 self.cluster.group.heartbeat(r.consumer.member_id, self.clock.now)
         self.clock.advance(seconds)
         self.emulator.advance_clock(seconds)
