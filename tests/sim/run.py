@@ -33,6 +33,7 @@ FAULT_STEPS = (20, 50)
 QUIESCE_ROUNDS = 150
 """Rounds (every live replica steps, then 2 s pass) to drive a run to its end, faults off."""
 ROUND_S = 2.0
+EMULATOR_EPOCH_S = 1_700_000_000.0
 CALL_WEIGHTS = {"create": 3, "commit_transaction": 4, "get": 2, "delete_job": 2}
 """How often an armed fault waits for each call (others: 1)."""
 
@@ -157,6 +158,10 @@ def build(seed: int, shape: dict[str, object], rng: random.Random) -> World:
         EmulatorConfig(seed=seed, queue_delay_s=0.5, processing_delay_s=2.0, enqueued_token_cap=cap)
     )
     world = World(s, ManualClock(), kafka, cluster, emulator, rng, [])
+    # The emulator's clock is wall time plus an offset; on a loaded machine jobs would end
+    # at other points of the schedule. Tie it to the world's manual clock instead.
+    clock = world.clock
+    emulator.service.clock.now = lambda: EMULATOR_EPOCH_S + clock.now  # type: ignore[method-assign]
     world.result_bytes = 2_000 if shape["big_results"] else 1_048_576
     world.on_freeze = _freeze
     world.on_rebalance = _rebalance
