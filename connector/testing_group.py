@@ -10,7 +10,8 @@ what the broker decides, so a simulator can explore interleavings nobody scripte
   assignor, as kafka-python does); an offset commit or a transactional offset commit from a
   stale generation or an expelled member is refused, as KIP-447 refuses it.
 - `GroupConsumer`: a `ConsumerPort` member of a `MemoryGroup`. It learns of rebalances only
-  when it polls (a member expelled while frozen still believes it owns its partitions).
+  when it polls (a member expelled while frozen still believes it owns its partitions);
+  `isolated` cuts it off from the coordinator alone (fetching works, commits fail).
 - `ClusterProducer`: a `TransactionalProducerPort` whose transactional id has an epoch: a
   newer producer with the same id fences the older (its commits raise what the real adapter
   raises); `crash()` loses every send not yet acked, and the open transaction.
