@@ -42,8 +42,8 @@ chaos-long: $(STAMP)
 	$(BIN)/python -m tests.chaos.run --long $(ARGS)
 
 # The deterministic simulator (tests/sim, docs/simulator.md): SEEDS seeds from START; a
-# failing seed replays with `python -m tests.sim --seed N`. sim-long: 100,000 seeds, ~2 h of
-# one core (START=... splits it across shells).
+# failing seed replays with `python -m tests.sim --seed N`. sim-long: 100,000 seeds, about
+# 1 h 45 min of one core (or two shells: make sim SEEDS=50000 [START=50000]).
 SEEDS ?= 2000
 START ?= 0
 sim: $(STAMP)
