@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit lint lock bench chaos chaos-long broker-up broker-down broker-status clean
+.PHONY: demo test unit lint lock bench chaos chaos-long sim sim-long broker-up broker-down broker-status clean
 
 # Dependencies come from the hashed lock files (requirements/*.txt, written by `make lock`);
 # the project itself is installed without dependencies, so nothing unlocked slips in.
@@ -59,6 +59,17 @@ chaos: $(STAMP)
 chaos-long: $(STAMP)
 	$(BIN)/python deploy/local/kafka_local.py fetch
 	$(BIN)/python -m tests.chaos.run --long $(ARGS)
+
+# The deterministic simulator (tests/sim, docs/simulator.md): SEEDS seeds from START; a
+# failing seed replays with `python -m tests.sim --seed N`. sim-long: 100,000 seeds, about
+# 1 h 45 min of one core (or two shells: make sim SEEDS=50000 [START=50000]).
+SEEDS ?= 2000
+START ?= 0
+sim: $(STAMP)
+	$(BIN)/python -m tests.sim --seeds $(SEEDS) --start $(START) $(ARGS)
+
+sim-long: $(STAMP)
+	$(BIN)/python -m tests.sim --seeds 100000 --start $(START) $(ARGS)
 
 broker-up: $(STAMP)
 	$(BIN)/python deploy/local/kafka_local.py start

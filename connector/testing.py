@@ -7,6 +7,9 @@ the sidecar the same way:
   with a consumer group's committed offsets. The doubles below all read and write it.
 - `ScriptedConsumer`: a `ConsumerPort` over `MemoryKafka`; tests script rebalances
   (`assign`, `revoke`, `lose`) that the loop sees as the real listener would report them.
+  Like Kafka it refuses commits (and transactions) from a member dropped from the group.
+  `connector.testing_group` has a group that decides rebalances itself (generations,
+  member ids, session timeouts), for the simulator (tests/sim).
 - `RecordingProducer`: a `ProducerPort` that appends to `MemoryKafka` on flush; `fail_next`
   makes acks fail, the way a broker outage or an oversized record does.
 - `MemoryLedger`, `MemoryReader`: the ledger and the request re-read over `MemoryKafka`,
@@ -253,6 +256,13 @@ class ScriptedConsumer:
         if self.fail_commits > 0:
             self.fail_commits -= 1
             raise CommitFailed("commit refused: rebalance in progress (scripted)")
+        if self.generation != self.kafka.generation:
+            # Kafka refuses a commit from a member the group moved on without (a zombie):
+            # CommitFailedError / IllegalGeneration, which the adapter maps to this.
+            raise CommitFailed(
+                f"commit refused: generation {self.generation} is stale "
+                f"(group at {self.kafka.generation})"
+            )
         self.commits.append(dict(offsets))
         for p, o in offsets.items():
             self.kafka.committed[(self.topic, p)] = o

@@ -43,6 +43,7 @@ TOP_LEVEL: dict[str, int] = {
     "connector.statuscli": RUNNER,  # `connector status`: reads the ledger through the adapters
     "connector.runner": RUNNER,
     "connector.testing": RUNNER,  # fakes of the ports, wired like the runner wires adapters
+    "connector.testing_group": RUNNER,  # the group, epochs and outages around those fakes
     "connector.cli": CLI,
     "connector.__main__": ENTRY,
 }

@@ -1,0 +1,52 @@
+"""The simulator's own pieces: invariants (pure) and replay determinism."""
+
+from __future__ import annotations
+
+from connector.core.records import ErrorInfo, Kind, ResultEvent, ResultStatus
+from tests.sim.invariants import CONFLICT, CREATED_TWICE, EOS_DUPLICATE, LOST, TWO_JOBS, violations
+from tests.sim.run import quiet_logs, simulate
+
+
+def result(rid: str, job: str | None = "batches/a", code: int = 0) -> ResultEvent:
+    error = ErrorInfo(code, "CANCELLED", "x") if code else None
+    status = ResultStatus.ERROR if code else ResultStatus.OK
+    return ResultEvent(rid, status, "m", Kind.GENERATE, error=error, batch_job=job)
+
+
+def kinds(found: list[tuple[str, str]]) -> set[str]:
+    return {k for k, _ in found}
+
+
+def test_a_clean_run_violates_nothing() -> None:
+    assert violations(["a", "b"], [result("a")], ["b"], {"sim:j": 1}, exactly_once=True) == []
+
+
+def test_each_broken_promise_is_named() -> None:
+    found = violations(
+        ["a", "b", "c"],
+        [result("a", "batches/1"), result("a", "batches/2"), result("c", None, 499)],
+        [],
+        {"sim:j": 2},
+        exactly_once=False,
+    )
+    assert kinds(found) == {LOST, TWO_JOBS, CREATED_TWICE}
+
+
+def test_an_ok_answer_and_an_error_for_one_request_conflict_in_any_mode() -> None:
+    found = violations(["a"], [result("a"), result("a", code=499)], [], {}, exactly_once=False)
+    assert kinds(found) == {CONFLICT}
+    same = [result("a"), result("a")]  # a repeat in the at-least-once window
+    assert violations(["a"], same, [], {}, exactly_once=False) == []
+
+
+def test_exactly_once_allows_one_committed_result_per_request() -> None:
+    twice = [result("a"), result("a")]
+    assert kinds(violations(["a"], twice, [], {}, exactly_once=True)) == {EOS_DUPLICATE}
+    assert violations(["a"], twice, [], {}, exactly_once=False) == []
+
+
+def test_a_seed_replays_exactly() -> None:
+    quiet_logs()
+    first, again = simulate(5), simulate(5)
+    assert first.trace == again.trace
+    assert first.violations == again.violations
