@@ -18,6 +18,7 @@ from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
+from typing import IO
 
 import structlog
 
@@ -238,11 +239,13 @@ def start_delivery(
     chunk_bytes: int = CHUNK_BYTES,
     resume: DeliveryCursor | None = None,
     background: Executor | None = None,
+    open_file: Callable[[], IO[bytes]] | None = None,
 ) -> Delivery:
     """A delivery over the job's outputs: inline ones as they are, or its results file
     streamed to a temporary file first, in `background` if given (`Delivery.ready`), and
     its `ProviderError` kept in `Delivery.fetch`. `resume`: the ledger's cursor of an
-    earlier delivery of the job, which this one goes on from."""
+    earlier delivery of the job, which this one goes on from. `open_file`: makes the
+    temporary file (the spool's; by default one in the system temp dir)."""
     job = entry.provider_job
     if remote is None or (remote.inline is None and not remote.responses_file):
         return Delivery(entry, job, lambda: iter(()), chunk_requests=chunk_requests, resume=resume)
@@ -257,7 +260,7 @@ def start_delivery(
         )
     assert remote.responses_file is not None
     # Anonymous: gone when closed, or when the process dies, whatever the path out.
-    spool = tempfile.TemporaryFile(prefix="gbc-results-", suffix=".jsonl")  # noqa: SIM115
+    spool = open_file() if open_file is not None else tempfile.TemporaryFile(suffix=".jsonl")  # noqa: SIM115
     name = remote.responses_file
 
     def lines() -> Iterator[tuple[OutputItem, int]]:
