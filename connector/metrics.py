@@ -58,7 +58,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 PREFIX = "gemini_batch_connector_"
 """Every series' prefix: unique to this application, so no series can collide with another
-exporter's (CHANGELOG 0.2.0 lists the renames from the earlier `connector_`)."""
+exporter's (the CHANGELOG lists the renames from the earlier `connector_`)."""
 
 # google.rpc status names: the only values the `reason` label of results may take.
 RPC_STATUSES = frozenset(

@@ -41,10 +41,12 @@ def decide(
     reserve_bytes: int,
     now: float,
     last_warned: float | None,
+    pending_bytes: int = 0,
 ) -> SpoolDecision:
     """Whether a file of up to `need_bytes` may be written where `free_bytes` are free,
-    keeping `reserve_bytes` free after it (for the other files being written meanwhile)."""
-    if free_bytes - need_bytes >= reserve_bytes:
+    keeping `reserve_bytes` free after it and after `pending_bytes`, what the files already
+    open may still write (so two files started in one pass cannot both take the same room)."""
+    if free_bytes - max(0, pending_bytes) - need_bytes >= reserve_bytes:
         return SpoolDecision(True, now, False)
     warn = last_warned is None or now - last_warned >= WARN_EVERY_S
     return SpoolDecision(False, now + RETRY_S, warn)

@@ -38,7 +38,6 @@ from connector.errors import (
 )
 from connector.stages.context import Context
 from connector.stages.inputs import job_events, job_inputs, spool_inputs
-from connector.stages.spool import SpoolGate
 from connector.stages.tracker import Tracker
 
 log = structlog.get_logger("connector")
@@ -236,10 +235,10 @@ class Submitter:
         backoff) or found nothing (the job is given up)."""
         if not self._room_for_input(t):
             return None
-        gate = self.ctx.spool
+        gate, need = self.ctx.spool, self._input_bytes(t)
         try:  # written to disk as it is re-read, chunk by chunk
             spool, count = spool_inputs(
-                t, self.ctx.reader, open_file=lambda: gate.open("gbc-input-")
+                t, self.ctx.reader, open_file=lambda: gate.open("gbc-input-", need)
             )
         except RegistryUnavailable as exc:  # re-reading Confluent-framed requests
             self._reread_failed(t, now, exc)
@@ -266,7 +265,9 @@ class Submitter:
                 return None
             if not self._room_for_input(t):
                 return None
-            sp = self.spooling[job_id] = _Spooling.start(t, ctx.reader, ctx.spool)
+            sp = self.spooling[job_id] = _Spooling.start(
+                t, ctx.reader, ctx.spool.open("gbc-input-", self._input_bytes(t))
+            )
         try:
             done = sp.write(ctx.clock, ctx.clock() + policy.SPOOL_SLICE_S)
         except RegistryUnavailable as exc:  # re-reading Confluent-framed requests
@@ -287,11 +288,14 @@ class Submitter:
         sp.file.seek(0)
         return sp.file
 
+    def _input_bytes(self, t: Tracked) -> int:
+        return input_file_bytes(self.ctx.settings.batch_max_bytes, len(t.entry.offsets))
+
     def _room_for_input(self, t: Tracked) -> bool:
         """Whether the spool has room for the job's input JSONL now; if not, the job waits
         (INTENT, due again later) and a warning says why. Never a half-written file."""
         ctx = self.ctx
-        need = input_file_bytes(ctx.settings.batch_max_bytes, len(t.entry.offsets))
+        need = self._input_bytes(t)
         retry_at = ctx.spool.wait_for_room("input", need, ctx.clock(), job_id=t.entry.job_id)
         if retry_at is None:
             return True
@@ -643,8 +647,8 @@ class _Spooling:
     count: int = 0
 
     @classmethod
-    def start(cls, t: Tracked, reader: RequestReaderPort, gate: SpoolGate) -> _Spooling:
-        return cls(t.entry, gate.open("gbc-input-"), job_inputs(job_events(t, reader)))
+    def start(cls, t: Tracked, reader: RequestReaderPort, file: IO[bytes]) -> _Spooling:
+        return cls(t.entry, file, job_inputs(job_events(t, reader)))
 
     def write(self, clock: Callable[[], float], until: float) -> bool:
         """Append lines until `until` (checked every 1,000); True once all are written."""

@@ -229,7 +229,7 @@ class Tracker:
                 self.chunk_bytes,
                 resume=entry.delivered,
                 background=ctx.background,
-                open_file=lambda: gate.open("gbc-results-"),
+                open_file=lambda: gate.open("gbc-results-", ctx.settings.spool_results_bytes),
             )
             self._deliver_chunk(t)
         elif isinstance(outcome, policy.Resubmit):

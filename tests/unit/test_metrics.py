@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from connector.core.observe import PartitionView, View, job_view
 from connector.core.records import BatchKey, EntryState, JobProgress, Kind, LedgerEntry
 from connector.emulator.config import EmulatorConfig
-from connector.metrics import SnapshotCollector, Telemetry
+from connector.metrics import PREFIX, SnapshotCollector, Telemetry, metric_names
 from connector.runner import Snapshot
 from connector.statusview import connect_status, html_page
 from connector.testing import TestHarness, harness
@@ -230,6 +230,12 @@ def test_readme_metrics_table_lists_exactly_what_is_exported(ran: TestHarness) -
     }
     exported = {m.name for m in ran.sidecar.metrics.registry.collect()}
     assert documented == exported
+
+
+def test_every_series_carries_the_application_prefix(ran: TestHarness) -> None:
+    names = metric_names(ran.sidecar.metrics.registry)
+    assert len(names) > 20
+    assert [n for n in names if not n.startswith(PREFIX)] == []
 
 
 def test_dashboard_queries_use_only_exported_metrics(ran: TestHarness) -> None:

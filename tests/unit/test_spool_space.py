@@ -21,12 +21,12 @@ from tests.unit.loop_support import answered, assert_answered_once, make, publis
 BYTES = st.integers(min_value=0, max_value=10**13)
 
 
-@given(free=BYTES, need=BYTES, reserve=BYTES, now=st.floats(0, 1e9))
+@given(free=BYTES, need=BYTES, reserve=BYTES, pending=BYTES, now=st.floats(0, 1e9))
 def test_a_file_goes_only_when_it_and_the_reserve_fit(
-    free: int, need: int, reserve: int, now: float
+    free: int, need: int, reserve: int, pending: int, now: float
 ) -> None:
-    d = spool.decide(free, need, reserve, now, None)
-    assert d.go == (free >= need + reserve)
+    d = spool.decide(free, need, reserve, now, None, pending)
+    assert d.go == (free >= pending + need + reserve)
     if d.go:
         assert not d.warn
     else:
@@ -59,6 +59,20 @@ def test_an_unreadable_spool_counts_as_full(tmp_path: Any) -> None:
         "not enough free spool space; waiting",
     ]
     assert gate.stats.spool_waits == 1
+
+
+def test_open_files_hold_their_room_until_closed(tmp_path: Any) -> None:
+    """Two files started in one pass cannot both take the same free space."""
+    gate = SpoolGate(str(tmp_path), 0, free=lambda _: 150)
+    first = gate.open("gbc-results-", 100)
+    assert gate.pending_bytes() == 100
+    assert gate.wait_for_room("results", 100, 0.0) is not None  # 150 - 100 held < 100
+    first.write(b"x" * 60)
+    first.flush()
+    assert gate.pending_bytes() == 40  # what is written is out of the free space already
+    first.close()
+    assert gate.pending_bytes() == 0
+    assert gate.wait_for_room("results", 100, 0.0) is None
 
 
 def test_files_are_made_in_the_spool_directory(tmp_path: Any) -> None:
