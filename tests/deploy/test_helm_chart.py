@@ -330,6 +330,8 @@ def test_health_port_and_explicit_grace_period(helm: Path) -> None:
         (["logFormat=xml"], "/logFormat"),
         (["healthPort=0"], "/healthPort"),
         (["gemini.baseUrl=emulator:8765"], "/gemini/baseUrl"),
+        (["topics.requests="], "/topics/requests"),
+        (["topics.results=bad topic"], "/topics/results"),
     ],
 )
 def test_chart_refuses_unsafe_values(helm: Path, overrides: list[str], message: str) -> None:
