@@ -128,3 +128,11 @@ def test_the_rendered_rule_passes_promtool(helm: Path, promtool: Path, tmp_path:
     plain.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
     result = run(promtool, "check", "rules", plain)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_compose_prometheus_loads_the_alerts(promtool: Path) -> None:
+    """deploy/prometheus/prometheus.yml (the compose stack's) is valid and loads alerts.yml."""
+    result = run(promtool, "check", "config", DEPLOY / "prometheus" / "prometheus.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 1 rule files found" in result.stdout
+    assert f"SUCCESS: {len(ALERTS)} rules found" in result.stdout
