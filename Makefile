@@ -38,6 +38,7 @@ test: $(STAMP)
 	$(BIN)/python deploy/local/kafka_local.py fetch
 	$(BIN)/python deploy/local/registry_local.py fetch
 	$(BIN)/python deploy/local/tools.py helm
+	$(BIN)/python deploy/local/tools.py promtool
 	$(BIN)/python -m pytest
 
 unit: $(STAMP)

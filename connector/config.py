@@ -231,6 +231,30 @@ OPTIONS: tuple[Option, ...] = (
         "ledger; a crash mid-delivery repeats at most this many (none in exactly_once)",
     ),
     Option(
+        "spool_dir",
+        "CONNECTOR_SPOOL_DIR",
+        str,
+        "",
+        "directory of the temporary input and results files (default: the system temp dir, "
+        "TMPDIR); size it for CONNECTOR_BATCH_MAX_BYTES twice plus CONNECTOR_SPOOL_RESULTS_BYTES",
+    ),
+    Option(
+        "spool_reserve_bytes",
+        "CONNECTOR_SPOOL_RESERVE_BYTES",
+        int,
+        64_000_000,
+        "free spool space kept after a file is written: a file waits (with a warning) until "
+        "its size plus this is free",
+    ),
+    Option(
+        "spool_results_bytes",
+        "CONNECTOR_SPOOL_RESULTS_BYTES",
+        int,
+        2_000_000_000,
+        "free spool space a results download waits for (results files are up to 2 GB; lower "
+        "it if your jobs' results are smaller)",
+    ),
+    Option(
         "poll_initial_s",
         "CONNECTOR_POLL_INITIAL_S",
         float,
@@ -533,6 +557,9 @@ class Settings:
     max_waiting_bytes: int = DEFAULTS["max_waiting_bytes"]
     max_payload_bytes: int = DEFAULTS["max_payload_bytes"]
     delivery_chunk_requests: int = DEFAULTS["delivery_chunk_requests"]
+    spool_dir: str = DEFAULTS["spool_dir"]
+    spool_reserve_bytes: int = DEFAULTS["spool_reserve_bytes"]
+    spool_results_bytes: int = DEFAULTS["spool_results_bytes"]
     poll_initial_s: float = DEFAULTS["poll_initial_s"]
     poll_max_s: float = DEFAULTS["poll_max_s"]
     max_failed_retries: int = DEFAULTS["max_failed_retries"]
@@ -841,6 +868,12 @@ def validate(s: Settings) -> None:
         raise ConfigError(
             "CONNECTOR_MAX_WAITING_BYTES and CONNECTOR_MAX_PAYLOAD_BYTES must be >= 0"
         )
+    if s.spool_reserve_bytes < 0 or s.spool_results_bytes < 0:
+        raise ConfigError(
+            "CONNECTOR_SPOOL_RESERVE_BYTES and CONNECTOR_SPOOL_RESULTS_BYTES must be >= 0"
+        )
+    if s.spool_dir and not os.path.isdir(s.spool_dir):
+        raise ConfigError(f"CONNECTOR_SPOOL_DIR={s.spool_dir!r} is not a directory")
     if s.delivery_chunk_requests < 1:
         raise ConfigError("CONNECTOR_DELIVERY_CHUNK_REQUESTS must be >= 1")
     if s.processing_guarantee not in GUARANTEES:

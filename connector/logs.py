@@ -1,12 +1,15 @@
 """structlog set-up: JSON lines for machines, or a console renderer for people.
 
 In JSON mode every line on stderr is one JSON object, including stdlib records from
-kafka-python, httpx and google-genai (their logger name kept in `logger`) and Python
-`warnings` (logger `py.warnings`). Every line goes through the redactor
-(`connector.redact`), so the API key, Kafka secrets and URL credentials never reach it.
-kafka-python reports a broker it cannot reach at ERROR, once per attempt: its ERRORs become
-WARNINGs, and a repeated message is logged at most once per `_REPEAT_S` with a count.
-The latest WARNING or ERROR is kept for `/status` (`last_error`).
+kafka-python, httpx and google-genai (their logger name kept in `logger`). Each carries
+`severity` (Cloud Logging's field: without it a stderr line counts as an ERROR) next to
+`level`. A Python warning is one event, "python warning", with its `category` and
+`message` as fields (logger `py.warnings`), never an event named after its file and text.
+Every line goes through the redactor (`connector.redact`), so the API key, Kafka secrets
+and URL credentials never reach it. kafka-python reports a broker it cannot reach at ERROR,
+once per attempt: its ERRORs become WARNINGs, and a repeated message is logged at most
+once per `_REPEAT_S` with a count. The latest WARNING or ERROR is kept for `/status`
+(`last_error`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import logging
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterable, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
@@ -90,6 +94,49 @@ class LibraryFilter(logging.Filter):
         return True
 
 
+_SEVERITY = {"exception": "ERROR", "warn": "WARNING", "notset": "DEFAULT"}
+
+
+def _severity(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Cloud Logging's `severity` (DEBUG, INFO, WARNING, ERROR, CRITICAL) from `level`."""
+    level = str(event.get("level", "")).lower()
+    event["severity"] = _SEVERITY.get(level, level.upper() or "DEFAULT")
+    return event
+
+
+_saved: dict[str, Any] = {}
+"""`warnings.showwarning` as it was before `capture_warnings(True)`, under "showwarning"."""
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """`warnings.showwarning`, as a structured event: what warned and where, as fields."""
+    if file is not None:  # someone asked for a stream explicitly: leave it alone
+        file.write(warnings.formatwarning(message, category, filename, lineno, line))
+        return
+    structlog.get_logger("py.warnings").warning(
+        "python warning",
+        category=category.__name__,
+        message=str(message),
+        source=f"{filename}:{lineno}",
+    )
+
+
+def capture_warnings(enable: bool) -> None:
+    """Route Python warnings to the log as structured events (or stop doing so)."""
+    if enable and "showwarning" not in _saved:
+        _saved["showwarning"] = warnings.showwarning
+        warnings.showwarning = _show_warning
+    elif not enable and "showwarning" in _saved:
+        warnings.showwarning = _saved.pop("showwarning")
+
+
 def _extra_fields(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     record = event.get("_record")
     if record is not None and getattr(record, "suppressed_repeats", None):
@@ -130,6 +177,8 @@ def configure(level: str = "INFO", fmt: str = "json", secrets: Iterable[str | No
                 structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
             )
         )
+    if json_mode:
+        final.append(_severity)
     final += [_redact, _remember, renderer]
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(LibraryFilter())
@@ -139,7 +188,7 @@ def configure(level: str = "INFO", fmt: str = "json", secrets: Iterable[str | No
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    logging.captureWarnings(True)
+    capture_warnings(True)
     # Library chatter stays at WARNING unless the user asks for DEBUG.
     for noisy in _LIBRARIES:
         logging.getLogger(noisy).setLevel(

@@ -56,6 +56,10 @@ disable_created_metrics()  # type: ignore[no-untyped-call]  # `_created` series 
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
+PREFIX = "gemini_batch_connector_"
+"""Every series' prefix: unique to this application, so no series can collide with another
+exporter's (the CHANGELOG lists the renames from the earlier `connector_`)."""
+
 # google.rpc status names: the only values the `reason` label of results may take.
 RPC_STATUSES = frozenset(
     {
@@ -131,82 +135,82 @@ class Telemetry(Observer):
         self._outcomes: dict[str, str] = {}
         r = self.registry
         self.results = Counter(
-            "connector_results",
+            "gemini_batch_connector_results",
             "Results produced, by status (OK|ERROR) and google.rpc reason ('' for OK).",
             ["status", "reason"],
             registry=r,
         )
         self.invalid = Counter(
-            "connector_requests_invalid",
+            "gemini_batch_connector_requests_invalid",
             "Decoded requests refused by validation (each also gets an error result).",
             registry=r,
         )
         self.dead_lettered = Counter(
-            "connector_requests_dead_lettered",
+            "gemini_batch_connector_requests_dead_lettered",
             "Records copied to the dead-letter topic, by stage (VALUE_CONVERTER|VALIDATION).",
             ["stage"],
             registry=r,
         )
         self.request_to_result = Histogram(
-            "connector_request_to_result_seconds",
+            "gemini_batch_connector_request_to_result_seconds",
             "Time from a request's created_ms to its result (requests with created_ms only).",
             ["status"],
             buckets=JOB_BUCKETS,
             registry=r,
         )
         self.job_age = Histogram(
-            "connector_job_age_seconds",
+            "gemini_batch_connector_job_age_seconds",
             "Age of a job (since its INTENT) when the provider reported a terminal state.",
             ["state"],
             buckets=JOB_BUCKETS,
             registry=r,
         )
         self.resubmissions = Counter(
-            "connector_resubmissions",
+            "gemini_batch_connector_resubmissions",
             "Jobs resubmitted, by reason (expired: split in halves; failed: retried whole).",
             ["reason"],
             registry=r,
         )
         self.provider_errors = Counter(
-            "connector_provider_errors",
+            "gemini_batch_connector_provider_errors",
             "Failed Gemini calls by call and HTTP code (429: throttled; 'transport': no answer).",
             ["call", "code"],
             registry=r,
         )
         self.provider_seconds = Histogram(
-            "connector_provider_call_seconds",
+            "gemini_batch_connector_provider_call_seconds",
             "Duration of Gemini calls, by call.",
             ["call"],
             buckets=CALL_BUCKETS,
             registry=r,
         )
         self.tokens = Counter(
-            "connector_tokens",
+            "gemini_batch_connector_tokens",
             "Tokens reported in results' usage, by model and type (input|output; output "
             "includes thinking tokens).",
             ["model", "type"],
             registry=r,
         )
         self.cost = Counter(
-            "connector_estimated_cost_usd",
+            "gemini_batch_connector_estimated_cost_usd",
             "Estimated spend at the Batch API price (USD), by model (price table estimate).",
             ["model"],
             registry=r,
         )
         self.saving = Counter(
-            "connector_estimated_savings_usd",
+            "gemini_batch_connector_estimated_savings_usd",
             "Estimated saving against the interactive API price (USD), by model.",
             ["model"],
             registry=r,
         )
         self.unpriced = Counter(
-            "connector_unpriced_results",
+            "gemini_batch_connector_unpriced_results",
             "Results with token usage whose model has no price in the table, by model.",
             ["model"],
             registry=r,
         )
         self.loop_pass = Histogram(
-            "connector_loop_pass_seconds",
+            "gemini_batch_connector_loop_pass_seconds",
             "Work time of one loop pass, from the consumer poll returning to the publish.",
             buckets=PASS_BUCKETS,
             registry=r,
@@ -465,15 +469,30 @@ class ObservedConsumer:
 
 # Status counters (from `Stats`) exported as counters: status key -> (name, help).
 STAT_COUNTERS: Mapping[str, tuple[str, str]] = {
-    "consumed": ("connector_requests_consumed", "Request records consumed (owned partitions)."),
-    "jobs_created": ("connector_jobs_created", "Gemini batch jobs created."),
+    "consumed": (
+        "gemini_batch_connector_requests_consumed",
+        "Request records consumed (owned partitions).",
+    ),
+    "jobs_created": ("gemini_batch_connector_jobs_created", "Gemini batch jobs created."),
     "jobs_adopted": (
-        "connector_jobs_adopted",
+        "gemini_batch_connector_jobs_adopted",
         "Jobs found at the provider by display name after a crash and adopted.",
     ),
     "jobs_finished": (
-        "connector_jobs_finished",
+        "gemini_batch_connector_jobs_finished",
         "Jobs whose results (or error results) were produced and tombstoned.",
+    ),
+    "results_too_large": (
+        "gemini_batch_connector_results_too_large",
+        "Results replaced by a 413 error result: they did not fit the results topic.",
+    ),
+    "jobs_quarantined": (
+        "gemini_batch_connector_jobs_quarantined",
+        "Jobs given up after repeated unexpected errors (500 error results).",
+    ),
+    "spool_waits": (
+        "gemini_batch_connector_spool_waits",
+        "Times a file job's input or a results download waited for free spool space.",
     ),
 }
 
@@ -492,28 +511,37 @@ class SnapshotCollector(Collector):
         snap = self._snapshot()
         status: Mapping[str, Any] = getattr(snap, "status", {}) or {}
         view: View | None = getattr(snap, "view", None)
-        last_pass: float = getattr(snap, "last_pass", 0.0)
         yield from self._info()
         for key, (name, help_) in STAT_COUNTERS.items():
             if key in status:
                 c = CounterMetricFamily(name, help_)
                 c.add_metric([], float(status[key]))
                 yield c
-        age = GaugeMetricFamily(
-            "connector_last_pass_age_seconds",
-            "Seconds since the loop last completed a pass (liveness).",
+        auth = GaugeMetricFamily(
+            "gemini_batch_connector_provider_auth_failing",
+            "1 while Gemini refuses the API key (401, 403, API_KEY_INVALID): jobs wait.",
         )
-        age.add_metric([], max(0.0, time.monotonic() - last_pass) if last_pass else 0.0)
-        yield age
+        auth.add_metric([], 1.0 if status.get("provider_auth_failing") else 0.0)
+        yield auth
         if view is None:
             return
+        # A timestamp, not an age: an age computed at scrape time hides a stalled exporter,
+        # while `time() - timestamp` keeps growing however the scrape goes.
+        last = GaugeMetricFamily(
+            "gemini_batch_connector_last_pass_timestamp_seconds",
+            "Unix time at which the loop last completed a pass (liveness).",
+        )
+        last.add_metric([], view.now_ms / 1000)
+        yield last
         yield from self._inflight(view)
         yield from self._partitions(view)
         yield from self._quota(view)
 
     def _info(self) -> Iterator[Metric]:
         s = self._settings
-        info = InfoMetricFamily("connector_build", "Version and identity of this sidecar.")
+        info = InfoMetricFamily(
+            "gemini_batch_connector_build", "Version and identity of this sidecar."
+        )
         info.add_metric(
             [],
             {
@@ -527,19 +555,21 @@ class SnapshotCollector(Collector):
     def _inflight(self, view: View) -> Iterator[Metric]:
         jobs: dict[str, int] = {"INTENT": 0, "SUBMITTED": 0}
         reqs: dict[str, int] = {"open": view.open_requests, "INTENT": 0, "SUBMITTED": 0}
-        oldest: dict[str, float] = {"INTENT": 0.0, "SUBMITTED": 0.0}
+        oldest: dict[str, int] = {}
         for j in view.jobs:
             jobs[j.state] = jobs.get(j.state, 0) + 1
             reqs[j.state] = reqs.get(j.state, 0) + j.requests
-            oldest[j.state] = max(oldest.get(j.state, 0.0), j.age_s(view.now_ms))
+            oldest[j.state] = min(oldest.get(j.state, j.created_ms), j.created_ms)
         g = GaugeMetricFamily(
-            "connector_inflight_jobs", "Live jobs in the ledger, by state.", labels=["state"]
+            "gemini_batch_connector_inflight_jobs",
+            "Live jobs in the ledger, by state.",
+            labels=["state"],
         )
         for state, n in sorted(jobs.items()):
             g.add_metric([state], n)
         yield g
         g = GaugeMetricFamily(
-            "connector_inflight_requests",
+            "gemini_batch_connector_inflight_requests",
             "Requests not yet answered: open (batching), in INTENT or SUBMITTED jobs.",
             labels=["state"],
         )
@@ -547,15 +577,16 @@ class SnapshotCollector(Collector):
             g.add_metric([state], n)
         yield g
         g = GaugeMetricFamily(
-            "connector_oldest_job_age_seconds",
-            "Age of the oldest live job, by state (0 when none).",
+            "gemini_batch_connector_oldest_job_created_timestamp_seconds",
+            "Unix time the oldest live job of a state was recorded (INTENT); no series when "
+            "there is none.",
             labels=["state"],
         )
-        for state, a in sorted(oldest.items()):
-            g.add_metric([state], a)
+        for state, created_ms in sorted(oldest.items()):
+            g.add_metric([state], created_ms / 1000)
         yield g
         done = GaugeMetricFamily(
-            "connector_job_progress_ratio",
+            "gemini_batch_connector_job_progress_ratio",
             "Share of requests the provider finished in SUBMITTED jobs (batchStats), by model.",
             labels=["model"],
         )
@@ -571,41 +602,44 @@ class SnapshotCollector(Collector):
 
     def _partitions(self, view: View) -> Iterator[Metric]:
         assigned = GaugeMetricFamily(
-            "connector_assigned_partitions", "Request partitions this replica owns."
+            "gemini_batch_connector_assigned_partitions", "Request partitions this replica owns."
         )
         assigned.add_metric([], len(view.partitions))
         yield assigned
+        # kafka_exporter's labels, so one dashboard or alert can take either source.
+        labels = ["consumergroup", "topic", "partition"]
         lag = GaugeMetricFamily(
-            "connector_consumer_lag",
-            "Records behind per request partition: end offset (as last fetched) - committed.",
-            labels=["partition"],
+            "gemini_batch_connector_consumergroup_lag",
+            "Records behind per owned request partition: end offset (as last fetched) - committed.",
+            labels=labels,
         )
         committed = GaugeMetricFamily(
-            "connector_committed_offset",
+            "gemini_batch_connector_consumergroup_current_offset",
             "Committed offset per owned request partition.",
-            labels=["partition"],
+            labels=labels,
         )
+        group, topic = self._settings.group_id, self._settings.request_topic
         for p in view.partitions:
             if p.committed >= 0:
-                committed.add_metric([str(p.partition)], p.committed)
+                committed.add_metric([group, topic, str(p.partition)], p.committed)
             if p.lag is not None:
-                lag.add_metric([str(p.partition)], p.lag)
+                lag.add_metric([group, topic, str(p.partition)], p.lag)
         yield committed
         yield lag
         paused = GaugeMetricFamily(
-            "connector_consumption_paused", "1 while consumption is paused for quota."
+            "gemini_batch_connector_consumption_paused", "1 while consumption is paused for quota."
         )
         paused.add_metric([], 1.0 if view.paused else 0.0)
         yield paused
 
     def _quota(self, view: View) -> Iterator[Metric]:
         enq = GaugeMetricFamily(
-            "connector_enqueued_tokens",
+            "gemini_batch_connector_enqueued_tokens",
             "Estimated tokens of SUBMITTED jobs, by model (counts against the token budget).",
             labels=["model"],
         )
         cap = GaugeMetricFamily(
-            "connector_token_budget",
+            "gemini_batch_connector_token_budget",
             "This replica's share of the enqueued-token cap, by model.",
             labels=["model"],
         )
@@ -616,7 +650,7 @@ class SnapshotCollector(Collector):
         yield enq
         yield cap
         jobs = GaugeMetricFamily(
-            "connector_max_jobs", "This replica's share of the concurrent-job limit."
+            "gemini_batch_connector_max_jobs", "This replica's share of the concurrent-job limit."
         )
         jobs.add_metric([], view.max_jobs)
         yield jobs

@@ -72,6 +72,7 @@ from connector.stages.context import Context
 from connector.stages.control import Controller
 from connector.stages.intake import Intake
 from connector.stages.sink import Limits, Sink
+from connector.stages.spool import SpoolGate
 from connector.stages.submitter import Submitter
 from connector.stages.tracker import Tracker
 
@@ -382,6 +383,7 @@ class Sidecar:
             txn=ports.txn,
             consumer=ports.consumer,
             background=ports.background,
+            spool=SpoolGate(s.spool_dir, s.spool_reserve_bytes, self.stats),
         )
         self.intake = Intake(
             s,

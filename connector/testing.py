@@ -252,6 +252,10 @@ class ScriptedConsumer:
         events, self.events = self.events, []
         return events
 
+    def highwaters(self) -> dict[int, int]:
+        """End offsets of the assigned partitions, as a fetch would report them (for lag)."""
+        return {p: len(self.kafka.logs.get((self.topic, p), [])) for p in self.assigned}
+
     def commit(self, offsets: Mapping[int, int]) -> None:
         if self.fail_commits > 0:
             self.fail_commits -= 1

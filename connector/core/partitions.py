@@ -127,3 +127,5 @@ class Stats:
     """INTENTs of lost partitions taken back (never committed, never created)."""
     kafka_failures: int = 0
     """Passes that failed on Kafka (outage, unacked send) and were redone after a backoff."""
+    spool_waits: int = 0
+    """Times a file job's input or a results download waited for free spool space."""

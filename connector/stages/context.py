@@ -26,6 +26,7 @@ from connector.core.ports import (
 )
 from connector.errors import Fenced, ProviderAuthFailed
 from connector.stages.sink import Sink
+from connector.stages.spool import SpoolGate
 
 log = structlog.get_logger("connector")
 
@@ -55,6 +56,8 @@ class Context:
     background: Executor | None = None
     """Runs long provider transfers (results downloads, input uploads) off the loop thread;
     None: inline."""
+    spool: SpoolGate = field(default_factory=SpoolGate)
+    """Where input and results files are spooled, each after a free-space check."""
 
     def fence_offsets(self, partitions: Iterable[int]) -> dict[int, int]:
         """The partitions' committed offsets, committed again inside a transaction so that

@@ -220,11 +220,13 @@ def start_delivery(
     chunk_bytes: int = CHUNK_BYTES,
     resume: DeliveryCursor | None = None,
     background: Executor | None = None,
+    open_file: Callable[[], IO[bytes]] | None = None,
 ) -> Delivery:
     """A delivery over the job's outputs: inline ones as they are, or its results file
     streamed to a temporary file first, in `background` if given (`Delivery.ready`), and
     its `ProviderError` kept in `Delivery.fetch`. `resume`: the ledger's cursor of an
-    earlier delivery of the job, which this one goes on from."""
+    earlier delivery of the job, which this one goes on from. `open_file`: makes the
+    temporary file (the spool's; by default one in the system temp dir)."""
     job = entry.provider_job
     if remote is None or (remote.inline is None and not remote.responses_file):
         return Delivery(entry, job, lambda: iter(()), chunk_requests=chunk_requests, resume=resume)
@@ -239,7 +241,7 @@ def start_delivery(
         )
     assert remote.responses_file is not None
     # Anonymous: gone when closed, or when the process dies, whatever the path out.
-    spool = tempfile.TemporaryFile(prefix="gbc-results-", suffix=".jsonl")  # noqa: SIM115
+    spool = open_file() if open_file is not None else tempfile.TemporaryFile(suffix=".jsonl")  # noqa: SIM115
     name = remote.responses_file
     d = Delivery(
         entry, job, lambda: iter(()), spool.close, chunk_requests, chunk_bytes, resume, spool=spool

@@ -8,7 +8,7 @@ so a 2 GB input never sits in memory.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO
 
 import orjson
@@ -53,11 +53,15 @@ def job_inputs(events: Iterable[tuple[int, RequestEvent]]) -> Iterator[JobInput]
 
 
 def spool_inputs(
-    t: Tracked, reader: RequestReaderPort, chunk: int = CHUNK_REQUESTS
+    t: Tracked,
+    reader: RequestReaderPort,
+    chunk: int = CHUNK_REQUESTS,
+    open_file: Callable[[], IO[bytes]] | None = None,
 ) -> tuple[IO[bytes], int]:
-    """The job's input JSONL in a temporary file (rewound, deleted when closed) and its
-    line count. At most one chunk of requests is in memory at a time."""
-    f = tempfile.TemporaryFile(prefix="gbc-input-", suffix=".jsonl")  # noqa: SIM115  (returned)
+    """The job's input JSONL in a temporary file (rewound, deleted when closed; `open_file`
+    makes it, by default in the system temp dir) and its line count. At most one chunk of
+    requests is in memory at a time."""
+    f = open_file() if open_file is not None else tempfile.TemporaryFile(suffix=".jsonl")  # noqa: SIM115  (returned)
     try:
         n = write_jsonl(job_inputs(job_events(t, reader, chunk)), f)
         f.seek(0)

@@ -10,7 +10,6 @@ it, on the loop thread, in that order (upload → claim → create).
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, replace
@@ -28,6 +27,7 @@ from connector.core.ports import GeminiPort, RequestReaderPort, SendHandle
 from connector.core.quota import Budget, admit, over_cap_alone, too_big
 from connector.core.records import EntryState, ErrorInfo, JobInput, LedgerEntry, RequestEvent
 from connector.core.results import Outgoing, deadline_passed, late, refused
+from connector.core.spool import input_file_bytes
 from connector.errors import (
     Fenced,
     ProviderAuthFailed,
@@ -242,8 +242,13 @@ class Submitter:
     def _spool(self, t: Tracked, now: float) -> IO[bytes] | None:
         """The job's input JSONL on disk, rewound; None if re-reading failed (retried with
         backoff) or found nothing (the job is given up)."""
+        if not self._room_for_input(t):
+            return None
+        gate, need = self.ctx.spool, self._input_bytes(t)
         try:  # written to disk as it is re-read, chunk by chunk
-            spool, count = spool_inputs(t, self.ctx.reader)
+            spool, count = spool_inputs(
+                t, self.ctx.reader, open_file=lambda: gate.open("gbc-input-", need)
+            )
         except RegistryUnavailable as exc:  # re-reading Confluent-framed requests
             self._reread_failed(t, now, exc)
             return None
@@ -267,7 +272,11 @@ class Submitter:
             if self._uploading() >= policy.MAX_UPLOADS:
                 t.due = ctx.clock() + policy.FETCH_CHECK_S  # waits for a slot, not spooled
                 return None
-            sp = self.spooling[job_id] = _Spooling.start(t, ctx.reader)
+            if not self._room_for_input(t):
+                return None
+            sp = self.spooling[job_id] = _Spooling.start(
+                t, ctx.reader, ctx.spool.open("gbc-input-", self._input_bytes(t))
+            )
         try:
             done = sp.write(ctx.clock, ctx.clock() + policy.SPOOL_SLICE_S)
         except RegistryUnavailable as exc:  # re-reading Confluent-framed requests
@@ -287,6 +296,20 @@ class Submitter:
             return None
         sp.file.seek(0)
         return sp.file
+
+    def _input_bytes(self, t: Tracked) -> int:
+        return input_file_bytes(self.ctx.settings.batch_max_bytes, len(t.entry.offsets))
+
+    def _room_for_input(self, t: Tracked) -> bool:
+        """Whether the spool has room for the job's input JSONL now; if not, the job waits
+        (INTENT, due again later) and a warning says why. Never a half-written file."""
+        ctx = self.ctx
+        need = self._input_bytes(t)
+        retry_at = ctx.spool.wait_for_room("input", need, ctx.clock(), job_id=t.entry.job_id)
+        if retry_at is None:
+            return True
+        t.due = retry_at
+        return False
 
     def _drop_spooling(self, job_id: str) -> None:
         sp = self.spooling.pop(job_id, None)
@@ -698,9 +721,8 @@ class _Spooling:
     count: int = 0
 
     @classmethod
-    def start(cls, t: Tracked, reader: RequestReaderPort) -> _Spooling:
-        f = tempfile.TemporaryFile(prefix="gbc-input-", suffix=".jsonl")  # noqa: SIM115
-        return cls(t.entry, f, job_inputs(job_events(t, reader)))
+    def start(cls, t: Tracked, reader: RequestReaderPort, file: IO[bytes]) -> _Spooling:
+        return cls(t.entry, file, job_inputs(job_events(t, reader)))
 
     def write(self, clock: Callable[[], float], until: float) -> bool:
         """Append lines until `until` (checked every 1,000); True once all are written."""

@@ -215,6 +215,8 @@ class Tracker:
         entry = t.entry
         tr = lifecycle.transition(entry, lifecycle.Polled(state), ctx.retry, ctx.wall_ms())
         outcome = next((a for a in tr.actions if isinstance(a, lifecycle.Deliver)), None)
+        if outcome is not None and outcome.error is None and not self._room_for_results(t, remote):
+            return  # the next poll reads the job again and looks for room again
         kind = "resubmit" if outcome is None else "deliver" if outcome.error is None else "giveup"
         ctx.obs.job_ended(entry, state, kind)
         self.apply(entry, lifecycle.Polled(state), tr, remote)
@@ -353,6 +355,7 @@ class Tracker:
         """Results (or `error` for each) from the cursor on, a chunk per pass."""
         ctx = self.ctx
         if error is None:
+            gate = ctx.spool
             d = start_delivery(
                 ctx.gemini,
                 entry,
@@ -361,6 +364,7 @@ class Tracker:
                 self.chunk_bytes,
                 resume=entry.delivered,
                 background=ctx.background,
+                open_file=lambda: gate.open("gbc-results-", ctx.settings.spool_results_bytes),
             )
         else:
             log.warning(
@@ -442,6 +446,25 @@ class Tracker:
         p = entry.key.partition
         self.cleanup(entry.provider_job, entry.input_file, d.output_file, partition=p)
 
+    def _room_for_results(self, t: Tracked, remote: RemoteJob | None) -> bool:
+        """Whether a results file (if the job has one) fits in the spool now; if not, the
+        job waits, SUCCEEDED at the provider and SUBMITTED in the ledger, and is read again
+        when it comes due."""
+        if remote is None or remote.inline is not None or not remote.responses_file:
+            return True
+        ctx = self.ctx
+        retry_at = ctx.spool.wait_for_room(
+            "results",
+            ctx.settings.spool_results_bytes,
+            ctx.clock(),
+            job_id=t.entry.job_id,
+            batch_job=t.entry.provider_job,
+        )
+        if retry_at is None:
+            return True
+        t.due = retry_at
+        return False
+
     def _fetch_failed(self, t: Tracked, exc: BaseException) -> None:
         """The results file of a SUCCEEDED job could not be downloaded."""
         ctx = self.ctx
@@ -462,6 +485,14 @@ class Tracker:
                 "fetching results failed; will retry", batch_job=entry.provider_job, error=str(exc)
             )
             ctx.reschedule(t, ctx.clock())  # the next poll reads the job and fetches again
+        elif isinstance(exc, OSError):  # the spool filled up meanwhile (ENOSPC), or broke
+            log.warning(
+                "writing the results file failed; will retry",
+                batch_job=entry.provider_job,
+                directory=ctx.spool.directory,
+                error=str(exc),
+            )
+            ctx.reschedule(t, ctx.clock())
         else:
             raise exc  # not the provider's answer: counts against the job (`guarded`)
 

@@ -172,9 +172,9 @@ def show_cost(health_url: str) -> None:
     for fam in text_string_to_metric_families(text):
         for sample in fam.samples:
             totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
-    cost = totals.get("connector_estimated_cost_usd_total", 0.0)
-    saved = totals.get("connector_estimated_savings_usd_total", 0.0)
-    tokens = totals.get("connector_tokens_total", 0.0)
+    cost = totals.get("gemini_batch_connector_estimated_cost_usd_total", 0.0)
+    saved = totals.get("gemini_batch_connector_estimated_savings_usd_total", 0.0)
+    tokens = totals.get("gemini_batch_connector_tokens_total", 0.0)
     print(
         f"== estimated cost at the batch price: ${cost:.6f} for {tokens:.0f} tokens; "
         f"saved ${saved:.6f} against the interactive price (prices: connector/data/prices.json)"

@@ -1,22 +1,25 @@
 #!/usr/bin/env python3
 """Command-line tools the deployment tests need, built from their package registries.
 
-Helm comes from the Go module proxy (``go install helm.sh/helm/v3/cmd/helm@VERSION``): there is
-no Docker engine and no way to download a release tarball here, but Go is on every machine. The
-binary lands in ``deploy/local/.cache/bin`` (git-ignored) and is reused while its version
-matches ``HELM_VERSION``; Go's own module and build caches stay where ``go env`` puts them.
+Helm and promtool come from the Go module proxy (``go install MODULE/cmd/TOOL@VERSION``):
+there is no Docker engine and no way to download a release tarball here, but Go is on every
+machine. The binaries land in ``deploy/local/.cache/bin`` (git-ignored) and are reused while
+their version matches ``HELM_VERSION`` / ``PROMTOOL_VERSION``; Go's own module and build
+caches stay where ``go env`` puts them.
 
 Standalone on purpose (stdlib only) so ``.ci/run`` can call it before the venv is used.
 
 CLI::
 
-    python deploy/local/tools.py helm     # build if missing, print the path and the time taken
+    python deploy/local/tools.py helm       # build if missing, print the path and the time
+    python deploy/local/tools.py promtool   # the same for promtool (alert rule tests)
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -31,6 +34,8 @@ HELM_VERSION = "v3.22.0"
 # helm's release Makefile stamps it in, so `helm lint` and `helm template` assume Kubernetes
 # 1.37 (not the source default 1.20). ensure_helm checks it against the built binary.
 HELM_K8S_MINOR = 37
+PROMTOOL_MODULE = "github.com/prometheus/prometheus/cmd/promtool"
+PROMTOOL_VERSION = "v0.316.0"
 # A cold build (empty Go module and build caches) took 2 to 4 minutes on 2 shared cores;
 # with a warm Go build cache a few seconds; a cached binary is only version-checked.
 BUILD_TIMEOUT_S = 1800.0
@@ -109,6 +114,59 @@ def ensure_helm(log: bool = True) -> Path:
     return path
 
 
+def promtool_path() -> Path:
+    return BIN_DIR / "promtool"
+
+
+def promtool_version(path: Path) -> str | None:
+    """The version a promtool binary reports (``promtool, version X (...)``), or None."""
+    try:
+        out = subprocess.run(
+            [str(path), "--version"], capture_output=True, text=True, timeout=60, check=False
+        )
+    except OSError:
+        return None
+    found = re.search(r"version (\S+)", out.stdout + out.stderr)
+    return found.group(1) if out.returncode == 0 and found else None
+
+
+def ensure_promtool(log: bool = True) -> Path:
+    """Path of promtool PROMTOOL_VERSION, built with ``go install`` if missing; raises
+    ToolError. The Prometheus module's tags are v0.3xx.y for Prometheus 3.xx.y."""
+    path = promtool_path()
+    if path.exists() and promtool_version(path) == PROMTOOL_VERSION:
+        return path
+    ldflags = f"-s -w -X github.com/prometheus/common/version.Version={PROMTOOL_VERSION}"
+    _go_install(f"{PROMTOOL_MODULE}@{PROMTOOL_VERSION}", ldflags, "promtool", log)
+    got = promtool_version(path)
+    if got != PROMTOOL_VERSION:
+        raise ToolError(f"built promtool reports version {got!r}, expected {PROMTOOL_VERSION}")
+    return path
+
+
+def _go_install(target: str, ldflags: str, name: str, log: bool) -> None:
+    """``go install`` `target` into BIN_DIR; raises ToolError with go's own words."""
+    go = shutil.which("go")
+    if go is None:
+        raise ToolError(f"`go` is not on PATH: {name} is built from the Go module proxy")
+    BIN_DIR.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "GOBIN": str(BIN_DIR), "CGO_ENABLED": "0"}
+    cmd = [go, "install", "-trimpath", f"-ldflags={ldflags}", target]
+    if log:
+        print(f"tools: building {name}: {' '.join(cmd)}", file=sys.stderr)
+    start = time.monotonic()
+    try:
+        proc = subprocess.run(
+            cmd, env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise ToolError(f"building {name} took longer than {BUILD_TIMEOUT_S:.0f}s") from exc
+    if proc.returncode != 0:
+        raise ToolError(f"`{' '.join(cmd)}` failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    if log:
+        print(f"tools: built {name} in {time.monotonic() - start:.1f}s", file=sys.stderr)
+
+
 def _dependency_version(go: str, binary: Path, module: str) -> str:
     """The version of `module` compiled into a Go binary (`go version -m`), or ""."""
     out = subprocess.run(
@@ -121,17 +179,21 @@ def _dependency_version(go: str, binary: Path, module: str) -> str:
     return ""
 
 
+TOOLS = {"helm": (ensure_helm, HELM_VERSION), "promtool": (ensure_promtool, PROMTOOL_VERSION)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("tool", choices=["helm"], help="the tool to build if missing")
-    parser.parse_args(argv)  # one tool so far: helm
+    parser.add_argument("tool", choices=sorted(TOOLS), help="the tool to build if missing")
+    args = parser.parse_args(argv)
+    ensure, version = TOOLS[args.tool]
     start = time.monotonic()
     try:
-        path = ensure_helm()
+        path = ensure()
     except ToolError as exc:
         print(f"tools: {exc}", file=sys.stderr)
         return 1
-    print(f"{path} ({HELM_VERSION}, ready in {time.monotonic() - start:.1f}s)")
+    print(f"{path} ({version}, ready in {time.monotonic() - start:.1f}s)")
     return 0
 
 

@@ -1,9 +1,9 @@
 """Fixtures for the deployment tests: real tools, built or installed, never faked.
 
-- ``helm``: the path of helm, built from the Go module proxy by deploy/local/tools.py if it is
-  not in deploy/local/.cache/bin yet (a few minutes the first time). If it cannot be built the
-  tests that need it ERROR, never skip: CI calls tools.py before the tests, so a failure there
-  is a real one.
+- ``helm``, ``promtool``: the paths of helm and promtool, built from the Go module proxy by
+  deploy/local/tools.py if they are not in deploy/local/.cache/bin yet (a few minutes the
+  first time). If one cannot be built the tests that need it ERROR, never skip: CI calls
+  tools.py before the tests, so a failure there is a real one.
 """
 
 from __future__ import annotations
@@ -25,3 +25,10 @@ import tools  # noqa: E402  (stdlib only)
 def helm() -> Path:
     """helm tools.HELM_VERSION; raises tools.ToolError (a test error) if it cannot be built."""
     return tools.ensure_helm()
+
+
+@pytest.fixture(scope="session")
+def promtool() -> Path:
+    """promtool tools.PROMTOOL_VERSION; raises tools.ToolError (a test error) if it cannot be
+    built."""
+    return tools.ensure_promtool()

@@ -1,7 +1,8 @@
 """Shared checks of Kubernetes manifests: schema validation and the pod rules every layout keeps.
 
 Schemas: kubernetes-validate (its bundled JSON schemas, strict: unknown fields fail) for every
-built-in kind. CRDs have no schema there; ServiceMonitor is checked field by field instead.
+built-in kind. CRDs have no schema there; ServiceMonitor and PrometheusRule are checked field by
+field instead.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ from typing import Any
 import kubernetes_validate
 import yaml
 
+from connector.config import DEFAULTS
+from connector.core import policy
+from connector.core.spool import input_file_bytes
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 # The newest Kubernetes that kubernetes-validate ships schemas for, and the one helm is built
@@ -21,7 +26,19 @@ K8S_VERSION = "1.37.0"
 CONNECTOR_CONTAINER = "gemini-batch-connector"
 HEALTH_PORT = 8080
 UID = 10001  # the image's user (deploy/Dockerfile)
-CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+CRD_KINDS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
+}
+SPOOL_MIN_BYTES = (
+    policy.MAX_UPLOADS
+    * input_file_bytes(DEFAULTS["batch_max_bytes"], DEFAULTS["batch_max_requests"])
+    + DEFAULTS["spool_results_bytes"]
+    + DEFAULTS["spool_reserve_bytes"]
+)
+"""The spool the defaults need: input files of the largest file job being uploaded at once
+(`policy.MAX_UPLOADS`), a results file (2 GB) and the reserve kept free."""
+_UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9}
 
 Doc = dict[str, Any]
 
@@ -38,7 +55,10 @@ def load_files(paths: Iterable[Path]) -> list[Doc]:
 def validate_schema(doc: Doc) -> None:
     """Raise unless `doc` is valid against Kubernetes K8S_VERSION (strict) or is a checked CRD."""
     if (doc.get("apiVersion"), doc.get("kind")) in CRD_KINDS:
-        check_service_monitor(doc)
+        if doc["kind"] == "ServiceMonitor":
+            check_service_monitor(doc)
+        else:
+            check_prometheus_rule(doc)
         return
     kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
@@ -60,6 +80,51 @@ def check_service_monitor(doc: Doc) -> None:
         assert endpoint["port"] == "http-metrics"
         assert endpoint["path"] == "/metrics"
         assert endpoint["interval"].endswith("s")
+
+
+def check_prometheus_rule(doc: Doc) -> None:
+    """A PrometheusRule (monitoring.coreos.com/v1): named groups of alerting rules."""
+    assert set(doc) <= {"apiVersion", "kind", "metadata", "spec"}
+    assert doc["metadata"]["name"]
+    assert set(doc["spec"]) == {"groups"}
+    for group in doc["spec"]["groups"]:
+        assert set(group) <= {"name", "interval", "rules"}
+        assert group["name"]
+        for rule in group["rules"]:
+            assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}
+            assert rule["alert"]
+            assert isinstance(rule["expr"], str)
+            assert rule["expr"]
+            assert all(isinstance(v, str) for v in rule.get("labels", {}).values())
+
+
+def quantity_bytes(q: str) -> int:
+    """Bytes in a Kubernetes quantity such as 3Gi or 500M."""
+    for unit, factor in _UNITS.items():
+        if q.endswith(unit):
+            return int(float(q[: -len(unit)]) * factor)
+    return int(q)
+
+
+def spool_volume(spec: Doc, container: Doc, spool_dir: str) -> Doc:
+    """The volume mounted at CONNECTOR_SPOOL_DIR, with a stated size: an emptyDir with a
+    sizeLimit or a generic ephemeral volume with a storage request."""
+    mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+    assert spool_dir in mounts, f"CONNECTOR_SPOOL_DIR {spool_dir!r} is not a mounted volume"
+    (volume,) = [v for v in spec["volumes"] if v["name"] == mounts[spool_dir]]
+    if "emptyDir" in volume:
+        assert quantity_bytes(volume["emptyDir"]["sizeLimit"]) > 0
+    else:
+        claim = volume["ephemeral"]["volumeClaimTemplate"]["spec"]
+        assert quantity_bytes(claim["resources"]["requests"]["storage"]) > 0
+    return volume
+
+
+def spool_bytes(volume: Doc) -> int:
+    if "emptyDir" in volume:
+        return quantity_bytes(volume["emptyDir"]["sizeLimit"])
+    claim = volume["ephemeral"]["volumeClaimTemplate"]["spec"]
+    return quantity_bytes(claim["resources"]["requests"]["storage"])
 
 
 def pod_specs(docs: Iterable[Doc]) -> Iterator[tuple[Doc, Doc]]:
@@ -117,8 +182,8 @@ def config_map_env(docs: Iterable[Doc], container: Doc) -> dict[str, str]:
     maps = {d["metadata"]["name"]: d for d in docs if d.get("kind") == "ConfigMap"}
     out: dict[str, str] = {}
     for source in container.get("envFrom", []):
-        name = source["configMapRef"]["name"]
-        out.update(maps[name]["data"])
+        if "configMapRef" in source:  # secretRef: secrets of the user's, not settings here
+            out.update(maps[source["configMapRef"]["name"]]["data"])
     return out
 
 
@@ -150,5 +215,8 @@ def check_wiring(docs: list[Doc]) -> None:
         connector = next(c for c in spec["containers"] if c["name"] == CONNECTOR_CONTAINER)
         settings = config_map_env(docs, connector)
         assert settings["CONNECTOR_HEALTH_PORT"] == str(HEALTH_PORT)
+        # Explicit: the sidecar's own default is loopback, which probes cannot reach.
+        assert settings["CONNECTOR_HEALTH_HOST"] == "0.0.0.0"
+        spool_volume(spec, connector, settings["CONNECTOR_SPOOL_DIR"])
         drain = float(settings["CONNECTOR_DRAIN_TIMEOUT_S"])
         check_pod(spec, drain)

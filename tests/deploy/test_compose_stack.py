@@ -202,8 +202,12 @@ def test_grafana_is_provisioned_with_the_datasource_and_dashboard_folder(
         dashboard = json.loads(path.read_text())
         assert dashboard["uid"]
         assert dashboard["title"]
+        # The data source is a variable over the Prometheus sources, so the provisioned one
+        # (whatever its uid) and any other installation's are picked up.
+        variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+        assert variables["datasource"]["query"] == source["type"]
         for panel in dashboard["panels"]:
-            assert panel["datasource"]["uid"] == source["uid"]
+            assert panel["datasource"]["uid"] == "${datasource}"
             for target in panel["targets"]:
                 assert target["expr"]
-                assert target["datasource"]["uid"] == source["uid"]
+                assert target["datasource"]["uid"] == "${datasource}"

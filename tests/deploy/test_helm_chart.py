@@ -1,10 +1,11 @@
 """The Helm chart deploy/helm/gemini-batch-connector, with a real helm (built by tools.py).
 
-`helm lint --strict`, then `helm template` with the default values and with
-ci/override-values.yaml; every rendered manifest is validated against the Kubernetes JSON
-schemas (kubernetes-validate, strict), linted with yamllint, and its pods keep the same rules
-as deploy/kubernetes/. The chart's refusals (grace period not above the drain budget, no key
-and no emulator URL) are rendered too.
+`helm lint --strict`, then `helm template` with a matrix of values (the defaults and each
+ci/*-values.yaml: an emulator test install, a secured cluster, a minimal one); every rendered
+manifest is validated against the Kubernetes JSON schemas (kubernetes-validate, strict), linted
+with yamllint, and its pods keep the same rules as deploy/kubernetes/. The chart's refusals
+(values.schema.json, grace period not above the drain budget, no key and no emulator URL) are
+rendered too.
 """
 
 from __future__ import annotations
@@ -19,19 +20,28 @@ from deploy_checks import (
     DEPLOY,
     K8S_VERSION,
     ROOT,
+    SPOOL_MIN_BYTES,
     Doc,
     api_key_ref,
     check_wiring,
     config_map_env,
     load_all,
     pod_specs,
+    spool_bytes,
+    spool_volume,
     validate_schema,
 )
+
+from connector.config import Settings
 
 pytestmark = pytest.mark.slow  # the first run builds helm (minutes); later runs take seconds
 
 CHART = DEPLOY / "helm" / "gemini-batch-connector"
 OVERRIDE = CHART / "ci" / "override-values.yaml"
+SECURED = CHART / "ci" / "secured-values.yaml"
+MINIMAL = CHART / "ci" / "minimal-values.yaml"
+MATRIX = [None, OVERRIDE, SECURED, MINIMAL]
+MATRIX_IDS = ["default", "override", "secured", "minimal"]
 RELEASE = "rel"
 
 
@@ -75,7 +85,7 @@ def test_helm_is_the_pinned_version(helm: Path) -> None:
     assert result.stdout.strip() == tools.HELM_VERSION
 
 
-@pytest.mark.parametrize("values", [None, OVERRIDE], ids=["default", "override"])
+@pytest.mark.parametrize("values", MATRIX, ids=MATRIX_IDS)
 def test_helm_lint_strict(helm: Path, values: Path | None) -> None:
     args = ["lint", "--strict", str(CHART)] + (["--values", str(values)] if values else [])
     result = helm_run(helm, *args)
@@ -83,18 +93,21 @@ def test_helm_lint_strict(helm: Path, values: Path | None) -> None:
     assert "0 chart(s) failed" in result.stdout
 
 
-@pytest.mark.parametrize("values", [None, OVERRIDE], ids=["default", "override"])
+@pytest.mark.parametrize("values", MATRIX, ids=MATRIX_IDS)
 def test_rendered_manifests_are_valid_and_keep_the_pod_rules(
     helm: Path, values: Path | None
 ) -> None:
     docs = render(helm, *(["--values", str(values)] if values else []))
     assert {"ConfigMap", "Service", "Deployment"} <= set(kinds(docs))
+    assert {CHART / "ci" / p.name for p in (CHART / "ci").glob("*.yaml")} == {
+        v for v in MATRIX if v
+    }, "every ci/ values file is in the matrix"
     for doc in docs:
         validate_schema(doc)
     check_wiring(docs)
 
 
-@pytest.mark.parametrize("values", [None, OVERRIDE], ids=["default", "override"])
+@pytest.mark.parametrize("values", MATRIX, ids=MATRIX_IDS)
 def test_rendered_manifests_pass_yamllint(helm: Path, values: Path | None) -> None:
     text = render_text(helm, *(["--values", str(values)] if values else []))
     # The repository's rules, except that toYaml writes block sequences unindented.
@@ -114,7 +127,14 @@ def test_rendered_manifests_pass_yamllint(helm: Path, values: Path | None) -> No
 
 def test_default_values(helm: Path) -> None:
     docs = kinds(render(helm))
-    assert set(docs) == {"ConfigMap", "Service", "Deployment"}  # no Secret, no ServiceMonitor
+    assert set(docs) == {  # no Secret, no ServiceMonitor, no PrometheusRule
+        "ConfigMap",
+        "Service",
+        "Deployment",
+        "ServiceAccount",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+    }
     deployment = docs["Deployment"]
     assert deployment["spec"]["replicas"] == 2
     spec = deployment["spec"]["template"]["spec"]
@@ -129,12 +149,121 @@ def test_default_values(helm: Path) -> None:
     assert settings["CONNECTOR_GEMINI_BASE_URL"] == ""
     assert settings["CONNECTOR_DRAIN_TIMEOUT_S"] == "20"
     assert settings["CONNECTOR_HEALTH_PORT"] == "8080"
+    assert settings["CONNECTOR_HEALTH_HOST"] == "0.0.0.0"
+    assert settings["CONNECTOR_CONTROL_TOPIC"] == ""  # the code's default: <ledger>.control
+    # The spool: an emptyDir with a stated limit, big enough for the default big jobs.
+    assert settings["CONNECTOR_SPOOL_DIR"] == "/var/spool/gemini-batch-connector"
+    assert settings["CONNECTOR_SPOOL_RESULTS_BYTES"] == "2000000000"
+    assert settings["CONNECTOR_SPOOL_RESERVE_BYTES"] == "64000000"
+    volume = spool_volume(spec, container, settings["CONNECTOR_SPOOL_DIR"])
+    assert volume["emptyDir"] == {"sizeLimit": "3Gi"}
+    assert spool_bytes(volume) >= SPOOL_MIN_BYTES
+    assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http-metrics"}
+    probe = container["startupProbe"]
+    assert probe["periodSeconds"] * probe["failureThreshold"] >= 300  # the startup timeout
+    # Its own ServiceAccount, no token; one replica may be down at a time; spread.
+    account = docs["ServiceAccount"]
+    assert spec["serviceAccountName"] == account["metadata"]["name"]
+    assert spec["automountServiceAccountToken"] is False
+    assert account["automountServiceAccountToken"] is False
+    pdb = docs["PodDisruptionBudget"]["spec"]
+    assert pdb["maxUnavailable"] == 1
+    assert pdb["selector"]["matchLabels"].items() <= spec_labels(deployment).items()
+    (spread,) = spec["topologySpreadConstraints"]
+    assert spread["whenUnsatisfiable"] == "ScheduleAnyway"
+    assert spread["labelSelector"]["matchLabels"].items() <= spec_labels(deployment).items()
+    # The health port, only from the monitoring namespace; egress open.
+    policy = docs["NetworkPolicy"]["spec"]
+    assert policy["podSelector"]["matchLabels"].items() <= spec_labels(deployment).items()
+    assert policy["policyTypes"] == ["Ingress"]
+    (rule,) = policy["ingress"]
+    assert rule["ports"] == [{"port": "http-metrics", "protocol": "TCP"}]
+    assert rule["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]
+
+
+def spec_labels(deployment: Doc) -> dict[str, str]:
+    labels: dict[str, str] = deployment["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
+def test_secured_values(helm: Path) -> None:
+    """Certificates and secrets files for a secured cluster, a cloud identity, a claimed
+    spool, closed egress and the alerts."""
+    docs = render(helm, "--values", str(SECURED))
+    by_kind = kinds(docs)
+    deployment = by_kind["Deployment"]
+    spec = deployment["spec"]["template"]["spec"]
+    container = connector_container([deployment])
+    settings = config_map_env(docs, container)
+    assert settings["CONNECTOR_CONTROL_TOPIC"] == "orders.llm.control"
+    assert {"secretRef": {"name": "kafka-sasl"}} in container["envFrom"]
+    assert {"name": "CONNECTOR_KAFKA_SSL_CAFILE", "value": "/etc/kafka-ca/ca.crt"} in container[
+        "env"
+    ]
+    assert {"name": "kafka-ca", "mountPath": "/etc/kafka-ca", "readOnly": True} in container[
+        "volumeMounts"
+    ]
+    assert {"name": "kafka-ca", "secret": {"secretName": "kafka-ca"}} in spec["volumes"]
+    volume = spool_volume(spec, container, settings["CONNECTOR_SPOOL_DIR"])
+    claim = volume["ephemeral"]["volumeClaimTemplate"]["spec"]
+    assert claim["resources"]["requests"]["storage"] == "8Gi"
+    assert claim["storageClassName"] == "premium-rwo"
+    assert spec["securityContext"]["fsGroup"] == 10001  # the claimed volume is writable
+    account = by_kind["ServiceAccount"]
+    assert account["metadata"]["name"] == spec["serviceAccountName"] == "orders-batcher"
+    assert account["metadata"]["annotations"] == {
+        "iam.gke.io/gcp-service-account": "orders-batcher@example-project.iam.gserviceaccount.com"
+    }
+    policy = by_kind["NetworkPolicy"]["spec"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    assert len(policy["egress"]) == 2
+    assert len(policy["ingress"][0]["from"]) == 2
+    assert [c["topologyKey"] for c in spec["topologySpreadConstraints"]] == [
+        "topology.kubernetes.io/zone",
+        "kubernetes.io/hostname",
+    ]
+    assert by_kind["PrometheusRule"]["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+
+def test_minimal_values(helm: Path) -> None:
+    docs = render(helm, "--values", str(MINIMAL))
+    by_kind = kinds(docs)
+    assert set(by_kind) == {"ConfigMap", "Service", "Deployment"}
+    spec = by_kind["Deployment"]["spec"]["template"]["spec"]
+    assert spec["serviceAccountName"] == "ci-runner"
+    assert "topologySpreadConstraints" not in spec
+    container = connector_container(docs)
+    settings = config_map_env(docs, container)
+    assert settings["CONNECTOR_SPOOL_DIR"] == "/spool"
+    assert spool_volume(spec, container, "/spool")["emptyDir"] == {"sizeLimit": "500Mi"}
+
+
+def test_values_yaml_states_the_codes_ledger_and_control_defaults() -> None:
+    text = (CHART / "values.yaml").read_text()
+    settings = Settings(group_id="G", request_topic="R", gemini_base_url="http://x")
+    assert settings.ledger == "G.R.ledger"
+    assert "Empty: <groupId>.<requests>.ledger" in text
+    assert settings.legacy_ledger == "G.ledger"
+    assert "an existing <groupId>.ledger of an earlier release is kept" in text
+    assert settings.control == "G.R.ledger.control"
+    assert "Empty: <ledger topic>.control." in text
 
 
 def test_override_values(helm: Path) -> None:
     docs = render(helm, "--values", str(OVERRIDE))
     by_kind = kinds(docs)
-    assert set(by_kind) == {"Secret", "ConfigMap", "Service", "Deployment", "ServiceMonitor"}
+    assert set(by_kind) == {
+        "Secret",
+        "ConfigMap",
+        "Service",
+        "Deployment",
+        "ServiceMonitor",
+        "ServiceAccount",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+    }
     deployment = by_kind["Deployment"]
     assert deployment["spec"]["replicas"] == 3
     spec = deployment["spec"]["template"]["spec"]
@@ -194,6 +323,15 @@ def test_health_port_and_explicit_grace_period(helm: Path) -> None:
         ),
         (["gemini.apiKey.existingSecret="], "the sidecar refuses to start with neither"),
         (["gemini.apiKey.create=true"], "gemini.apiKey.value is empty"),
+        # values.schema.json: typos and wrong types fail at install, not in the pod
+        (["replicaCont=2"], "additional properties 'replicaCont' not allowed"),
+        (["spool.size=lots"], "/spool/size"),
+        (["spool.type=hostPath"], "/spool/type"),
+        (["logFormat=xml"], "/logFormat"),
+        (["healthPort=0"], "/healthPort"),
+        (["gemini.baseUrl=emulator:8765"], "/gemini/baseUrl"),
+        (["topics.requests="], "/topics/requests"),
+        (["topics.results=bad topic"], "/topics/results"),
     ],
 )
 def test_chart_refuses_unsafe_values(helm: Path, overrides: list[str], message: str) -> None:

@@ -17,6 +17,7 @@ from deploy_checks import (
     CONNECTOR_CONTAINER,
     DEPLOY,
     K8S_VERSION,
+    SPOOL_MIN_BYTES,
     Doc,
     api_key_ref,
     check_pod,
@@ -24,6 +25,8 @@ from deploy_checks import (
     config_map_env,
     load_files,
     pod_specs,
+    spool_bytes,
+    spool_volume,
     validate_schema,
 )
 
@@ -143,3 +146,31 @@ def test_health_listens_on_the_pod_address(name: str) -> None:
     for _, spec in pod_specs(docs):
         connector = next(c for c in spec["containers"] if c["name"] == CONNECTOR_CONTAINER)
         assert config_map_env(docs, connector)["CONNECTOR_HEALTH_HOST"] == "0.0.0.0"
+
+
+@pytest.mark.parametrize("name", LAYOUTS)
+def test_the_spool_volume_holds_the_default_big_jobs(name: str) -> None:
+    """Input files up to CONNECTOR_BATCH_MAX_BYTES and results files up to 2 GB go to
+    CONNECTOR_SPOOL_DIR, a volume of its own, not the small /tmp."""
+    docs = layout(name)
+    for _, spec in pod_specs(docs):
+        connector = next(c for c in spec["containers"] if c["name"] == "gemini-batch-connector")
+        settings = config_map_env(docs, connector)
+        volume = spool_volume(spec, connector, settings["CONNECTOR_SPOOL_DIR"])
+        assert spool_bytes(volume) >= SPOOL_MIN_BYTES
+        assert "startupProbe" in connector
+
+
+def test_the_wiring_check_catches_a_missing_spool_or_loopback_health() -> None:
+    for breakage in ("spool", "health host"):
+        docs = copy.deepcopy(layout("standalone"))
+        if breakage == "spool":
+            for _, spec in pod_specs(docs):
+                spec["containers"][0]["volumeMounts"] = [
+                    m for m in spec["containers"][0]["volumeMounts"] if m["name"] != "spool"
+                ]
+        else:
+            (cm,) = [d for d in docs if d["kind"] == "ConfigMap"]
+            cm["data"]["CONNECTOR_HEALTH_HOST"] = "127.0.0.1"
+        with pytest.raises(AssertionError):
+            check_wiring(docs)

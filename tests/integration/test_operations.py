@@ -198,7 +198,7 @@ def test_operations_of_a_running_sidecar(
             return _samples(httpx2.get(base + "/metrics", timeout=5).text)
 
         wait_until(
-            lambda: scraped().get(("connector_jobs_finished_total", frozenset())) == 2,
+            lambda: scraped().get(("gemini_batch_connector_jobs_finished_total", frozenset())) == 2,
             timeout=30,
             message="jobs finished in /metrics",
         )
@@ -208,18 +208,30 @@ def test_operations_of_a_running_sidecar(
         ok = frozenset({("status", "OK"), ("reason", "")})
         err = frozenset({("status", "ERROR"), ("reason", "INVALID_ARGUMENT")})
         flash = frozenset({("model", "gemini-2.5-flash")})
-        assert m[("connector_requests_consumed_total", frozenset())] == 6
-        assert m[("connector_results_total", ok)] == 5
-        assert m[("connector_results_total", err)] == 1
-        assert m[("connector_estimated_cost_usd_total", flash)] > 0
-        assert m[("connector_estimated_savings_usd_total", flash)] > 0
-        assert m[("connector_job_age_seconds_count", frozenset({("state", "SUCCEEDED")}))] == 2
-        assert m[("connector_inflight_jobs", frozenset({("state", "SUBMITTED")}))] == 0
-        assert m[("connector_assigned_partitions", frozenset())] == 2
+        assert m[("gemini_batch_connector_requests_consumed_total", frozenset())] == 6
+        assert m[("gemini_batch_connector_results_total", ok)] == 5
+        assert m[("gemini_batch_connector_results_total", err)] == 1
+        assert m[("gemini_batch_connector_estimated_cost_usd_total", flash)] > 0
+        assert m[("gemini_batch_connector_estimated_savings_usd_total", flash)] > 0
+        assert (
+            m[("gemini_batch_connector_job_age_seconds_count", frozenset({("state", "SUCCEEDED")}))]
+            == 2
+        )
+        assert m[("gemini_batch_connector_inflight_jobs", frozenset({("state", "SUBMITTED")}))] == 0
+        assert m[("gemini_batch_connector_assigned_partitions", frozenset())] == 2
         for p in ("0", "1"):
-            assert m[("connector_consumer_lag", frozenset({("partition", p)}))] == 0
-        assert m[("connector_loop_pass_seconds_count", frozenset())] > 0
-        assert m[("connector_provider_call_seconds_count", frozenset({("call", "create")}))] == 2
+            lag = {"consumergroup": topics.group, "topic": topics.requests, "partition": p}
+            assert m[("gemini_batch_connector_consumergroup_lag", frozenset(lag.items()))] == 0
+        assert m[("gemini_batch_connector_loop_pass_seconds_count", frozenset())] > 0
+        assert (
+            m[
+                (
+                    "gemini_batch_connector_provider_call_seconds_count",
+                    frozenset({("call", "create")}),
+                )
+            ]
+            == 2
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)

@@ -31,7 +31,7 @@ def json_logs() -> Iterator[io.StringIO]:
         yield buf
     finally:
         REDACTOR.clear()
-        logging.captureWarnings(False)
+        logs.capture_warnings(False)
         structlog.reset_defaults()
         root.handlers[:], _ = saved
         root.setLevel(saved[1])
@@ -79,11 +79,43 @@ def test_every_line_is_json_and_secrets_never_appear(
     assert by_logger["kafka.conn"]["level"] == "warning"  # a reconnect is not an ERROR
     assert by_logger["google_genai.models"]["level"] == "warning"
     assert "py.warnings" in by_logger
-    assert "experimental" in str(by_logger["py.warnings"]["event"])
+    warned = by_logger["py.warnings"]
+    assert warned["event"] == "python warning"  # not named after the file and the text
+    assert warned["category"] == "UserWarning"
+    assert warned["message"] == "the SDK is experimental"
+    assert str(warned["source"]).startswith(__file__ + ":")
+    assert all("severity" in x for x in lines)
+    assert by_logger["kafka.conn"]["severity"] == "WARNING"
     assert by_logger["connector"]["level"] in ("info", "error")
     problem = logs.last_error()
     assert problem is not None
     assert problem["level"] == "warning"
+
+
+def test_a_sdk_warning_subclass_is_one_structured_event(json_logs: io.StringIO) -> None:
+    """google-genai's ExperimentalWarning (a UserWarning subclass) as it is logged at start."""
+
+    class ExperimentalWarning(UserWarning):
+        pass
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn("batches.create is experimental", ExperimentalWarning, stacklevel=1)
+    (line,) = [x for x in _lines(json_logs) if x.get("logger") == "py.warnings"]
+    assert line["event"] == "python warning"
+    assert line["category"] == "ExperimentalWarning"
+    assert line["message"] == "batches.create is experimental"
+    assert (line["level"], line["severity"]) == ("warning", "WARNING")
+
+
+def test_severity_follows_level(json_logs: io.StringIO) -> None:
+    log = structlog.get_logger("connector")
+    log.info("a")
+    log.warning("b")
+    log.error("c")
+    logging.getLogger("connector.lib").critical("d")
+    got = {x["event"]: x["severity"] for x in _lines(json_logs)}
+    assert got == {"a": "INFO", "b": "WARNING", "c": "ERROR", "d": "CRITICAL"}
 
 
 def test_repeated_library_messages_are_collapsed(json_logs: io.StringIO) -> None:

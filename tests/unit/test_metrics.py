@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from connector.core.observe import PartitionView, View, job_view
 from connector.core.records import BatchKey, EntryState, JobProgress, Kind, LedgerEntry
 from connector.emulator.config import EmulatorConfig
-from connector.metrics import SnapshotCollector, Telemetry
+from connector.metrics import PREFIX, SnapshotCollector, Telemetry, metric_names
 from connector.runner import Snapshot
 from connector.statusview import connect_status, html_page
 from connector.testing import TestHarness, harness
@@ -23,6 +23,15 @@ def samples(h_or_t: TestHarness | Telemetry) -> dict[tuple[str, frozenset[Any]],
         for s in fam.samples:
             out[(s.name, frozenset(s.labels.items()))] = s.value
     return out
+
+
+def _lag_labels(partition: int) -> dict[str, str]:
+    """kafka_exporter's labels, for the default settings' group and request topic."""
+    return {
+        "consumergroup": "gemini-batch-connector",
+        "topic": "llm.requests",
+        "partition": str(partition),
+    }
 
 
 def value(s: dict[tuple[str, frozenset[Any]], float], name: str, **labels: str) -> float:
@@ -58,28 +67,38 @@ def test_results_carry_their_batch_cost(ran: TestHarness) -> None:
 
 def test_key_series_after_a_run(ran: TestHarness) -> None:
     s = samples(ran)
-    assert value(s, "connector_requests_consumed_total") == 6
-    assert value(s, "connector_results_total", status="OK", reason="") == 3
-    assert value(s, "connector_results_total", status="ERROR", reason="INVALID_ARGUMENT") == 2
-    assert value(s, "connector_requests_invalid_total") == 1
-    assert value(s, "connector_requests_dead_lettered_total", stage="VALUE_CONVERTER") == 1
-    assert value(s, "connector_requests_dead_lettered_total", stage="VALIDATION") == 1
-    assert value(s, "connector_request_to_result_seconds_count", status="OK") == 3
-    assert value(s, "connector_job_age_seconds_count", state="SUCCEEDED") == 1
-    assert value(s, "connector_jobs_created_total") == 1
-    assert value(s, "connector_jobs_finished_total") == 1
-    assert value(s, "connector_provider_call_seconds_count", call="create") == 1
-    assert value(s, "connector_loop_pass_seconds_count") > 0
-    assert value(s, "connector_inflight_jobs", state="SUBMITTED") == 0
-    assert value(s, "connector_inflight_requests", state="open") == 0
-    assert value(s, "connector_assigned_partitions") == 1
-    assert value(s, "connector_committed_offset", partition="0") == 6
+    assert value(s, "gemini_batch_connector_requests_consumed_total") == 6
+    assert value(s, "gemini_batch_connector_results_total", status="OK", reason="") == 3
+    assert (
+        value(s, "gemini_batch_connector_results_total", status="ERROR", reason="INVALID_ARGUMENT")
+        == 2
+    )
+    assert value(s, "gemini_batch_connector_requests_invalid_total") == 1
+    assert (
+        value(s, "gemini_batch_connector_requests_dead_lettered_total", stage="VALUE_CONVERTER")
+        == 1
+    )
+    assert value(s, "gemini_batch_connector_requests_dead_lettered_total", stage="VALIDATION") == 1
+    assert value(s, "gemini_batch_connector_request_to_result_seconds_count", status="OK") == 3
+    assert value(s, "gemini_batch_connector_job_age_seconds_count", state="SUCCEEDED") == 1
+    assert value(s, "gemini_batch_connector_jobs_created_total") == 1
+    assert value(s, "gemini_batch_connector_jobs_finished_total") == 1
+    assert value(s, "gemini_batch_connector_provider_call_seconds_count", call="create") == 1
+    assert value(s, "gemini_batch_connector_loop_pass_seconds_count") > 0
+    assert value(s, "gemini_batch_connector_inflight_jobs", state="SUBMITTED") == 0
+    assert value(s, "gemini_batch_connector_inflight_requests", state="open") == 0
+    assert value(s, "gemini_batch_connector_assigned_partitions") == 1
+    assert value(s, "gemini_batch_connector_consumergroup_current_offset", **_lag_labels(0)) == 6
     costs = sum(r.cost_usd or 0 for r in ran.result_events())
     flash = "gemini-2.5-flash"
-    assert value(s, "connector_estimated_cost_usd_total", model=flash) == pytest.approx(costs)
-    assert value(s, "connector_estimated_savings_usd_total", model=flash) == pytest.approx(costs)
-    assert value(s, "connector_tokens_total", model=flash, type="input") > 0
-    assert value(s, "connector_tokens_total", model=flash, type="output") > 0
+    assert value(
+        s, "gemini_batch_connector_estimated_cost_usd_total", model=flash
+    ) == pytest.approx(costs)
+    assert value(
+        s, "gemini_batch_connector_estimated_savings_usd_total", model=flash
+    ) == pytest.approx(costs)
+    assert value(s, "gemini_batch_connector_tokens_total", model=flash, type="input") > 0
+    assert value(s, "gemini_batch_connector_tokens_total", model=flash, type="output") > 0
     assert not [k for k in s if any("r0" in v or "p0-" in v for _, v in k[1])], "no ids as labels"
 
 
@@ -89,11 +108,14 @@ def test_throttled_creates_are_counted_and_jobs_wait_as_intents() -> None:
     h.publish("r0")
     h.step(n=6, advance_s=1.0)
     s = samples(h)
-    assert value(s, "connector_provider_errors_total", call="create", code="429") >= 1
-    assert value(s, "connector_inflight_jobs", state="INTENT") == 1
-    assert value(s, "connector_inflight_requests", state="INTENT") == 1
-    assert value(s, "connector_oldest_job_age_seconds", state="INTENT") > 0
-    assert value(s, "connector_token_budget", model="gemini-2.5-flash") == 3_000_000
+    assert value(s, "gemini_batch_connector_provider_errors_total", call="create", code="429") >= 1
+    assert value(s, "gemini_batch_connector_inflight_jobs", state="INTENT") == 1
+    assert value(s, "gemini_batch_connector_inflight_requests", state="INTENT") == 1
+    created = value(
+        s, "gemini_batch_connector_oldest_job_created_timestamp_seconds", state="INTENT"
+    )
+    assert 0 < created <= value(s, "gemini_batch_connector_last_pass_timestamp_seconds")
+    assert value(s, "gemini_batch_connector_token_budget", model="gemini-2.5-flash") == 3_000_000
 
 
 def test_expired_jobs_count_as_resubmissions() -> None:
@@ -103,8 +125,8 @@ def test_expired_jobs_count_as_resubmissions() -> None:
     h.publish("r1")
     h.run_until(lambda: len(h.results()) >= 2, advance_s=2.0, max_passes=400)
     s = samples(h)
-    assert value(s, "connector_resubmissions_total", reason="expired") >= 1
-    assert value(s, "connector_job_age_seconds_count", state="EXPIRED") >= 1
+    assert value(s, "gemini_batch_connector_resubmissions_total", reason="expired") >= 1
+    assert value(s, "gemini_batch_connector_job_age_seconds_count", state="EXPIRED") >= 1
 
 
 def _entry(job_id: str, partition: int, state: EntryState, tokens: int) -> LedgerEntry:
@@ -146,18 +168,25 @@ def test_collector_reads_only_the_snapshot() -> None:
     snap = Snapshot({"consumed": 9, "jobs_created": 2}, 0.0, _view())
     t.registry.register(SnapshotCollector(lambda: snap, t.settings))
     s = samples(t)
-    assert value(s, "connector_requests_consumed_total") == 9
-    assert value(s, "connector_consumer_lag", partition="0") == 15
-    assert ("connector_consumer_lag", frozenset({("partition", "1")})) not in s
-    assert value(s, "connector_inflight_jobs", state="SUBMITTED") == 1
-    assert value(s, "connector_inflight_requests", state="INTENT") == 3
-    assert value(s, "connector_inflight_requests", state="open") == 4
-    assert value(s, "connector_oldest_job_age_seconds", state="INTENT") == 60
-    assert value(s, "connector_enqueued_tokens", model="gemini-2.5-pro") == 500
-    assert value(s, "connector_token_budget", model="gemini-2.5-pro") == 1000
-    assert value(s, "connector_job_progress_ratio", model="gemini-2.5-pro") == pytest.approx(2 / 3)
-    assert value(s, "connector_consumption_paused") == 1
-    assert value(s, "connector_max_jobs") == 50
+    assert value(s, "gemini_batch_connector_requests_consumed_total") == 9
+    lag = "gemini_batch_connector_consumergroup_lag"
+    assert value(s, lag, **_lag_labels(0)) == 15
+    assert (lag, frozenset(_lag_labels(1).items())) not in s
+    assert value(s, "gemini_batch_connector_consumergroup_current_offset", **_lag_labels(0)) == 10
+    assert value(s, "gemini_batch_connector_inflight_jobs", state="SUBMITTED") == 1
+    assert value(s, "gemini_batch_connector_inflight_requests", state="INTENT") == 3
+    assert value(s, "gemini_batch_connector_inflight_requests", state="open") == 4
+    oldest = "gemini_batch_connector_oldest_job_created_timestamp_seconds"
+    assert value(s, oldest, state="INTENT") == 1_000  # created_ms / 1000, not an age
+    assert value(s, "gemini_batch_connector_last_pass_timestamp_seconds") == 1_060
+    assert value(s, "gemini_batch_connector_provider_auth_failing") == 0
+    assert value(s, "gemini_batch_connector_enqueued_tokens", model="gemini-2.5-pro") == 500
+    assert value(s, "gemini_batch_connector_token_budget", model="gemini-2.5-pro") == 1000
+    assert value(
+        s, "gemini_batch_connector_job_progress_ratio", model="gemini-2.5-pro"
+    ) == pytest.approx(2 / 3)
+    assert value(s, "gemini_batch_connector_consumption_paused") == 1
+    assert value(s, "gemini_batch_connector_max_jobs") == 50
 
 
 def test_status_document_is_shaped_like_kafka_connect() -> None:
@@ -197,14 +226,20 @@ def test_readme_metrics_table_lists_exactly_what_is_exported(ran: TestHarness) -
     section = readme.split("### Metrics", 1)[1].split("### Logs", 1)[0]
     documented = {
         re.sub(r"_(total|info)$", "", name)
-        for name in re.findall(r"^\| `(connector_[a-z_]+)`", section, re.M)
+        for name in re.findall(r"^\| `(gemini_batch_connector_[a-z_]+)`", section, re.M)
     }
     exported = {m.name for m in ran.sidecar.metrics.registry.collect()}
     assert documented == exported
 
 
+def test_every_series_carries_the_application_prefix(ran: TestHarness) -> None:
+    names = metric_names(ran.sidecar.metrics.registry)
+    assert len(names) > 20
+    assert [n for n in names if not n.startswith(PREFIX)] == []
+
+
 def test_dashboard_queries_use_only_exported_metrics(ran: TestHarness) -> None:
-    """Every connector_* series the Grafana dashboard queries is one the code exports."""
+    """Every series the Grafana dashboard queries is one the code exports."""
     import json
     import re
     from pathlib import Path
@@ -218,17 +253,17 @@ def test_dashboard_queries_use_only_exported_metrics(ran: TestHarness) -> None:
     used = {
         re.sub(r"_(total|bucket|sum|count)$", "", name)
         for e in exprs
-        for name in re.findall(r"\bconnector_[a-z_]+", e)
+        for name in re.findall(r"\bgemini_batch_connector_[a-z_]+", e)
     }
     exported = {m.name for m in ran.sidecar.metrics.registry.collect()}
     assert used, "the dashboard queries no sidecar metric"
     assert used <= exported, f"not exported: {sorted(used - exported)}"
     # The panels a platform team asked for: spend and saving, stuck jobs, lag, loop health.
     for needed in (
-        "connector_estimated_cost_usd",
-        "connector_estimated_savings_usd",
-        "connector_oldest_job_age_seconds",
-        "connector_consumer_lag",
-        "connector_loop_pass_seconds",
+        "gemini_batch_connector_estimated_cost_usd",
+        "gemini_batch_connector_estimated_savings_usd",
+        "gemini_batch_connector_oldest_job_created_timestamp_seconds",
+        "gemini_batch_connector_consumergroup_lag",
+        "gemini_batch_connector_loop_pass_seconds",
     ):
         assert needed in used, needed

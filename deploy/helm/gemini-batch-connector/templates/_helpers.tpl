@@ -63,3 +63,12 @@ at or below drainTimeoutSeconds is refused.
 {{- end -}}
 {{- $grace -}}
 {{- end -}}
+
+{{/* The pod's ServiceAccount: the chart's own (create), or one named (or "default"). */}}
+{{- define "gemini-batch-connector.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "gemini-batch-connector.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
