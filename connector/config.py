@@ -38,6 +38,14 @@ OPTIONS: tuple[Option, ...] = (
         "Kafka bootstrap servers",
     ),
     Option(
+        "kafka_client",
+        "CONNECTOR_KAFKA_CLIENT",
+        str,
+        "kafka-python",
+        "Kafka client: kafka-python (pure Python) or confluent-kafka (librdkafka, the extra "
+        "`librdkafka`; CONNECTOR_KAFKA_* keep kafka-python's names, mapped for it)",
+    ),
+    Option(
         "request_topic", "CONNECTOR_REQUEST_TOPIC", str, "llm.requests", "topic of request events"
     ),
     Option(
@@ -340,6 +348,7 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 GUARANTEES = ("at_least_once", "exactly_once")
+KAFKA_CLIENTS = ("kafka-python", "confluent-kafka")
 
 DEFAULTS: dict[str, Any] = {o.attr: o.default for o in OPTIONS}
 """Each setting's default, from OPTIONS: the one place defaults are declared."""
@@ -355,6 +364,7 @@ class Settings:
     """Everything `connector run` needs, validated."""
 
     bootstrap_servers: str = DEFAULTS["bootstrap_servers"]
+    kafka_client: str = DEFAULTS["kafka_client"]
     request_topic: str = DEFAULTS["request_topic"]
     result_topic: str = DEFAULTS["result_topic"]
     dlq_topic: str = DEFAULTS["dlq_topic"]
@@ -508,10 +518,11 @@ def load(env: Mapping[str, str] | None = None, args: argparse.Namespace | None =
 
 def load_kafka_extra(env: Mapping[str, str]) -> dict[str, Any]:
     """kafka-python settings passed through from CONNECTOR_KAFKA_<NAME> variables."""
+    own = {o.env for o in OPTIONS}  # CONNECTOR_KAFKA_CLIENT is a setting, not a pass-through
     return {
         k[len(KAFKA_PREFIX) :].lower(): _kafka_value(v)
         for k, v in env.items()
-        if k.startswith(KAFKA_PREFIX)
+        if k.startswith(KAFKA_PREFIX) and k not in own
     }
 
 
@@ -555,6 +566,11 @@ def validate(s: Settings) -> None:
             f"CONNECTOR_PASS_BUDGET_S ({s.pass_budget_s:g} s) plus CONNECTOR_HTTP_TIMEOUT_S "
             f"({s.http_timeout_s:g} s) must be positive and at most half of "
             f"max.poll.interval.ms ({s.max_poll_interval_s:g} s)"
+        )
+    if s.kafka_client not in KAFKA_CLIENTS:
+        raise ConfigError(
+            f"CONNECTOR_KAFKA_CLIENT must be one of {', '.join(KAFKA_CLIENTS)}, "
+            f"got {s.kafka_client!r}"
         )
     if s.log_format not in ("json", "console"):
         raise ConfigError("CONNECTOR_LOG_FORMAT must be json or console")
