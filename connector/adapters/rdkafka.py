@@ -559,8 +559,12 @@ class TransactionalProducer(Producer):
 # -- group-less reads ------------------------------------------------------------------------
 
 
-def _reader(bootstrap: str, extra: Mapping[str, Any], committed: bool = False) -> Any:
+def _reader(
+    bootstrap: str, extra: Mapping[str, Any], committed: bool = False, queue_kb: int = 0
+) -> Any:
     cfg = rd_config(bootstrap, extra, CONSUMER)
+    if queue_kb:
+        cfg["queued.max.messages.kbytes"] = queue_kb
     # librdkafka wants a group id even for assign()-only use; nothing joins or commits.
     cfg.update({"group.id": "connector-reader", "enable.auto.commit": False})
     cfg["enable.partition.eof"] = True  # the end is seen even past transaction markers
@@ -660,7 +664,9 @@ class PartitionReader:
     ) -> None:
         extra = dict(extra)
         extra.setdefault("max_partition_fetch_bytes", fetch_bytes)
-        self._consumer = _reader(bootstrap, extra)
+        # librdkafka prefetches in the background (up to 64 MB by default): a sparse read
+        # would fetch far past each range; keep its queue to a few fetches.
+        self._consumer = _reader(bootstrap, extra, queue_kb=max(64, 4 * fetch_bytes // 1024))
         self._topic, self._partition = topic, partition
         self._stall = stall_timeout_s
         self._clock = clock
@@ -784,7 +790,9 @@ class Admin(_KafkaPythonAdmin):
 
     def _describe(self, topic: str) -> tuple[int | None, int]:
         try:
-            md = self._rd.list_topics(topic, timeout=OFFSETS_TIMEOUT_S)
+            # All topics: asking for one by name would create it where the broker
+            # auto-creates topics.
+            md = self._rd.list_topics(timeout=OFFSETS_TIMEOUT_S)
         except KafkaException:
             return None, 0
         t = md.topics.get(topic)

@@ -106,13 +106,16 @@ def test_oversized_record_is_record_too_large(
     small = kc.producer(kafka_bootstrap, {"max_request_size": 5000})
     try:
         over_client = small.send(topic, b"x" * 10_000, key=b"a")
-        over_topic = small.send(topic, b"x" * 3_000, key=b"b")
-        fine = small.send(topic, b"x" * 10, key=b"c")
         with pytest.raises(ProduceFailed):
-            small.flush_and_check([over_client, over_topic, fine])
+            small.flush_and_check([over_client])
         assert isinstance(over_client.error(), RecordTooLarge)
-        assert isinstance(over_topic.error(), RecordTooLarge)
+        fine = small.send(topic, b"x" * 10, key=b"c")
+        small.flush_and_check([fine])  # refused by the client: the producer goes on
         assert fine.ok()
+        over_topic = small.send(topic, b"x" * 3_000, key=b"b")
+        with pytest.raises(ProduceFailed):
+            small.flush_and_check([over_topic])
+        assert isinstance(over_topic.error(), RecordTooLarge)
     finally:
         small.close()
 
@@ -199,15 +202,14 @@ def test_a_transaction_of_a_consumer_that_left_the_group_is_fenced(
     src, out = topic_factory(), topic_factory()
     group = group_factory()
     producer.flush_and_check([producer.send(src, b"req", key=b"k", partition=0)])
-    extra = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 500}
+    extra = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 500, "max_poll_interval_ms": 7000}
     old = kc.request_consumer(src, group, kafka_bootstrap, extra, 100)
     txn = kc.transactional_producer(kafka_bootstrap, {}, f"txn-{group}")
     new = None
     try:
         _poll_until(old, 1)
-        # The old member stops polling; a new one joins and takes the partition. (kafka-python
-        # heartbeats from its own thread, so the old one learns of the rebalance; librdkafka's
-        # member is kicked out after max.poll.interval.ms, shortened here.)
+        # The old member stops polling; a new one joins and takes the partition once the old
+        # one has been dropped for exceeding max.poll.interval.ms (shortened here).
         new = kc.request_consumer(src, group, kafka_bootstrap, extra, 100)
         wait_until(lambda: (new.poll(0.2), new.assignment())[1] == {0}, 60, message="new owner")
         sent = txn.send(out, b"zombie", key=b"k", partition=0)
@@ -277,7 +279,7 @@ def test_request_reader_reads_sparse_ranges(
             producer.send(
                 topic,
                 codec.encode_request(
-                    RequestEvent(f"r{i}", "gemini-2.5-flash", Kind.GENERATE, "{}", {}, 1)
+                    RequestEvent(f"r{i}", "gemini-2.5-flash", Kind.GENERATE, "{}", created_ms=1)
                 ),
                 key=b"r%d" % i,
                 partition=0,
@@ -293,6 +295,6 @@ def test_request_reader_reads_sparse_ranges(
         assert sorted(got) == [3, 4, 5, 30, 49]
         assert got[30].event is not None
         assert got[30].event.request_id == "r30"
-        assert got[30].key == b"r30"
+        assert got[30].kafka_key == b"r30"
     finally:
         reader.close()
