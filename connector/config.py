@@ -590,6 +590,7 @@ def env_table(options: Sequence[Option] = OPTIONS) -> str:
         f"| `{KAFKA_PREFIX}<NAME>` | (env only) | | any kafka-python setting, e.g. "
         f"`{KAFKA_PREFIX}SECURITY_PROTOCOL=SASL_SSL`, `{KAFKA_PREFIX}SASL_MECHANISM`, "
         f"`{KAFKA_PREFIX}SASL_PLAIN_USERNAME`, `{KAFKA_PREFIX}SASL_PLAIN_PASSWORD`, "
-        f"`{KAFKA_PREFIX}SSL_CAFILE` |"
+        f"`{KAFKA_PREFIX}SSL_CAFILE`; with confluent-kafka the same names are mapped to "
+        "librdkafka's (`RD_NAMES` in connector/adapters/rdkafka.py; an unmapped one is refused) |"
     )
     return "\n".join(rows)

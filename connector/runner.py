@@ -506,6 +506,7 @@ class Sidecar:
         self.limits = Limits(
             result_bytes=min(topic_max[s.result_topic], max_request_size),
             dlq_bytes=min(topic_max[s.dlq_topic], max_request_size),
+            result_partitions=admin.partitions(s.result_topic) or 0,
         )
         max_request_bytes = min(
             s.max_request_bytes, topic_max[s.request_topic], self.limits.dlq_bytes
