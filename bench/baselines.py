@@ -302,26 +302,28 @@ def quix_app(bootstrap: str, topic: str, out: str, n: int, end_total: Callable[[
         }
 
     app.dataframe(src).apply(answer).to_topic(dst)
-    errors: list[BaseException] = []
+    done: list[float] = []
+    failed: list[BaseException] = []
 
-    def run() -> None:
+    def watch() -> None:
+        """Stops the app once every result is in (its `run` must own the main thread: it
+        installs signal handlers)."""
+        deadline = time.monotonic() + 600
         try:
-            app.run()
+            while end_total() < n:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("quix app did not produce all results")
+                time.sleep(0.02)  # pacing: the end-offset check
+            done.append(time.perf_counter())
         except BaseException as exc:
-            errors.append(exc)
+            failed.append(exc)
+        finally:
+            app.stop()
 
-    thread = threading.Thread(target=run, name="quix", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 600
-    try:
-        while end_total() < n:
-            if errors:
-                raise RuntimeError(f"quix app failed: {errors[0]!r}")
-            if time.monotonic() > deadline:
-                raise TimeoutError("quix app did not produce all results")
-            time.sleep(0.02)  # pacing: the end-offset check
-        done = time.perf_counter()
-    finally:
-        app.stop()
-        thread.join(timeout=60)
-    return done - first[0]
+    watcher = threading.Thread(target=watch, name="quix-watch", daemon=True)
+    watcher.start()
+    app.run()
+    watcher.join(timeout=60)
+    if failed or not done or not first:
+        raise RuntimeError(f"quix app failed: {failed[:1]}")
+    return done[0] - first[0]
