@@ -793,8 +793,11 @@ def sidecar_phases(
     e2e_rate = 0.0
     if "e2e" not in skip:
         print(f"== sidecar end to end{tag} (emulator)", flush=True)
+        # Fresh topics: results are counted by end offsets, per client.
+        e2e_t = create_topics(bootstrap, "e2e", args.partitions)
+        produce_requests(bootstrap, e2e_t.requests, args.partitions, n)
         prof = profiler_for(args.profile)
-        e2e = run_e2e(bootstrap, main_t, n, args.batch, emulator, args.timeout, prof, client=client)
+        e2e = run_e2e(bootstrap, e2e_t, n, args.batch, emulator, args.timeout, prof, client=client)
         write_profile(prof, args.profile and f"{args.profile}.{client}")
         e2e_rate = n / e2e.e2e_s
         r_e2e = pipe_s / e2e.e2e_s
