@@ -36,7 +36,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -860,6 +860,50 @@ def sidecar_phases(
     return e2e_rate
 
 
+@contextlib.contextmanager
+def per_result_delivery() -> Iterator[None]:
+    """The delivery path before per-chunk work, for an A/B in one run: each result through
+    `Sink.result` (own handle, stats, metrics) and placed by the client's partitioner."""
+    from connector.stages.tracker import Tracker  # noqa: PLC0415
+
+    def send(self: Any, entry: Any, outgoing: Any) -> list[Any]:
+        return [self.ctx.sink.result(o.kafka_key, o.result) for o in outgoing]
+
+    def read_limits(self: Any, admin: Any) -> None:
+        original_read_limits(self, admin)
+        self.limits = replace(self.limits, result_partitions=0)
+
+    original_send, original_read_limits = Tracker.send, Sidecar._read_limits
+    Tracker.send = send  # type: ignore[method-assign]
+    Sidecar._read_limits = read_limits  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        Tracker.send = original_send  # type: ignore[method-assign]
+        Sidecar._read_limits = original_read_limits  # type: ignore[method-assign]
+
+
+def fanout_ab(bootstrap: str, n_fan: int, timeout: float, report: Report, rounds: int) -> None:
+    """The fan-out on kafka-python, per-result delivery vs per-chunk, alternating."""
+    labels = ("per result", "per chunk")
+    best = dict.fromkeys(labels, float("inf"))
+    for _ in range(rounds):
+        for label in labels:
+            fan_t = create_topics(bootstrap, "fanout-ab", 1)
+            produce_requests(bootstrap, fan_t.requests, 1, n_fan)
+            with per_result_delivery() if label == "per result" else contextlib.nullcontext():
+                fan = run_fanout(bootstrap, fan_t, n_fan, timeout)
+            print(f"   {label}: {fan.fanout_s:.2f} s", flush=True)
+            best[label] = min(best[label], fan.fanout_s)
+    for label, secs in best.items():
+        report.add(
+            f"fan-out A/B, kafka-python, delivery {label}: {n_fan:,} results (best of {rounds})",
+            f"{secs:.2f} s ({rate(n_fan, secs)})",
+            f"{best['per result'] / secs:.2f}x per-result speed",
+            **{f"fanout_ab_{label.replace(' ', '_')}_s": secs},
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -897,6 +941,13 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(available_clients()),
         help="Kafka clients to run the contract baselines and the sidecar on, in order "
         "(default: kafka-python, and confluent-kafka if installed)",
+    )
+    parser.add_argument(
+        "--fanout-ab",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="also run the fan-out with per-result and per-chunk delivery, alternating",
     )
     parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "latest.json"))
     parser.add_argument("--timeout", type=float, default=900, help="deadline of each wait (s)")
@@ -1039,6 +1090,9 @@ def main(argv: list[str] | None = None) -> int:
                             **{f"e2e_vs_quix_{client}": q},
                         )
             e2e_rate = e2e_rates.get(clients[0], 0.0) if clients else 0.0
+            if args.fanout_ab:
+                print("== fan-out A/B: per-result vs per-chunk delivery (kafka-python)", flush=True)
+                fanout_ab(bootstrap, n_fan, args.timeout, report, args.fanout_ab)
 
             if "inflight" not in skip:
                 print(
