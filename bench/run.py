@@ -268,6 +268,50 @@ def micro(k: int, report: Report) -> None:
         "1.00",
         micro_fastavro_write_us=ref,
     )
+    per_result, per_chunk = sink_micro(results[:2000])
+    report.add(
+        "micro: Sink.result, one call per result (null producer, metrics on)",
+        f"{per_result:.1f} µs",
+        "1.00",
+        micro_sink_per_result_us=per_result,
+    )
+    report.add(
+        "micro: Sink.results, one call per chunk, partition computed (null producer)",
+        f"{per_chunk:.1f} µs",
+        f"{per_chunk / per_result:.2f} of per result",
+        micro_sink_per_chunk_us=per_chunk,
+    )
+
+
+def sink_micro(results: Sequence[Any]) -> tuple[float, float]:
+    """CPU µs per result of the sink: each result its own call (the path before per-chunk
+    delivery, the client placing it) vs one call per chunk with the partition computed."""
+    from prometheus_client import CollectorRegistry  # noqa: PLC0415
+
+    from connector.core.partitions import Stats  # noqa: PLC0415
+    from connector.core.results import Outgoing  # noqa: PLC0415
+    from connector.metrics import Telemetry  # noqa: PLC0415
+    from connector.stages.sink import Limits, Sink  # noqa: PLC0415
+
+    class NullProducer:
+        def send(self, *_args: Any, **_kwargs: Any) -> None:
+            return None
+
+    s = Settings(gemini_base_url="http://127.0.0.1:9", api_key="bench")
+    out = [Outgoing(r.request_id.encode(), r) for r in results]
+
+    def sink(partitions: int) -> Sink:
+        telemetry = Telemetry(s, registry=CollectorRegistry())
+        return Sink(
+            s, NullProducer(), Codec(), Stats(), obs=telemetry,  # type: ignore[arg-type]
+            limits=Limits(result_partitions=partitions),
+        )  # fmt: skip
+
+    one = sink(0)
+    chunked = sink(4)
+    per_result = cpu_us(lambda o: one.result(o.kafka_key, o.result), out)
+    per_chunk = cpu_us(chunked.results, [out]) / len(out)
+    return per_result, per_chunk
 
 
 # -- phase 2: baselines ---------------------------------------------------------------------------
