@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -569,7 +569,15 @@ def _reader(
         # every re-read chunk would wait for it (the fan-out profile spent half its time so).
         cfg["fetch.queue.backoff.ms"] = 10
     # librdkafka wants a group id even for assign()-only use; nothing joins or commits.
-    cfg.update({"group.id": "connector-reader", "enable.auto.commit": False})
+    # earliest: an offset that retention deleted meanwhile resumes at the log start (what is
+    # gone is absent from the read), never at the end.
+    cfg.update(
+        {
+            "group.id": "connector-reader",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
     cfg["enable.partition.eof"] = True  # the end is seen even past transaction markers
     if committed:
         cfg["isolation.level"] = "read_committed"
@@ -675,18 +683,29 @@ class PartitionReader:
         self._clock = clock
         self.last_used = clock()
         self.fetched = 0
+        self._begin = self._end = -1
+        """The partition's watermarks as last asked (asked again for a range past the end)."""
+        self._next = -1
+        """Where the consumer's queue goes on, when the last range was read to its end and
+        nothing past it was taken: a range starting there needs no new assignment (a
+        delivery reads its job's offsets chunk after chunk), and keeps what is prefetched."""
 
     def records(self, ranges: Iterable[tuple[int, int]]) -> Iterator[Record]:
         tp = TopicPartition(self._topic, self._partition)
         self.last_used = self._clock()
         try:
-            begin, end = self._consumer.get_watermark_offsets(tp, timeout=OFFSETS_TIMEOUT_S)
             for start, stop in ranges:
-                first, last = max(start, begin), min(stop, end)
+                if stop > self._end:
+                    self._begin, self._end = self._consumer.get_watermark_offsets(
+                        tp, timeout=OFFSETS_TIMEOUT_S
+                    )
+                first, last = max(start, self._begin), min(stop, self._end)
                 if first >= last:
                     continue
-                self._consumer.assign([TopicPartition(self._topic, self._partition, first)])
-                yield from self._range(tp, first, last)
+                if first != self._next:
+                    self._consumer.assign([TopicPartition(self._topic, self._partition, first)])
+                self._next = -1  # unknown until the range is read to its end
+                self._next = yield from self._range(first, last)
         except KafkaException as exc:
             raise BrokerUnavailable(
                 f"re-read of {self._topic}[{self._partition}] failed: {exc!r}"
@@ -694,12 +713,15 @@ class PartitionReader:
         finally:
             self.last_used = self._clock()
 
-    def _range(self, tp: Any, first: int, last: int) -> Iterator[Record]:
+    def _range(self, first: int, last: int) -> Generator[Record, None, int]:
+        """The records of [first, last); returns the offset the queue goes on from. Takes no
+        more messages than the range can still hold, so none past it is consumed unless the
+        partition skips offsets (compaction, transaction markers)."""
         progress_at = self._clock()
         position = first
         while position < last:
             now_at = position
-            for m in self._consumer.consume(500, 0.5):
+            for m in self._consumer.consume(min(500, last - position), 0.5):
                 now_at = max(now_at, _reached(m))
                 if m.error() is not None:
                     continue
@@ -713,6 +735,7 @@ class PartitionReader:
                     f"re-read of {self._topic}[{self._partition}] stalled at offset {position} "
                     f"(range {first}..{last}) for {self._stall:.0f}s"
                 )
+        return position
 
     def close(self) -> None:
         try:

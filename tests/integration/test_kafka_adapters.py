@@ -274,19 +274,12 @@ def test_request_reader_reads_sparse_ranges(
 ) -> None:
     topic = topic_factory()
     codec = Codec()
-    producer.flush_and_check(
-        [
-            producer.send(
-                topic,
-                codec.encode_request(
-                    RequestEvent(f"r{i}", "gemini-2.5-flash", Kind.GENERATE, "{}", created_ms=1)
-                ),
-                key=b"r%d" % i,
-                partition=0,
-            )
-            for i in range(50)
-        ]
-    )
+
+    def request(i: int) -> Any:
+        ev = RequestEvent(f"r{i}", "gemini-2.5-flash", Kind.GENERATE, "{}", created_ms=1)
+        return producer.send(topic, codec.encode_request(ev), key=b"r%d" % i, partition=0)
+
+    producer.flush_and_check([request(i) for i in range(50)])
     reader = RequestReader(
         topic, codec.decode_request, kafka_bootstrap, {}, open_reader=kc.partition_reader
     )
@@ -296,5 +289,15 @@ def test_request_reader_reads_sparse_ranges(
         assert got[30].event is not None
         assert got[30].event.request_id == "r30"
         assert got[30].kafka_key == b"r30"
+        # Chunk after chunk, as a delivery reads (the reader goes on where it stopped).
+        for lo in (10, 20, 30):
+            chunk = reader.read(0, range(lo, lo + 10))
+            assert sorted(chunk) == list(range(lo, lo + 10))
+            assert {o.event.request_id for o in chunk.values() if o.event} == {
+                f"r{i}" for i in range(lo, lo + 10)
+            }
+        assert sorted(reader.read(0, [5, 6])) == [5, 6]  # and back again
+        producer.flush_and_check([request(i) for i in range(50, 60)])  # the partition grows
+        assert sorted(reader.read(0, range(45, 60))) == list(range(45, 60))
     finally:
         reader.close()
