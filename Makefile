@@ -49,6 +49,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python deploy/local/kafka_local.py fetch
+	$(BIN)/pip install -q -e ".[dev,bench]"
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 # The chaos suite (tests/chaos/run.py): figures printed and in .run/chaos/<time>/report.json;

@@ -36,11 +36,17 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from io import BytesIO
 from pathlib import Path
 from typing import Any
 
+from baselines import (
+    contract_pipe,
+    contract_produce,
+    publish_json_requests,
+    quix_app,
+)
 from common import (
     MAX_REQUEST_BYTES,
     PRODUCER_CONFIG,
@@ -262,6 +268,50 @@ def micro(k: int, report: Report) -> None:
         "1.00",
         micro_fastavro_write_us=ref,
     )
+    per_result, per_chunk = sink_micro(results[:2000])
+    report.add(
+        "micro: Sink.result, one call per result (null producer, metrics on)",
+        f"{per_result:.1f} µs",
+        "1.00",
+        micro_sink_per_result_us=per_result,
+    )
+    report.add(
+        "micro: Sink.results, one call per chunk, partition computed (null producer)",
+        f"{per_chunk:.1f} µs",
+        f"{per_chunk / per_result:.2f} of per result",
+        micro_sink_per_chunk_us=per_chunk,
+    )
+
+
+def sink_micro(results: Sequence[Any]) -> tuple[float, float]:
+    """CPU µs per result of the sink: each result its own call (the path before per-chunk
+    delivery, the client placing it) vs one call per chunk with the partition computed."""
+    from prometheus_client import CollectorRegistry  # noqa: PLC0415
+
+    from connector.core.partitions import Stats  # noqa: PLC0415
+    from connector.core.results import Outgoing  # noqa: PLC0415
+    from connector.metrics import Telemetry  # noqa: PLC0415
+    from connector.stages.sink import Limits, Sink  # noqa: PLC0415
+
+    class NullProducer:
+        def send(self, *_args: Any, **_kwargs: Any) -> None:
+            return None
+
+    s = Settings(gemini_base_url="http://127.0.0.1:9", api_key="bench")
+    out = [Outgoing(r.request_id.encode(), r) for r in results]
+
+    def sink(partitions: int) -> Sink:
+        telemetry = Telemetry(s, registry=CollectorRegistry())
+        return Sink(
+            s, NullProducer(), Codec(), Stats(), obs=telemetry,  # type: ignore[arg-type]
+            limits=Limits(result_partitions=partitions),
+        )  # fmt: skip
+
+    one = sink(0)
+    chunked = sink(4)
+    per_result = cpu_us(lambda o: one.result(o.kafka_key, o.result), out)
+    per_chunk = cpu_us(chunked.results, [out]) / len(out)
+    return per_result, per_chunk
 
 
 # -- phase 2: baselines ---------------------------------------------------------------------------
@@ -410,13 +460,19 @@ class IntakeRun:
 
 
 def run_intake(
-    bootstrap: str, t: Topics, n: int, batch: int, timeout: float, profile: Any = None
+    bootstrap: str,
+    t: Topics,
+    n: int,
+    batch: int,
+    timeout: float,
+    profile: Any = None,
+    client: str = "kafka-python",
 ) -> IntakeRun:
     """Intake alone: jobs are accepted at once and never end (no delivery competes)."""
     base = "http://127.0.0.1:9"
     s = settings_for(
         bootstrap, t, base, batch, max_jobs=10**6, max_waiting_intents=10**6, poll_initial_s=3600,
-        poll_max_s=3600,
+        poll_max_s=3600, kafka_client=client,
     )  # fmt: skip
     gemini = HeldGemini("bench", base)
     offsets = Offsets(bootstrap, s.group_id)
@@ -454,8 +510,12 @@ def run_e2e(
     timeout: float,
     profile: Any = None,
     guarantee: str = "at_least_once",
+    client: str = "kafka-python",
 ) -> E2ERun:
-    s = settings_for(bootstrap, t, emulator.base_url, batch, processing_guarantee=guarantee)
+    s = settings_for(
+        bootstrap, t, emulator.base_url, batch, processing_guarantee=guarantee,
+        kafka_client=client,
+    )  # fmt: skip
     eos = guarantee == "exactly_once"
     gemini = CountingGemini("bench", emulator.base_url, timeout_s=s.http_timeout_s)
     offsets = Offsets(bootstrap)
@@ -488,12 +548,19 @@ class FanoutRun:
     intake_s: float
 
 
-def run_fanout(bootstrap: str, t: Topics, n: int, timeout: float, profile: Any = None) -> FanoutRun:
+def run_fanout(
+    bootstrap: str,
+    t: Topics,
+    n: int,
+    timeout: float,
+    profile: Any = None,
+    client: str = "kafka-python",
+) -> FanoutRun:
     """One N-request file job: RUNNING until all N are submitted, then SUCCEEDED."""
     base = "http://127.0.0.1:9"
     s = settings_for(
         bootstrap, t, base, n, wait_s=30.0, batch_inline_max_bytes=1_000_000,
-        poll_initial_s=0.05, poll_max_s=0.05,
+        poll_initial_s=0.05, poll_max_s=0.05, kafka_client=client,
     )  # fmt: skip
     gemini = GatedGemini("bench", base)
     offsets = Offsets(bootstrap)
@@ -669,6 +736,218 @@ def packing(sizes: Sequence[int], cap: int) -> tuple[float, float]:
     return statistics.fmean(sizes) / cap, len(sizes) / total * 100_000
 
 
+def available_clients() -> list[str]:
+    """kafka-python, and confluent-kafka when its extra is installed."""
+    try:
+        import confluent_kafka  # noqa: F401, PLC0415  # optional extra
+    except ImportError:
+        return ["kafka-python"]
+    return ["kafka-python", "confluent-kafka"]
+
+
+def profiler_for(path: str | None) -> Any:
+    if not path:
+        return None
+    from pyinstrument import Profiler  # noqa: PLC0415  # dev extra
+
+    return Profiler(interval=0.001)
+
+
+def write_profile(profiler: Any, path: str | None) -> None:
+    if profiler is not None and path:
+        Path(path).write_text(profiler.output_text(unicode=True, color=False))
+        print(f"   profile written to {path}", flush=True)
+
+
+def run_quix(bootstrap: str, partitions: int, n: int, consume_s: float, report: Report) -> float:
+    """The Quix Streams application over the same N requests as JSON; returns its rate."""
+    try:
+        import quixstreams  # noqa: F401, PLC0415  # bench extra
+    except ImportError:
+        print("== Quix Streams not installed (pip install '.[bench]'): row skipped", flush=True)
+        return 0.0
+    print("== Quix Streams application (JSON in, a result per request out)", flush=True)
+    q_t = create_topics(bootstrap, "quix", partitions)
+    publish_json_requests(bootstrap, q_t.requests, partitions, n)
+    offsets = Offsets(bootstrap)
+    try:
+        q_s = quix_app(
+            bootstrap, q_t.requests, q_t.results, n,
+            lambda: offsets.end_total(q_t.results, partitions),
+        )  # fmt: skip
+    finally:
+        offsets.close()
+    report.add(
+        "Quix Streams application: JSON requests -> a result each, at-least-once",
+        rate(n, q_s),
+        f"{consume_s / q_s:.2f} of bare consume",
+        quix_per_s=n / q_s,
+    )
+    return n / q_s
+
+
+def sidecar_phases(
+    bootstrap: str,
+    args: argparse.Namespace,
+    client: str,
+    main_t: Topics,
+    n: int,
+    n_fan: int,
+    dv_s: float,
+    contract: tuple[float, float],
+    emulator: EmulatorProcess,
+    skip: set[str],
+    report: Report,
+    multi: bool,
+) -> float:
+    """Intake, end to end (and exactly-once), fan-out of the sidecar on `client`; returns
+    its end-to-end rate. Ratios against the contract baselines of the same client."""
+    pipe_s, prod_s = contract
+    tag = f", {client}" if multi else ""
+
+    def key(name: str) -> str:
+        return f"{name}_{client}" if multi else name
+
+    print(f"== sidecar intake{tag} (jobs accepted at once, never ending)", flush=True)
+    prof = profiler_for(args.profile_intake)
+    intake = run_intake(bootstrap, main_t, n, args.batch, args.timeout, prof, client)
+    write_profile(prof, args.profile_intake and f"{args.profile_intake}.{client}")
+    r_in = dv_s / intake.took_in_s
+    report.add(
+        f"sidecar intake{tag}: all N taken in",
+        f"{rate(n, intake.took_in_s)} ({intake.took_in_s:.2f} s)",
+        f"{r_in:.2f} of consume+decode+validate",
+        f">= 0.9: {verdict(r_in >= 0.9)}",
+        **{key("intake_per_s"): n / intake.took_in_s, key("intake_ratio"): r_in},
+    )
+    report.add(
+        f"sidecar intake{tag}: all N committed",
+        f"{rate(n, intake.committed_s)} ({intake.committed_s:.2f} s)",
+        f"{dv_s / intake.committed_s:.2f} of consume+decode+validate",
+        **{key("intake_committed_per_s"): n / intake.committed_s},
+    )
+    pk, jpk = packing(intake.sizes, args.batch)
+    report.add(
+        f"packing, backlog (intake run{tag}): requests per job / cap",
+        f"{pk:.0%} ({len(intake.sizes)} jobs, {jpk:.0f} per 100k)",
+        target=f">= 95%: {verdict(pk >= 0.95)}",
+        **{key("packing_backlog"): pk, key("jobs_per_100k_backlog"): jpk},
+    )
+
+    e2e_rate = 0.0
+    if "e2e" not in skip:
+        print(f"== sidecar end to end{tag} (emulator)", flush=True)
+        # Fresh topics: results are counted by end offsets, per client.
+        e2e_t = create_topics(bootstrap, "e2e", args.partitions)
+        produce_requests(bootstrap, e2e_t.requests, args.partitions, n)
+        prof = profiler_for(args.profile)
+        e2e = run_e2e(bootstrap, e2e_t, n, args.batch, emulator, args.timeout, prof, client=client)
+        write_profile(prof, args.profile and f"{args.profile}.{client}")
+        e2e_rate = n / e2e.e2e_s
+        r_e2e = pipe_s / e2e.e2e_s
+        report.add(
+            f"sidecar end to end{tag}: all N results",
+            f"{rate(n, e2e.e2e_s)} ({e2e.e2e_s:.2f} s, {e2e.jobs} jobs)",
+            f"{r_e2e:.2f} of the contract pipe",
+            f">= 0.6: {verdict(r_e2e >= 0.6)}",
+            **{key("e2e_per_s"): e2e_rate, key("e2e_ratio"): r_e2e},
+        )
+        if e2e.results < n:
+            report.add(f"sidecar end to end{tag}: RESULTS MISSING", f"{n - e2e.results:,}")
+        p = e2e.passes
+        report.add(
+            f"loop pass during e2e{tag}: p50 / p99 / max",
+            f"{p.p50 * 1e3:.0f} / {p.p99 * 1e3:.0f} / {p.max * 1e3:.0f} ms ({p.count})",
+            target=f"p99 <= 1 s, max <= 2 s: {verdict(p.p99 <= 1.0 and p.max <= 2.0)}",
+            **{key("e2e_passes"): asdict(p)},
+        )
+
+        if "eos" not in skip:
+            print(f"== sidecar end to end{tag}, exactly-once mode (transactions)", flush=True)
+            eos_t = create_topics(bootstrap, "eos", args.partitions)
+            produce_requests(bootstrap, eos_t.requests, args.partitions, n)
+            eos = run_e2e(
+                bootstrap, eos_t, n, args.batch, emulator, args.timeout, None, "exactly_once",
+                client,
+            )  # fmt: skip
+            r_eos = e2e.e2e_s / eos.e2e_s
+            report.add(
+                f"sidecar end to end{tag}, exactly_once: all N results",
+                f"{rate(n, eos.e2e_s)} ({eos.e2e_s:.2f} s, {eos.jobs} jobs)",
+                f"{r_eos:.2f} of at_least_once",
+                f">= 0.8: {verdict(r_eos >= 0.8)}",
+                **{key("eos_per_s"): n / eos.e2e_s, key("eos_vs_alo"): r_eos},
+            )
+
+    if "fanout" not in skip:
+        print(f"== fan-out{tag}: one {n_fan:,}-request job, SUCCEEDED → last result", flush=True)
+        fan_t = create_topics(bootstrap, "fanout", 1)
+        produce_requests(bootstrap, fan_t.requests, 1, n_fan)
+        prof = profiler_for(args.profile_fanout)
+        fan = run_fanout(bootstrap, fan_t, n_fan, args.timeout, prof, client)
+        write_profile(prof, args.profile_fanout and f"{args.profile_fanout}.{client}")
+        r_fan = fan.fanout_s / prod_s
+        report.add(
+            f"fan-out{tag}: {n_fan:,} results, SUCCEEDED to last result",
+            f"{fan.fanout_s:.2f} s ({rate(n_fan, fan.fanout_s)})",
+            f"{r_fan:.2f}x contract produce",
+            f"<= 1.5: {verdict(r_fan <= 1.5)}",
+            **{key("fanout_s"): fan.fanout_s, key("fanout_ratio"): r_fan},
+        )
+        p = fan.passes
+        report.add(
+            f"loop pass during the fan-out{tag}: p50 / p99 / max",
+            f"{p.p50 * 1e3:.0f} / {p.p99 * 1e3:.0f} / {p.max * 1e3:.0f} ms ({p.count})",
+            target=f"p99 <= 1 s, max <= 2 s: {verdict(p.p99 <= 1.0 and p.max <= 2.0)}",
+            **{key("fanout_passes"): asdict(p)},
+        )
+    return e2e_rate
+
+
+@contextlib.contextmanager
+def per_result_delivery() -> Iterator[None]:
+    """The delivery path before per-chunk work, for an A/B in one run: each result through
+    `Sink.result` (own handle, stats, metrics) and placed by the client's partitioner."""
+    from connector.stages.tracker import Tracker  # noqa: PLC0415
+
+    def send(self: Any, entry: Any, outgoing: Any) -> list[Any]:
+        return [self.ctx.sink.result(o.kafka_key, o.result) for o in outgoing]
+
+    def read_limits(self: Any, admin: Any) -> None:
+        original_read_limits(self, admin)
+        self.limits = replace(self.limits, result_partitions=0)
+
+    original_send, original_read_limits = Tracker.send, Sidecar._read_limits
+    Tracker.send = send  # type: ignore[method-assign]
+    Sidecar._read_limits = read_limits  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        Tracker.send = original_send  # type: ignore[method-assign]
+        Sidecar._read_limits = original_read_limits  # type: ignore[method-assign]
+
+
+def fanout_ab(bootstrap: str, n_fan: int, timeout: float, report: Report, rounds: int) -> None:
+    """The fan-out on kafka-python, per-result delivery vs per-chunk, alternating."""
+    labels = ("per result", "per chunk")
+    best = dict.fromkeys(labels, float("inf"))
+    for _ in range(rounds):
+        for label in labels:
+            fan_t = create_topics(bootstrap, "fanout-ab", 1)
+            produce_requests(bootstrap, fan_t.requests, 1, n_fan)
+            with per_result_delivery() if label == "per result" else contextlib.nullcontext():
+                fan = run_fanout(bootstrap, fan_t, n_fan, timeout)
+            print(f"   {label}: {fan.fanout_s:.2f} s", flush=True)
+            best[label] = min(best[label], fan.fanout_s)
+    for label, secs in best.items():
+        report.add(
+            f"fan-out A/B, kafka-python, delivery {label}: {n_fan:,} results (best of {rounds})",
+            f"{secs:.2f} s ({rate(n_fan, secs)})",
+            f"{best['per result'] / secs:.2f}x per-result speed",
+            **{f"fanout_ab_{label.replace(' ', '_')}_s": secs},
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -692,7 +971,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--skip",
         default="",
-        help="comma list of phases to skip: e2e,eos,fanout,inflight,bigfile,sustained",
+        help="comma list of phases to skip: e2e,eos,fanout,quix,inflight,bigfile,sustained",
     )
     parser.add_argument("--profile", metavar="FILE", help="pyinstrument the e2e sidecar thread")
     parser.add_argument(
@@ -700,6 +979,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--profile-intake", metavar="FILE", help="pyinstrument the intake sidecar thread"
+    )
+    parser.add_argument(
+        "--clients",
+        default=",".join(available_clients()),
+        help="Kafka clients to run the contract baselines and the sidecar on, in order "
+        "(default: kafka-python, and confluent-kafka if installed)",
+    )
+    parser.add_argument(
+        "--fanout-ab",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="also run the fan-out with per-result and per-chunk delivery, alternating",
     )
     parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "latest.json"))
     parser.add_argument("--timeout", type=float, default=900, help="deadline of each wait (s)")
@@ -712,6 +1004,7 @@ def main(argv: list[str] | None = None) -> int:
     bigfile_mb = args.bigfile_mb or sz["bigfile_mb"]
     sustained_s = args.sustained_s if args.sustained_s is not None else sz["sustained"]
     skip = set(filter(None, args.skip.split(",")))
+    clients = [c for c in args.clients.split(",") if c]
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     configure_logs("ERROR", "console")
@@ -789,120 +1082,61 @@ def main(argv: list[str] | None = None) -> int:
                 )
             report.data["baseline_produce_variants_per_s"] = variants
 
-            print("== sidecar intake (jobs accepted at once, never ending)", flush=True)
-            intake_prof = None
-            if args.profile_intake:
-                from pyinstrument import Profiler  # noqa: PLC0415  # dev extra
-
-                intake_prof = Profiler(interval=0.001)
-            intake = run_intake(bootstrap, main_t, n, args.batch, args.timeout, intake_prof)
-            if intake_prof is not None:
-                Path(args.profile_intake).write_text(
-                    intake_prof.output_text(unicode=True, color=False)
-                )
-                print(f"   profile written to {args.profile_intake}", flush=True)
-            r_in = dv_s / intake.took_in_s
-            report.add(
-                "sidecar intake: all N taken in",
-                f"{rate(n, intake.took_in_s)} ({intake.took_in_s:.2f} s)",
-                f"{r_in:.2f} of consume+decode+validate",
-                f">= 0.8: {verdict(r_in >= 0.8)}",
-                intake_per_s=n / intake.took_in_s,
-                intake_ratio=r_in,
-            )
-            report.add(
-                "sidecar intake: all N committed",
-                f"{rate(n, intake.committed_s)} ({intake.committed_s:.2f} s)",
-                f"{dv_s / intake.committed_s:.2f} of consume+decode+validate",
-                intake_committed_per_s=n / intake.committed_s,
-            )
-            pk, jpk = packing(intake.sizes, args.batch)
-            report.add(
-                "packing, backlog (intake run): requests per job / cap",
-                f"{pk:.0%} ({len(intake.sizes)} jobs, {jpk:.0f} per 100k)",
-                target=f">= 95%: {verdict(pk >= 0.95)}",
-                packing_backlog=pk,
-                jobs_per_100k_backlog=jpk,
-            )
-
-            e2e_rate = 0.0
-            if "e2e" not in skip:
-                print("== sidecar end to end (emulator)", flush=True)
-                profiler = None
-                if args.profile:
-                    from pyinstrument import Profiler  # noqa: PLC0415  # dev extra
-
-                    profiler = Profiler(interval=0.001)
-                e2e = run_e2e(bootstrap, main_t, n, args.batch, emulator, args.timeout, profiler)
-                e2e_rate = n / e2e.e2e_s
-                r_e2e = pipe_s / e2e.e2e_s
+            contract: dict[str, tuple[float, float]] = {}
+            for client in clients:
+                print(f"== contract baselines on {client}", flush=True)
+                cp_s = contract_pipe(bootstrap, main_t.requests, main_t.dlq, n, client)
                 report.add(
-                    "sidecar end to end: all N results",
-                    f"{rate(n, e2e.e2e_s)} ({e2e.e2e_s:.2f} s, {e2e.jobs} jobs)",
-                    f"{r_e2e:.2f} of the bare pipe",
-                    f">= 0.6: {verdict(r_e2e >= 0.6)}",
-                    e2e_per_s=e2e_rate,
-                    e2e_ratio=r_e2e,
+                    f"contract pipe, {client}: consume, decode+validate, encode, keyed send "
+                    "with headers, flush + commit per poll",
+                    rate(n, cp_s),
+                    f"{consume_s / cp_s:.2f} of bare consume",
+                    **{f"contract_pipe_per_s_{client}": n / cp_s},
                 )
-                if e2e.results < n:
-                    report.add("sidecar end to end: RESULTS MISSING", f"{n - e2e.results:,}")
-                p = e2e.passes
+                contract_produce(bootstrap, main_t.dlq, min(n_fan, 5_000), client, repeat=1)
+                cprod_s = contract_produce(bootstrap, main_t.dlq, n_fan, client)
                 report.add(
-                    "loop pass during e2e: p50 / p99 / max",
-                    f"{p.p50 * 1e3:.0f} / {p.p99 * 1e3:.0f} / {p.max * 1e3:.0f} ms ({p.count})",
-                    e2e_passes=asdict(p),
+                    f"contract produce {n_fan:,} results, {client}: encode + keyed send "
+                    "with headers",
+                    rate(n_fan, cprod_s),
+                    f"{prod_s / cprod_s:.2f} of bare produce",
+                    **{f"contract_produce_per_s_{client}": n_fan / cprod_s},
                 )
-                if profiler is not None:
-                    Path(args.profile).write_text(profiler.output_text(unicode=True, color=False))
-                    print(f"   profile written to {args.profile}", flush=True)
+                contract[client] = (cp_s, cprod_s)
+            quix_rate = 0.0
+            if "quix" not in skip:
+                quix_rate = run_quix(bootstrap, args.partitions, n, consume_s, report)
 
-            if "eos" not in skip and "e2e" not in skip:
-                print("== sidecar end to end, exactly-once mode (transactions)", flush=True)
-                eos_t = create_topics(bootstrap, "eos", args.partitions)
-                produce_requests(bootstrap, eos_t.requests, args.partitions, n)
-                eos = run_e2e(
-                    bootstrap, eos_t, n, args.batch, emulator, args.timeout, None, "exactly_once"
-                )
-                r_eos = e2e.e2e_s / eos.e2e_s
-                report.add(
-                    "sidecar end to end, exactly_once: all N results",
-                    f"{rate(n, eos.e2e_s)} ({eos.e2e_s:.2f} s, {eos.jobs} jobs)",
-                    f"{r_eos:.2f} of at_least_once",
-                    eos_per_s=n / eos.e2e_s,
-                    eos_vs_alo=r_eos,
-                )
-
-            if "fanout" not in skip:
-                print(f"== fan-out: one {n_fan:,}-request job, SUCCEEDED → last result", flush=True)
-                fan_t = create_topics(bootstrap, "fanout", 1)
-                produce_requests(bootstrap, fan_t.requests, 1, n_fan)
-                fan_prof = None
-                if args.profile_fanout:
-                    from pyinstrument import Profiler  # noqa: PLC0415  # dev extra
-
-                    fan_prof = Profiler(interval=0.001)
-                fan = run_fanout(bootstrap, fan_t, n_fan, args.timeout, fan_prof)
-                if fan_prof is not None:
-                    Path(args.profile_fanout).write_text(
-                        fan_prof.output_text(unicode=True, color=False)
+            e2e_rates: dict[str, float] = {}
+            for client in clients:
+                e2e_rates[client] = sidecar_phases(
+                    bootstrap, args, client, main_t, n, n_fan, dv_s, contract[client], emulator,
+                    skip, report, multi=len(clients) > 1,
+                )  # fmt: skip
+            if len(e2e_rates) > 1 and "e2e" not in skip:
+                base = e2e_rates.get("kafka-python", 0.0)
+                for client, r in e2e_rates.items():
+                    if client == "kafka-python" or not base:
+                        continue
+                    x = r / base
+                    report.add(
+                        f"sidecar end to end, {client} vs kafka-python",
+                        f"{x:.2f}x",
+                        target=f">= 3x: {verdict(x >= 3)}",
+                        **{f"e2e_vs_kafka_python_{client}": x},
                     )
-                    print(f"   profile written to {args.profile_fanout}", flush=True)
-                r_fan = fan.fanout_s / prod_s
-                report.add(
-                    f"fan-out: {n_fan:,} results, SUCCEEDED to last result",
-                    f"{fan.fanout_s:.2f} s ({rate(n_fan, fan.fanout_s)})",
-                    f"{r_fan:.2f}x bare produce",
-                    f"<= 1.5: {verdict(r_fan <= 1.5)}",
-                    fanout_s=fan.fanout_s,
-                    fanout_ratio=r_fan,
-                )
-                p = fan.passes
-                report.add(
-                    "loop pass during the fan-out: p50 / p99 / max",
-                    f"{p.p50 * 1e3:.0f} / {p.p99 * 1e3:.0f} / {p.max * 1e3:.0f} ms ({p.count})",
-                    target=f"p99 <= 1 s: {verdict(p.p99 <= 1.0)}",
-                    fanout_passes=asdict(p),
-                )
+                    if quix_rate:
+                        q = r / quix_rate
+                        report.add(
+                            f"sidecar end to end, {client} vs the Quix Streams application",
+                            f"{q:.2f}",
+                            target=f">= 0.5: {verdict(q >= 0.5)}",
+                            **{f"e2e_vs_quix_{client}": q},
+                        )
+            e2e_rate = e2e_rates.get(clients[0], 0.0) if clients else 0.0
+            if args.fanout_ab:
+                print("== fan-out A/B: per-result vs per-chunk delivery (kafka-python)", flush=True)
+                fanout_ab(bootstrap, n_fan, args.timeout, report, args.fanout_ab)
 
             if "inflight" not in skip:
                 print(

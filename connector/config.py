@@ -48,6 +48,14 @@ OPTIONS: tuple[Option, ...] = (
         "Kafka bootstrap servers",
     ),
     Option(
+        "kafka_client",
+        "CONNECTOR_KAFKA_CLIENT",
+        str,
+        "kafka-python",
+        "Kafka client: kafka-python (pure Python) or confluent-kafka (librdkafka, the extra "
+        "`librdkafka`; CONNECTOR_KAFKA_* keep kafka-python's names, mapped for it)",
+    ),
+    Option(
         "request_topic", "CONNECTOR_REQUEST_TOPIC", str, "llm.requests", "topic of request events"
     ),
     Option(
@@ -437,6 +445,7 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 GUARANTEES = ("at_least_once", "exactly_once")
+KAFKA_CLIENTS = ("kafka-python", "confluent-kafka")
 
 DEFAULTS: dict[str, Any] = {o.attr: o.default for o in OPTIONS}
 """Each setting's default, from OPTIONS: the one place defaults are declared."""
@@ -530,6 +539,7 @@ class Settings:
     """Everything `connector run` needs, validated."""
 
     bootstrap_servers: str = DEFAULTS["bootstrap_servers"]
+    kafka_client: str = DEFAULTS["kafka_client"]
     request_topic: str = DEFAULTS["request_topic"]
     result_topic: str = DEFAULTS["result_topic"]
     dlq_topic: str = DEFAULTS["dlq_topic"]
@@ -889,6 +899,11 @@ def validate(s: Settings) -> None:
             f"({s.http_timeout_s:g} s) must be positive and at most half of "
             f"max.poll.interval.ms ({s.max_poll_interval_s:g} s)"
         )
+    if s.kafka_client not in KAFKA_CLIENTS:
+        raise ConfigError(
+            f"CONNECTOR_KAFKA_CLIENT must be one of {', '.join(KAFKA_CLIENTS)}, "
+            f"got {s.kafka_client!r}"
+        )
     if s.log_format not in ("json", "console"):
         raise ConfigError("CONNECTOR_LOG_FORMAT must be json or console")
     if s.result_format not in ("single_object", "confluent", "json"):
@@ -923,7 +938,8 @@ def env_table(options: Sequence[Option] = OPTIONS) -> str:
         f"e.g. `{KAFKA_PREFIX}SECURITY_PROTOCOL=SASL_SSL`, `{KAFKA_PREFIX}SASL_MECHANISM`, "
         f"`{KAFKA_PREFIX}SASL_PLAIN_USERNAME`, `{KAFKA_PREFIX}SASL_PLAIN_PASSWORD`, "
         f"`{KAFKA_PREFIX}SSL_CAFILE`; typed as kafka-python's default (an unknown name is "
-        "refused, naming the closest) |"
+        "refused, naming the closest); with confluent-kafka the same names are mapped to "
+        "librdkafka's (`RD_NAMES` in connector/adapters/rdkafka.py; an unmapped one is refused) |"
     )
     rows.append(
         f"| `{KAFKA_PREFIX}CONSUMER{_OVERRIDE_ENV}<NAME>`, `..._PRODUCER{_OVERRIDE_ENV}<NAME>`, "

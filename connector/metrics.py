@@ -46,7 +46,6 @@ from connector.core.records import (
     Record,
     RemoteJob,
     ResultEvent,
-    ResultStatus,
 )
 from connector.errors import ProviderError
 
@@ -227,25 +226,58 @@ class Telemetry(Observer):
     # -- hooks the stages call -------------------------------------------------------
 
     def result(self, result: ResultEvent) -> None:
-        """Count one produced result: a few µs on the delivery's hot path, so the labelled
-        children are looked up once per label set (prometheus' `labels()` costs ~2 µs)."""
-        ok = result.status is ResultStatus.OK
-        err = result.error
-        reason = "" if ok or err is None else err.status
-        status = result.status.value
-        counted = self._result_children.get((status, reason))
+        """Count one produced result (the labelled children are looked up once per label
+        set: prometheus' `labels()` costs ~2 µs)."""
+        self.result_chunk((result,))
+
+    def result_chunk(self, results: Sequence[ResultEvent]) -> None:
+        """A chunk of results: each labelled counter is incremented once per chunk, tokens
+        and costs summed per model first (pricing stays per result: a price tier depends
+        on the request's size)."""
+        counted: dict[tuple[str, str], int] = {}
+        usage: dict[str, list[float]] = {}  # model: input, output, cost, saving
+        for r in results:
+            err = r.error
+            status = r.status.value
+            key = (status, "" if status == "OK" or err is None else err.status)
+            counted[key] = counted.get(key, 0) + 1
+            if r.request_created_ms > 0 and r.completed_ms >= r.request_created_ms:
+                self._children(key)[1].observe((r.completed_ms - r.request_created_ms) / 1000)
+            if r.usage is None:
+                continue
+            model = r.model.removeprefix("models/")
+            cost = self.prices.cost(model, r.usage)
+            if cost is None:
+                self._usage_unpriced(model, r)
+                continue
+            sums = usage.get(model)
+            if sums is None:
+                sums = usage[model] = [0, 0, 0.0, 0.0]
+            sums[0] += cost.input_tokens
+            sums[1] += cost.output_tokens
+            sums[2] += cost.batch_usd
+            sums[3] += max(cost.saving_usd, 0.0)
+        for key, n in counted.items():
+            self._children(key)[0].inc(n)
+        for model, (tokens_in, tokens_out, usd, saving) in usage.items():
+            m = self._model(model)
+            m.tokens_in.inc(tokens_in)
+            m.tokens_out.inc(tokens_out)
+            m.cost.inc(usd)
+            m.saving.inc(saving)
+
+    def _children(self, key: tuple[str, str]) -> tuple[Any, Any]:
+        counted = self._result_children.get(key)
         if counted is None:
+            status, reason = key
             label = reason if not reason or reason in RPC_STATUSES else "UNKNOWN"
-            counted = self._result_children[(status, reason)] = (
+            counted = self._result_children[key] = (
                 self.results.labels(status, label),
                 self.request_to_result.labels(status),
             )
-        counted[0].inc()
-        if result.request_created_ms > 0 and result.completed_ms >= result.request_created_ms:
-            counted[1].observe((result.completed_ms - result.request_created_ms) / 1000)
-        if result.usage is None:
-            return
-        model = result.model.removeprefix("models/")
+        return counted
+
+    def _model(self, model: str) -> _ModelSeries:
         m = self._model_children.get(model)
         if m is None:
             m = self._model_children[model] = _ModelSeries(
@@ -254,17 +286,15 @@ class Telemetry(Observer):
                 self.cost.labels(model),
                 self.saving.labels(model),
             )
-        cost = self.prices.cost(model, result.usage)
-        if cost is None:
-            self.unpriced.labels(model).inc()  # rare: a model missing from the table
-            u = result.usage
-            m.tokens_in.inc(max(u.prompt_tokens, 0))
-            m.tokens_out.inc(max(u.total_tokens - u.prompt_tokens, u.candidates_tokens, 0))
-            return
-        m.tokens_in.inc(cost.input_tokens)
-        m.tokens_out.inc(cost.output_tokens)
-        m.cost.inc(cost.batch_usd)
-        m.saving.inc(max(cost.saving_usd, 0.0))
+        return m
+
+    def _usage_unpriced(self, model: str, r: ResultEvent) -> None:
+        self.unpriced.labels(model).inc()  # rare: a model missing from the table
+        u = r.usage
+        assert u is not None
+        m = self._model(model)
+        m.tokens_in.inc(max(u.prompt_tokens, 0))
+        m.tokens_out.inc(max(u.total_tokens - u.prompt_tokens, u.candidates_tokens, 0))
 
     def dead_letter(self, stage: str) -> None:
         self.dead_lettered.labels(stage).inc()

@@ -26,7 +26,7 @@ from typing import Any
 import structlog
 
 from connector import endpoints
-from connector.adapters import codecs
+from connector.adapters import clients, codecs
 from connector.adapters.control import ControlTopic, ensure_control_topic
 from connector.adapters.heap import HeapTrimmer
 from connector.adapters.kafka import (
@@ -226,8 +226,11 @@ class Sidecar:
 
     def _run(self) -> None:
         s = self.s
-        self._extra = codecs.check(self._extra)
-        admin: Admin = self._connect(lambda: Admin(s.bootstrap_servers, self._extra), "admin")
+        kc = clients.backend(s.kafka_client)
+        log.info("kafka client", client=kc.name)
+        if kc.name == clients.KAFKA_PYTHON:  # librdkafka ships every codec itself
+            self._extra = codecs.check(self._extra)
+        admin: Admin = self._connect(lambda: kc.admin(s.bootstrap_servers, self._extra), "admin")
         try:
             total = self._prepare_topics(admin)
         finally:
@@ -235,7 +238,9 @@ class Sidecar:
         s = self.s  # _prepare_topics may have settled the ledger's name
 
         def grow_ledger() -> None:
-            grower: Admin = self._connect(lambda: Admin(s.bootstrap_servers, self._extra), "admin")
+            grower: Admin = self._connect(
+                lambda: kc.admin(s.bootstrap_servers, self._extra), "admin"
+            )
             try:
                 n = grower.partitions(s.request_topic)
                 if n is not None:
@@ -256,7 +261,7 @@ class Sidecar:
             producer_extra["batch_size"] = max(1, self._ledger_max_bytes // 2)
         txn_id = transactional_id(s)
         txn: TransactionalProducer = self._connect(
-            lambda: TransactionalProducer(s.bootstrap_servers, producer_extra, txn_id),
+            lambda: kc.transactional_producer(s.bootstrap_servers, producer_extra, txn_id),
             "transactional producer",
         )
         log.info(
@@ -265,10 +270,10 @@ class Sidecar:
         producer: Producer = (
             txn
             if s.exactly_once
-            else self._connect(lambda: Producer(s.bootstrap_servers, producer_extra), "producer")
+            else self._connect(lambda: kc.producer(s.bootstrap_servers, producer_extra), "producer")
         )
         consumer: RequestConsumer = self._connect(
-            lambda: RequestConsumer(
+            lambda: kc.request_consumer(
                 s.request_topic, s.group_id, s.bootstrap_servers, self._extra, max_records=2000
             ),
             "consumer",
@@ -279,16 +284,27 @@ class Sidecar:
         schema_by_id, result_schema_id = self._registry()
         decoder = RequestDecoder(self.codec, schema_by_id)
         control: ControlTopic = self._connect(
-            lambda: ControlTopic(s.control, producer, s.bootstrap_servers, self._extra),
+            lambda: kc.control_topic(s.control, producer, s.bootstrap_servers, self._extra),
             "control topic reader",
         )
         self.attach(
             Ports(
                 consumer=consumer,
                 producer=producer,
-                ledger=Ledger(s.ledger, self.codec, producer, s.bootstrap_servers, self._extra),
+                ledger=Ledger(
+                    s.ledger,
+                    self.codec,
+                    producer,
+                    s.bootstrap_servers,
+                    self._extra,
+                    read=kc.read_partition,
+                ),
                 reader=RequestReader(
-                    s.request_topic, decoder.decode, s.bootstrap_servers, self._extra
+                    s.request_topic,
+                    decoder.decode,
+                    s.bootstrap_servers,
+                    self._extra,
+                    open_reader=kc.partition_reader,
                 ),
                 total_partitions=total,
                 schema_by_id=schema_by_id,
@@ -546,6 +562,7 @@ class Sidecar:
         self.limits = Limits(
             result_bytes=min(topic_max[s.result_topic], max_request_size),
             dlq_bytes=min(topic_max[s.dlq_topic], max_request_size),
+            result_partitions=admin.partitions(s.result_topic) or 0,
         )
         max_request_bytes = min(
             s.max_request_bytes, topic_max[s.request_topic], self.limits.dlq_bytes

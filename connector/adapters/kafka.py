@@ -939,23 +939,7 @@ class Admin:
         existing = self.partitions(topic)
         if existing is not None:
             return existing
-        try:
-            self._admin.create_topics(
-                {
-                    topic: {
-                        "num_partitions": partitions,
-                        "replication_factor": replication_factor,
-                        "configs": dict(configs or {}),
-                    }
-                },
-                wait_for_metadata=True,
-            )
-        except TopicAlreadyExistsError:
-            # Replicas starting together race to create it; the loser's metadata may not
-            # show the topic (with leaders) for a moment yet: wait for it below.
-            log.info("topic created by another client meanwhile", topic=topic)
-        except KafkaTimeoutError:
-            log.info("topic not visible yet after create; waiting", topic=topic)
+        self._create(topic, partitions, dict(configs or {}), replication_factor)
         deadline = time.monotonic() + self.visible_timeout_s
         while (found := self.partitions(topic)) is None:
             if time.monotonic() > deadline:
@@ -995,8 +979,8 @@ class Admin:
                 to=check.grow_to,
             )
             try:
-                self._admin.create_partitions({topic: check.grow_to})
-            except KafkaError as exc:
+                self._grow(topic, check.grow_to)
+            except Exception as exc:
                 if self.partitions(topic) != check.grow_to:  # another replica may have won
                     raise LedgerError(f"could not grow ledger {topic!r}: {exc!r}") from exc
             deadline = time.monotonic() + 30
@@ -1008,6 +992,31 @@ class Admin:
             return int(config.get("max.message.bytes", "1048588"))
         except ValueError:
             return 1048588
+
+    def _create(
+        self, topic: str, partitions: int, configs: dict[str, str], replication_factor: int
+    ) -> None:
+        """Ask for the topic; one created meanwhile by another client is not an error."""
+        try:
+            self._admin.create_topics(
+                {
+                    topic: {
+                        "num_partitions": partitions,
+                        "replication_factor": replication_factor,
+                        "configs": configs,
+                    }
+                },
+                wait_for_metadata=True,
+            )
+        except TopicAlreadyExistsError:
+            # Replicas starting together race to create it; the loser's metadata may not
+            # show the topic (with leaders) for a moment yet: `ensure_topic` waits for it.
+            log.info("topic created by another client meanwhile", topic=topic)
+        except KafkaTimeoutError:
+            log.info("topic not visible yet after create; waiting", topic=topic)
+
+    def _grow(self, topic: str, partitions: int) -> None:
+        self._admin.create_partitions({topic: partitions})
 
     def max_message_bytes(self, topic: str) -> int:
         """The topic's `max.message.bytes` (its effective value, broker default included)."""
@@ -1044,7 +1053,7 @@ def connect_with_retry(
             return make()
         except KafkaConfigurationError as exc:
             raise ConfigError(f"invalid Kafka settings for {what}: {exc}") from exc
-        except (KafkaError, OSError) as exc:
+        except (KafkaError, BrokerUnavailable, OSError) as exc:
             if time.monotonic() + delay > deadline or (stop is not None and stop.is_set()):
                 raise BrokerUnavailable(
                     f"Kafka not reachable for {what} after {timeout_s:.0f}s: {exc}"

@@ -5,13 +5,13 @@ A live entry is the latest value under a job id; a tombstone ends the job.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from connector.adapters.kafka import Producer, Sent, read_partition
+from connector.adapters.kafka import read_partition
 from connector.core.codec import Codec
 from connector.core.ports import ProducerPort, SendHandle
-from connector.core.records import LedgerEntry
+from connector.core.records import LedgerEntry, Record
 from connector.errors import DecodeError, LedgerError
 
 
@@ -22,10 +22,13 @@ class Ledger:
         self,
         topic: str,
         codec: Codec,
-        producer: Producer,
+        producer: ProducerPort,
         bootstrap: str,
         kafka_extra: Mapping[str, Any],
+        read: Callable[..., list[Record]] = read_partition,
     ) -> None:
+        self._read = read
+        """The Kafka client's group-less reader (`adapters.clients.Backend.read_partition`)."""
         self.topic = topic
         self._codec = codec
         self._producer = producer
@@ -35,9 +38,7 @@ class Ledger:
     def load(self, partition: int) -> dict[str, LedgerEntry]:
         """Replay partition p from the beginning to its end: the live jobs of p."""
         live: dict[str, LedgerEntry] = {}
-        records = read_partition(
-            self.topic, partition, self._bootstrap, self._extra, committed=True, role="ledger"
-        )
+        records = self._read(self.topic, partition, self._bootstrap, self._extra, committed=True)
         for rec in records:
             if rec.key is None:
                 continue
@@ -55,7 +56,7 @@ class Ledger:
                 ) from exc
         return live
 
-    def write(self, entry: LedgerEntry) -> Sent:
+    def write(self, entry: LedgerEntry) -> SendHandle:
         return self._producer.send(
             self.topic,
             self._codec.encode_ledger(entry),
@@ -63,7 +64,7 @@ class Ledger:
             partition=entry.key.partition,
         )
 
-    def tombstone(self, entry: LedgerEntry) -> Sent:
+    def tombstone(self, entry: LedgerEntry) -> SendHandle:
         return self._producer.send(
             self.topic, None, key=entry.job_id.encode(), partition=entry.key.partition
         )

@@ -118,7 +118,11 @@ class RequestReader:
         stall_timeout_s: float = STALL_TIMEOUT_S,
         idle_close_s: float = IDLE_CLOSE_S,
         clock: Callable[[], float] = time.monotonic,
+        open_reader: Callable[..., Any] | None = None,
     ) -> None:
+        self._open_reader = open_reader or PartitionReader
+        """(topic, partition, bootstrap, extra, stall_timeout_s, clock) → a reader (the
+        Kafka client's: `adapters.clients.Backend.partition_reader`)."""
         self._topic = topic
         self._decode = decode
         self._bootstrap = bootstrap
@@ -126,12 +130,12 @@ class RequestReader:
         self._stall = stall_timeout_s
         self._idle = idle_close_s
         self._clock = clock
-        self.readers: dict[int, PartitionReader] = {}
+        self.readers: dict[int, Any] = {}
 
-    def _reader(self, partition: int) -> PartitionReader:
+    def _reader(self, partition: int) -> Any:
         reader = self.readers.get(partition)
         if reader is None:
-            reader = PartitionReader(
+            reader = self._open_reader(
                 self._topic, partition, self._bootstrap, self._extra, self._stall, self._clock
             )
             self.readers[partition] = reader

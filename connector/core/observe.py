@@ -11,7 +11,7 @@ metrics, the HTML page) never touches live state.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -30,6 +30,11 @@ class Observer:
 
     def result(self, result: ResultEvent) -> None:
         """A result is about to be produced (OK or ERROR)."""
+
+    def result_chunk(self, results: Sequence[ResultEvent]) -> None:
+        """A chunk of results is about to be produced (the delivery's hot path)."""
+        for r in results:
+            self.result(r)
 
     def dead_letter(self, stage: str) -> None:
         """A record goes to the dead-letter topic (`VALUE_CONVERTER` or `VALIDATION`)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 
 import structlog
 
@@ -20,6 +21,7 @@ from connector.config import Settings
 from connector.core.codec import Codec
 from connector.core.formats import Format, ResultEncoder
 from connector.core.observe import Observer
+from connector.core.partitioner import partition_for
 from connector.core.partitions import Stats
 from connector.core.ports import (
     ConsumerPort,
@@ -29,7 +31,7 @@ from connector.core.ports import (
 )
 from connector.core.pricing import load_price_table
 from connector.core.records import ErrorInfo, Headers, Record, ResultEvent, ResultStatus
-from connector.core.results import dead_letter_headers, result_headers
+from connector.core.results import Outgoing, dead_letter_headers, result_headers
 from connector.errors import ProduceFailed, RecordTooLarge
 from connector.redact import redact
 
@@ -51,12 +53,38 @@ class Limits:
 
     result_bytes: int = KAFKA_DEFAULT_LIMIT
     dlq_bytes: int = KAFKA_DEFAULT_LIMIT
+    result_partitions: int = 0
+    """Partitions of the results topic (0: unknown, the client places keyed results)."""
 
 
 def record_size(key: bytes | None, value: bytes | None, headers: Headers) -> int:
     """An upper bound of the record's size in a batch (kafka-python's estimate plus slack)."""
     size = 61 + 21 + len(key or b"") + len(value or b"")  # v2 batch header, record varints
     return size + sum(len(k.encode()) + len(v) + 10 for k, v in headers)
+
+
+HEADROOM = 512
+"""Bytes a result's key, headers and batch overhead can add to its value without the exact
+size being needed (request ids and job names are far shorter): below `limit - HEADROOM`
+the size guard is one comparison."""
+
+
+@dataclass(slots=True)
+class _Chunk:
+    """The send handles of a chunk of results, checked together, with what to send instead
+    of any one the broker refuses as too large."""
+
+    handles: list[SendHandle]
+    fallback: Callable[[int], SendHandle]
+
+    def ok(self) -> bool:
+        return all(h.ok() for h in self.handles)
+
+    def error(self) -> BaseException | None:
+        for h in self.handles:
+            if not h.ok():
+                return h.error()
+        return None
 
 
 @dataclass(slots=True)
@@ -111,6 +139,55 @@ class Sink:
             hint="add it to a CONNECTOR_PRICE_TABLE file (see connector/data/prices.json)",
         )
 
+    def results(self, outgoing: Sequence[Outgoing]) -> SendHandle:
+        """A chunk of results, sent as `result` sends each, with the per-chunk work done
+        once: stats and metrics counted for the chunk, one handle for its acks, the size
+        guard a comparison unless a value comes near the limit, and each record's
+        partition computed here (murmur2, the client's placement) so the client's own
+        partitioner does not run per record."""
+        prices, encode, send = self._prices, self._encode, self._producer.send
+        topic, source = self._s.result_topic, self._s.request_topic
+        limit = self.limits.result_bytes
+        near = limit - HEADROOM
+        n = self.limits.result_partitions
+        handles: list[SendHandle] = []
+        sent: list[tuple[bytes | None, ResultEvent]] = []
+        ok = 0
+        for o in outgoing:
+            result = o.result
+            if result.usage is not None and result.cost_usd is None:
+                cost = prices.batch_usd(result.model, result.usage)
+                if cost is None:
+                    self._warn_unpriced(result.model)
+                else:
+                    result = replace(result, cost_usd=cost)
+            if result.error is not None:
+                result = replace(
+                    result, error=replace(result.error, message=redact(result.error.message))
+                )
+            else:
+                ok += result.status is ResultStatus.OK
+            key = o.kafka_key if o.kafka_key is not None else (result.request_id.encode() or None)
+            value = encode(result)
+            headers = result_headers(result, source)
+            if len(value) > near:
+                size = record_size(key, value, headers)
+                if size > limit:
+                    result = self._too_large(result, size)
+                    value = encode(result)
+                    headers = result_headers(result, source)
+            partition = partition_for(key, n) if key is not None and n else None
+            handles.append(send(topic, value, key=key, headers=headers, partition=partition))
+            sent.append((key, result))
+        self._obs.result_chunk([r for _, r in sent])
+        self._stats.results_ok += ok
+        self._stats.results_error += len(sent) - ok
+
+        def fallback(i: int) -> SendHandle:
+            return self._resend_small(*sent[i])
+
+        return _Chunk(handles, fallback)
+
     def result(self, kafka_key: bytes | None, result: ResultEvent) -> SendHandle:
         if result.usage is not None and result.cost_usd is None:
             cost = self._prices.batch_usd(result.model, result.usage)
@@ -132,7 +209,11 @@ class Sink:
             headers = result_headers(result, self._s.request_topic)
         self._obs.result(result)
         self._count(result)
-        handle = self._producer.send(self._s.result_topic, value, key=key, headers=headers)
+        n = self.limits.result_partitions
+        partition = partition_for(key, n) if key is not None and n else None
+        handle = self._producer.send(
+            self._s.result_topic, value, key=key, headers=headers, partition=partition
+        )
         return _Guarded(handle, lambda: self._resend_small(key, result))
 
     def _count(self, result: ResultEvent) -> None:
@@ -170,7 +251,11 @@ class Sink:
         small = self._too_large(result, len(self._encode(result)))
         value = self._encode(small)
         headers = result_headers(small, self._s.request_topic)
-        return self._producer.send(self._s.result_topic, value, key=key, headers=headers)
+        n = self.limits.result_partitions
+        partition = partition_for(key, n) if key is not None and n else None
+        return self._producer.send(
+            self._s.result_topic, value, key=key, headers=headers, partition=partition
+        )
 
     # -- dead letters --------------------------------------------------------------------
 
@@ -242,11 +327,15 @@ class Sink:
         for h in sent:
             if h.ok():
                 continue
+            if isinstance(h, _Chunk):
+                for i, part in enumerate(h.handles):
+                    if not part.ok():
+                        again.append(_refused(part.error(), partial(h.fallback, i)))
+                continue
             err = h.error()
-            if not (isinstance(h, _Guarded) and isinstance(err, RecordTooLarge)):
+            if not isinstance(h, _Guarded):
                 raise ProduceFailed(f"produce failed: {err!r}")
-            log.error("record refused as too large; sending its fallback", error=str(err))
-            again.append(h.fallback())
+            again.append(_refused(err, h.fallback))
         self._producer.flush_and_check(again, timeout_s)
 
     def commit_transaction(
@@ -267,8 +356,11 @@ class Sink:
                 txn.commit_transaction(sent, offsets, consumer)
                 return
             except ProduceFailed:
-                refused = [h for h in sent if not h.ok() and isinstance(h.error(), RecordTooLarge)]
-                if not refused or not all(isinstance(h, _Guarded) for h in refused):
+                parts = [p for h in sent for p in (h.handles if isinstance(h, _Chunk) else [h])]
+                refused = [h for h in parts if not h.ok() and isinstance(h.error(), RecordTooLarge)]
+                if not refused or not all(
+                    isinstance(h, (_Guarded, _Chunk)) for h in sent if not h.ok()
+                ):
                     raise
                 for h in refused:
                     log.error(
@@ -280,9 +372,25 @@ class Sink:
     @staticmethod
     def _again(txn: TransactionalProducerPort, h: SendHandle) -> SendHandle:
         """`h` sent again after its transaction aborted: its fallback if it was refused as
-        too large, else the same record."""
+        too large, else the same record (a chunk: each of its records so)."""
+        if isinstance(h, _Chunk):
+            return _Chunk(
+                [
+                    h.fallback(i) if isinstance(part.error(), RecordTooLarge) else txn.resend(part)
+                    for i, part in enumerate(h.handles)
+                ],
+                h.fallback,
+            )
         if isinstance(h, _Guarded):
             if isinstance(h.error(), RecordTooLarge):
                 return h.fallback()
             return _Guarded(txn.resend(h.handle), h.fallback)
         return txn.resend(h)
+
+
+def _refused(err: BaseException | None, fallback: Callable[[], SendHandle]) -> SendHandle:
+    """The fallback of a record the broker refused as too large; any other failure raises."""
+    if not isinstance(err, RecordTooLarge):
+        raise ProduceFailed(f"produce failed: {err!r}")
+    log.error("record refused as too large; sending its fallback", error=str(err))
+    return fallback()

@@ -520,17 +520,14 @@ class Tracker:
 
     def send(self, entry: LedgerEntry, outgoing: Iterable[Outgoing]) -> list[SendHandle]:
         """Hand results to the producer (not yet acked: the caller commits them)."""
-        ctx = self.ctx
-        sent: list[SendHandle] = []
-        errors = 0
-        for o in outgoing:
-            sent.append(ctx.sink.result(o.kafka_key, o.result))
-            errors += o.result.error is not None
+        chunk = list(outgoing)
+        errors = sum(o.result.error is not None for o in chunk)
+        sent = [self.ctx.sink.results(chunk)]  # one handle: acks checked per chunk
         log.info(
             "results produced",
             job_id=entry.job_id,
             batch_job=entry.provider_job,
-            ok=len(sent) - errors,
+            ok=len(chunk) - errors,
             errors=errors,
         )
         return sent

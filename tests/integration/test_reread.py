@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 from kafka import KafkaProducer
 
+from connector.adapters.clients import CLIENTS, backend
 from connector.adapters.reread import RequestReader
 from connector.core.codec import Codec
 from connector.core.records import Kind, RequestEvent
@@ -28,14 +30,21 @@ def _fill(bootstrap: str, topic: str, codec: Codec) -> None:
         producer.close()
 
 
+@pytest.mark.parametrize("client", CLIENTS)
 def test_sparse_ranges_of_a_big_partition_read_only_the_wanted_records(
-    kafka_bootstrap: str, topic_factory: Callable[..., str]
+    kafka_bootstrap: str, topic_factory: Callable[..., str], client: str
 ) -> None:
+    if client == "confluent-kafka":
+        pytest.importorskip("confluent_kafka")
     topic = topic_factory(partitions=1)
     codec = Codec()
     _fill(kafka_bootstrap, topic, codec)
     reader = RequestReader(
-        topic, codec.decode_request, kafka_bootstrap, {"max_partition_fetch_bytes": 16 * 1024}
+        topic,
+        codec.decode_request,
+        kafka_bootstrap,
+        {"max_partition_fetch_bytes": 16 * 1024},
+        open_reader=backend(client).partition_reader,
     )
     try:
         wanted = [o for start, stop in RANGES for o in range(start, stop)]

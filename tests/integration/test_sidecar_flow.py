@@ -7,6 +7,7 @@ import pytest
 from sidecar_harness import Topics, collect, emulator_stats, list_jobs, sidecar_thread
 from waiting import wait_until
 
+from connector.adapters.clients import CLIENTS
 from connector.client import RequestPublisher
 from connector.core.codec import Codec
 from connector.core.records import Kind, ResultStatus
@@ -17,10 +18,18 @@ def prompt(text: str) -> dict[str, object]:
     return {"contents": [{"role": "user", "parts": [{"text": text}]}]}
 
 
+@pytest.mark.parametrize("client", CLIENTS)
 def test_inline_job_answers_every_request_once(
-    kafka_bootstrap: str, topics: Topics, emulator: EmulatorServer, publisher: RequestPublisher
+    kafka_bootstrap: str,
+    topics: Topics,
+    emulator: EmulatorServer,
+    publisher: RequestPublisher,
+    client: str,
 ) -> None:
-    """Requests become one inline job per partition; each gets exactly one OK result with usage."""
+    """Requests become one inline job per partition; each gets exactly one OK result with usage
+    (on either Kafka client)."""
+    if client == "confluent-kafka":
+        pytest.importorskip("confluent_kafka")
     ids = {f"inline-{i}" for i in range(12)}
     sent_meta = {rid: {"n": str(i)} for i, rid in enumerate(sorted(ids))}
     for i, rid in enumerate(sorted(ids)):
@@ -32,7 +41,7 @@ def test_inline_job_answers_every_request_once(
             partition=i % 2,
         )
     publisher.flush()
-    with sidecar_thread(topics.settings(kafka_bootstrap, emulator.base_url)):
+    with sidecar_thread(topics.settings(kafka_bootstrap, emulator.base_url, kafka_client=client)):
         got = collect(kafka_bootstrap, topics.results, ids, timeout=60)
     for rid in ids:
         assert len(got.by_id[rid]) == 1, f"{rid} answered {len(got.by_id[rid])} times"
