@@ -36,7 +36,12 @@ try:
     )
     from confluent_kafka import KafkaError as RdError
     from confluent_kafka import Producer as RdProducer
-    from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic
+    from confluent_kafka.admin import (  # type: ignore[attr-defined, unused-ignore]
+        AdminClient,
+        ConfigResource,
+        NewPartitions,
+        NewTopic,
+    )
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "CONNECTOR_KAFKA_CLIENT=confluent-kafka needs the librdkafka extra: "

@@ -105,4 +105,4 @@ def test_chunk_metrics_equal_per_result_metrics() -> None:
         }
 
     assert samples(chunk_t) == samples(single_t)
-    assert any(k[0].startswith("connector_results") for k in samples(chunk_t))
+    assert any(k[0].startswith("gemini_batch_connector_results") for k in samples(chunk_t))

@@ -126,7 +126,9 @@ def _result_counts(h: TestHarness) -> list[int]:
     real = h.txn.commit_transaction
 
     def commit(sent: Any, offsets: Any, consumer: Any) -> None:
-        topics = [getattr(getattr(s, "handle", s), "topic", "") for s in sent]
+        # A chunk of results (`Sink.results`) is one handle over the chunk's records.
+        parts = [p for s in sent for p in getattr(s, "handles", [s])]
+        topics = [getattr(getattr(p, "handle", p), "topic", "") for p in parts]
         counts.append(topics.count(h.settings.result_topic))
         real(sent, offsets, consumer)
 
