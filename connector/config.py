@@ -331,6 +331,37 @@ OPTIONS: tuple[Option, ...] = (
         flag=False,
     ),
     Option(
+        "oauth_token_url",
+        "CONNECTOR_OAUTH_TOKEN_URL",
+        str,
+        "",
+        "OIDC token endpoint for Kafka SASL/OAUTHBEARER (client credentials; with "
+        "CONNECTOR_KAFKA_SASL_MECHANISM=OAUTHBEARER)",
+    ),
+    Option(
+        "oauth_client_id",
+        "CONNECTOR_OAUTH_CLIENT_ID",
+        str,
+        "",
+        "OAuth client id for Kafka SASL/OAUTHBEARER (environment only)",
+        flag=False,
+    ),
+    Option(
+        "oauth_client_secret",
+        "CONNECTOR_OAUTH_CLIENT_SECRET",
+        str,
+        "",
+        "OAuth client secret for Kafka SASL/OAUTHBEARER (environment only; never logged)",
+        flag=False,
+    ),
+    Option(
+        "oauth_scope",
+        "CONNECTOR_OAUTH_SCOPE",
+        str,
+        "",
+        "scope requested with the OAuth token (empty: none)",
+    ),
+    Option(
         "schema_registry_auto_register",
         "CONNECTOR_SCHEMA_REGISTRY_AUTO_REGISTER",
         bool,
@@ -400,6 +431,10 @@ class Settings:
     schema_registry_username: str = field(default=DEFAULTS["schema_registry_username"], repr=False)
     schema_registry_password: str = field(default=DEFAULTS["schema_registry_password"], repr=False)
     schema_registry_auto_register: bool = DEFAULTS["schema_registry_auto_register"]
+    oauth_token_url: str = DEFAULTS["oauth_token_url"]
+    oauth_client_id: str = DEFAULTS["oauth_client_id"]
+    oauth_client_secret: str = field(default=DEFAULTS["oauth_client_secret"], repr=False)
+    oauth_scope: str = DEFAULTS["oauth_scope"]
     kafka_extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -438,7 +473,7 @@ class Settings:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ("api_key", "schema_registry_password"):
+            if f.name in ("api_key", "schema_registry_password", "oauth_client_secret"):
                 value = "***" if value else ""
             elif f.name == "schema_registry_url":
                 value = _redact_url(value)

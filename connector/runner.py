@@ -26,6 +26,7 @@ from typing import Any
 import structlog
 
 from connector import endpoints
+from connector.adapters.access import access_denied
 from connector.adapters.control import ControlTopic, ensure_control_topic
 from connector.adapters.heap import HeapTrimmer
 from connector.adapters.kafka import (
@@ -39,6 +40,7 @@ from connector.adapters.kafka import (
 from connector.adapters.ledger import Ledger
 from connector.adapters.registry import SchemaRegistry
 from connector.adapters.reread import RequestReader
+from connector.adapters.security import kafka_client_extra
 from connector.config import Settings
 from connector.core import policy
 from connector.core.batcher import Batcher, BatchLimits
@@ -211,9 +213,15 @@ class Sidecar:
 
     def _run(self) -> None:
         s = self.s
+        self._extra = kafka_client_extra(s)
         admin: Admin = self._connect(lambda: Admin(s.bootstrap_servers, self._extra), "admin")
         try:
             total = self._prepare_topics(admin)
+        except Exception as exc:
+            denied = access_denied(exc, self._extra, "checking and creating topics")
+            if denied is not None:
+                raise denied from exc
+            raise
         finally:
             admin.close()
         s = self.s  # _prepare_topics may have settled the ledger's name
@@ -401,6 +409,9 @@ class Sidecar:
                 self._rebuild_partitions()
             self.step()
         except KafkaError as exc:
+            denied = access_denied(exc, self._extra, "running")
+            if denied is not None:
+                raise denied from exc  # a missing ACL or revoked user: waiting will not help
             self._kafka_failures += 1
             delay: float = min(KAFKA_BACKOFF_MAX_S, 0.5 * 2.0 ** min(self._kafka_failures, 10))
             self.stats.kafka_failures += 1
@@ -434,7 +445,7 @@ class Sidecar:
         log.info("partitions rebuilt after a Kafka failure", partitions=sorted(assigned))
 
     def _connect(self, make: Callable[[], Any], what: str) -> Any:
-        return connect_with_retry(make, what, self.s.startup_timeout_s, self._stop)
+        return connect_with_retry(make, what, self.s.startup_timeout_s, self._stop, self._extra)
 
     def _prepare_topics(self, admin: Admin) -> int:
         """Create what is missing; refuse a mismatched ledger; warn on short retention."""

@@ -36,6 +36,7 @@ from kafka.errors import (
     UnknownMemberIdError,
 )
 
+from connector.adapters.access import access_denied, watch_sasl_failures
 from connector.core.ledger_topic import check_ledger, ledger_replication
 from connector.core.ports import SendHandle
 from connector.core.records import Headers, Record
@@ -47,6 +48,9 @@ from connector.errors import (
     LedgerError,
     ProduceFailed,
     RecordTooLarge,
+)
+from connector.errors import (
+    KafkaError as ConnectorKafkaError,
 )
 
 PROBE_INTERVAL_S = 5.0
@@ -715,17 +719,36 @@ def producer_max_request_size(extra: Mapping[str, Any]) -> int:
 
 
 def connect_with_retry(
-    make: Any, what: str, timeout_s: float, stop: threading.Event | None = None
+    make: Any,
+    what: str,
+    timeout_s: float,
+    stop: threading.Event | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> Any:
-    """Call `make()` until the broker answers: the sidecar may start before Kafka."""
+    """Call `make()` until the broker answers: the sidecar may start before Kafka.
+
+    Authentication and authorization failures are not retried (`AccessDenied`); `extra`
+    (the client settings) names the principal in that message.
+    """
+    extra = extra or {}
+    watch_sasl_failures()
     deadline = time.monotonic() + timeout_s
     delay = 0.5
     while True:
+        began = time.monotonic()
         try:
             return make()
         except KafkaConfigurationError as exc:
             raise ConfigError(f"invalid Kafka settings for {what}: {exc}") from exc
+        except ConnectorKafkaError as exc:  # mapped inside an adapter: retried there if at all
+            denied = access_denied(exc, extra, what)
+            if denied is not None:
+                raise denied from exc
+            raise
         except (KafkaError, OSError) as exc:
+            denied = access_denied(exc, extra, what, since=began)
+            if denied is not None:
+                raise denied from exc
             if time.monotonic() + delay > deadline or (stop is not None and stop.is_set()):
                 raise BrokerUnavailable(
                     f"Kafka not reachable for {what} after {timeout_s:.0f}s: {exc}"
