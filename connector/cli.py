@@ -176,6 +176,42 @@ def _cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def _acls_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--principal",
+        default="User:gemini-batch-connector",
+        help="the sidecar's Kafka principal, e.g. User:sidecar (SCRAM/PLAIN user, certificate "
+        "CN, OAuth client id)",
+    )
+    p.add_argument(
+        "--format",
+        choices=("commands", "table"),
+        default="commands",
+        help="kafka-acls.sh commands (default) or the markdown table of docs/production.md",
+    )
+    config.build_parser(p)
+
+
+def _acls(args: argparse.Namespace) -> int:
+    from connector.acls import acl_table, kafka_acls_commands, required_acls
+
+    # The ACLs do not depend on the Gemini endpoint: do not ask for one to print them.
+    env = {**os.environ}
+    if not env.get("GEMINI_API_KEY") and not env.get("GOOGLE_API_KEY"):
+        env.setdefault("CONNECTOR_GEMINI_BASE_URL", "http://unused.invalid")
+    try:
+        settings = config.load(env=env, args=args)
+    except ConfigError as exc:
+        print(f"connector acls: configuration error: {exc}", file=sys.stderr)
+        return 2
+    acls = required_acls(settings)
+    if args.format == "table":
+        print(acl_table(acls))
+    else:
+        print("\n".join(kafka_acls_commands(acls, args.principal, settings.bootstrap_servers)))
+    return 0
+
+
 def _emulator(rest: list[str]) -> int:
     from connector.emulator.cli import main as emulator_main
 
@@ -191,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     config.build_parser(run)
     sub.add_parser("emulator", help="run the Gemini Batch API emulator", add_help=False)
     sub.add_parser("settings", help="print the settings table (markdown)")
+    _acls_parser(
+        sub.add_parser("acls", help="print the Kafka ACLs the sidecar needs for these settings")
+    )
     dlq = sub.add_parser("dlq", help="dead-letter topic tools")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
     _replay_parser(dlq_sub.add_parser("replay", help="re-publish dead letters after a fix"))
@@ -210,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "settings":
         print(config.env_table())
         return 0
+    if args.command == "acls":
+        return _acls(args)
     if args.command == "dlq":
         return _dlq_replay(args)
     if args.command == "cancel":

@@ -247,6 +247,7 @@ class Sidecar:
         txn: TransactionalProducer = self._connect(
             lambda: TransactionalProducer(s.bootstrap_servers, producer_extra, txn_id),
             "transactional producer",
+            txn_id,
         )
         log.info(
             "transactional producer", transactional_id=txn_id, guarantee=s.processing_guarantee
@@ -261,6 +262,7 @@ class Sidecar:
                 s.request_topic, s.group_id, s.bootstrap_servers, self._extra, max_records=2000
             ),
             "consumer",
+            s.group_id,
         )
         # A 2 GB results or input file takes minutes: downloads and uploads run here, the
         # loop keeps polling.
@@ -444,8 +446,10 @@ class Sidecar:
         self._resync = False
         log.info("partitions rebuilt after a Kafka failure", partitions=sorted(assigned))
 
-    def _connect(self, make: Callable[[], Any], what: str) -> Any:
-        return connect_with_retry(make, what, self.s.startup_timeout_s, self._stop, self._extra)
+    def _connect(self, make: Callable[[], Any], what: str, resource: str = "") -> Any:
+        return connect_with_retry(
+            make, what, self.s.startup_timeout_s, self._stop, self._extra, resource
+        )
 
     def _prepare_topics(self, admin: Admin) -> int:
         """Create what is missing; refuse a mismatched ledger; warn on short retention."""

@@ -105,9 +105,12 @@ def principal_of(extra: Mapping[str, Any]) -> str:
 
 
 def _resource(exc: BaseException, fallback: str) -> str:
-    detail = str(exc.args[0]) if exc.args else ""
-    if detail.startswith(("{", "[")) or (detail and " " not in detail):
-        return detail.strip("{}[]")
+    """The resource kafka-python put in the error (a set of topics, a name), else `fallback`."""
+    detail = exc.args[0] if exc.args else None
+    if isinstance(detail, set | frozenset | list | tuple) and detail:
+        return ", ".join(sorted(str(d) for d in detail))
+    if isinstance(detail, str) and detail and " " not in detail:
+        return detail
     return fallback or "?"
 
 
@@ -125,6 +128,8 @@ def access_denied(
     failed call began, to also accept a login refusal kafka-python only logged (see
     `_SaslFailures`) before it gave up with a timeout.
     """
+    if isinstance(exc, AccessDenied):
+        return exc  # already mapped closer to the call, with the resource named
     who = principal_of(extra)
     chain = list(_chain(exc))
     if since is not None and isinstance(exc, kerrors.KafkaTimeoutError):
@@ -149,3 +154,13 @@ def access_denied(
                 f"`connector acls` prints every ACL the sidecar needs."
             )
     return None
+
+
+def describe_configs_denied(topic: str, extra: Mapping[str, Any]) -> AccessDenied:
+    """A topic's configuration came back empty: DescribeConfigs on it is missing."""
+    return AccessDenied(
+        f"Kafka returned no configuration for topic {topic!r} to {principal_of(extra)}. "
+        f"Missing: DescribeConfigs on topic {topic} (the sidecar reads max.message.bytes, "
+        f"retention and the ledger's cleanup.policy at start). `connector acls` prints every "
+        f"ACL the sidecar needs."
+    )

@@ -294,9 +294,12 @@ def test_wrong_oauth_secret_is_reported_at_once(
 @pytest.mark.parametrize(
     ("resource_type", "operation", "names"),
     [
-        ("GROUP", "READ", "group"),
-        ("TRANSACTIONAL_ID", "WRITE", "transactional id"),
-        ("TOPIC", "READ", "topic"),
+        ("GROUP", "READ", "Read on group"),
+        ("TRANSACTIONAL_ID", "WRITE", "Write on transactional id"),
+        ("TOPIC", "READ", "on topic"),
+        ("TOPIC", "WRITE", "on topic"),
+        ("TOPIC", "CREATE", "on topic"),
+        ("TOPIC", "DESCRIBE_CONFIGS", "DescribeConfigs on topic"),
     ],
 )
 def test_each_missing_acl_is_named(
@@ -322,3 +325,5 @@ def test_each_missing_acl_is_named(
     assert isinstance(err, AccessDenied), repr(err)
     assert SCRAM_USER in str(err)
     assert names in str(err)
+    # The resource itself is named (the first topic, group or id of that kind refused).
+    assert dropped.name.rstrip(".") in str(err)
