@@ -36,6 +36,7 @@ from kafka.errors import (
     UnknownMemberIdError,
 )
 
+from connector.adapters import kafka_patches  # noqa: F401  (applied at import)
 from connector.adapters.access import (
     access_denied,
     describe_configs_denied,

@@ -242,3 +242,30 @@ def test_principal_for_mtls_and_oauth() -> None:
     denied = access_denied(kerrors.GroupAuthorizationFailedError(), oauth, "consumer")
     assert denied is not None
     assert "OAuth client 'sidecar'" in str(denied)
+
+
+# -- kafka-python fix: an answer read together with the close is not dropped -----------------
+
+
+def test_bytes_read_before_eof_are_delivered_before_the_disconnect() -> None:
+    from kafka.net import transport
+
+    from connector.adapters import kafka_patches
+
+    assert kafka_patches.apply()  # the pinned version: patched (idempotently)
+    for cls in (transport.KafkaTCPTransport, transport.KafkaSSLTransport):
+        assert hasattr(cls.__dict__["_sock_recv"], "__wrapped__")
+    eof = kerrors.KafkaConnectionError("socket disconnected")
+    reads = iter([(b"sasl-refusal", eof)])
+    recv = kafka_patches._deliver_data_before_eof(lambda self: next(reads))
+
+    class Transport:
+        pass
+
+    t = Transport()
+    assert recv(t) == (b"sasl-refusal", None)
+    assert recv(t) == (b"", eof)
+    plain = iter([(b"", eof), (b"data", None)])
+    recv = kafka_patches._deliver_data_before_eof(lambda self: next(plain))
+    assert recv(Transport()) == (b"", eof)  # nothing read: the disconnect as before
+    assert recv(Transport()) == (b"data", None)
