@@ -72,6 +72,21 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kafka_client_extra() -> dict[str, object]:
+    """CONNECTOR_KAFKA_* plus the OAuth token provider, for the one-shot commands."""
+    from connector.adapters.security import kafka_client_extra
+
+    env = os.environ
+    settings = config.Settings(
+        kafka_extra=config.load_kafka_extra(env),
+        oauth_token_url=env.get("CONNECTOR_OAUTH_TOKEN_URL", ""),
+        oauth_client_id=env.get("CONNECTOR_OAUTH_CLIENT_ID", ""),
+        oauth_client_secret=env.get("CONNECTOR_OAUTH_CLIENT_SECRET", ""),
+        oauth_scope=env.get("CONNECTOR_OAUTH_SCOPE", ""),
+    )
+    return kafka_client_extra(settings)
+
+
 def _replay_parser(p: argparse.ArgumentParser) -> None:
     env = os.environ.get
     p.add_argument("--bootstrap-servers", default=env("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092"))
@@ -103,7 +118,7 @@ def _dlq_replay(args: argparse.Namespace) -> int:
             until_ms=parse_time_ms(args.until) if args.until else None,
             keys=frozenset(k.encode() for k in args.key) if args.key else None,
         )
-        extra = config.load_kafka_extra(os.environ)
+        extra = _kafka_client_extra()
         summary = replay_dead_letters(
             args.bootstrap_servers, extra, args.dlq_topic, args.request_topic, flt, args.dry_run
         )
@@ -161,7 +176,7 @@ def _cancel(args: argparse.Namespace) -> int:
     )
     try:
         check(cmd)  # before connecting: a malformed id is refused at once
-        extra = config.load_kafka_extra(os.environ)
+        extra = _kafka_client_extra()
         topic, offset = publish(args.bootstrap_servers, extra, settings, cmd)
     except (ValueError, ConfigError) as exc:
         print(f"connector cancel: {exc}", file=sys.stderr)
