@@ -76,6 +76,21 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kafka_client_extra() -> dict[str, object]:
+    """CONNECTOR_KAFKA_* plus the OAuth token provider, for the one-shot commands."""
+    from connector.adapters.security import kafka_client_extra
+
+    env = os.environ
+    settings = config.Settings(
+        kafka_extra=config.load_kafka_extra(env),
+        oauth_token_url=env.get("CONNECTOR_OAUTH_TOKEN_URL", ""),
+        oauth_client_id=env.get("CONNECTOR_OAUTH_CLIENT_ID", ""),
+        oauth_client_secret=env.get("CONNECTOR_OAUTH_CLIENT_SECRET", ""),
+        oauth_scope=env.get("CONNECTOR_OAUTH_SCOPE", ""),
+    )
+    return kafka_client_extra(settings)
+
+
 def _replay_parser(p: argparse.ArgumentParser) -> None:
     env = os.environ.get
     p.add_argument("--bootstrap-servers", default=env("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092"))
@@ -107,7 +122,7 @@ def _dlq_replay(args: argparse.Namespace) -> int:
             until_ms=parse_time_ms(args.until) if args.until else None,
             keys=frozenset(k.encode() for k in args.key) if args.key else None,
         )
-        extra = config.load_kafka_extra(os.environ)
+        extra = _kafka_client_extra()
         summary = replay_dead_letters(
             args.bootstrap_servers, extra, args.dlq_topic, args.request_topic, flt, args.dry_run
         )
@@ -165,7 +180,7 @@ def _cancel(args: argparse.Namespace) -> int:
     )
     try:
         check(cmd)  # before connecting: a malformed id is refused at once
-        extra = config.load_kafka_extra(os.environ)
+        extra = _kafka_client_extra()
         topic, offset = publish(args.bootstrap_servers, extra, settings, cmd)
     except (ValueError, ConfigError) as exc:
         print(f"connector cancel: {exc}", file=sys.stderr)
@@ -177,6 +192,42 @@ def _cancel(args: argparse.Namespace) -> int:
         f"cancel of {cmd.key} written to {topic} at offset {offset}; the replica owning it "
         f"answers its requests 499 CANCELLED and retires the command"
     )
+    return 0
+
+
+def _acls_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--principal",
+        default="User:gemini-batch-connector",
+        help="the sidecar's Kafka principal, e.g. User:sidecar (SCRAM/PLAIN user, certificate "
+        "CN, OAuth client id)",
+    )
+    p.add_argument(
+        "--format",
+        choices=("commands", "table"),
+        default="commands",
+        help="kafka-acls.sh commands (default) or the markdown table of docs/production.md",
+    )
+    config.build_parser(p)
+
+
+def _acls(args: argparse.Namespace) -> int:
+    from connector.acls import acl_table, kafka_acls_commands, required_acls
+
+    # The ACLs do not depend on the Gemini endpoint: do not ask for one to print them.
+    env = {**os.environ}
+    if not env.get("GEMINI_API_KEY") and not env.get("GOOGLE_API_KEY"):
+        env.setdefault("CONNECTOR_GEMINI_BASE_URL", "http://unused.invalid")
+    try:
+        settings = config.load(env=env, args=args)
+    except ConfigError as exc:
+        print(f"connector acls: configuration error: {exc}", file=sys.stderr)
+        return 2
+    acls = required_acls(settings)
+    if args.format == "table":
+        print(acl_table(acls))
+    else:
+        print("\n".join(kafka_acls_commands(acls, args.principal, settings.bootstrap_servers)))
     return 0
 
 
@@ -195,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     config.build_parser(run)
     sub.add_parser("emulator", help="run the Gemini Batch API emulator", add_help=False)
     sub.add_parser("settings", help="print the settings table (markdown)")
+    _acls_parser(
+        sub.add_parser("acls", help="print the Kafka ACLs the sidecar needs for these settings")
+    )
     dlq = sub.add_parser("dlq", help="dead-letter topic tools")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
     _replay_parser(dlq_sub.add_parser("replay", help="re-publish dead letters after a fix"))
@@ -214,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "settings":
         print(config.env_table())
         return 0
+    if args.command == "acls":
+        return _acls(args)
     if args.command == "dlq":
         return _dlq_replay(args)
     if args.command == "cancel":

@@ -436,6 +436,37 @@ OPTIONS: tuple[Option, ...] = (
         "the client certificate's private key (PEM)",
     ),
     Option(
+        "oauth_token_url",
+        "CONNECTOR_OAUTH_TOKEN_URL",
+        str,
+        "",
+        "OIDC token endpoint for Kafka SASL/OAUTHBEARER (client credentials; with "
+        "CONNECTOR_KAFKA_SASL_MECHANISM=OAUTHBEARER)",
+    ),
+    Option(
+        "oauth_client_id",
+        "CONNECTOR_OAUTH_CLIENT_ID",
+        str,
+        "",
+        "OAuth client id for Kafka SASL/OAUTHBEARER (environment only)",
+        flag=False,
+    ),
+    Option(
+        "oauth_client_secret",
+        "CONNECTOR_OAUTH_CLIENT_SECRET",
+        str,
+        "",
+        "OAuth client secret for Kafka SASL/OAUTHBEARER (environment only; never logged)",
+        flag=False,
+    ),
+    Option(
+        "oauth_scope",
+        "CONNECTOR_OAUTH_SCOPE",
+        str,
+        "",
+        "scope requested with the OAuth token (empty: none)",
+    ),
+    Option(
         "schema_registry_auto_register",
         "CONNECTOR_SCHEMA_REGISTRY_AUTO_REGISTER",
         bool,
@@ -469,6 +500,7 @@ SECRET_SETTINGS = (
     "schema_registry_password",
     "schema_registry_bearer_token",
     "health_token",
+    "oauth_client_secret",
 )
 """Settings whose values are secrets: masked by `describe`, registered with the redactor."""
 _TRUE = ("true", "1", "yes", "on")
@@ -598,6 +630,10 @@ class Settings:
     schema_registry_ssl_certfile: str = DEFAULTS["schema_registry_ssl_certfile"]
     schema_registry_ssl_keyfile: str = DEFAULTS["schema_registry_ssl_keyfile"]
     schema_registry_auto_register: bool = DEFAULTS["schema_registry_auto_register"]
+    oauth_token_url: str = DEFAULTS["oauth_token_url"]
+    oauth_client_id: str = DEFAULTS["oauth_client_id"]
+    oauth_client_secret: str = field(default=DEFAULTS["oauth_client_secret"], repr=False)
+    oauth_scope: str = DEFAULTS["oauth_scope"]
     kafka_extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
     """CONNECTOR_KAFKA_<NAME> as `name`, and per-client overrides as Kafka Connect names them
     (`consumer.override.<name>`...); values as written (the Kafka adapter types them)."""

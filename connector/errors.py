@@ -2,6 +2,7 @@
 
 ConnectorError
 ├── ConfigError          bad or missing settings; the process refuses to start
+│   └── AccessDenied     Kafka refused the credentials or an ACL: fatal, never retried
 ├── DecodeError          a record's bytes are not a request event we can read
 ├── InvalidRequest       a decoded request breaks the contract (shape, size, kind)
 ├── RegistryUnavailable  the schema registry did not answer: the record waits, it is not bad
@@ -32,6 +33,14 @@ class ConnectorError(Exception):
 
 class ConfigError(ConnectorError):
     """Raised when settings are missing or contradictory; the sidecar does not start."""
+
+
+class AccessDenied(ConfigError):
+    """Raised when Kafka refuses authentication or an operation (a missing ACL).
+
+    Waiting does not fix a wrong password or a missing ACL, so it is fatal like a bad
+    setting; the message names the principal and what it was refused.
+    """
 
 
 class DecodeError(ConnectorError):

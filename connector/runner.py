@@ -27,6 +27,7 @@ import structlog
 
 from connector import endpoints
 from connector.adapters import clients, codecs
+from connector.adapters.access import access_denied
 from connector.adapters.control import ControlTopic, ensure_control_topic
 from connector.adapters.heap import HeapTrimmer
 from connector.adapters.kafka import (
@@ -41,6 +42,7 @@ from connector.adapters.kafka import (
 from connector.adapters.ledger import Ledger
 from connector.adapters.registry import SchemaRegistry
 from connector.adapters.reread import RequestReader
+from connector.adapters.security import kafka_client_extra
 from connector.config import Settings, kafka_setting
 from connector.core import policy
 from connector.core.batcher import Batcher, BatchLimits
@@ -228,11 +230,17 @@ class Sidecar:
         s = self.s
         kc = clients.backend(s.kafka_client)
         log.info("kafka client", client=kc.name)
+        self._extra = kafka_client_extra(s)
         if kc.name == clients.KAFKA_PYTHON:  # librdkafka ships every codec itself
             self._extra = codecs.check(self._extra)
         admin: Admin = self._connect(lambda: kc.admin(s.bootstrap_servers, self._extra), "admin")
         try:
             total = self._prepare_topics(admin)
+        except Exception as exc:
+            denied = access_denied(exc, self._extra, "checking and creating topics")
+            if denied is not None:
+                raise denied from exc
+            raise
         finally:
             admin.close()
         s = self.s  # _prepare_topics may have settled the ledger's name
@@ -263,6 +271,7 @@ class Sidecar:
         txn: TransactionalProducer = self._connect(
             lambda: kc.transactional_producer(s.bootstrap_servers, producer_extra, txn_id),
             "transactional producer",
+            txn_id,
         )
         log.info(
             "transactional producer", transactional_id=txn_id, guarantee=s.processing_guarantee
@@ -277,6 +286,7 @@ class Sidecar:
                 s.request_topic, s.group_id, s.bootstrap_servers, self._extra, max_records=2000
             ),
             "consumer",
+            s.group_id,
         )
         # A 2 GB results or input file takes minutes: downloads and uploads run here, the
         # loop keeps polling.
@@ -444,6 +454,9 @@ class Sidecar:
             self.step()
         except KafkaError as exc:
             self._abort_open()  # the pass's uncommitted sends must never ride a later commit
+            denied = access_denied(exc, self._extra, "running")
+            if denied is not None:
+                raise denied from exc  # a missing ACL or revoked user: waiting will not help
             self._kafka_failures += 1
             delay: float = min(KAFKA_BACKOFF_MAX_S, 0.5 * 2.0 ** min(self._kafka_failures, 10))
             self.stats.kafka_failures += 1
@@ -485,8 +498,10 @@ class Sidecar:
         self._resync = False
         log.info("partitions rebuilt after a Kafka failure", partitions=sorted(assigned))
 
-    def _connect(self, make: Callable[[], Any], what: str) -> Any:
-        return connect_with_retry(make, what, self.s.startup_timeout_s, self._stop)
+    def _connect(self, make: Callable[[], Any], what: str, resource: str = "") -> Any:
+        return connect_with_retry(
+            make, what, self.s.startup_timeout_s, self._stop, self._extra, resource
+        )
 
     def _prepare_topics(self, admin: Admin) -> int:
         """Check the data topics (refuse or create missing ones, as configured); create and

@@ -27,6 +27,7 @@ from connector import config
 from connector.adapters.gemini import Gemini
 from connector.adapters.kafka import Admin, Producer
 from connector.adapters.ledger import Ledger
+from connector.adapters.security import kafka_client_extra
 from connector.core.codec import Codec
 from connector.core.observe import JobView, job_view
 from connector.core.records import EntryState, JobProgress
@@ -41,7 +42,8 @@ def _settings(args: argparse.Namespace) -> config.Settings:
 
 def read_jobs(s: config.Settings) -> list[JobView]:
     """Every live ledger entry of every partition, oldest first within a partition."""
-    admin = Admin(s.bootstrap_servers, s.kafka_extra)
+    extra = kafka_client_extra(s)  # OAUTHBEARER needs its token provider
+    admin = Admin(s.bootstrap_servers, extra)
     try:
         n = admin.partitions(s.ledger)
     finally:
@@ -51,7 +53,7 @@ def read_jobs(s: config.Settings) -> list[JobView]:
             f"ledger topic {s.ledger!r} not found (check --group-id/--ledger-topic)"
         )
     # Only `load` is used: it reads with its own group-less consumer and never produces.
-    ledger = Ledger(s.ledger, Codec(), cast(Producer, None), s.bootstrap_servers, s.kafka_extra)
+    ledger = Ledger(s.ledger, Codec(), cast(Producer, None), s.bootstrap_servers, extra)
     jobs = [job_view(e) for p in range(n) for e in ledger.load(p).values()]
     jobs.sort(key=lambda j: (j.partition, j.created_ms, j.job_id))
     return jobs

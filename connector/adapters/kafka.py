@@ -40,6 +40,12 @@ from kafka.errors import (
     for_code,
 )
 
+from connector.adapters import kafka_patches  # noqa: F401  (applied at import)
+from connector.adapters.access import (
+    access_denied,
+    describe_configs_denied,
+    watch_sasl_failures,
+)
 from connector.config import KAFKA_CLIENT_KINDS, KAFKA_PREFIX, parse_bool
 from connector.core.ledger_topic import check_ledger, ledger_replication
 from connector.core.ports import SendHandle
@@ -53,6 +59,9 @@ from connector.errors import (
     ProduceFailed,
     RecordTooLarge,
     TransactionInDoubt,
+)
+from connector.errors import (
+    KafkaError as ConnectorKafkaError,
 )
 
 PROBE_INTERVAL_S = 5.0
@@ -882,6 +891,7 @@ class Admin:
     """How long a created (or concurrently created) topic may take to show in metadata."""
 
     def __init__(self, bootstrap: str, extra: Mapping[str, Any], role: str = "admin") -> None:
+        self._extra = extra
         self._admin = KafkaAdminClient(**client_config(KafkaAdminClient, bootstrap, extra, role))
 
     def partitions(self, topic: str) -> int | None:
@@ -935,7 +945,28 @@ class Admin:
         configs: Mapping[str, str] | None = None,
         replication_factor: int = -1,
     ) -> int:
-        """Create the topic if missing; return its partition count."""
+        """Create the topic if missing; return its partition count.
+
+        A topic this principal may not describe looks missing, and creating it is then
+        refused: either way the AccessDenied names the topic.
+        """
+        try:
+            return self._ensure_topic(topic, partitions, configs, replication_factor)
+        except KafkaError as exc:
+            denied = access_denied(
+                exc, self._extra, f"describing or creating topic {topic!r}", topic
+            )
+            if denied is not None:
+                raise denied from exc
+            raise
+
+    def _ensure_topic(
+        self,
+        topic: str,
+        partitions: int,
+        configs: Mapping[str, str] | None,
+        replication_factor: int,
+    ) -> int:
         existing = self.partitions(topic)
         if existing is not None:
             return existing
@@ -1030,6 +1061,10 @@ class Admin:
             [ConfigResource(ConfigResourceType.TOPIC, topic)], config_filter="all"
         )
         entries = res.get("topic", {}).get(topic, {}) if isinstance(res, dict) else {}
+        if not entries:
+            # kafka-python drops the per-resource error code; an existing topic always has
+            # configs (config_filter="all"), so nothing back means DescribeConfigs was denied.
+            raise describe_configs_denied(topic, self._extra)
         return {k: str(v.get("value")) for k, v in entries.items() if isinstance(v, dict)}
 
     def close(self) -> None:
@@ -1043,17 +1078,47 @@ def producer_max_request_size(extra: Mapping[str, Any]) -> int:
 
 
 def connect_with_retry(
-    make: Any, what: str, timeout_s: float, stop: threading.Event | None = None
+    make: Any,
+    what: str,
+    timeout_s: float,
+    stop: threading.Event | None = None,
+    extra: Mapping[str, Any] | None = None,
+    resource: str = "",
 ) -> Any:
-    """Call `make()` until the broker answers: the sidecar may start before Kafka."""
+    """Call `make()` until the broker answers: the sidecar may start before Kafka.
+
+    Authentication and authorization failures are not retried (`AccessDenied`); `extra`
+    (the client settings) names the principal in that message, `resource` the group or
+    transactional id the client uses (kafka-python's errors do not always carry it).
+    """
+    extra = extra or {}
+    watch_sasl_failures()
     deadline = time.monotonic() + timeout_s
     delay = 0.5
     while True:
+        began = time.monotonic()
         try:
             return make()
         except KafkaConfigurationError as exc:
             raise ConfigError(f"invalid Kafka settings for {what}: {exc}") from exc
-        except (KafkaError, BrokerUnavailable, OSError) as exc:
+        except ConnectorKafkaError as exc:  # mapped inside an adapter: retried there if at all
+            denied = access_denied(exc, extra, what, resource)
+            if denied is not None:
+                raise denied from exc
+            if not isinstance(exc, BrokerUnavailable):
+                raise
+            if time.monotonic() + delay > deadline or (stop is not None and stop.is_set()):
+                raise
+            log.warning("kafka not ready, retrying", what=what, error=str(exc), retry_in_s=delay)
+            if stop is not None:
+                stop.wait(delay)
+            else:
+                time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+        except (KafkaError, OSError) as exc:
+            denied = access_denied(exc, extra, what, resource, since=began)
+            if denied is not None:
+                raise denied from exc
             if time.monotonic() + delay > deadline or (stop is not None and stop.is_set()):
                 raise BrokerUnavailable(
                     f"Kafka not reachable for {what} after {timeout_s:.0f}s: {exc}"

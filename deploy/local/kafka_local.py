@@ -20,6 +20,12 @@ API::
 
     with LocalKafka(tmp_dir, port=free_port()) as kafka:
         use(kafka.bootstrap)
+
+Secured listeners are opt-in (``LocalKafka(..., secure=SecureListeners(...))``): SASL_SSL with
+SCRAM-SHA-512 and PLAIN, SSL with required client certificates, and SASL_SSL with OAUTHBEARER
+checked against a JWKS URL, all on the same node, with the StandardAuthorizer on. PLAINTEXT
+stays the inter-broker and admin listener, its ANONYMOUS principal a super user, so readiness
+checks and test fixtures keep working and only the secured listeners are subject to ACLs.
 """
 
 from __future__ import annotations
@@ -37,7 +43,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
@@ -191,6 +198,87 @@ def server_properties(workdir: Path, port: int, controller_port: int) -> dict[st
     }
 
 
+@dataclass(frozen=True)
+class SecureListeners:
+    """What the opt-in secured listeners need; the caller writes the PEM files.
+
+    ``keystore``: the broker's unencrypted PKCS#8 private key followed by its certificate
+    (``ssl.keystore.type=PEM``, so no keytool); ``truststore``: the CA certificate(s) that
+    signed the client certificates. SCRAM users are written into the metadata log when the
+    storage is formatted (KRaft reads them nowhere else); PLAIN users live in the JAAS line.
+    ``jwks_url`` (an HTTP(S) URL that must answer before the broker starts) turns on the
+    OAUTHBEARER listener, validating JWTs with Kafka's own ``OAuthBearerValidatorCallbackHandler``.
+    """
+
+    keystore: Path
+    truststore: Path
+    scram_users: Mapping[str, str] = field(default_factory=dict)
+    plain_users: Mapping[str, str] = field(default_factory=dict)
+    jwks_url: str = ""
+    oauth_audience: str = "kafka"
+    oauth_issuer: str = ""
+    super_users: tuple[str, ...] = ()
+    """Principals beyond ``User:ANONYMOUS`` (PLAINTEXT, controller) that bypass ACLs."""
+
+
+# Listener names of the secured listeners (and LocalKafka.listener_bootstrap keys).
+SASL_SSL = "SASL_SSL"  # SCRAM-SHA-512 and PLAIN
+MTLS = "SSL"  # client certificate required
+OAUTH = "OAUTH"  # SASL_SSL with OAUTHBEARER
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+OAUTH_ALLOWED_URLS_PROPERTY = "org.apache.kafka.sasl.oauthbearer.allowed.urls"
+"""Kafka 4.x refuses JWKS/token URLs not listed in this JVM system property."""
+
+
+def _jaas_plain(users: Mapping[str, str]) -> str:
+    entries = "".join(f' user_{name}="{pw}"' for name, pw in users.items())
+    return f"org.apache.kafka.common.security.plain.PlainLoginModule required{entries};"
+
+
+def secure_listener_names(secure: SecureListeners) -> list[str]:
+    """The secured listeners this configuration turns on."""
+    return [SASL_SSL, MTLS] + ([OAUTH] if secure.jwks_url else [])
+
+
+def secure_properties(secure: SecureListeners) -> dict[str, str]:
+    """TLS, SASL and authorizer settings added to ``server_properties``."""
+    props = {
+        "ssl.keystore.type": "PEM",
+        "ssl.keystore.location": str(secure.keystore),
+        "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": str(secure.truststore),
+        "listener.name.ssl.ssl.client.auth": "required",
+        # User:<CN> instead of the whole distinguished name, as most platforms map it.
+        "ssl.principal.mapping.rules": "RULE:^CN=([^,]*).*$/$1/,DEFAULT",
+        "listener.name.sasl_ssl.sasl.enabled.mechanisms": f"{SCRAM_MECHANISM},PLAIN",
+        "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        ),
+        "listener.name.sasl_ssl.plain.sasl.jaas.config": _jaas_plain(secure.plain_users),
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "allow.everyone.if.no.acl.found": "false",
+        "super.users": ";".join(("User:ANONYMOUS", *secure.super_users)),
+    }
+    if secure.jwks_url:
+        props.update(
+            {
+                "listener.name.oauth.sasl.enabled.mechanisms": "OAUTHBEARER",
+                "listener.name.oauth.oauthbearer.sasl.jaas.config": (
+                    "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required;"
+                ),
+                "listener.name.oauth.oauthbearer.sasl.server.callback.handler.class": (
+                    "org.apache.kafka.common.security.oauthbearer."
+                    "OAuthBearerValidatorCallbackHandler"
+                ),
+                "sasl.oauthbearer.jwks.endpoint.url": secure.jwks_url,
+                "sasl.oauthbearer.expected.audience": secure.oauth_audience,
+            }
+        )
+        if secure.oauth_issuer:
+            props["sasl.oauthbearer.expected.issuer"] = secure.oauth_issuer
+    return props
+
+
 def _tail_text(text: str, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
@@ -226,8 +314,14 @@ class LocalKafka:
         port: int = 9092,
         controller_port: int | None = None,
         heap: str = "1g",
+        secure: SecureListeners | None = None,
     ) -> None:
         self.workdir = Path(workdir).resolve()
+        self.secure = secure
+        # Free ports for the secured listeners, chosen now so tests can read them early.
+        self.secure_ports: dict[str, int] = (
+            {name: free_port() for name in (SASL_SSL, MTLS, OAUTH)} if secure else {}
+        )
         self.port = port
         # None: any free port; the controller listener is internal to this single node.
         self.controller_port = controller_port
@@ -242,6 +336,40 @@ class LocalKafka:
     def bootstrap(self) -> str:
         """The ``bootstrap_servers`` string clients use."""
         return f"127.0.0.1:{self.port}"
+
+    def listener_bootstrap(self, name: str) -> str:
+        """The bootstrap string of a secured listener (``SASL_SSL``, ``SSL`` or ``OAUTH``)."""
+        return f"127.0.0.1:{self.secure_ports[name]}"
+
+    def _properties(self) -> dict[str, str]:
+        assert self.controller_port is not None
+        props = server_properties(self.workdir, self.port, self.controller_port)
+        if self.secure is None:
+            return props
+        names = secure_listener_names(self.secure)
+        protocols = {SASL_SSL: "SASL_SSL", MTLS: "SSL", OAUTH: "SASL_SSL"}
+        listeners = [f"{name}://127.0.0.1:{self.secure_ports[name]}" for name in names]
+        props["listeners"] += "," + ",".join(listeners)
+        props["advertised.listeners"] += "," + ",".join(listeners)
+        props["listener.security.protocol.map"] += "," + ",".join(
+            f"{name}:{protocols[name]}" for name in names
+        )
+        props.update(secure_properties(self.secure))
+        return props
+
+    def _format_args(self) -> list[str]:
+        """SCRAM credentials for ``kafka-storage format --add-scram``."""
+        if self.secure is None:
+            return []
+        args: list[str] = []
+        for name, password in self.secure.scram_users.items():
+            args += ["--add-scram", f"{SCRAM_MECHANISM}=[name={name},password={password}]"]
+        return args
+
+    def _system_properties(self) -> list[str]:
+        if self.secure is None or not self.secure.jwks_url:
+            return []
+        return [f"-D{OAUTH_ALLOWED_URLS_PROPERTY}={self.secure.jwks_url}"]
 
     @property
     def pid_file(self) -> Path:
@@ -308,7 +436,7 @@ class LocalKafka:
             self.controller_port = free_port()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(exist_ok=True)
-        props = server_properties(self.workdir, self.port, self.controller_port)
+        props = self._properties()
         self.props_file.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
 
         if not (self.workdir / "data" / "meta.properties").exists():
@@ -327,6 +455,7 @@ class LocalKafka:
                     new_cluster_id(),
                     "-c",
                     str(self.props_file),
+                    *self._format_args(),
                 ],
                 capture_output=True,
                 text=True,
@@ -344,6 +473,7 @@ class LocalKafka:
             "-Xms256m",
             f"-Xmx{self.heap}",
             *BROKER_JVM_FLAGS,
+            *self._system_properties(),
             f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
             f"-Dkafka.logs.dir={self.log_dir}",
             "-cp",

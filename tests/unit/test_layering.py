@@ -29,6 +29,7 @@ TOP_LEVEL: dict[str, int] = {
     "connector.errors": LEAF,
     "connector.defaults": LEAF,
     "connector.config": LEAF,
+    "connector.acls": LEAF,  # the ACL list, derived from Settings (pure)
     "connector.redact": LEAF,  # masks secrets in strings; used by logs, sink and status
     "connector.core": CORE,
     "connector.adapters": ADAPTER,
