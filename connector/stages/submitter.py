@@ -29,7 +29,6 @@ from connector.core.quota import Budget, admit, over_cap_alone, too_big
 from connector.core.records import EntryState, ErrorInfo, JobInput, LedgerEntry, RequestEvent
 from connector.core.results import Outgoing, deadline_passed, late, refused
 from connector.errors import (
-    Fenced,
     ProviderAuthFailed,
     ProviderError,
     ProviderRejected,
@@ -96,17 +95,26 @@ class Submitter:
         if lookups:
             ctx.provider_answered()
         sends: list[SendHandle] = []
-        try:
-            self._submit(due, existing, now, budget, deadline, sends)
-        except Fenced:
-            # A claim was refused. Jobs created before it, under claims that passed, are
-            # recorded as SUBMITTED (at-least-once; in exactly-once mode each was committed
-            # as it was created).
-            if not ctx.settings.exactly_once:
-                ctx.sink.flush_and_check(sends)
-            raise
+        # A claim that is refused (`Fenced`) aborts the SUBMITTED writes sent before it in
+        # the same transaction (at-least-once): the new owner's lookup adopts those jobs.
+        self._submit(due, existing, now, budget, deadline, sends)
         if sends:
-            ctx.commit(sends, {t.entry.key.partition for t in due})
+            if ctx.settings.exactly_once or ctx.txn is None or ctx.consumer is None:
+                ctx.commit(sends, {t.entry.key.partition for t in due})
+            else:
+                self._proven(sends, due)
+
+    def _proven(self, sends: list[SendHandle], due: list[Tracked]) -> None:
+        """At-least-once: commit the pass's SUBMITTED writes (sent through `ctx.txn`) in one
+        transaction with their partitions' committed offsets, which the group accepts only
+        from the current generation. A replica the group dropped after its create (a freeze
+        past the session timeout) is `Fenced` and writes nothing: a SUBMITTED entry landing
+        after the new owner adopted, delivered and tombstoned that job would bring it back,
+        and the next owner, finding it deleted (404), would resubmit it as `.../r1`: a
+        request answered by two jobs. The new owner holds the job's INTENT (the claim) and
+        adopts it by its lookup instead."""
+        parts = {t.entry.key.partition for t in due if t.entry.state is EntryState.SUBMITTED}
+        self.ctx.prove_ownership(parts, sends)
 
     def _record(self, t: Tracked, sent: SendHandle, sends: list[SendHandle]) -> None:
         """A SUBMITTED write: in exactly-once mode committed now, its own unit of work (a
@@ -583,7 +591,9 @@ class Submitter:
         t.failures = 0
         t.lookup = False
         t.due = ctx.clock() + ctx.retry.poll_initial_s
-        return ctx.ledger.write(t.entry)
+        if ctx.settings.exactly_once or ctx.txn is None or ctx.consumer is None:
+            return ctx.ledger.write(t.entry)
+        return ctx.ledger.write(t.entry, ctx.txn)  # committed with a proof (`_proven`)
 
     def _inputs(self, t: Tracked) -> list[JobInput] | None:
         """An inline job's requests with their correlation keys (from memory, or re-read by
