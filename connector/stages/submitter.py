@@ -97,7 +97,15 @@ class Submitter:
         sends: list[SendHandle] = []
         # A claim that is refused (`Fenced`) aborts the SUBMITTED writes sent before it in
         # the same transaction (at-least-once): the new owner's lookup adopts those jobs.
-        self._submit(due, existing, now, budget, deadline, sends)
+        try:
+            self._submit(due, existing, now, budget, deadline, sends)
+        except Exception:
+            if sends and not ctx.settings.exactly_once and ctx.txn is not None:
+                # A Kafka failure: they must never ride a later claim's commit, past what
+                # this replica writes after it rebuilt its partitions (exactly-once: the
+                # runner aborts the pass's transaction).
+                ctx.txn.abort_transaction()
+            raise
         if sends:
             if ctx.settings.exactly_once or ctx.txn is None or ctx.consumer is None:
                 ctx.commit(sends, {t.entry.key.partition for t in due})

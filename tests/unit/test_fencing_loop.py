@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import structlog.testing
 
 from connector.adapters.ledger import CLAIM_HEADER
+from connector.errors import BrokerUnavailable
 from connector.testing import TestHarness, harness
 
 
@@ -228,3 +230,30 @@ def test_a_zombie_frozen_after_its_create_never_brings_the_ended_job_back() -> N
     new.step(20, advance_s=1.0)
     assert list(h.emulator.created_by_display_name().values()) == [1]
     assert [r.request_id for r in new.result_events()] == ["r-0"]
+
+
+def test_a_kafka_failure_mid_submit_leaves_no_submitted_write_for_a_later_commit() -> None:
+    """At-least-once: the pass's SUBMITTED writes wait in the transactional producer for
+    their proof. A Kafka failure before it aborts them: they must not ride the next claim's
+    commit, after whatever the rebuilt replica wrote since."""
+    h = harness(batch_max_requests=1)
+    h.consumer.assign(0)
+    h.step()
+    h.publish("a")
+    h.publish("b")
+    claim = h.ledger.claim
+    calls: list[int] = []
+
+    def failing_second(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            raise BrokerUnavailable("producer metadata lags behind the ledger")
+        return claim(*args, **kwargs)
+
+    h.ledger.claim = failing_second  # type: ignore[method-assign]
+    with pytest.raises(BrokerUnavailable):
+        h.step()
+    assert h.sidecar.stats.jobs_created == 1
+    assert h.txn is not None
+    assert h.txn.pending == []
+    assert h.txn.in_transaction == []
