@@ -442,8 +442,8 @@ class ObservedLedger:
     def load(self, partition: int) -> dict[str, LedgerEntry]:
         return dict(self._inner.load(partition))
 
-    def write(self, entry: LedgerEntry) -> Any:
-        handle = self._inner.write(entry)
+    def write(self, entry: LedgerEntry, producer: Any = None) -> Any:
+        handle = self._inner.write(entry, producer)
         self._t.ledger_write(entry)
         return handle
 

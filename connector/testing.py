@@ -434,10 +434,13 @@ class MemoryLedger:
                 raise LedgerError(f"unreadable ledger entry {job_id!r}: {exc}") from exc
         return live
 
-    def write(self, entry: LedgerEntry) -> _Handle:
+    def write(self, entry: LedgerEntry, producer: Any = None) -> _Handle:
         value = self.codec.encode_ledger(entry)
         key = entry.job_id.encode()
-        return self.producer.send(self.topic, value, key=key, partition=entry.key.partition)
+        handle: _Handle = (producer or self.producer).send(
+            self.topic, value, key=key, partition=entry.key.partition
+        )
+        return handle
 
     def tombstone(self, entry: LedgerEntry) -> _Handle:
         key = entry.job_id.encode()

@@ -56,8 +56,8 @@ class Ledger:
                 ) from exc
         return live
 
-    def write(self, entry: LedgerEntry) -> SendHandle:
-        return self._producer.send(
+    def write(self, entry: LedgerEntry, producer: ProducerPort | None = None) -> SendHandle:
+        return (producer or self._producer).send(
             self.topic,
             self._codec.encode_ledger(entry),
             key=entry.job_id.encode(),

@@ -29,7 +29,6 @@ from connector.core.records import EntryState, ErrorInfo, JobInput, LedgerEntry,
 from connector.core.results import Outgoing, deadline_passed, late, refused
 from connector.core.spool import input_file_bytes
 from connector.errors import (
-    Fenced,
     ProviderAuthFailed,
     ProviderError,
     ProviderRejected,
@@ -96,17 +95,34 @@ class Submitter:
         if lookups:
             ctx.provider_answered()
         sends: list[SendHandle] = []
+        # A claim that is refused (`Fenced`) aborts the SUBMITTED writes sent before it in
+        # the same transaction (at-least-once): the new owner's lookup adopts those jobs.
         try:
             self._submit(due, existing, now, budget, deadline, sends)
-        except Fenced:
-            # A claim was refused. Jobs created before it, under claims that passed, are
-            # recorded as SUBMITTED (at-least-once; in exactly-once mode each was committed
-            # as it was created).
-            if not ctx.settings.exactly_once:
-                ctx.sink.flush_and_check(sends)
+        except Exception:
+            if sends and not ctx.settings.exactly_once and ctx.txn is not None:
+                # A Kafka failure: they must never ride a later claim's commit, past what
+                # this replica writes after it rebuilt its partitions (exactly-once: the
+                # runner aborts the pass's transaction).
+                ctx.txn.abort_transaction()
             raise
         if sends:
-            ctx.commit(sends, {t.entry.key.partition for t in due})
+            if ctx.settings.exactly_once or ctx.txn is None or ctx.consumer is None:
+                ctx.commit(sends, {t.entry.key.partition for t in due})
+            else:
+                self._proven(sends, due)
+
+    def _proven(self, sends: list[SendHandle], due: list[Tracked]) -> None:
+        """At-least-once: commit the pass's SUBMITTED writes (sent through `ctx.txn`) in one
+        transaction with their partitions' committed offsets, which the group accepts only
+        from the current generation. A replica the group dropped after its create (a freeze
+        past the session timeout) is `Fenced` and writes nothing: a SUBMITTED entry landing
+        after the new owner adopted, delivered and tombstoned that job would bring it back,
+        and the next owner, finding it deleted (404), would resubmit it as `.../r1`: a
+        request answered by two jobs. The new owner holds the job's INTENT (the claim) and
+        adopts it by its lookup instead."""
+        parts = {t.entry.key.partition for t in due if t.entry.state is EntryState.SUBMITTED}
+        self.ctx.prove_ownership(parts, sends)
 
     def _record(self, t: Tracked, sent: SendHandle, sends: list[SendHandle]) -> None:
         """A SUBMITTED write: in exactly-once mode committed now, its own unit of work (a
@@ -606,7 +622,9 @@ class Submitter:
         t.failures = 0
         t.lookup = False
         t.due = ctx.clock() + ctx.retry.poll_initial_s
-        return ctx.ledger.write(t.entry)
+        if ctx.settings.exactly_once or ctx.txn is None or ctx.consumer is None:
+            return ctx.ledger.write(t.entry)
+        return ctx.ledger.write(t.entry, ctx.txn)  # committed with a proof (`_proven`)
 
     def _inputs(self, t: Tracked) -> list[JobInput] | None:
         """An inline job's requests with their correlation keys (from memory, or re-read by

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import structlog.testing
 
 from connector.adapters.ledger import CLAIM_HEADER
+from connector.errors import BrokerUnavailable
 from connector.testing import TestHarness, harness
 
 
@@ -195,3 +197,63 @@ def test_a_lookup_slower_than_the_budget_does_not_starve_creates() -> None:
     new.gemini.find_by_display_names = slow_find
     new.consumer.assign(0)
     new.run_until(lambda: new.sidecar.stats.jobs_created == 1, max_passes=10)
+
+
+def test_a_zombie_frozen_after_its_create_never_brings_the_ended_job_back() -> None:
+    """At-least-once (simulator seeds 44 and 64): a replica frozen right after its create,
+    past the session timeout, resumes after the new owner adopted the job, delivered it,
+    tombstoned it and deleted it at the provider. Its SUBMITTED write must be fenced: had
+    it landed, the next owner would load the job again, find it deleted (404) and resubmit
+    it as `.../r1`, answering the request from a second job."""
+    h = harness(batch_max_requests=1, http_timeout_s=2.0)
+    h.consumer.assign(0)
+    h.step()
+    h.publish("r-0")
+    create = h.gemini.create
+    owners: list[TestHarness] = []
+
+    def frozen_after_create(*args: Any, **kwargs: Any) -> str:
+        job: str = create(*args, **kwargs)
+        if not owners:  # the frozen replica's create; the new owner only adopts
+            new = h.restart(0)  # the group moved on: a new owner, a new generation
+            owners.append(new)
+            new.run_until(lambda: new.results() and not new.ledger.live(0), max_passes=60)
+        return job
+
+    h.gemini.create = frozen_after_create
+    h.step()  # the zombie resumes: its SUBMITTED write, then its commit
+    assert h.sidecar.stats.fenced == 1
+    assert h.ledger.live(0) == {}, "the zombie wrote the ended job back"
+    [new] = owners
+    new.consumer.revoke(0)  # a later rebalance: the owner reloads the ledger
+    new.consumer.assign(0)
+    new.step(20, advance_s=1.0)
+    assert list(h.emulator.created_by_display_name().values()) == [1]
+    assert [r.request_id for r in new.result_events()] == ["r-0"]
+
+
+def test_a_kafka_failure_mid_submit_leaves_no_submitted_write_for_a_later_commit() -> None:
+    """At-least-once: the pass's SUBMITTED writes wait in the transactional producer for
+    their proof. A Kafka failure before it aborts them: they must not ride the next claim's
+    commit, after whatever the rebuilt replica wrote since."""
+    h = harness(batch_max_requests=1)
+    h.consumer.assign(0)
+    h.step()
+    h.publish("a")
+    h.publish("b")
+    claim = h.ledger.claim
+    calls: list[int] = []
+
+    def failing_second(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            raise BrokerUnavailable("producer metadata lags behind the ledger")
+        return claim(*args, **kwargs)
+
+    h.ledger.claim = failing_second  # type: ignore[method-assign]
+    with pytest.raises(BrokerUnavailable):
+        h.step()
+    assert h.sidecar.stats.jobs_created == 1
+    assert h.txn is not None
+    assert h.txn.pending == []
+    assert h.txn.in_transaction == []
