@@ -14,7 +14,10 @@ through here, so the rules hold by construction rather than by convention:
   themselves, and the parent that delivered some keeps only those (as DONE);
 - **nothing is created, cancelled or deleted at the provider without a proof of
   ownership**: every such action is preceded by `Prove(partition)` (a transaction with the
-  partition's committed offset that the group accepts only from the current generation).
+  partition's committed offset that the group accepts only from the current generation);
+  so is the start of a delivery (results or a give-up's errors), so a replica the group
+  dropped does not answer, after the new owner cancelled a request or resubmitted the rest,
+  with a job the new owner moved on from.
 
 Phases (`phase`): INTENT (recorded, not created), SUBMITTED (created, polled), DELIVERING
 (finished, answered up to the cursor), DONE (every request answered; covers its offsets
@@ -308,10 +311,13 @@ def _ended(
         return _finish(entry, rest, ErrorInfo(500, "INTERNAL", "unused"), now_ms)
     remaining = replace(entry, offsets=rest, delivered=None)
     outcome = policy.on_terminal(remaining, state, retry, now_ms)
+    # Answers go out only after a proof of ownership: a replica the group dropped (not yet
+    # told) must not answer requests its successor may have answered otherwise (a cancel's
+    # 499, a successor job's results).
     if isinstance(outcome, policy.Deliver):
-        return Transition(entry, (Deliver(),))
+        return Transition(entry, (Prove(entry.key.partition), Deliver()))
     if isinstance(outcome, policy.GiveUp):
-        return Transition(entry, (Deliver(outcome.error),))
+        return Transition(entry, (Prove(entry.key.partition), Deliver(outcome.error)))
     done_part = delivered(entry)
     actions: list[Action] = [Write(outcome.entries)]
     if done_part:

@@ -8,13 +8,14 @@ topic (a second deployment sharing the ledger) are left alone.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
+from connector.core.offsets import Offsets
 from connector.core.partitions import Tracked
 from connector.core.records import EntryState, LedgerEntry
 
-__all__ = ["RecoveryPlan", "Resume", "plan_recovery", "superseded", "to_retract"]
+__all__ = ["RecoveryPlan", "Resume", "overlapped", "plan_recovery", "superseded", "to_retract"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,37 @@ def to_retract(jobs: Iterable[Tracked], committed: int) -> list[LedgerEntry]:
         and t.entry.offsets
         and min(t.entry.offsets) >= committed
     ]
+
+
+def overlapped(
+    entry: LedgerEntry, live: Iterable[LedgerEntry], found: Collection[str] = ()
+) -> Offsets:
+    """The offsets of `entry`, a recovered INTENT its lookup did not find at the provider,
+    that another live entry of its partition holds first: a SUBMITTED or DONE entry, an
+    INTENT whose job the same lookup `found` (display names: it is adopted), or an INTENT
+    older than it (`created_ms`, then job id).
+
+    Two live entries share an offset only when a replica the group had dropped wrote one of
+    them (at-least-once: its INTENTs are plain writes) and was killed before it could retract
+    it: it re-read records the new owner batched too. Its claim, after the group moved on,
+    was refused, so it created nothing; created as well, those requests would be answered by
+    two jobs (or OK and 499, next to a cancel's DONE). The entry gives those offsets up: a
+    successor takes the rest (`Submitter`), or a tombstone retires it when nothing is left.
+    """
+    rank = (entry.created_ms, entry.job_id)
+    mine = set(entry.offsets)
+    taken: set[int] = set()
+    for other in live:
+        if other.job_id == entry.job_id:
+            continue
+        if (
+            other.state is EntryState.INTENT
+            and other.display_name not in found
+            and (other.created_ms, other.job_id) >= rank
+        ):
+            continue
+        taken |= mine & set(other.offsets)
+    return Offsets(sorted(taken))
 
 
 def superseded(job_id: str, live: Mapping[str, LedgerEntry]) -> bool:

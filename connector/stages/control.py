@@ -147,6 +147,7 @@ class Controller:
         if step is Step.WAIT:
             return None
         if step is Step.CANCEL:
+            self._prove(t.entry.key.partition)
             if len(t.entry.offsets) > 1:
                 self._cancel_request(st, t, found.original, cmd)
             else:
@@ -180,6 +181,8 @@ class Controller:
         steps = {e.job_id: self._step(st.jobs[e.job_id]) for e in targets}
         if Step.WAIT in steps.values():
             return None  # a recovered INTENT whose job may exist: after its lookup
+        if Step.CANCEL in steps.values() and p is not None:
+            self._prove(p)
         sends: list[SendHandle] = []
         for e in targets:
             if steps[e.job_id] is Step.CANCEL:
@@ -190,6 +193,14 @@ class Controller:
                 return None
             sends.extend(finished[0])
         return sends, [p] if p is not None else []
+
+    def _prove(self, p: int) -> None:
+        """Before a cancel's first answer (at-least-once; exactly-once answers go in a fenced
+        transaction): a replica the group dropped, not yet told, must not answer 499 for
+        requests the new owner answers otherwise (its own jobs' results)."""
+        ctx = self.ctx
+        if not ctx.settings.exactly_once and ctx.txn is not None and ctx.consumer is not None:
+            ctx.prove_ownership([p])
 
     def _cancel_whole(self, t: Tracked, cmd: Command) -> None:
         """499 for every request of the job, then its DONE entry (kept: names the job)."""

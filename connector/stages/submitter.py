@@ -19,7 +19,7 @@ from typing import IO
 
 import structlog
 
-from connector.core import lifecycle, policy
+from connector.core import lifecycle, policy, recovery
 from connector.core.jsonl import write_jsonl
 from connector.core.offsets import Offsets
 from connector.core.partitions import Tracked
@@ -173,7 +173,9 @@ class Submitter:
             # no create of the previous owner can still land, so the answer holds for the
             # next pass too. Without this, a lookup slower than the pass budget would be
             # repeated every pass and nothing would ever be created.
-            t.lookup = False
+            recovered, t.lookup = t.lookup, False
+            if recovered and self._yield_overlap(t, existing):
+                continue
             if ctx.clock() >= deadline:
                 continue  # the budget is spent: created next pass
             if too_big(t.entry, ctx.settings.token_budget):
@@ -570,6 +572,48 @@ class Submitter:
             est_tokens=entry.est_tokens,
             parts=[e.job_id for e in parts],
         )
+
+    def _yield_overlap(self, t: Tracked, found: dict[str, str]) -> bool:
+        """A recovered INTENT, not found at the provider, whose offsets another live entry
+        holds first (`recovery.overlapped`: a killed zombie's leftover) gives them up: its
+        successor `j/o{n}` takes the rest, then its tombstone (one transaction in exactly-once
+        mode). True when it did (nothing to create for `t`)."""
+        ctx = self.ctx
+        entry = t.entry
+        p = entry.key.partition
+        st = ctx.owned.get(p)
+        if st is None:
+            return False
+        taken = recovery.overlapped(entry, [o.entry for o in st.jobs.values()], found)
+        if not taken:
+            return False
+        gone = set(taken)
+        rest = Offsets(o for o in entry.offsets if o not in gone)
+        succ: LedgerEntry | None = None
+        if rest:
+            n = len(entry.offsets)
+            tokens = entry.est_tokens * len(rest) // n
+            succ = policy.derive(entry, f"/o{entry.attempt + 1}", rest, tokens, ctx.wall_ms())
+        writes = [ctx.ledger.write(succ)] if succ is not None else []
+        if ctx.settings.exactly_once:
+            ctx.commit([*writes, ctx.ledger.tombstone(entry)], [p])
+        else:
+            if writes:
+                ctx.commit(writes, [p])  # the successor before the parent's tombstone
+            ctx.commit([ctx.ledger.tombstone(entry)], [p])
+        if entry.input_file is not None:
+            self.tracker.cleanup(None, entry.input_file, None)
+        st.remove(entry.job_id)
+        if succ is not None:
+            st.add(Tracked(succ, due=ctx.clock(), lookup=False))
+        log.warning(
+            "recovered INTENT shares requests with another live job (a dropped replica's "
+            "leftover); those left to it, not created twice",
+            job_id=entry.job_id,
+            shared=len(taken),
+            successor=succ.job_id if succ is not None else None,
+        )
+        return True
 
     def _unclear(self, t: Tracked) -> None:
         """The create may have reached the server: look the job up before creating again,

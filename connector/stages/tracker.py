@@ -253,7 +253,7 @@ class Tracker:
         eos = ctx.settings.exactly_once
         st = ctx.owned.get(p)
         pending: list[SendHandle] = []
-        for a in tr.actions:
+        for i, a in enumerate(tr.actions):
             match a:
                 case lifecycle.Answer(offsets=offsets, error=error):
                     quarantine = isinstance(event, lifecycle.Quarantine)
@@ -290,8 +290,15 @@ class Tracker:
                     ctx.owned.remove_job(entry)
                     if tr.entry is not None and st is not None:  # a DONE entry still covers
                         st.add(Tracked(tr.entry, due=float("inf"), lookup=False))
-                case lifecycle.Prove() | lifecycle.Cancel():
-                    pass  # deletes prove ownership when they run; cancels are the controller's
+                case lifecycle.Prove(partition=q):
+                    nxt = tr.actions[i + 1] if i + 1 < len(tr.actions) else None
+                    if isinstance(nxt, lifecycle.Deliver) and not eos:
+                        # Before the first answer: a replica the group dropped stops here
+                        # (exactly-once: each chunk's transaction is fenced anyway).
+                        self._prove([q])
+                    # Deletes prove ownership when they run; cancels are the controller's.
+                case lifecycle.Cancel():
+                    pass
         if pending:
             ctx.commit(pending, [p])
         if (
@@ -304,6 +311,10 @@ class Tracker:
             t.entry = tr.entry  # moved on elsewhere (a 404's re-read): go on from there
             t.due = ctx.clock()
         return tr
+
+    def _prove(self, partitions: list[int]) -> None:
+        if self.ctx.txn is not None and self.ctx.consumer is not None:
+            self.ctx.prove_ownership(partitions)
 
     def _answer(
         self, entry: LedgerEntry, offsets: Offsets, error: ErrorInfo, eos: bool, by_offset: bool

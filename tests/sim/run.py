@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from unittest import mock
@@ -181,6 +182,9 @@ def check(world: World, requested: list[str]) -> list[tuple[str, str]]:
     return violations(requested, results, dead, created, s.exactly_once)
 
 
+_FROZEN_BEFORE_CREATE = re.compile(r" freeze (\S+) before create$")
+
+
 def suspects(out: Outcome, world: World) -> list[str]:
     """Tag a failing run with the findings of issue 16 its evidence matches (heuristic):
 
@@ -190,7 +194,11 @@ def suspects(out: Outcome, world: World) -> list[str]:
     - A3: a job the sidecar deleted was resubmitted (`.../rN` created after its delete);
     - A2: a duplicate after an operator cancel, a 404 or a results file gone (the delivery
       cursor ignored);
-    - A4: a duplicate after a Kafka outage, none of the above.
+    - A4: a duplicate after a Kafka outage, none of the above;
+    - claim-create: a display name created twice, the second time by a replica frozen
+      right before its `create`, after a claim that was valid and fresh: the one window
+      docs/design.md names in its crash table ("claim committed and create": nothing fences
+      Gemini itself). Tagged, not excused: it is a second paid job.
     """
     kinds = {k for k, _ in out.violations}
     text = "\n".join(world.trace)
@@ -200,6 +208,12 @@ def suspects(out: Outcome, world: World) -> list[str]:
     dup = kinds & {TWO_JOBS, CREATED_TWICE, EOS_DUPLICATE, CONFLICT}
     if any(call == "create" and committed == -1 for _, call, _, committed in world.zombie_calls):
         tags.append("A1")
+    frozen = {m.group(1) for line in world.trace if (m := _FROZEN_BEFORE_CREATE.search(line))}
+    if CREATED_TWICE in kinds and any(
+        call == "create" and committed != -1 and name in frozen
+        for name, call, _, committed in world.zombie_calls
+    ):
+        tags.append("claim-create")
     deleted = {line.rsplit(" ", 1)[-1] for line in world.trace if " delete_job " in line}
     if any(f"create {job}/r" in text for job in deleted):
         tags.append("A3")

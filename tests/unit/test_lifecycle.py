@@ -112,6 +112,7 @@ def check(e: LedgerEntry, ev: lc.Event, t: lc.Transition) -> None:
                 assert proven, f"{a} without a proof of ownership: {t.actions}"
             case lc.Deliver():
                 assert e.state is EntryState.SUBMITTED
+                assert proven, f"answers of {a} without a proof of ownership: {t.actions}"
     resubmitted = [o for s in successors for o in s.offsets]
     # A delivered offset is never answered or resubmitted again.
     assert not before & set(answered), (e, ev, t)
