@@ -927,7 +927,11 @@ class Admin:
             if code == UnknownTopicOrPartitionError.errno:
                 missing.add(name)
             elif code:
-                raise ConfigError(f"topic {name!r}: {for_code(code).__name__}")
+                err = for_code(code)(f"topic {name!r}")
+                denied = access_denied(err, self._extra, "checking topics", f"topic {name!r}")
+                if denied is not None:
+                    raise denied
+                raise ConfigError(f"topic {name!r}: {type(err).__name__}")
         return [t for t in topics if t in missing]
 
     def brokers(self) -> int:
