@@ -172,6 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 console.print(table(jobs, now_ms))
             return 0
+        # Said once on stderr, so a user (or a test) knows Ctrl-C is now a clean stop.
+        print(f"watching every {max(0.5, args.interval):g} s; Ctrl-C stops", file=sys.stderr)
         with Live(Text("reading the ledger..."), console=console, auto_refresh=False) as live:
             while True:
                 jobs = snapshot(s, gemini)

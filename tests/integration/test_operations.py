@@ -30,7 +30,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 @pytest.fixture
 def emulator_config() -> EmulatorConfig:
     """Jobs stay in flight for a few seconds, long enough to look at them."""
-    return EmulatorConfig(queue_delay_s=0.5, processing_delay_s=20.0, per_request_delay_s=0.0)
+    return EmulatorConfig(queue_delay_s=0.5, processing_delay_s=45.0, per_request_delay_s=0.0)
 
 
 def _chromium(url: str, tmp: Path, *mode: str) -> subprocess.CompletedProcess[str]:
@@ -176,6 +176,12 @@ def test_operations_of_a_running_sidecar(
         try:
             # Off a terminal rich draws only the last frame, at exit: count the refreshes by
             # the provider reads they make instead (one get per job per refresh).
+            # First the watch says it is watching (its Ctrl-C handling is in place: a SIGINT
+            # before that would kill it mid-start); the sidecar's own polls count as gets
+            # too, so the refreshes are counted from then on.
+            wait_until(
+                lambda: "Ctrl-C stops" in "".join(chunks), timeout=60, message="watch started"
+            )
             gets = lambda: emulator.stats()["calls"].get("batches.get", 0)  # noqa: E731
             before = gets()
             wait_until(lambda: gets() >= before + 4, timeout=60, message="two refreshes")
