@@ -50,3 +50,16 @@ def test_a_seed_replays_exactly() -> None:
     first, again = simulate(5), simulate(5)
     assert first.trace == again.trace
     assert first.violations == again.violations
+
+
+def test_a_freeze_between_a_valid_claim_and_the_create_is_the_one_second_job_left() -> None:
+    """Seeds 249 and 1880 (docs/simulator.md): a replica claims validly, freezes at its
+    `create` past the session timeout, the new owner looks the INTENT up after its delay,
+    finds nothing and creates; the zombie's create lands after. No sidecar check can sit
+    between the last check and the HTTP send; tagged `claim-create` (not A3: 1880's `/r1` is
+    the normal resubmission of a job that ended FAILED), and still counted as a second job."""
+    quiet_logs()
+    for seed in (249, 1880):
+        out = simulate(seed)
+        assert kinds(out.violations) == {CREATED_TWICE}, seed
+        assert out.suspects == ["claim-create"], seed
