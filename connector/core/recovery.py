@@ -15,7 +15,15 @@ from connector.core.offsets import Offsets
 from connector.core.partitions import Tracked
 from connector.core.records import EntryState, LedgerEntry
 
-__all__ = ["RecoveryPlan", "Resume", "overlapped", "plan_recovery", "superseded", "to_retract"]
+__all__ = [
+    "RecoveryPlan",
+    "Resume",
+    "overlapped",
+    "passed_by",
+    "plan_recovery",
+    "superseded",
+    "to_retract",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +78,31 @@ def to_retract(jobs: Iterable[Tracked], committed: int) -> list[LedgerEntry]:
         and t.failures == 0
         and t.entry.offsets
         and min(t.entry.offsets) >= committed
+    ]
+
+
+def passed_by(jobs: Iterable[Tracked], committed: int) -> list[LedgerEntry]:
+    """Fresh INTENTs of a partition rebuilt after a Kafka failure that the group's committed
+    offset has passed: to retract at once.
+
+    `fresh`: this process wrote it, never committed its offsets (checked against its own
+    committed offset when the partition was forgotten) and never tried a create, and the
+    ledger holds it as written. If the committed offset the rebuild rewinds to is past its
+    first offset anyway, another owner read those records and committed them with its own
+    claim: it batched them itself (this write, plain in at-least-once mode, landed after
+    that owner loaded the ledger: a replica frozen with it unsent, then dropped by the
+    group). Kept, it would stay off `to_retract` (whose offsets are now "committed") and be
+    created by whoever next owns the partition: each request answered by two jobs (sim
+    seeds 876 and 1931: OK, then 499 from a cancel that reached the late job).
+    """
+    return [
+        t.entry
+        for t in jobs
+        if t.entry.state is EntryState.INTENT
+        and t.fresh
+        and t.failures == 0
+        and t.entry.offsets
+        and min(t.entry.offsets) < committed
     ]
 
 
