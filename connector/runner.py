@@ -833,7 +833,7 @@ class Sidecar:
             owned[p].watermark = Watermark(start)
             owned[p].committed = start
             if not self.s.exactly_once:
-                passed.extend(passed_by(owned[p].jobs.values(), start))
+                passed.extend(passed_by(list(owned[p].jobs.values()), start))
         if passed:  # another owner batched and committed those records itself
             for e in passed:
                 owned.remove_job(e)
