@@ -63,7 +63,7 @@ from connector.core.ports import (
 )
 from connector.core.quota import Budget, share, should_pause
 from connector.core.records import EntryState, LedgerEntry
-from connector.core.recovery import plan_recovery, to_retract
+from connector.core.recovery import passed_by, plan_recovery, to_retract
 from connector.core.topics import plan_topics
 from connector.core.watermark import Watermark
 from connector.errors import ConfigError, Fenced, KafkaError, RegistryUnavailable
@@ -828,9 +828,16 @@ class Sidecar:
         self._ensure_ledger_partitions(partitions)
         for p in sorted(partitions):
             self._recover(p)
+        passed: list[LedgerEntry] = []
         for p, start in self.consumer.rewind(partitions).items():
             owned[p].watermark = Watermark(start)
             owned[p].committed = start
+            if not self.s.exactly_once:
+                passed.extend(passed_by(list(owned[p].jobs.values()), start))
+        if passed:  # another owner batched and committed those records itself
+            for e in passed:
+                owned.remove_job(e)
+            self._tombstone_intents(passed)
         self.budget = share(self.project_budget, len(owned), self.total_partitions)
 
     def _let_go(self, partitions: Iterable[int], write: bool = True) -> None:

@@ -15,7 +15,15 @@ from connector.core.offsets import Offsets
 from connector.core.partitions import Tracked
 from connector.core.records import EntryState, LedgerEntry
 
-__all__ = ["RecoveryPlan", "Resume", "overlapped", "plan_recovery", "superseded", "to_retract"]
+__all__ = [
+    "RecoveryPlan",
+    "Resume",
+    "overlapped",
+    "passed_by",
+    "plan_recovery",
+    "superseded",
+    "to_retract",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +79,38 @@ def to_retract(jobs: Iterable[Tracked], committed: int) -> list[LedgerEntry]:
         and t.entry.offsets
         and min(t.entry.offsets) >= committed
     ]
+
+
+def passed_by(jobs: Collection[Tracked], committed: int) -> list[LedgerEntry]:
+    """Fresh INTENTs of a partition rebuilt after a Kafka failure that another owner batched
+    itself: to retract at once.
+
+    `fresh`: this process wrote it, never committed its offsets (checked against its own
+    committed offset when the partition was forgotten) and never tried a create, and the
+    ledger holds it as written. If the committed offset the rebuild rewinds to is past its
+    first offset anyway, and another live entry holds some of its offsets, another owner
+    read those records and batched them itself (this write, plain in at-least-once mode,
+    landed after that owner loaded the ledger). Kept, it would stay off `to_retract` (its
+    offsets now "committed") and be created by whoever next owns the partition: each
+    request answered by two jobs (sim seeds 876 and 1931: OK, then 499 from a cancel that
+    reached the late job). Without such an entry it stays: an owner that loaded it may have
+    committed past it, and it is then the only record of those requests.
+    """
+    out = []
+    for t in jobs:
+        e = t.entry
+        if not (
+            e.state is EntryState.INTENT
+            and t.fresh
+            and t.failures == 0
+            and e.offsets
+            and min(e.offsets) < committed
+        ):
+            continue
+        mine = set(e.offsets)
+        if any(o.entry.job_id != e.job_id and mine & set(o.entry.offsets) for o in jobs):
+            out.append(e)
+    return out
 
 
 def overlapped(

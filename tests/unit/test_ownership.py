@@ -125,3 +125,70 @@ def test_a_partition_assigned_again_keeps_its_fresh_intents_retractable() -> Non
     h.step()
     assert h.ledger.live(0) == {}
     assert h.sidecar.stats.intents_retracted == 1
+
+
+def test_a_fresh_intent_the_group_committed_past_is_retracted_at_the_rebuild() -> None:
+    """Sim seeds 876 and 1931: a replica's INTENT (a plain write, at-least-once) landed
+    after the group had moved on; its commit was refused, then a Kafka failure made it
+    forget and rebuild the partition. Meanwhile the new owner had batched the same records
+    itself and committed past them. Rebuilt, the INTENT was fresh but its offsets were now
+    "committed", so no retraction took it back: it was later created, and each request
+    answered by two jobs (OK, then 499 from a cancel that reached the late job)."""
+    h = harness(batch_max_requests=1, http_timeout_s=HTTP_TIMEOUT_S)
+    intent_not_created(h, commit=False)
+    (late,) = h.ledger.live(0).values()
+    kafka_outage(h)
+    # The new owner batched r-0 itself (the INTENT landed after it loaded the ledger) and
+    # committed past it; its own entry for r-0 is live still.
+    h.seed_ledger(h.entry("p0-0-other", (0,)))
+    h.kafka.committed[(h.consumer.topic, 0)] = 1
+    assert h.sidecar.guarded_step() is None  # rebuilt, rewound to offset 1
+    assert h.sidecar.owned[0].committed == 1
+    assert late.job_id not in h.ledger.live(0)
+    assert h.sidecar.stats.intents_retracted == 1
+    for _ in range(4):  # past a recovered INTENT's lookup delay
+        h.advance(HTTP_TIMEOUT_S)
+        h.sidecar.guarded_step()
+    assert h.emulator is not None
+    created = h.emulator.created_by_display_name()
+    assert late.display_name not in created, "the late INTENT was created"
+
+
+def test_a_fresh_intent_nobody_committed_past_stays_after_the_rebuild() -> None:
+    """Its records are read nowhere else: it is this replica's claim still."""
+    h = harness(batch_max_requests=1, http_timeout_s=HTTP_TIMEOUT_S)
+    intent_not_created(h, commit=False)
+    kafka_outage(h)
+    assert h.sidecar.guarded_step() is None
+    assert [e.state.value for e in h.ledger.live(0).values()] == ["INTENT"]
+    assert h.sidecar.stats.intents_retracted == 0
+
+
+def test_a_fresh_intent_an_owner_loaded_and_committed_past_stays_after_the_rebuild() -> None:
+    """Sim seeds 1197, 1472: the new owner loaded the INTENT and committed past it, then lost
+    the partition before creating it; no other entry holds its offsets: it is the only
+    record of those requests, and retracting it would lose them."""
+    h = harness(batch_max_requests=1, http_timeout_s=HTTP_TIMEOUT_S)
+    intent_not_created(h, commit=False)
+    kafka_outage(h)
+    h.kafka.committed[(h.consumer.topic, 0)] = 1
+    assert h.sidecar.guarded_step() is None
+    assert [e.state.value for e in h.ledger.live(0).values()] == ["INTENT"]
+    assert h.sidecar.stats.intents_retracted == 0
+
+
+def test_passed_by_takes_only_fresh_untried_intents_the_commit_passed() -> None:
+    from connector.core import recovery
+    from connector.core.partitions import Tracked
+    from connector.core.records import EntryState
+
+    h = harness()
+    late = Tracked(h.entry("p0-0-a", (0, 1)), fresh=True)
+    ahead = Tracked(h.entry("p0-2-b", (2,)), fresh=True)
+    recovered = Tracked(h.entry("p0-0-c", (0,)))  # another owner's: it may be the only one
+    tried = Tracked(h.entry("p0-1-d", (1,)), fresh=True, failures=1)
+    done = Tracked(h.entry("p0-0-e", (0,), EntryState.DONE), fresh=True)
+    jobs = [late, ahead, recovered, tried, done]
+    assert recovery.passed_by(jobs, 2) == [late.entry]  # p0-0-c and p0-0-e hold offset 0
+    assert recovery.passed_by(jobs, 0) == []
+    assert recovery.passed_by([late, ahead], 2) == []  # nothing else holds its offsets
