@@ -120,7 +120,12 @@ def test_broker_outage_is_waited_out_and_unhealthy_meanwhile(
         topics = Topics("req-outage", "res-outage", "dlq-outage", group_factory())
         health_port = kafka_local.free_port()
         settings = topics.settings(
-            bootstrap, emulator.base_url, health_port=health_port, liveness_timeout_s=3.0
+            bootstrap,
+            emulator.base_url,
+            health_port=health_port,
+            liveness_timeout_s=3.0,
+            create_topics=True,  # a private broker: nobody made its topics
+            topic_partitions=1,
         )
         pub = RequestPublisher(bootstrap, topics.requests)
         try:
@@ -146,10 +151,13 @@ def test_broker_outage_is_waited_out_and_unhealthy_meanwhile(
 def test_replicas_starting_together_do_not_race_on_topic_creation(
     kafka_bootstrap: str, group_factory: Callable[[], str], emulator: EmulatorServer
 ) -> None:
-    """Three replicas start at once on topics nobody created yet; none exits."""
+    """Three replicas start at once on topics nobody created yet (CONNECTOR_CREATE_TOPICS);
+    none exits."""
     suffix = uuid.uuid4().hex[:8]
     topics = Topics(f"req-{suffix}", f"res-{suffix}", f"dlq-{suffix}", group_factory())
-    settings = topics.settings(kafka_bootstrap, emulator.base_url)
+    settings = topics.settings(
+        kafka_bootstrap, emulator.base_url, create_topics=True, topic_partitions=2
+    )
     with contextlib.ExitStack() as stack:
         barrier = threading.Barrier(3)
         errors: list[BaseException] = []
