@@ -230,7 +230,7 @@ class Sidecar:
         s = self.s
         kc = clients.backend(s.kafka_client)
         log.info("kafka client", client=kc.name)
-        self._extra = kafka_client_extra(s)
+        self._extra = with_client_ids(kafka_client_extra(s), s.group_id)
         if kc.name == clients.KAFKA_PYTHON:  # librdkafka ships every codec itself
             self._extra = codecs.check(self._extra)
         admin: Admin = self._connect(lambda: kc.admin(s.bootstrap_servers, self._extra), "admin")

@@ -125,6 +125,9 @@ PRODUCER_CONFIG: dict[str, Any] = {
 }
 """The sidecar producer's settings, as `adapters.kafka.PRODUCER_CONFIG` in librdkafka terms."""
 
+_CLIENT_ID_PREFIX = "client.id.prefix"
+"""The key `adapters.kafka.with_client_ids` adds (kept in step with its CLIENT_ID_PREFIX)."""
+
 DEFAULT_MAX_REQUEST_SIZE = 1_048_576
 """kafka-python's max_request_size default, kept so both clients refuse the same records."""
 
@@ -140,6 +143,10 @@ def _value(name: str, value: Any) -> Any:
 def rd_config(bootstrap: str, extra: Mapping[str, Any], role: str) -> dict[str, Any]:
     """librdkafka settings for one client `role` (producer, consumer, or common for admin)
     from CONNECTOR_KAFKA_* (kafka-python names); an unmapped name is a `ConfigError`."""
+    # `<group>.<replica>` (adapters.kafka.with_client_ids): librdkafka's client.id is
+    # `<prefix>.<role>`, as kafka-python's clients are named, unless one is configured.
+    extra = dict(extra)
+    prefix = extra.pop(_CLIENT_ID_PREFIX, None)
     unknown = sorted(k for k in extra if k not in RD_NAMES)
     if unknown:
         raise ConfigError(
@@ -148,6 +155,8 @@ def rd_config(bootstrap: str, extra: Mapping[str, Any], role: str) -> dict[str, 
             "CONNECTOR_KAFKA_CLIENT=kafka-python"
         )
     cfg: dict[str, Any] = {"bootstrap.servers": bootstrap}
+    if prefix:
+        cfg["client.id"] = f"{prefix}.{role}"
     for k, v in extra.items():
         name, scope = RD_NAMES[k]
         if scope in (COMMON, role):
@@ -831,6 +840,15 @@ class Admin(_KafkaPythonAdmin):
             return None, 0
         first = t.partitions[min(t.partitions)]
         return len(t.partitions), len(first.replicas)
+
+    def missing_topics(self, topics: Sequence[str]) -> list[str]:
+        """The topics of `topics` the cluster does not list (one metadata request for all;
+        asking by name would create them where the broker auto-creates topics)."""
+        try:
+            md = self._rd.list_topics(timeout=OFFSETS_TIMEOUT_S)
+        except KafkaException as exc:
+            raise BrokerUnavailable(f"list topics failed: {exc!r}") from exc
+        return [t for t in topics if t not in md.topics]
 
     def brokers(self) -> int:
         try:
