@@ -356,13 +356,20 @@ class Sink:
                 txn.commit_transaction(sent, offsets, consumer)
                 return
             except ProduceFailed:
-                parts = [p for h in sent for p in (h.handles if isinstance(h, _Chunk) else [h])]
-                refused = [h for h in parts if not h.ok() and isinstance(h.error(), RecordTooLarge)]
-                if not refused or not all(
-                    isinstance(h, (_Guarded, _Chunk)) for h in sent if not h.ok()
-                ):
+                # Records with a fallback: a guarded one, or any record of a chunk.
+                parts = [
+                    (p, True) if isinstance(h, _Chunk) else (h, isinstance(h, _Guarded))
+                    for h in sent
+                    for p in (h.handles if isinstance(h, _Chunk) else [h])
+                ]
+                refused = [
+                    (h, has_fallback)
+                    for h, has_fallback in parts
+                    if not h.ok() and isinstance(h.error(), RecordTooLarge)
+                ]
+                if not refused or not all(has_fallback for _, has_fallback in refused):
                     raise
-                for h in refused:
+                for h, _ in refused:
                     log.error(
                         "record refused as too large; sending its fallback", error=str(h.error())
                     )
