@@ -52,6 +52,9 @@ class _SaslFailures(logging.Filter):
         super().__init__()
         self._lock = threading.Lock()
         self._last: tuple[float, BaseException] | None = None
+        self.quiet: dict[str, int] = {}
+        """Loggers someone set above WARNING: lowered so the refusal is still seen, and
+        their records below the level they were given are dropped here, after the look."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args if isinstance(record.args, tuple) else ()
@@ -59,7 +62,7 @@ class _SaslFailures(logging.Filter):
             if isinstance(arg, kerrors.SaslAuthenticationFailedError):
                 with self._lock:
                     self._last = (time.monotonic(), arg)
-        return True
+        return record.levelno >= self.quiet.get(record.name, logging.NOTSET)
 
     def seen_since(self, since: float) -> BaseException | None:
         with self._lock:
@@ -77,6 +80,12 @@ def watch_sasl_failures() -> None:
         logger = logging.getLogger(name)
         if SASL_FAILURES not in logger.filters:
             logger.addFilter(SASL_FAILURES)
+        # kafka-python logs the refusal at WARNING; a logger silenced above that (an
+        # application quieting kafka's retry chatter) would never create the record.
+        level = logger.getEffectiveLevel()
+        if level > logging.WARNING:
+            SASL_FAILURES.quiet[name] = level
+            logger.setLevel(logging.WARNING)
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
