@@ -174,6 +174,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         # Said once on stderr, so a user (or a test) knows Ctrl-C is now a clean stop.
         print(f"watching every {max(0.5, args.interval):g} s; Ctrl-C stops", file=sys.stderr)
+        if not console.is_terminal:
+            # Piped or logged: Live would draw only its last frame, at exit; print each
+            # refresh instead, so the output shows every one.
+            while True:
+                jobs = snapshot(s, gemini)
+                console.print(table(jobs, int(time.time() * 1000), bars=True))
+                sys.stdout.flush()
+                time.sleep(max(0.5, args.interval))
         with Live(Text("reading the ledger..."), console=console, auto_refresh=False) as live:
             while True:
                 jobs = snapshot(s, gemini)
