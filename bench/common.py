@@ -27,6 +27,7 @@ from connector.adapters.gemini import Gemini  # noqa: E402
 from connector.adapters.kafka import PRODUCER_CONFIG  # noqa: E402
 from connector.config import Settings  # noqa: E402
 from connector.core.codec import Codec  # noqa: E402
+from connector.core.policy import ClaimWindow  # noqa: E402
 from connector.core.records import (  # noqa: E402
     JobInput,
     JobState,
@@ -243,6 +244,7 @@ class HeldGemini(Gemini):
         priority: int,
         inline: Sequence[JobInput] | None = None,
         file_name: str | None = None,
+        claim: ClaimWindow | None = None,
     ) -> str:
         self.sizes.append(len(inline or ()))
         return f"batches/held-{next(self._ids)}"
@@ -323,8 +325,9 @@ class CountingGemini(Gemini):
         priority: int,
         inline: Sequence[JobInput] | None = None,
         file_name: str | None = None,
+        claim: ClaimWindow | None = None,
     ) -> str:
-        name = super().create(model, kind, display_name, priority, inline, file_name)
+        name = super().create(model, kind, display_name, priority, inline, file_name, claim)
         self.sizes.append(len(inline) if inline is not None else -1)
         return name
 

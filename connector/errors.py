@@ -131,6 +131,13 @@ class ProviderFileGone(ProviderRejected):
     """Raised when a file no longer exists (403/404): past its 48 h TTL, or deleted."""
 
 
+class ClaimExpired(ConnectorError):
+    """Raised in place of a create whose claim is no longer fresh when its request is about
+    to go out (the process stalled between the claim and the send): nothing was sent, so
+    no job can exist; the job is claimed again, which a replica the group dropped meanwhile
+    cannot do."""
+
+
 class TransactionInDoubt(BaseException):
     """Raised when a transaction's commit or abort outlived its watchdog (kafka-python waits
     on the broker without a timeout of its own): whether it committed is unknown, and the

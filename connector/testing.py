@@ -38,9 +38,8 @@ from urllib.parse import parse_qsl, unquote
 import httpx2
 import orjson
 from google import genai
-from google.genai import types
 
-from connector.adapters.gemini import Gemini
+from connector.adapters.gemini import Gemini, check_claim, http_options
 from connector.adapters.ledger import CLAIM_HEADER
 from connector.config import Settings
 from connector.core import policy
@@ -625,11 +624,15 @@ def emulated_gemini(
     emu = emulator or InProcessEmulator()
     client = genai.Client(
         api_key="test-key",
-        http_options=types.HttpOptions(
-            base_url=emu.base_url,
-            api_version="v1beta",
-            timeout=int(timeout_s * 1000),
-            httpx_client=httpx2.Client(transport=emu.transport, base_url=emu.base_url),
+        http_options=http_options(
+            emu.base_url,
+            "v1beta",
+            timeout_s,
+            httpx_client=httpx2.Client(
+                transport=emu.transport,
+                base_url=emu.base_url,
+                event_hooks={"request": [check_claim]},
+            ),
         ),
     )
     return Gemini(api_key="test-key", client=client), emu

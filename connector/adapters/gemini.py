@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import re
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
@@ -25,8 +26,10 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
+from connector.core.policy import ClaimWindow
 from connector.core.records import JobInput, JobProgress, JobState, Kind, OutputItem, RemoteJob
 from connector.errors import (
+    ClaimExpired,
     ProviderAuthFailed,
     ProviderFileGone,
     ProviderRejected,
@@ -98,8 +101,46 @@ def sdk_errors(files: bool = False) -> Iterator[None]:
     """Translate whatever an SDK call raises into the sidecar's error tree (one place)."""
     try:
         yield
+    except ClaimExpired:
+        raise  # ours, from `check_claim`: nothing was sent
     except Exception as exc:
         raise map_error(exc, files) from exc
+
+
+_claim = threading.local()
+"""The `ClaimWindow` of the create this thread is sending, if any."""
+
+
+def check_claim(request: object) -> None:
+    """An httpx request hook: the last moment before a create's request goes out, refuse it
+    if its claim is no longer fresh (`ClaimWindow`). Installed on every SDK client the
+    sidecar builds (`http_options`); a no-op for any other request."""
+    window: ClaimWindow | None = getattr(_claim, "window", None)
+    if window is not None:
+        window.check()
+
+
+def http_options(base_url: str | None, api_version: str, timeout_s: float, **extra: Any) -> Any:
+    """The SDK's `HttpOptions` for the sidecar's client: explicit base URL, the timeout, and
+    `check_claim` on every request (`extra`: more HttpOptions fields, e.g. `httpx_client`;
+    a given httpx client must carry the hook itself, see `connector.testing`)."""
+    return types.HttpOptions(
+        # Always explicit: the SDK would otherwise honour GOOGLE_GEMINI_BASE_URL silently.
+        base_url=base_url or GEMINI_BASE_URL,
+        api_version=api_version,
+        timeout=int(timeout_s * 1000),
+        client_args={"event_hooks": {"request": [check_claim]}},
+        **extra,
+    )
+
+
+@contextlib.contextmanager
+def _claimed(window: ClaimWindow | None) -> Iterator[None]:
+    _claim.window = window
+    try:
+        yield
+    finally:
+        _claim.window = None
 
 
 class Gemini:
@@ -123,12 +164,7 @@ class Gemini:
             # start): its batch API needs Cloud Storage or BigQuery and has no Files API.
             vertexai=False,
             api_key=api_key,
-            http_options=types.HttpOptions(
-                # Always explicit: the SDK would otherwise honour GOOGLE_GEMINI_BASE_URL silently.
-                base_url=base_url or GEMINI_BASE_URL,
-                api_version=api_version,
-                timeout=int(timeout_s * 1000),
-            ),
+            http_options=http_options(base_url, api_version, timeout_s),
         )
         self._no_retry = types.HttpOptions(retry_options=types.HttpRetryOptions(attempts=1))
 
@@ -143,8 +179,15 @@ class Gemini:
         priority: int,
         inline: Sequence[JobInput] | None = None,
         file_name: str | None = None,
+        claim: ClaimWindow | None = None,
     ) -> str:
-        """Create one job and return its `batches/ID`. Exactly one HTTP attempt."""
+        """Create one job and return its `batches/ID`. Exactly one HTTP attempt.
+
+        `claim`: checked now and again right before the request is written (`check_claim`);
+        past it, `ClaimExpired` and nothing is sent.
+        """
+        if claim is not None:
+            claim.check()
         batch: dict[str, Any] = {}
         if priority:
             batch["priority"] = str(priority)  # int64 as a string; the SDK has no field for it
@@ -155,7 +198,7 @@ class Gemini:
         http = self._no_retry
         if batch:
             http = http.model_copy(update={"extra_body": {"batch": batch}})
-        with sdk_errors(files=file_name is not None):
+        with sdk_errors(files=file_name is not None), _claimed(claim):
             if kind is Kind.EMBED:
                 if file_name is None:
                     raise ValueError("embedding jobs go through an uploaded file")

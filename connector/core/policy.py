@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 from connector import defaults as D
@@ -31,12 +31,13 @@ from connector.core.records import (
     LedgerEntry,
     SealedBatch,
 )
-from connector.errors import ConfigError
+from connector.errors import ClaimExpired, ConfigError
 
 __all__ = [
     "ANSWERED_MARK",
     "CLAIM_FRESH_S",
     "MAX_DISPLAY_NAME",
+    "ClaimWindow",
     "Deliver",
     "GiveUp",
     "Outcome",
@@ -406,6 +407,30 @@ CLAIM_FRESH_S = 1.0
 """A create starts at most this long after its claim began (the submitter claims again
 otherwise). The claim proves membership when the group coordinator checked it; the group can
 only have handed the partition on after that."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimWindow:
+    """Until when a claimed job's create may still start: `CLAIM_FRESH_S` after its claim
+    began, on the sidecar's clock.
+
+    Checked as late as possible, right before the create's request is written to the wire
+    (`adapters.gemini`): a process that stalls anywhere between its claim and that moment
+    (GC, SIGSTOP, a frozen container) past the new owner's lookup delay would otherwise
+    create the job a second time after the group moved on (sim seeds 249, 1880).
+    """
+
+    start_by: float
+    clock: Callable[[], float]
+
+    def check(self) -> None:
+        """Raise `ClaimExpired` once the window has passed."""
+        late = self.clock() - self.start_by
+        if late > 0:
+            raise ClaimExpired(
+                f"its claim is {late + CLAIM_FRESH_S:.1f} s old "
+                f"(a create must start within {CLAIM_FRESH_S} s of its claim)"
+            )
 
 
 def server_timeout_s(http_timeout_s: float) -> float:

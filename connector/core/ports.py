@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import IO, Protocol
 
+from connector.core.policy import ClaimWindow
 from connector.core.records import Headers, JobInput, Kind, LedgerEntry, Record, RemoteJob
 from connector.core.results import Original
 
@@ -159,7 +160,10 @@ class GeminiPort(Protocol):
         priority: int,
         inline: Sequence[JobInput] | None = None,
         file_name: str | None = None,
-    ) -> str: ...
+        claim: ClaimWindow | None = None,
+    ) -> str:
+        """Create one job; `claim`: past it, raise `ClaimExpired` and send nothing."""
+        ...
 
     def get(self, name: str) -> RemoteJob: ...
 

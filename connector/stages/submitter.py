@@ -23,12 +23,14 @@ from connector.core import lifecycle, policy, recovery
 from connector.core.jsonl import write_jsonl
 from connector.core.offsets import Offsets
 from connector.core.partitions import Tracked
+from connector.core.policy import ClaimWindow
 from connector.core.ports import GeminiPort, RequestReaderPort, SendHandle
 from connector.core.quota import Budget, admit, over_cap_alone, too_big
 from connector.core.records import EntryState, ErrorInfo, JobInput, LedgerEntry, RequestEvent
 from connector.core.results import Outgoing, deadline_passed, late, refused
 from connector.core.spool import input_file_bytes
 from connector.errors import (
+    ClaimExpired,
     ProviderAuthFailed,
     ProviderError,
     ProviderRejected,
@@ -445,14 +447,24 @@ class Submitter:
         try:
             if upload is not None:
                 input_file = upload()
-            if not self._claim(t, now):
+            claim = self._claim(t, now)
+            if claim is None:
                 self._keep(t, input_file, kept)  # reused when the job is claimed again
                 return None
             creating = True
             if use_file:
-                job = ctx.gemini.create(model, kind, name, prio, file_name=input_file)
+                job = ctx.gemini.create(model, kind, name, prio, file_name=input_file, claim=claim)
             else:
-                job = ctx.gemini.create(model, kind, name, prio, inline=inputs)
+                job = ctx.gemini.create(model, kind, name, prio, inline=inputs, claim=claim)
+        except ClaimExpired as exc:
+            # Stalled between the claim and the send: nothing went out. Claimed again next
+            # pass, which a replica the group dropped meanwhile cannot do.
+            log.warning(
+                "create not sent; claiming again next pass", job_id=entry.job_id, error=str(exc)
+            )
+            t.due = now
+            self._keep(t, input_file, kept)
+            return None
         except ProviderRejected as exc:
             if isinstance(exc, ProviderAuthFailed):
                 # A rotated or revoked key: an outage, never the requests' fault.
@@ -624,7 +636,7 @@ class Submitter:
             t.failures, ctx.rand.random(), ctx.settings.http_timeout_s
         )
 
-    def _claim(self, t: Tracked, now: float) -> bool:
+    def _claim(self, t: Tracked, now: float) -> ClaimWindow | None:
         """Prove this replica still owns the job's partition, right before its create.
 
         One transaction: the INTENT again (headed `claimed_by`) and the partition's committed
@@ -632,20 +644,22 @@ class Submitter:
         replica the group dropped (a pass or a freeze past max.poll.interval.ms) gets
         `Fenced`, which propagates: it drops its partitions and creates nothing. A claim that
         took longer than `CLAIM_FRESH_S` is not trusted (the group may have moved on since);
-        the job is claimed again next pass.
+        the job is claimed again next pass. Returns the window in which the create must
+        start (checked again right before its request is written), or None.
         """
         ctx = self.ctx
-        if ctx.txn is None or ctx.consumer is None:
-            return True  # wired without a transactional producer (tests of other stages)
-        p = t.entry.key.partition
         started = ctx.clock()
+        window = ClaimWindow(started + CLAIM_FRESH_S, ctx.clock)
+        if ctx.txn is None or ctx.consumer is None:
+            return window  # wired without a transactional producer (tests of other stages)
+        p = t.entry.key.partition
         claim = ctx.ledger.claim(t.entry, ctx.txn, ctx.txn.transactional_id)
         ctx.prove_ownership([p], [claim])
-        if ctx.clock() - started > CLAIM_FRESH_S:
+        if ctx.clock() > window.start_by:
             log.warning("claim took too long; claiming again next pass", job_id=t.entry.job_id)
             t.due = now
-            return False
-        return True
+            return None
+        return window
 
     def _keep(self, t: Tracked, input_file: str | None, kept: bool) -> None:
         """Keep an uploaded input file for the retry (a job that landed may read it).

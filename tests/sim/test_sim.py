@@ -25,14 +25,6 @@ KNOWN_OPEN = {
 the CI run names it instead of hiding it, until its fix lands (then it must be removed: a
 listed seed that passes fails this test)."""
 
-OPEN_WINDOW = {249: "claim-create", 1880: "claim-create"}
-"""Seeds that fall into the one window left open (docs/design.md, crash table, "claim
-committed and create"; docs/simulator.md): a replica frozen between its valid claim and the
-HTTP create past the new owner's lookup delay creates a second job. Nothing in the sidecar
-closes it without an idempotent create at the provider. They must fail in exactly that way
-(`created-twice` only; tests/sim/test_sim_unit.py pins their tags); any other failing seed
-fails this test."""
-
 
 def _run(seeds: range) -> list[tuple[int, list[tuple[str, str]]]]:
     quiet_logs()
@@ -46,12 +38,7 @@ def test_every_seed_keeps_every_invariant() -> None:
     chunks = [range(START + i, START + SEEDS, workers) for i in range(workers)]
     with ProcessPoolExecutor(workers) as pool:
         failed = sorted(f for part in pool.map(_run, chunks) for f in part)
-    unexplained = [
-        (seed, v)
-        for seed, v in failed
-        if seed not in KNOWN_OPEN
-        and (seed not in OPEN_WINDOW or {kind for kind, _ in v} != {"created-twice"})
-    ]
+    unexplained = [(seed, v) for seed, v in failed if seed not in KNOWN_OPEN]
     failing = {seed for seed, _ in failed}
     fixed = sorted(s for s in KNOWN_OPEN if START <= s < START + SEEDS and s not in failing)
     assert not fixed, f"seeds {fixed} pass now: take them out of KNOWN_OPEN"

@@ -14,6 +14,7 @@ import httpx2
 from connector.config import Settings
 from connector.core.codec import Codec
 from connector.core.formats import RequestDecoder
+from connector.errors import ClaimExpired
 from connector.runner import Ports, Sidecar
 from connector.stages.sink import Limits
 from connector.testing import (
@@ -84,7 +85,11 @@ class _HookedGemini:
 
         def call(*args: Any, **kwargs: Any) -> Any:
             world.hook(replica, name, "before", args)
-            out = attr(*args, **kwargs)
+            try:
+                out = attr(*args, **kwargs)
+            except ClaimExpired as exc:
+                world.log(f"{replica.name} {name} not sent: {exc}")
+                raise
             world.hook(replica, name, "after")
             return out
 

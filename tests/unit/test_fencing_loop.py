@@ -17,14 +17,16 @@ from connector.testing import TestHarness, harness
 
 
 def slow_creates(h: TestHarness, seconds: float) -> list[float]:
-    """Every `create` takes `seconds` of the sidecar's clock; returns when each started."""
+    """Every `create` takes `seconds` of the sidecar's clock, waiting for its reply (the
+    request went out at once: a stall before it would leave the claim's window and send
+    nothing); returns when each started."""
     started: list[float] = []
     create = h.gemini.create
 
     def slow(*args: Any, **kwargs: Any) -> str:
         started.append(h.clock())
-        h.advance(seconds)
         name: str = create(*args, **kwargs)
+        h.advance(seconds)
         return name
 
     h.gemini.create = slow
