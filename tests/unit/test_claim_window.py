@@ -87,3 +87,36 @@ def test_a_create_stalled_past_its_claim_is_claimed_again_and_created_once() -> 
     h.run_until(lambda: answered(h, ids) and not h.ledger.live(0))
     assert list(emu(h).created_by_display_name().values()) == [1]
     assert emu(h).calls()["batches.create"] == 1
+
+
+def test_the_adapters_own_client_checks_the_window_over_real_http() -> None:
+    """The production wiring: `Gemini` builds its SDK client itself (the hook comes with
+    `http_options`) and talks HTTP to a server; a stale window sends nothing there."""
+    from connector.adapters.gemini import Gemini
+    from connector.emulator.config import EmulatorConfig
+    from connector.emulator.server import EmulatorServer
+
+    with EmulatorServer(EmulatorConfig(), host="127.0.0.1", port=0) as srv:
+        gemini = Gemini(api_key="test-key", base_url=srv.base_url, timeout_s=10.0)
+        try:
+            with pytest.raises(ClaimExpired):
+                gemini.create(
+                    "gemini-2.5-flash",
+                    Kind.GENERATE,
+                    "sim:late",
+                    0,
+                    inline=ONE,
+                    claim=ClaimWindow(1.0, ticks(0.5, 5.0)),
+                )
+            assert gemini.find_by_display_names({"sim:late"}) == {}
+            name = gemini.create(
+                "gemini-2.5-flash",
+                Kind.GENERATE,
+                "sim:on-time",
+                0,
+                inline=ONE,
+                claim=ClaimWindow(1.0, ticks(0.5)),
+            )
+            assert gemini.find_by_display_names({"sim:on-time"}) == {"sim:on-time": name}
+        finally:
+            gemini.close()
