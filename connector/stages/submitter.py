@@ -669,8 +669,17 @@ class Submitter:
         """
         if input_file is None or kept:
             return
+        ctx = self.ctx
         t.entry = replace(t.entry, input_file=input_file)
-        self.ctx.commit([self.ctx.ledger.write(t.entry)], [t.entry.key.partition])
+        p = t.entry.key.partition
+        if ctx.settings.exactly_once or ctx.txn is None or ctx.consumer is None:
+            ctx.commit([ctx.ledger.write(t.entry)], [p])
+        else:
+            # Fenced like a claim: a plain write from a replica the group dropped (stalled
+            # past its claim, its create unsent or unclear) would land after the new owner
+            # delivered and tombstoned the job and bring it back to be created again (sim
+            # seed 3634).
+            ctx.prove_ownership([p], [ctx.ledger.write(t.entry, ctx.txn)])
 
     def _submitted(self, t: Tracked, job: str, input_file: str | None) -> SendHandle:
         ctx = self.ctx

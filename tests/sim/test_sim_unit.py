@@ -63,3 +63,14 @@ def test_a_freeze_between_a_valid_claim_and_the_create_sends_nothing() -> None:
         out = simulate(seed)
         assert out.violations == [], seed
         assert any("create not sent: its claim is" in line for line in out.trace), seed
+
+
+def test_a_zombie_never_writes_an_intent_back_after_its_claim_went_stale() -> None:
+    """Seed 3634: a replica uploads a file job's input, claims, freezes before its create
+    past the session timeout; the new owner creates, delivers and tombstones the job; the
+    zombie's create is not sent (stale claim), but it recorded the uploaded file in the
+    INTENT with a plain write, which brought the job back for the next owner to create a
+    second time. That write is now fenced like a claim."""
+    quiet_logs()
+    out = simulate(3634)
+    assert out.violations == []
