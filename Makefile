@@ -26,7 +26,7 @@ UV_COMPILE = $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --g
 lock:
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	test -x $(BIN)/uv || $(BIN)/pip install -q "uv>=0.9"
-	$(UV_COMPILE) pyproject.toml -o requirements/runtime.txt
+	$(UV_COMPILE) pyproject.toml --extra librdkafka -o requirements/runtime.txt
 	$(UV_COMPILE) pyproject.toml --extra dev -c requirements/runtime.txt -o requirements/dev.txt
 	$(BIN)/python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['build-system']['requires'], sep='\n')" \
 		| $(UV_COMPILE) - -o requirements/build.txt

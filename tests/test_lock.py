@@ -57,8 +57,8 @@ def requirements(kind: str) -> list[Requirement]:
     data = pyproject()
     project = data["project"]
     assert isinstance(project, dict)
-    if kind == "runtime":
-        specs = project["dependencies"]
+    if kind == "runtime":  # the image's: the package and its librdkafka extra
+        specs = [*project["dependencies"], *project["optional-dependencies"]["librdkafka"]]
     elif kind == "dev":
         specs = project["optional-dependencies"]["dev"]
     else:
@@ -161,3 +161,9 @@ def test_the_check_notices_a_new_or_loosened_dependency() -> None:
     pinned = pins["orjson"].version
     assert mismatches([Requirement(f"orjson>{pinned}")], pins)
     assert mismatches([Requirement(f"orjson=={pinned}")], pins) == []
+
+
+def test_the_image_lock_carries_the_librdkafka_backend() -> None:
+    """The Docker image installs exactly requirements/runtime.txt: it must hold the
+    `librdkafka` extra, so CONNECTOR_KAFKA_CLIENT=confluent-kafka works there (issue 18)."""
+    assert "confluent-kafka" in read_lock(RUNTIME)
