@@ -24,7 +24,6 @@ from typing import Any
 
 import structlog
 
-from connector import endpoints
 from connector.adapters.access import access_denied
 from connector.adapters.heap import HeapTrimmer
 from connector.adapters.kafka import with_client_ids
@@ -40,11 +39,10 @@ from connector.core.ports import GeminiPort, Ports, TransactionalProducerPort
 from connector.core.quota import Budget
 from connector.core.records import EntryState
 from connector.errors import Fenced, KafkaError
-from connector.health import PROTECTED
 from connector.metrics import Telemetry
 from connector.stages.context import Context
 from connector.stages.control import Controller
-from connector.stages.flow import Flow
+from connector.stages.flow import Flow, poll_timeout
 from connector.stages.intake import Intake, IntakeStep
 from connector.stages.ownership import Ownership
 from connector.stages.sink import Limits, Sink
@@ -54,7 +52,7 @@ from connector.stages.steps import ControlStep, PruneStep, SubmitStep, TrackStep
 from connector.stages.submitter import Submitter
 from connector.stages.tracker import Tracker
 from connector.stages.unit import CommitStep, PassUnit
-from connector.startup import Startup, transactional_id
+from connector.startup import Startup, serve_health, transactional_id
 
 __all__ = ["Ports", "Sidecar", "Snapshot", "transactional_id"]
 
@@ -151,17 +149,7 @@ class Sidecar:
     def run(self) -> None:
         s = self.s
         log.info("starting", endpoint=s.endpoint, settings=s.describe())
-        health = None
-        if s.health_port:
-            health = endpoints.serve(self)
-            paths = ["/healthz", "/readyz", "/status", "/metrics", "/"]
-            log.info(
-                "health endpoints",
-                host=s.health_host,
-                port=health.port,
-                paths=paths,
-                token_required=sorted(PROTECTED) if s.health_token else [],
-            )
+        health = serve_health(self)
         try:
             self._start()
         finally:
@@ -292,7 +280,7 @@ class Sidecar:
                 self.ownership.rebuild_partitions()
             self.step()
         except KafkaError as exc:
-            self._abort_open()  # the pass's uncommitted sends must never ride a later commit
+            self.unit.abort()  # the pass's uncommitted sends must never ride a later commit
             denied = access_denied(exc, self._extra, "running")
             if denied is not None:
                 raise denied from exc  # a missing ACL or revoked user: waiting will not help
@@ -309,14 +297,6 @@ class Sidecar:
             return delay
         self._kafka_failures = 0
         return None
-
-    def _abort_open(self) -> None:
-        """Abort the open transaction of a failed pass (exactly-once); a failure to reach
-        the broker for it is left to the broker's transaction timeout."""
-        try:
-            self.ctx.abort()
-        except KafkaError as exc:
-            log.warning("aborting the failed pass's transaction failed", error=str(exc))
 
     def status(self) -> dict[str, Any]:
         """The latest published status (safe from any thread: an immutable snapshot)."""
@@ -347,7 +327,7 @@ class Sidecar:
         left is still due next pass), so a pass ends well within max.poll.interval.ms and
         the group never drops a replica that is merely busy.
         """
-        records = self.consumer.poll(self._poll_timeout())
+        records = self.consumer.poll(poll_timeout(self.clock(), self.owned, self.batcher))
         started = self.clock()  # the pass's work starts here: waiting in poll is idle time
         records = self.ownership.apply(records)
         self.unit.begin(records)  # exactly-once: the transaction intake's sends go into
@@ -377,14 +357,6 @@ class Sidecar:
 
     def _eos_txn(self) -> TransactionalProducerPort | None:
         return self.ports.txn if self.s.exactly_once else None
-
-    def _poll_timeout(self) -> float:
-        now = self.clock()
-        wake = [now + 1.0, *(t.due for t in self.ctx.owned.tracked())]
-        nd = self.batcher.next_due()
-        if nd is not None:
-            wake.append(nd)
-        return min(1.0, max(0.0, min(wake) - now))
 
     # -- shutdown, and what tests reach ----------------------------------------------
 

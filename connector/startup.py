@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from connector import endpoints
 from connector.adapters import clients, codecs
 from connector.adapters.access import access_denied
 from connector.adapters.control import ControlTopic, ensure_control_topic
@@ -41,9 +42,27 @@ from connector.core.formats import Format, RequestDecoder
 from connector.core.ports import Ports, RequestReaderPort
 from connector.core.topics import plan_topics
 from connector.errors import ConfigError, RegistryUnavailable
+from connector.health import PROTECTED, HealthServer
 from connector.stages.sink import Limits
 
 log = structlog.get_logger("connector")
+
+
+def serve_health(sidecar: Any) -> HealthServer | None:
+    """Serve /healthz, /readyz, /status and /metrics off `sidecar`, if a port is set."""
+    s = sidecar.s
+    if not s.health_port:
+        return None
+    health = endpoints.serve(sidecar)
+    paths = ["/healthz", "/readyz", "/status", "/metrics", "/"]
+    log.info(
+        "health endpoints",
+        host=s.health_host,
+        port=health.port,
+        paths=paths,
+        token_required=sorted(PROTECTED) if s.health_token else [],
+    )
+    return health
 
 
 class Startup:

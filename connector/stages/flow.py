@@ -13,6 +13,7 @@ from collections.abc import Mapping
 import structlog
 
 from connector.config import Settings
+from connector.core.batcher import Batcher
 from connector.core.memory import payloads_to_drop, waiting
 from connector.core.partitions import Partitions
 from connector.core.ports import ConsumerPort
@@ -20,6 +21,16 @@ from connector.core.quota import should_pause
 from connector.stages.step import BaseStep
 
 log = structlog.get_logger("connector")
+
+
+def poll_timeout(now: float, owned: Partitions, batcher: Batcher) -> float:
+    """How long the next poll may wait: until a tracked job or an open batch is due, at
+    most a second."""
+    wake = [now + 1.0, *(t.due for t in owned.tracked())]
+    nd = batcher.next_due()
+    if nd is not None:
+        wake.append(nd)
+    return min(1.0, max(0.0, min(wake) - now))
 
 
 class Flow(BaseStep):

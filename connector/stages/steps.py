@@ -32,7 +32,7 @@ class ControlStep(BaseStep):
 
 
 class PruneStep(BaseStep):
-    """Closes the jobs whose results are all delivered."""
+    """Tombstones DONE entries once the committed offset is past them."""
 
     name = "prune"
 

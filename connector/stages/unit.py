@@ -11,12 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import structlog
+
 from connector.core.partitions import Partitions
 from connector.core.ports import ConsumerPort, TransactionalProducerPort
 from connector.core.records import Record
+from connector.errors import KafkaError
 from connector.stages.checkpoint import Checkpoint
 from connector.stages.sink import Sink
 from connector.stages.step import BaseStep
+
+log = structlog.get_logger("connector")
 
 
 class PassUnit:
@@ -48,6 +53,16 @@ class PassUnit:
         loop before the steps; its sends open the producer's transaction as they go)."""
         self.records = records
         self.cp = Checkpoint()
+
+    def abort(self) -> None:
+        """Abort the open transaction of a failed pass (exactly-once); a failure to reach
+        the broker for it is left to the broker's transaction timeout."""
+        if self.txn is None:
+            return
+        try:
+            self.txn.abort_transaction()
+        except KafkaError as exc:
+            log.warning("aborting the failed pass's transaction failed", error=str(exc))
 
     def commit(self) -> dict[int, int]:
         """Flush, advance the watermarks, commit the offsets (in the transaction)."""
