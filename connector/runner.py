@@ -383,7 +383,7 @@ class Sidecar:
     @property
     def budget(self) -> Budget:
         """This replica's share of the project's quota (by the partitions it owns)."""
-        return self.ownership.budget if hasattr(self, "ownership") else self.project_budget
+        return self.ownership.budget
 
     @property
     def total_partitions(self) -> int:
