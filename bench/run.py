@@ -71,6 +71,7 @@ from connector.core.codec import Codec
 from connector.core.validation import validate_request
 from connector.logs import configure as configure_logs
 from connector.runner import Sidecar
+from connector.startup import Startup
 from connector.testing import wait_until
 
 BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
@@ -917,14 +918,14 @@ def per_result_delivery() -> Iterator[None]:
         original_read_limits(self, admin)
         self.limits = replace(self.limits, result_partitions=0)
 
-    original_send, original_read_limits = Tracker.send, Sidecar._read_limits
+    original_send, original_read_limits = Tracker.send, Startup.read_limits
     Tracker.send = send  # type: ignore[method-assign]
-    Sidecar._read_limits = read_limits  # type: ignore[method-assign]
+    Startup.read_limits = read_limits  # type: ignore[method-assign]
     try:
         yield
     finally:
         Tracker.send = original_send  # type: ignore[method-assign]
-        Sidecar._read_limits = original_read_limits  # type: ignore[method-assign]
+        Startup.read_limits = original_read_limits  # type: ignore[method-assign]
 
 
 def fanout_ab(bootstrap: str, n_fan: int, timeout: float, report: Report, rounds: int) -> None:

@@ -349,7 +349,7 @@ class Telemetry(Observer):
             sidecar.wall_ms(),
             highwaters=highwaters,
             progress=self.progress,
-            paused=bool(getattr(sidecar, "_paused", False)),
+            paused=bool(getattr(sidecar, "paused", False)),
         )
 
     def collector(self, snapshot: Callable[[], Any]) -> SnapshotCollector:

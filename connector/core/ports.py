@@ -7,8 +7,10 @@ the in-memory doubles of `connector.testing` in unit tests at second scale.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from typing import IO, Protocol
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import IO, Any, Protocol
 
 from connector.core.policy import ClaimWindow
 from connector.core.records import Headers, JobInput, Kind, LedgerEntry, Record, RemoteJob
@@ -202,3 +204,31 @@ class ControlPort(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Ports:
+    """What the loop talks to: the real adapters in `Sidecar.run()` (`connector.startup`),
+    doubles in unit tests and the simulator."""
+
+    consumer: ConsumerPort
+    producer: ProducerPort
+    ledger: LedgerPort
+    reader: RequestReaderPort
+    total_partitions: int = 1
+    schema_by_id: Callable[[int], Any] | None = None
+    """Confluent writer schemas by id (the schema registry), if one is configured."""
+    result_schema_id: int | None = None
+    """The registry id of the result schema, for CONNECTOR_RESULT_FORMAT=confluent."""
+    ledger_max_message_bytes: int = 1_048_576
+    """The ledger topic's max.message.bytes (or the producer's max_request_size if smaller):
+    batches seal before their ledger entry could outgrow it."""
+    grow_ledger: Callable[[], None] | None = None
+    """Grow the ledger to the request topic's partitions (called when one appears)."""
+    txn: TransactionalProducerPort | None = None
+    """Transactional producer: claims before each create; in exactly-once mode, `producer`."""
+    control: ControlPort | None = None
+    """The control topic of operator commands (`connector cancel`); None: no commands."""
+    background: Executor | None = None
+    """Threads for long provider transfers (results downloads, input uploads); None: on the
+    loop thread."""

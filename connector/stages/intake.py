@@ -18,7 +18,7 @@ from connector.core.batcher import Batcher
 from connector.core.codec import Codec
 from connector.core.formats import RequestDecoder
 from connector.core.partitions import Partitions, Stats, Tracked
-from connector.core.ports import LedgerPort
+from connector.core.ports import ConsumerPort, LedgerPort
 from connector.core.records import ErrorInfo, PendingRequest, Record, SealedBatch
 from connector.core.results import deadline_passed, late, refused
 from connector.core.validation import validate_request
@@ -26,6 +26,8 @@ from connector.core.watermark import Watermark
 from connector.errors import DecodeError, InvalidRequest, RegistryUnavailable
 from connector.stages.checkpoint import Checkpoint
 from connector.stages.sink import Sink
+from connector.stages.step import BaseStep
+from connector.stages.unit import PassUnit
 
 log = structlog.get_logger("connector")
 
@@ -176,3 +178,71 @@ class Intake:
         self.stats.deadline_exceeded += len(gone)
         keep = tuple(r for r in batch.requests if not deadline_passed(r.event, now_ms))
         return replace(batch, requests=keep, size=sum(r.size for r in keep))
+
+
+class IntakeStep(BaseStep):
+    """Intake as a loop step: takes the pass's records into batches, seals what is due into
+    INTENTs in the pass's unit, and holds a partition back while the schema registry is out."""
+
+    name = "intake"
+
+    def __init__(
+        self, intake: Intake, consumer: ConsumerPort, unit: PassUnit, rand: Callable[[], float]
+    ) -> None:
+        self.intake = intake
+        self.consumer = consumer
+        self.unit = unit
+        self.rand = rand
+        self.held: dict[int, float] = {}
+        """Partitions waiting for the schema registry, and when they try again."""
+        self.held_tries: dict[int, int] = {}
+        self.recorded = 0
+        """INTENTs' offsets the drain recorded (for its log line)."""
+
+    def on_revoked(self, partitions: Iterable[int]) -> None:
+        for p in partitions:
+            self.held.pop(p, None)
+
+    def run(self, now: float, deadline: float) -> None:
+        cp = self.unit.cp
+        sealed: list[SealedBatch] = []
+        self.release_held(now)
+        for rec in self.unit.records:
+            if rec.partition in self.held:
+                continue
+            try:
+                sealed.extend(self.intake.take(rec, now, cp))
+            except RegistryUnavailable as exc:
+                self.hold(rec.partition, rec.offset, now, exc)
+        sealed.extend(self.intake.batcher.due(now))
+        self.intake.record_intents(sealed, cp)
+
+    def drain(self, deadline: float) -> None:
+        """Record the open batches as INTENTs so their offsets commit."""
+        cp = self.unit.cp
+        self.intake.record_intents(self.intake.batcher.drain(), cp)
+        self.recorded = sum(len(v) for v in cp.resolved.values())
+
+    def hold(self, p: int, offset: int, now: float, exc: Exception) -> None:
+        """The registry is out: read p again from `offset` later; nothing is dead-lettered."""
+        tries = self.held_tries.get(p, 0) + 1
+        self.held_tries[p] = tries
+        self.held[p] = now + policy.failure_delay(tries, self.rand())
+        self.consumer.seek(p, offset)
+        self.consumer.pause([p])
+        log.warning(
+            "schema registry unavailable; partition waits",
+            partition=p,
+            offset=offset,
+            error=str(exc),
+            retry_in_s=round(self.held[p] - now, 1),
+        )
+
+    def release_held(self, now: float) -> None:
+        due = [p for p, t in self.held.items() if t <= now]
+        for p in due:
+            del self.held[p]
+        if due:
+            self.consumer.resume(due)
+        for p in set(self.held_tries) - set(self.held) - set(due):
+            self.held_tries.pop(p, None)

@@ -21,13 +21,12 @@ from typing import Any
 import pytest
 from tls_certs import Pki, make_pki
 
-from connector.adapters.gemini import Gemini
 from connector.adapters.registry import SchemaRegistry
 from connector.config import Settings, load
 from connector.core.codec import Codec
 from connector.errors import ConfigError, RegistryUnavailable
 from connector.redact import REDACTOR
-from connector.runner import Sidecar
+from connector.startup import Startup
 
 SCHEMA: dict[str, Any] = {"type": "record", "name": "R", "fields": [{"name": "a", "type": "int"}]}
 
@@ -128,11 +127,7 @@ def http_registry() -> Iterator[Registry]:
 
 def _registry_of(settings: Settings) -> tuple[Any, int | None]:
     """The registry as `connector run` wires it from its settings (no Kafka involved)."""
-    gemini = Gemini("unused", "http://127.0.0.1:1")
-    try:
-        return Sidecar(settings, gemini, Codec())._registry()
-    finally:
-        gemini.close()
+    return Startup(settings, Codec()).registry()
 
 
 # -- TLS -------------------------------------------------------------------------------

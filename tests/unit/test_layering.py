@@ -43,6 +43,7 @@ TOP_LEVEL: dict[str, int] = {
     "connector.endpoints": ADAPTER,  # wires the health server to a sidecar's snapshot
     "connector.statuscli": RUNNER,  # `connector status`: reads the ledger through the adapters
     "connector.runner": RUNNER,
+    "connector.startup": RUNNER,  # start-up wiring: topics, limits, registry, clients
     "connector.testing": RUNNER,  # fakes of the ports, wired like the runner wires adapters
     "connector.testing_group": RUNNER,  # the group, epochs and outages around those fakes
     "connector.cli": CLI,
