@@ -710,7 +710,13 @@ class Sidecar:
         freeze outlived max.poll.interval.ms). Forget every partition, create nothing; the
         consumer rejoins on its next poll and the assignment it gets is recovered afresh."""
         dropped = sorted(self.ctx.owned)
-        self._let_go(dropped)
+        # Nothing retracted: the group gave these partitions away before this refusal, and
+        # a new owner that loaded an INTENT of ours committed past its offsets (a live
+        # entry held them); a tombstone now, landing after that load, leaves the requests
+        # in no entry if that owner loses the partition before creating it (sim seed 3954:
+        # never answered). Kept, whoever owns the partition looks the INTENT up and creates
+        # it; one that landed after the owner's load is `recovery.overlapped`'s case.
+        self._let_go(dropped, retract=False)
         self.stats.fenced += 1
         log.warning(
             "fenced: this replica no longer owns its partitions; dropped them, created nothing",
@@ -840,13 +846,17 @@ class Sidecar:
             self._tombstone_intents(passed)
         self.budget = share(self.project_budget, len(owned), self.total_partitions)
 
-    def _let_go(self, partitions: Iterable[int], write: bool = True) -> None:
+    def _let_go(self, partitions: Iterable[int], write: bool = True, retract: bool = True) -> None:
         """The one way partitions are let go: revoked, lost, fenced, or forgotten after a
         Kafka failure (`write` False: nothing can be written, so the INTENTs to retract are
-        remembered and come back retractable if the partition is rebuilt)."""
+        remembered and come back retractable if the partition is rebuilt; `retract` False:
+        fenced, the group moved on already, so nothing is retracted or remembered)."""
         owned = self.ctx.owned
         gone = [p for p in partitions if p in owned]
-        if write:
+        if not retract:
+            for p in gone:
+                self._fresh.pop(p, None)
+        elif write:
             self._retract(gone)
         else:
             self._fresh.update(
