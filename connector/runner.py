@@ -63,7 +63,7 @@ from connector.core.ports import (
 )
 from connector.core.quota import Budget, share, should_pause
 from connector.core.records import EntryState, LedgerEntry
-from connector.core.recovery import passed_by, plan_recovery, to_retract
+from connector.core.recovery import overlapped, passed_by, plan_recovery, to_retract
 from connector.core.topics import plan_topics
 from connector.core.watermark import Watermark
 from connector.errors import ConfigError, Fenced, KafkaError, RegistryUnavailable
@@ -906,9 +906,13 @@ class Sidecar:
         ctx.commit([ctx.ledger.tombstone(e) for e in plan.tombstones], ())
         st = PartitionState()
         mine = self._fresh.pop(p, {})
+        created = [r.entry for r in plan.resume if r.entry.state is not EntryState.INTENT]
         for r in plan.resume:
             fresh = mine.get(r.entry.job_id) == r.entry
-            st.add(Tracked(r.entry, due=r.due, lookup=r.lookup, fresh=fresh))
+            # What a created job holds now, remembered for the INTENT's lookup: by then
+            # that job may have ended and left (sim seed 51383).
+            held = tuple(overlapped(r.entry, created)) if r.lookup else ()
+            st.add(Tracked(r.entry, due=r.due, lookup=r.lookup, fresh=fresh, held=held))
         ctx.owned[p] = st
         if plan.resume:
             log.info(
