@@ -447,8 +447,8 @@ class ObservedLedger:
         self._t.ledger_write(entry)
         return handle
 
-    def tombstone(self, entry: LedgerEntry) -> Any:
-        handle = self._inner.tombstone(entry)
+    def tombstone(self, entry: LedgerEntry, producer: Any = None) -> Any:
+        handle = self._inner.tombstone(entry, producer)
         self._t.ledger_tombstone(entry)
         return handle
 

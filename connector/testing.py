@@ -441,9 +441,12 @@ class MemoryLedger:
         )
         return handle
 
-    def tombstone(self, entry: LedgerEntry) -> _Handle:
+    def tombstone(self, entry: LedgerEntry, producer: Any = None) -> _Handle:
         key = entry.job_id.encode()
-        return self.producer.send(self.topic, None, key=key, partition=entry.key.partition)
+        handle: _Handle = (producer or self.producer).send(
+            self.topic, None, key=key, partition=entry.key.partition
+        )
+        return handle
 
     def claim(self, entry: LedgerEntry, producer: Any, by: str) -> _Handle:
         value = self.codec.encode_ledger(entry)

@@ -64,8 +64,8 @@ class Ledger:
             partition=entry.key.partition,
         )
 
-    def tombstone(self, entry: LedgerEntry) -> SendHandle:
-        return self._producer.send(
+    def tombstone(self, entry: LedgerEntry, producer: ProducerPort | None = None) -> SendHandle:
+        return (producer or self._producer).send(
             self.topic, None, key=entry.job_id.encode(), partition=entry.key.partition
         )
 

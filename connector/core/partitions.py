@@ -39,6 +39,10 @@ class Tracked:
     """Written by this process, which never tried to create it: kept across a rebuild after
     a Kafka failure (where the entry comes back looked-up), so losing the partition still
     retracts it (`recovery.to_retract`)."""
+    held: tuple[int, ...] = ()
+    """A recovered INTENT's offsets that a SUBMITTED or DONE entry of the same load held:
+    given up if its lookup finds nothing (`recovery.overlapped`), even once that entry has
+    ended and left the ledger during the lookup delay."""
 
     def __post_init__(self) -> None:
         if not self.size and self.payload:

@@ -127,7 +127,9 @@ class LedgerPort(Protocol):
         then part of its open transaction), else the ledger's own producer."""
         ...
 
-    def tombstone(self, entry: LedgerEntry) -> SendHandle: ...
+    def tombstone(self, entry: LedgerEntry, producer: ProducerPort | None = None) -> SendHandle:
+        """The entry's tombstone, through `producer` when given (see `write`)."""
+        ...
 
     def claim(self, entry: LedgerEntry, producer: ProducerPort, by: str) -> SendHandle:
         """The INTENT written again through `producer`, marked as claimed `by` (a header)."""

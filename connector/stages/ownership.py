@@ -21,8 +21,8 @@ from connector.core.batcher import Batcher
 from connector.core.partitions import PartitionState, Stats, Tracked
 from connector.core.ports import ConsumerPort
 from connector.core.quota import Budget, share
-from connector.core.records import LedgerEntry, Record
-from connector.core.recovery import passed_by, plan_recovery, to_retract
+from connector.core.records import EntryState, LedgerEntry, Record
+from connector.core.recovery import overlapped, passed_by, plan_recovery, to_retract
 from connector.core.watermark import Watermark
 from connector.errors import Fenced
 from connector.stages.context import Context
@@ -142,13 +142,17 @@ class Ownership:
         for step in self.steps:
             step.on_assigned(partitions)
 
-    def let_go(self, partitions: Iterable[int], write: bool = True) -> None:
+    def let_go(self, partitions: Iterable[int], write: bool = True, retract: bool = True) -> None:
         """The one way partitions are let go: revoked, lost, fenced, or forgotten after a
         Kafka failure (`write` False: nothing can be written, so the INTENTs to retract are
-        remembered and come back retractable if the partition is rebuilt)."""
+        remembered and come back retractable if the partition is rebuilt; `retract` False:
+        fenced, the group moved on already, so nothing is retracted or remembered)."""
         owned = self.ctx.owned
         gone = [p for p in partitions if p in owned]
-        if write:
+        if not retract:
+            for p in gone:
+                self.fresh.pop(p, None)
+        elif write:
             self.retract(gone)
         else:
             self.fresh.update(
@@ -199,9 +203,13 @@ class Ownership:
         ctx.commit([ctx.ledger.tombstone(e) for e in plan.tombstones], ())
         st = PartitionState()
         mine = self.fresh.pop(p, {})
+        created = [r.entry for r in plan.resume if r.entry.state is not EntryState.INTENT]
         for r in plan.resume:
             fresh = mine.get(r.entry.job_id) == r.entry
-            st.add(Tracked(r.entry, due=r.due, lookup=r.lookup, fresh=fresh))
+            # What a created job holds now, remembered for the INTENT's lookup: by then
+            # that job may have ended and left (sim seed 51383).
+            held = tuple(overlapped(r.entry, created)) if r.lookup else ()
+            st.add(Tracked(r.entry, due=r.due, lookup=r.lookup, fresh=fresh, held=held))
         ctx.owned[p] = st
         if plan.resume:
             log.info(
@@ -218,7 +226,13 @@ class Ownership:
         freeze outlived max.poll.interval.ms). Forget every partition, create nothing; the
         consumer rejoins on its next poll and the assignment it gets is recovered afresh."""
         dropped = sorted(self.ctx.owned)
-        self.let_go(dropped)
+        # Nothing retracted: the group gave these partitions away before this refusal, and
+        # a new owner that loaded an INTENT of ours committed past its offsets (a live
+        # entry held them); a tombstone now, landing after that load, leaves the requests
+        # in no entry if that owner loses the partition before creating it (sim seed 3954:
+        # never answered). Kept, whoever owns the partition looks the INTENT up and creates
+        # it; one that landed after the owner's load is `recovery.overlapped`'s case.
+        self.let_go(dropped, retract=False)
         self.stats.fenced += 1
         log.warning(
             "fenced: this replica no longer owns its partitions; dropped them, created nothing",

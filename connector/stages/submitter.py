@@ -597,6 +597,8 @@ class Submitter:
         if st is None:
             return False
         taken = recovery.overlapped(entry, [o.entry for o in st.jobs.values()], found)
+        if t.held:  # held at the load by a created job, which may have ended since
+            taken = Offsets(sorted({*taken, *(set(t.held) & set(entry.offsets))}))
         if not taken:
             return False
         gone = set(taken)

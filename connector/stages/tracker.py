@@ -251,6 +251,12 @@ class Tracker:
             tr = lifecycle.transition(entry, event, ctx.retry, ctx.wall_ms())
         p = entry.key.partition
         eos = ctx.settings.exactly_once
+        # At-least-once, a resubmission's ledger writes (successor INTENTs, the parent's
+        # tombstone or DONE remnant) are fenced like a claim: a replica the group dropped
+        # while it polled the job, resuming after the new owner resubmitted, delivered and
+        # tombstoned the successor, would write it back to be created again (sim seeds
+        # 2852, 50900: `j/r1` created twice).
+        fenced = not eos and ctx.txn is not None and ctx.consumer is not None
         st = ctx.owned.get(p)
         pending: list[SendHandle] = []
         for i, a in enumerate(tr.actions):
@@ -266,10 +272,15 @@ class Tracker:
                         log.info("job resubmitted", job_id=entry.job_id, successors=successors)
                     live = st.jobs if st is not None else {}
                     new = [e for e in es if e.job_id not in live or e.job_id == entry.job_id]
-                    pending += [ctx.ledger.write(e) for e in new]
-                    if not eos:  # successors acked before their parent's record
+                    if fenced:  # answers acked first, then successors before their parent
                         ctx.commit(pending, [p])
                         pending = []
+                        ctx.prove_ownership([p], [ctx.ledger.write(e, ctx.txn) for e in new])
+                    else:
+                        pending += [ctx.ledger.write(e) for e in new]
+                        if not eos:  # successors acked before their parent's record
+                            ctx.commit(pending, [p])
+                            pending = []
                     if st is not None:
                         for e in new:
                             st.remove(e.job_id)
@@ -278,7 +289,11 @@ class Tracker:
                             due = float("inf") if e.state is EntryState.DONE else ctx.clock()
                             st.add(Tracked(e, due=due, lookup=False))
                 case lifecycle.Tombstone(entry=gone):
-                    ctx.commit([*pending, ctx.ledger.tombstone(gone)], [p])
+                    if fenced:
+                        ctx.commit(pending, [p])
+                        ctx.prove_ownership([p], [ctx.ledger.tombstone(gone, ctx.txn)])
+                    else:
+                        ctx.commit([*pending, ctx.ledger.tombstone(gone)], [p])
                     pending = []
                     ctx.owned.remove_job(gone)
                 case lifecycle.End(entry=done, keep=keep):

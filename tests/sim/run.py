@@ -268,11 +268,11 @@ def _publish(world: World, shape: dict[str, object], requested: list[str]) -> No
     )
     s = world.settings
     n = world.kafka.partitions[s.request_topic]
-    world.kafka.append(
+    rec = world.kafka.append(
         s.request_topic, world.codec.encode_request(ev), rid.encode(), partition=rng.randrange(n)
     )
     requested.append(rid)
-    world.log(f"publish {rid}")
+    world.log(f"publish {rid} (p{rec.partition}@{rec.offset})")
 
 
 def _freeze(world: World, r: Replica) -> None:

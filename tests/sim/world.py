@@ -96,6 +96,49 @@ class _HookedGemini:
         return call
 
 
+class _TracedLedger:
+    """The replica's ledger port: every write, claim, tombstone and load is noted in the
+    trace (who wrote what, plain or transactional), the evidence a lost or twice-paid
+    request needs."""
+
+    def __init__(self, target: MemoryLedger, world: World, name: str) -> None:
+        self._target, self._world, self._name = target, world, name
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._target, name)
+
+    def _note(self, what: str, entry: Any, producer: Any = None) -> None:
+        how = "plain" if producer is None or producer is self._target.producer else "txn"
+        self._world.log(
+            f"{self._name} ledger {what} {entry.job_id} {entry.state.value} "
+            f"offsets={list(entry.offsets)} ({how})"
+        )
+
+    def write(self, entry: Any, producer: Any = None) -> Any:
+        self._note("write", entry, producer)
+        return self._target.write(entry, producer)
+
+    def claim(self, entry: Any, producer: Any, by: str) -> Any:
+        self._note("claim", entry, producer)
+        return self._target.claim(entry, producer, by)
+
+    def tombstone(self, entry: Any, producer: Any = None) -> Any:
+        how = "plain" if producer is None or producer is self._target.producer else "txn"
+        self._world.log(f"{self._name} ledger tombstone {entry.job_id} ({how})")
+        return self._target.tombstone(entry, producer)
+
+    def load(self, partition: int) -> Any:
+        live = self._target.load(partition)
+        self._world.log(
+            f"{self._name} ledger load p{partition}: "
+            + (
+                ", ".join(f"{k} {e.state.value} {list(e.offsets)}" for k, e in live.items())
+                or "empty"
+            )
+        )
+        return live
+
+
 @dataclass
 class Replica:
     name: str
@@ -152,6 +195,7 @@ class World:
         control = MemoryControl(self.kafka, s.control, producer)
         gemini = shared_gemini(self.emulator)
         name = f"r{slot}.{self.incarnations}"
+        traced = _TracedLedger(ledger, self, name)
         sidecar = Sidecar(s, gemini, codec=codec, clock=self.clock, wall_ms=self.clock.wall_ms)
         replica = Replica(name, slot, sidecar, consumer, producer, txn)
         sidecar.gemini = _HookedGemini(sidecar.gemini, self, replica)
@@ -162,7 +206,7 @@ class World:
             Ports(
                 consumer,
                 producer,
-                outage_guarded(ledger, self.cluster, "load"),
+                outage_guarded(traced, self.cluster, "load"),
                 outage_guarded(reader, self.cluster, "read"),
                 total_partitions=self.kafka.partitions[s.request_topic],
                 txn=txn,

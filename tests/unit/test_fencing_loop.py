@@ -259,3 +259,43 @@ def test_a_kafka_failure_mid_submit_leaves_no_submitted_write_for_a_later_commit
     assert h.txn is not None
     assert h.txn.pending == []
     assert h.txn.in_transaction == []
+
+
+def test_a_zombie_frozen_in_its_poll_never_writes_back_a_resubmitted_job() -> None:
+    """At-least-once (simulator seeds 2852 and 50900): a replica polls its job, finds it
+    EXPIRED and freezes there past the session timeout. The new owner resubmits the job as
+    `.../r1`, delivers it, tombstones it and deletes it. The zombie resumes and carries out
+    its own resubmission: its `.../r1` INTENT, a plain write, would land after the tombstone
+    and be created a second time by whoever next loads the ledger. Fenced like a claim, it
+    is refused."""
+    h = harness(batch_max_requests=1, http_timeout_s=2.0)
+    h.consumer.assign(0)
+    h.step()
+    h.publish("r-0")
+    h.step()
+    (entry,) = h.ledger.live(0).values()
+    assert entry.provider_job is not None
+    assert h.emulator is not None
+    h.emulator.force_state(entry.provider_job, "EXPIRED")
+    get = h.gemini.get
+    owners: list[TestHarness] = []
+
+    def frozen_in_get(*args: Any, **kwargs: Any) -> Any:
+        job = get(*args, **kwargs)
+        if not owners:  # the zombie's poll; the group moves on meanwhile
+            new = h.restart(0)
+            owners.append(new)
+            new.run_until(lambda: new.results() and not new.ledger.live(0), advance_s=5.0)
+        return job
+
+    h.gemini.get = frozen_in_get
+    h.step(advance_s=5.0)  # the zombie's poll, then its resubmission
+    assert h.sidecar.stats.fenced == 1
+    assert h.ledger.live(0) == {}, "the zombie wrote the resubmitted job back"
+    [new] = owners
+    new.consumer.revoke(0)  # a later rebalance: the owner reloads the ledger
+    new.consumer.assign(0)
+    new.step(20, advance_s=1.0)
+    created = h.emulator.created_by_display_name()
+    assert sorted(created.values()) == [1, 1], created  # the job and its `/r1`, once each
+    assert [r.request_id for r in new.result_events()] == ["r-0"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from connector.core.records import EntryState, ResultStatus
 from connector.emulator.config import EmulatorConfig
+from connector.errors import Fenced
 from connector.testing import TestHarness, harness
 
 FAST = EmulatorConfig(queue_delay_s=0, processing_delay_s=0, per_request_delay_s=0)
@@ -56,8 +57,29 @@ def test_committed_intent_of_a_revoked_partition_stays_for_the_next_owner() -> N
     assert created == {entry.display_name: 1}
 
 
-def test_a_fenced_zombie_retracts_its_uncommitted_intents() -> None:
+def test_a_zombie_never_retracts_an_intent_the_new_owner_loaded() -> None:
+    """Sim seed 3954: a replica wrote an INTENT, its offset commit was refused, and it froze
+    past the session timeout. The new owner loaded the INTENT and committed past its
+    offsets (a live entry holds them). The zombie resumed, was fenced and retracted the
+    INTENT with a plain tombstone; the new owner lost the partition before creating it, and
+    the next owner found neither the entry nor the records: never answered. A retraction is
+    `Fenced` retracts nothing: the group moved on before the refusal."""
     h = owner_with_an_uncreated_intent(commit_fails=True)
-    h.sidecar._fenced(RuntimeError("group generation is stale"))  # type: ignore[arg-type]
-    assert h.ledger.live(0) == {}
-    assert h.sidecar.stats.intents_retracted == 1
+    (entry,) = h.ledger.live(0).values()
+    h.consumer.drop_from_group()
+    owner = h.restart(0, pass_budget_s=0.0)  # the new owner, no create in its pass
+    (
+        owner.run_until(lambda: owner.committed(0) == 5, max_passes=5),
+        "it committed past the INTENT's offsets",
+    )
+    assert owner.emulator is not None
+    assert owner.emulator.created_by_display_name() == {}
+    h.sidecar._fenced(Fenced("scripted"))  # the zombie resumes, and is fenced
+    assert list(h.ledger.live(0)) == [entry.job_id], "the zombie took it back"
+    assert h.sidecar.stats.intents_retracted == 0
+    nxt = owner.restart(0, pass_budget_s=10.0)  # the owner loses it before creating it
+    nxt.run_until(lambda: len(nxt.results()) == 5, advance_s=5.0)
+    assert nxt.emulator is not None
+    assert nxt.emulator.created_by_display_name() == {entry.display_name: 1}
+    events = nxt.result_events()
+    assert sorted(r.request_id for r in events) == [f"r{i}" for i in range(5)]

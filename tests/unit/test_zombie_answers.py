@@ -18,7 +18,7 @@ from loop_support import (
     settled,
 )
 
-from connector.core import recovery
+from connector.core import policy, recovery
 from connector.core.records import EntryState, LedgerEntry, ResultStatus
 from connector.testing import TestHarness
 
@@ -97,4 +97,26 @@ def test_two_recovered_intents_sharing_requests_create_one_job_each_request_answ
     assert a.display_name in created
     assert b.display_name not in created
     assert len(created) == 2  # a, and b's successor for request 2
+    assert_no_job_created_twice(nxt)
+
+
+def test_a_recovered_intent_gives_way_to_a_created_job_that_ended_during_its_lookup_delay() -> None:
+    """Sim seed 51383: a replica the group had dropped wrote an INTENT for records the new
+    owner had batched and created itself (the write landed after the owner's load); the
+    next owner loaded both, the INTENT and the created job. That job finished, was answered
+    and tombstoned within the INTENT's lookup delay, so when the lookup came (nothing found)
+    no live entry held the INTENT's requests any more: it was created, each request
+    answered by two jobs. What the created job held at the load is what counts."""
+    h = make()
+    ids = publish(h, "gone", 2)
+    created = h.entry("p0-0-aaaa", (0, 1), created_ms=h.clock.wall_ms() - 2)
+    job = h.create_job(created)
+    late = h.entry("p0-0-zzzz", (0, 1), created_ms=h.clock.wall_ms() - 1)
+    h.seed_ledger(policy.submitted(created, job, None, h.clock.wall_ms()), late)
+    h.seed_committed(2)
+    nxt = h.restart(0)
+    nxt.run_until(lambda: settled(nxt, ids) and not nxt.ledger.live(0), advance_s=2.0)
+    assert_answered_once(nxt, ids, ResultStatus.OK)
+    names = emu(nxt).created_by_display_name()
+    assert late.display_name not in names, "the late INTENT was created"
     assert_no_job_created_twice(nxt)
