@@ -69,6 +69,7 @@ from connector.core.watermark import Watermark
 from connector.errors import ConfigError, Fenced, KafkaError, RegistryUnavailable
 from connector.health import PROTECTED
 from connector.metrics import Telemetry
+from connector.stages import epochs
 from connector.stages.checkpoint import Checkpoint
 from connector.stages.context import Context
 from connector.stages.control import Controller
@@ -838,6 +839,10 @@ class Sidecar:
             for e in passed:
                 owned.remove_job(e)
             self._tombstone_intents(passed)
+        try:  # before any offset is committed (see `stages.epochs`)
+            self._tombstone_intents(epochs.stamp(self.ctx, partitions & set(owned)))
+        except Fenced as exc:  # the group moved on: every partition is lost, not only these
+            self._fenced(exc)
         self.budget = share(self.project_budget, len(owned), self.total_partitions)
 
     def _let_go(self, partitions: Iterable[int], write: bool = True) -> None:

@@ -130,6 +130,20 @@ class LedgerPort(Protocol):
         """The INTENT written again through `producer`, marked as claimed `by` (a header)."""
         ...
 
+    def marked(self, partition: int, request_topic: str) -> int:
+        """The highest take-over epoch of `request_topic` the last `load` of p saw (0: none)."""
+        ...
+
+    def own(self, partition: int, epoch: int) -> None:
+        """Head every later write and claim of this replica to p with `epoch`."""
+        ...
+
+    def mark(
+        self, partition: int, request_topic: str, epoch: int, producer: ProducerPort
+    ) -> SendHandle:
+        """The take-over marker of p at `epoch`, through `producer` (in its transaction)."""
+        ...
+
 
 class RequestReaderPort(Protocol):
     """Re-reads requests by offset (the ledger holds offsets, never payloads)."""
