@@ -41,7 +41,7 @@ from google import genai
 from google.genai import types
 
 from connector.adapters.gemini import Gemini
-from connector.adapters.ledger import CLAIM_HEADER, EPOCH_HEADER, marker_key, replay
+from connector.adapters.ledger import CLAIM_HEADER, marker_key, replay, stamp_headers
 from connector.config import Settings
 from connector.core import policy
 from connector.core.codec import Codec
@@ -417,7 +417,6 @@ class MemoryLedger:
 
     def __init__(self, kafka: MemoryKafka, topic: str, producer: RecordingProducer, codec: Codec):
         self.kafka, self.topic, self.producer, self.codec = kafka, topic, producer, codec
-        self.epochs: dict[int, int] = {}
         self._marked: dict[int, dict[str, int]] = {}
 
     def load(self, partition: int) -> dict[str, LedgerEntry]:
@@ -428,26 +427,22 @@ class MemoryLedger:
     def marked(self, partition: int, request_topic: str) -> int:
         return self._marked.get(partition, {}).get(request_topic, 0)
 
-    def own(self, partition: int, epoch: int) -> None:
-        self.epochs[partition] = epoch
-
     def mark(self, partition: int, request_topic: str, epoch: int, producer: Any) -> _Handle:
-        headers = [(EPOCH_HEADER, str(epoch).encode())]
+        headers = stamp_headers(epoch)
         handle: _Handle = producer.send(
             self.topic, None, key=marker_key(request_topic), headers=headers, partition=partition
         )
         return handle
 
-    def _headed(self, partition: int, *more: tuple[str, bytes]) -> list[tuple[str, bytes]]:
-        epoch = self.epochs.get(partition, 0)
-        return [*more, *([(EPOCH_HEADER, str(epoch).encode())] if epoch else [])]
-
     def write(self, entry: LedgerEntry, producer: Any = None) -> _Handle:
+        return self.write_stamped(entry, 0, producer)
+
+    def write_stamped(self, entry: LedgerEntry, epoch: int, producer: Any = None) -> _Handle:
         value = self.codec.encode_ledger(entry)
         key = entry.job_id.encode()
         p = entry.key.partition
         handle: _Handle = (producer or self.producer).send(
-            self.topic, value, key=key, headers=self._headed(p), partition=p
+            self.topic, value, key=key, headers=stamp_headers(epoch), partition=p
         )
         return handle
 
@@ -459,7 +454,7 @@ class MemoryLedger:
         value = self.codec.encode_ledger(entry)
         key = entry.job_id.encode()
         p = entry.key.partition
-        headers = self._headed(p, (CLAIM_HEADER, by.encode()))
+        headers = [(CLAIM_HEADER, by.encode())]
         handle: _Handle = producer.send(self.topic, value, key=key, headers=headers, partition=p)
         return handle
 

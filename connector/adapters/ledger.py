@@ -35,7 +35,6 @@ class Ledger:
         self._producer = producer
         self._bootstrap = bootstrap
         self._extra = kafka_extra
-        self._epochs: dict[int, int] = {}
         self._marked: dict[int, dict[str, int]] = {}
 
     def load(self, partition: int) -> dict[str, LedgerEntry]:
@@ -50,10 +49,6 @@ class Ledger:
         """The highest take-over epoch of `request_topic` the last load of p saw (0: none)."""
         return self._marked.get(partition, {}).get(request_topic, 0)
 
-    def own(self, partition: int, epoch: int) -> None:
-        """Head every later write of this replica to p with `epoch` (its take-over's)."""
-        self._epochs[partition] = epoch
-
     def mark(
         self, partition: int, request_topic: str, epoch: int, producer: ProducerPort
     ) -> SendHandle:
@@ -63,22 +58,25 @@ class Ledger:
             self.topic,
             None,
             key=marker_key(request_topic),
-            headers=[(EPOCH_HEADER, str(epoch).encode())],
+            headers=stamp_headers(epoch),
             partition=partition,
         )
 
     def write(self, entry: LedgerEntry, producer: ProducerPort | None = None) -> SendHandle:
+        return self.write_stamped(entry, 0, producer)
+
+    def write_stamped(
+        self, entry: LedgerEntry, epoch: int, producer: ProducerPort | None = None
+    ) -> SendHandle:
+        """The entry headed with a take-over `epoch` (none when 0): a sealed INTENT, or one
+        re-stamped at a take-over (`stages.epochs`)."""
         return (producer or self._producer).send(
             self.topic,
             self._codec.encode_ledger(entry),
             key=entry.job_id.encode(),
-            headers=self._headed(entry.key.partition),
+            headers=stamp_headers(epoch),
             partition=entry.key.partition,
         )
-
-    def _headed(self, partition: int, *more: tuple[str, bytes]) -> list[tuple[str, bytes]]:
-        epoch = self._epochs.get(partition, 0)
-        return [*more, *([(EPOCH_HEADER, str(epoch).encode())] if epoch else [])]
 
     def tombstone(self, entry: LedgerEntry) -> SendHandle:
         return self._producer.send(
@@ -91,7 +89,7 @@ class Ledger:
             self.topic,
             self._codec.encode_ledger(entry),
             key=entry.job_id.encode(),
-            headers=self._headed(entry.key.partition, (CLAIM_HEADER, by.encode())),
+            headers=[(CLAIM_HEADER, by.encode())],
             partition=entry.key.partition,
         )
 
@@ -100,9 +98,12 @@ CLAIM_HEADER = "connector.claimed_by"
 """Header of a claim record: the transactional.id of the replica that proved ownership."""
 
 EPOCH_HEADER = "connector.epoch"
-"""Header of every ledger record a replica writes after its take-over of the partition: the
+"""Header of a sealed INTENT, an INTENT re-stamped at a take-over and a take-over marker: the
 take-over's epoch (`core.recovery.next_epoch`), so recovery tells a stale replica's late
-INTENT from one an owner loaded (`core.recovery.landed_late`). Absent: epoch 0, as before."""
+INTENT from one an owner loaded (`core.recovery.landed_late`). Every other write (claims,
+SUBMITTED, successors, remnants) goes without: it may rewrite a key an owner knows (a
+zombie's successor overwriting the owner's entry, sim seed 1118), and epoch 0 is never
+judged late."""
 
 MARKER_PREFIX = "~epoch:"
 """Key prefix of take-over markers (then the request topic); no job id starts with `~`."""
@@ -151,3 +152,7 @@ def replay(
         epoch = epoch_of(rec.headers)
         live[job_id] = replace(entry, epoch=epoch) if epoch else entry
     return live, marked
+
+
+def stamp_headers(epoch: int) -> list[tuple[str, bytes]]:
+    return [(EPOCH_HEADER, str(epoch).encode())] if epoch else []

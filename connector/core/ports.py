@@ -134,8 +134,11 @@ class LedgerPort(Protocol):
         """The highest take-over epoch of `request_topic` the last `load` of p saw (0: none)."""
         ...
 
-    def own(self, partition: int, epoch: int) -> None:
-        """Head every later write and claim of this replica to p with `epoch`."""
+    def write_stamped(
+        self, entry: LedgerEntry, epoch: int, producer: ProducerPort | None = None
+    ) -> SendHandle:
+        """`write`, headed with a take-over `epoch` (none when 0): a sealed or re-stamped
+        INTENT, the only writes `core.recovery.landed_late` judges."""
         ...
 
     def mark(

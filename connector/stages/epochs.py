@@ -26,8 +26,8 @@ def stamp(ctx: Context, partitions: Collection[int]) -> list[LedgerEntry]:
     claim): each partition's take-over marker and each INTENT it loaded, written again at
     the new epoch. So only a real owner re-stamps, and an INTENT a stale replica lands after
     this (its epoch is below the marker) is recognised by whoever recovers the partition
-    next. `Fenced` propagates: the group moved on, nothing was written. The ledger heads this
-    replica's later writes to the partition with the new epoch.
+    next. `Fenced` propagates: the group moved on, nothing was written. The INTENTs this
+    replica seals from then on carry the new epoch (`PartitionState.epoch`).
     """
     if ctx.settings.exactly_once or ctx.txn is None or ctx.consumer is None or not partitions:
         return []
@@ -36,17 +36,20 @@ def stamp(ctx: Context, partitions: Collection[int]) -> list[LedgerEntry]:
     sends = []
     late: list[LedgerEntry] = []
     restamped: list[LedgerEntry] = []
+    epochs: dict[int, int] = {}
     for p in sorted(partitions):
         st = ctx.owned[p]
         plan = plan_epoch(
             [t.entry for t in st.jobs.values()], st.committed, ctx.ledger.marked(p, topic), now_ms
         )
-        ctx.ledger.own(p, plan.epoch)
         sends.append(ctx.ledger.mark(p, topic, plan.epoch, ctx.txn))
-        sends.extend(ctx.ledger.write(e, ctx.txn) for e in plan.restamp)
+        sends.extend(ctx.ledger.write_stamped(e, plan.epoch, ctx.txn) for e in plan.restamp)
         late.extend(plan.retract)
         restamped.extend(plan.restamp)
+        epochs[p] = plan.epoch
     ctx.prove_ownership(partitions, sends)
+    for p, epoch in epochs.items():
+        ctx.owned[p].epoch = epoch
     for e in restamped:
         ctx.owned[e.key.partition].jobs[e.job_id].entry = e
     for e in late:

@@ -207,8 +207,10 @@ class KafkaContract(abc.ABC):
         ledger = backend.ledger(ledger_topic, producer)
         producer.flush_and_check([ledger.write(entry("p0-0", (0,)))])  # before epochs
         txn = backend.txn_producer(f"tx-{uuid.uuid4().hex[:8]}")
-        ledger.own(0, 7)
-        sent = [ledger.mark(0, "requests", 7, txn), ledger.write(entry("p0-1", (1,)), txn)]
+        sent = [
+            ledger.mark(0, "requests", 7, txn),
+            ledger.write_stamped(entry("p0-1", (1,)), 7, txn),
+        ]
         txn.commit_transaction(sent, {0: start}, a)
         live = ledger.load(0)
         assert sorted(live) == ["p0-0", "p0-1"]

@@ -292,7 +292,8 @@ def test_an_intent_landing_after_the_new_owner_loaded_the_ledger_is_never_create
     h.producer.flush_and_check = frozen_before_flush  # type: ignore[method-assign]
     assert h.sidecar.guarded_step() is not None  # the INTENT lands; the pass fails on Kafka
     [late] = h.ledger.live(0).values()
-    assert late.state.value == "INTENT" and late.offsets == (0,)
+    assert late.state.value == "INTENT"
+    assert late.offsets == (0,)
     for _ in range(4):  # the zombie's rebuild and passes: fenced, it creates nothing
         h.advance(2.0)
         h.sidecar.guarded_step()

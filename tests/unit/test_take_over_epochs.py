@@ -69,7 +69,8 @@ def test_plan_decides_the_late_before_re_stamping_the_rest() -> None:
     assert plan.epoch == NOW_MS
     assert plan.retract == (late,)
     [again] = plan.restamp
-    assert again.job_id == "p0-1-mine" and again.epoch == NOW_MS
+    assert again.job_id == "p0-1-mine"
+    assert again.epoch == NOW_MS
     assert again.updated_ms > mine.updated_ms
     assert again != mine, "its writer's copy must no longer look as written"
 
@@ -98,7 +99,8 @@ def test_an_owner_never_judges_late_what_it_loaded(
     INTENT it loaded (and kept) is never judged late: a later take-over's top is at least
     this owner's epoch, and the re-stamp carries exactly it."""
     plan = plan_epoch(live, committed, marked, now_ms)
-    assert plan.epoch > marked and all(plan.epoch > e.epoch for e in live)
+    assert plan.epoch > marked
+    assert all(plan.epoch > e.epoch for e in live)
     kept = [e for e in live if e not in plan.retract]
     after = [next((r for r in plan.restamp if r.job_id == e.job_id), e) for e in kept]
     for later_commit in (committed, committed + 10, 10**6):
@@ -150,5 +152,6 @@ def test_the_ledger_replay_reads_epochs_and_markers_and_skips_markers_as_jobs() 
     ]
     live, marked = replay(records, codec, "ledger[0]")
     assert sorted(live) == ["p0-0-old", "p0-1-new"]
-    assert live["p0-0-old"].epoch == 0 and live["p0-1-new"].epoch == 9
+    assert live["p0-0-old"].epoch == 0
+    assert live["p0-1-new"].epoch == 9
     assert marked == {"requests": 9, "other": 99}
