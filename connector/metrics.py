@@ -447,6 +447,11 @@ class ObservedLedger:
         self._t.ledger_write(entry)
         return handle
 
+    def write_stamped(self, entry: LedgerEntry, epoch: int, producer: Any = None) -> Any:
+        handle = self._inner.write_stamped(entry, epoch, producer)
+        self._t.ledger_write(entry)
+        return handle
+
     def tombstone(self, entry: LedgerEntry, producer: Any = None) -> Any:
         handle = self._inner.tombstone(entry, producer)
         self._t.ledger_tombstone(entry)

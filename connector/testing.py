@@ -40,7 +40,7 @@ import orjson
 from google import genai
 
 from connector.adapters.gemini import Gemini, check_claim, http_options
-from connector.adapters.ledger import CLAIM_HEADER
+from connector.adapters.ledger import CLAIM_HEADER, marker_key, replay, stamp_headers
 from connector.config import Settings
 from connector.core import policy
 from connector.core.codec import Codec
@@ -68,9 +68,7 @@ from connector.emulator.service import Service
 from connector.emulator.wire import ApiError
 from connector.errors import (
     CommitFailed,
-    DecodeError,
     Fenced,
-    LedgerError,
     ProduceFailed,
     RegistryUnavailable,
 )
@@ -413,31 +411,37 @@ class RecordingProducer:
 
 
 class MemoryLedger:
-    """A `LedgerPort` over a compacted topic of `MemoryKafka`, with the real codec."""
+    """A `LedgerPort` over a compacted topic of `MemoryKafka`, with the real codec (and the
+    real adapter's replay, epoch headers and take-over markers)."""
 
     def __init__(self, kafka: MemoryKafka, topic: str, producer: RecordingProducer, codec: Codec):
         self.kafka, self.topic, self.producer, self.codec = kafka, topic, producer, codec
+        self._marked: dict[int, dict[str, int]] = {}
 
     def load(self, partition: int) -> dict[str, LedgerEntry]:
-        live: dict[str, LedgerEntry] = {}
-        for rec in self.kafka.records(self.topic, partition):
-            if rec.key is None:
-                continue
-            job_id = rec.key.decode()
-            if rec.value is None:
-                live.pop(job_id, None)
-                continue
-            try:
-                live[job_id] = self.codec.decode_ledger(rec.value)
-            except DecodeError as exc:
-                raise LedgerError(f"unreadable ledger entry {job_id!r}: {exc}") from exc
+        records = self.kafka.records(self.topic, partition)
+        live, self._marked[partition] = replay(records, self.codec, f"{self.topic}[{partition}]")
         return live
 
+    def marked(self, partition: int, request_topic: str) -> int:
+        return self._marked.get(partition, {}).get(request_topic, 0)
+
+    def mark(self, partition: int, request_topic: str, epoch: int, producer: Any) -> _Handle:
+        headers = stamp_headers(epoch)
+        handle: _Handle = producer.send(
+            self.topic, None, key=marker_key(request_topic), headers=headers, partition=partition
+        )
+        return handle
+
     def write(self, entry: LedgerEntry, producer: Any = None) -> _Handle:
+        return self.write_stamped(entry, 0, producer)
+
+    def write_stamped(self, entry: LedgerEntry, epoch: int, producer: Any = None) -> _Handle:
         value = self.codec.encode_ledger(entry)
         key = entry.job_id.encode()
+        p = entry.key.partition
         handle: _Handle = (producer or self.producer).send(
-            self.topic, value, key=key, partition=entry.key.partition
+            self.topic, value, key=key, headers=stamp_headers(epoch), partition=p
         )
         return handle
 
@@ -451,10 +455,9 @@ class MemoryLedger:
     def claim(self, entry: LedgerEntry, producer: Any, by: str) -> _Handle:
         value = self.codec.encode_ledger(entry)
         key = entry.job_id.encode()
+        p = entry.key.partition
         headers = [(CLAIM_HEADER, by.encode())]
-        handle: _Handle = producer.send(
-            self.topic, value, key=key, headers=headers, partition=entry.key.partition
-        )
+        handle: _Handle = producer.send(self.topic, value, key=key, headers=headers, partition=p)
         return handle
 
     def live(self, partition: int) -> dict[str, LedgerEntry]:

@@ -319,7 +319,10 @@ def _ended(
     if isinstance(outcome, policy.GiveUp):
         return Transition(entry, (Prove(entry.key.partition), Deliver(outcome.error)))
     done_part = delivered(entry)
-    actions: list[Action] = [Write(outcome.entries)]
+    # Successors too only after a proof: a replica the group dropped, resuming after the new
+    # owner delivered this job and deleted it with its files, reads "results file gone" and
+    # would resubmit requests already answered (sim seed 2235; a plain write at-least-once).
+    actions: list[Action] = [Prove(entry.key.partition), Write(outcome.entries)]
     if done_part:
         # Its answered offsets stay covered (never batched again) until the commit passes.
         remnant = policy.done(replace(entry, offsets=done_part, delivered=None), now_ms)

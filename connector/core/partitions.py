@@ -61,6 +61,9 @@ class PartitionState:
     committed: int = -1
     pruned: int = -1
     """The committed offset at the last prune of DONE entries (prune again once it moves)."""
+    epoch: int = 0
+    """This replica's take-over epoch of the partition (at-least-once), which its sealed
+    INTENTs carry (`stages.epochs`); 0 before the take-over's transaction, or exactly-once."""
 
     def add(self, t: Tracked) -> None:
         self.jobs[t.entry.job_id] = t

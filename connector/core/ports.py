@@ -135,6 +135,23 @@ class LedgerPort(Protocol):
         """The INTENT written again through `producer`, marked as claimed `by` (a header)."""
         ...
 
+    def marked(self, partition: int, request_topic: str) -> int:
+        """The highest take-over epoch of `request_topic` the last `load` of p saw (0: none)."""
+        ...
+
+    def write_stamped(
+        self, entry: LedgerEntry, epoch: int, producer: ProducerPort | None = None
+    ) -> SendHandle:
+        """`write`, headed with a take-over `epoch` (none when 0): a sealed or re-stamped
+        INTENT, the only writes `core.recovery.landed_late` judges."""
+        ...
+
+    def mark(
+        self, partition: int, request_topic: str, epoch: int, producer: ProducerPort
+    ) -> SendHandle:
+        """The take-over marker of p at `epoch`, through `producer` (in its transaction)."""
+        ...
+
 
 class RequestReaderPort(Protocol):
     """Re-reads requests by offset (the ledger holds offsets, never payloads)."""

@@ -160,6 +160,10 @@ class LedgerEntry:
     """The request topic the offsets belong to; "" in entries written before ledger v2."""
     delivered: DeliveryCursor | None = None
     """Set while a SUCCEEDED job's results go out chunk by chunk (ledger v3)."""
+    epoch: int = field(default=0, compare=False)
+    """The take-over epoch of the replica that wrote this record (a ledger header, not the
+    Avro value; 0: written before epochs, or not loaded from the ledger). Not compared: an
+    entry in memory equals the record written from it (`core.epochs`)."""
 
     def __post_init__(self) -> None:
         if type(self.offsets) is not Offsets:

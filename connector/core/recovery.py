@@ -9,17 +9,21 @@ topic (a second deployment sharing the ledger) are left alone.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from connector.core.offsets import Offsets
 from connector.core.partitions import Tracked
 from connector.core.records import EntryState, LedgerEntry
 
 __all__ = [
+    "EpochPlan",
     "RecoveryPlan",
     "Resume",
+    "landed_late",
+    "next_epoch",
     "overlapped",
     "passed_by",
+    "plan_epoch",
     "plan_recovery",
     "superseded",
     "to_retract",
@@ -197,3 +201,84 @@ def plan_recovery(
         else:
             resume.append(Resume(entry, now, lookup=False))
     return RecoveryPlan(tuple(tombstones), tuple(resume), tuple(foreign))
+
+
+# -- take-over epochs (at-least-once) ---------------------------------------------------
+
+
+def next_epoch(top: int, now_ms: int) -> int:
+    """The epoch of a take-over that saw `top` (the highest epoch in the partition's ledger:
+    its take-over markers and its live entries), at wall-clock `now_ms`.
+
+    Strictly above `top`: the previous owner published its epoch in the ledger (a marker in
+    its fenced take-over transaction) before it wrote any INTENT, and a take-over reads the
+    ledger after the group gave it the partition, so each owner's epoch is above every
+    earlier owner's, whatever the hosts' clocks say (no generation needed: librdkafka does
+    not expose it). The wall clock only matters once the markers are compacted away
+    (tombstones, after delete.retention.ms) and no live entry carries an epoch: the counter
+    then restarts near the clock, not at 1. Skew there only weakens `landed_late` (a zombie
+    of more than a day ago whose epoch is above the restart is created as before); it never
+    retracts an INTENT an owner knew, since every owner re-stamps what it loads.
+    """
+    return max(top + 1, now_ms)
+
+
+def landed_late(live: Iterable[LedgerEntry], committed: int, top: int) -> list[LedgerEntry]:
+    """INTENTs that reached the ledger after the latest owner loaded it, and whose offsets
+    the group committed past: a stale replica's late write, already batched by an owner.
+
+    At-least-once an INTENT is a plain write: a replica frozen with it unsent (or cut off
+    from the group coordinator) lands it after the group moved on; the new owner, which
+    loaded the ledger before, batched the same records into its own job, committed past them,
+    delivered and tombstoned (sim seed 876). Created now, each request would be answered by
+    two jobs. From the ledger and the committed offset alone it looks like the legitimate
+    case (an owner loaded the INTENT, committed past it, lost the partition before creating
+    it; the INTENT is then the only record of its requests): the epoch tells them apart.
+    Every take-over re-stamps each INTENT it loaded with its own epoch (`plan_epoch`,
+    fenced), so an INTENT stamped below `top` was loaded by no owner since the one at `top`,
+    and its writer, then stale, could not commit past it (its commit follows the write's ack,
+    and a stale member's commit is refused). Unstamped (epoch 0: older versions) or not
+    wholly below `committed`: kept, as before.
+    """
+    return [
+        e
+        for e in live
+        if e.state is EntryState.INTENT
+        and 0 < e.epoch < top
+        and e.offsets
+        and e.offsets.max() < committed
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class EpochPlan:
+    """What a take-over writes, in one transaction fenced with the committed offset."""
+
+    epoch: int
+    retract: tuple[LedgerEntry, ...]
+    """Late INTENTs (`landed_late`): tombstoned, never created."""
+    restamp: tuple[LedgerEntry, ...]
+    """Every other INTENT, written again at `epoch` (`updated_ms` moved on, so the copy its
+    writer remembers is no longer "as written": `Sidecar._retract_lost` leaves it alone)."""
+
+
+def plan_epoch(
+    live: Collection[LedgerEntry], committed: int, marked: int, now_ms: int
+) -> EpochPlan:
+    """Decide a take-over's epoch and writes from the partition's loaded entries, its
+    committed offset and the highest take-over marker of its ledger (`marked`).
+
+    Must run before this owner commits any offset (the rule of `landed_late` assumes every
+    committer re-stamped what it loaded); the late INTENTs are decided before the re-stamp,
+    which would otherwise make them look known.
+    """
+    top = max(marked, max((e.epoch for e in live), default=0))
+    epoch = next_epoch(top, now_ms)
+    late = landed_late(live, committed, top)
+    gone = {e.job_id for e in late}
+    restamp = tuple(
+        replace(e, epoch=epoch, updated_ms=max(now_ms, e.updated_ms + 1))
+        for e in live
+        if e.state is EntryState.INTENT and e.job_id not in gone
+    )
+    return EpochPlan(epoch, tuple(late), restamp)

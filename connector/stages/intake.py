@@ -162,7 +162,7 @@ class Intake:
                 continue
             job_id = policy.new_job_id(batch.key.partition, batch.offsets[0], self.nonce())
             entry = policy.new_intent(batch, job_id, self.s.group_id, now_ms, self.s.request_topic)
-            cp.send(self.ledger.write(entry))
+            cp.send(self.ledger.write_stamped(entry, st.epoch))  # the only sealing write
             # Fresh id: no job of this name can exist yet, so no lookup before create.
             st.add(Tracked(entry, due=self.clock(), lookup=False, payload=batch.requests))
             cp.resolve_all(batch.key.partition, batch.offsets)

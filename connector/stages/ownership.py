@@ -25,6 +25,7 @@ from connector.core.records import EntryState, LedgerEntry, Record
 from connector.core.recovery import overlapped, passed_by, plan_recovery, to_retract
 from connector.core.watermark import Watermark
 from connector.errors import Fenced
+from connector.stages import epochs
 from connector.stages.context import Context
 from connector.stages.step import Step
 
@@ -138,6 +139,11 @@ class Ownership:
             for e in passed:
                 owned.remove_job(e)
             self.tombstone_intents(passed)
+        try:  # before any offset is committed (see `stages.epochs`)
+            self.tombstone_intents(epochs.stamp(self.ctx, partitions & set(owned)))
+        except Fenced as exc:  # the group moved on: every partition is lost, not only these
+            self.fenced(exc)
+            return
         self.budget = share(self.project_budget, len(owned), self.total_partitions)
         for step in self.steps:
             step.on_assigned(partitions)

@@ -307,9 +307,9 @@ class Tracker:
                         st.add(Tracked(tr.entry, due=float("inf"), lookup=False))
                 case lifecycle.Prove(partition=q):
                     nxt = tr.actions[i + 1] if i + 1 < len(tr.actions) else None
-                    if isinstance(nxt, lifecycle.Deliver) and not eos:
-                        # Before the first answer: a replica the group dropped stops here
-                        # (exactly-once: each chunk's transaction is fenced anyway).
+                    if isinstance(nxt, lifecycle.Deliver | lifecycle.Write) and not eos:
+                        # Before the first answer or successor: a replica the group dropped
+                        # stops here (exactly-once: each transaction is fenced anyway).
                         self._prove([q])
                     # Deletes prove ownership when they run; cancels are the controller's.
                 case lifecycle.Cancel():

@@ -190,6 +190,41 @@ class KafkaContract(abc.ABC):
         assert sorted(live) == ["p0-0", "p0-2"]
         assert live["p0-0"].state is EntryState.DONE
 
+    def test_the_ledger_keeps_epochs_and_take_over_markers_fenced_like_a_claim(
+        self, backend: Backend
+    ) -> None:
+        """Take-over epochs (`stages.epochs`): each record's epoch header and the marker (a
+        tombstone with a header) come back from a load; a stale member's marker is fenced."""
+        topic, ledger_topic, group = (
+            backend.topic(1),
+            backend.topic(1, compact=True),
+            backend.group(),
+        )
+        a = backend.consumer(topic, group)
+        poll_until(a, lambda got: got == {0})
+        start = a.rewind({0})[0]
+        producer = backend.producer()
+        ledger = backend.ledger(ledger_topic, producer)
+        producer.flush_and_check([ledger.write(entry("p0-0", (0,)))])  # before epochs
+        txn = backend.txn_producer(f"tx-{uuid.uuid4().hex[:8]}")
+        sent = [
+            ledger.mark(0, "requests", 7, txn),
+            ledger.write_stamped(entry("p0-1", (1,)), 7, txn),
+        ]
+        txn.commit_transaction(sent, {0: start}, a)
+        live = ledger.load(0)
+        assert sorted(live) == ["p0-0", "p0-1"]
+        assert (live["p0-0"].epoch, live["p0-1"].epoch) == (0, 7)
+        assert (ledger.marked(0, "requests"), ledger.marked(0, "other")) == (7, 0)
+        b = backend.consumer(topic, group)
+        poll_until(b, lambda got: len(got) > 0)
+        with pytest.raises(Fenced):
+            txn.commit_transaction([ledger.mark(0, "requests", 9, txn)], {0: start}, a)
+        ledger.load(0)
+        assert ledger.marked(0, "requests") == 7
+        b.close()
+        a.close()
+
 
 def entry(
     job_id: str, offsets: tuple[int, ...], state: EntryState = EntryState.INTENT

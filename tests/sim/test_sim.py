@@ -15,12 +15,7 @@ SEEDS = int(os.environ.get("SIM_SEEDS", "2000"))
 START = int(os.environ.get("SIM_START", "0"))
 
 
-KNOWN_OPEN = {
-    876: "an INTENT a stalled replica's producer still held lands after the new owner loaded "
-    "the ledger; the owner answers its requests and tombstones its own job; after the "
-    "replica's rebuild its INTENT is created by the next owner (docs/simulator.md, seeds 876 "
-    "and 1931: needs the owner's 'loaded and committed past' record in the ledger)",
-}
+KNOWN_OPEN: dict[int, str] = {}
 """A failing seed that is a real, open bug, documented in docs/simulator.md: listed here so
 the CI run names it instead of hiding it, until its fix lands (then it must be removed: a
 listed seed that passes fails this test)."""

@@ -299,3 +299,52 @@ def test_a_zombie_frozen_in_its_poll_never_writes_back_a_resubmitted_job() -> No
     created = h.emulator.created_by_display_name()
     assert sorted(created.values()) == [1, 1], created  # the job and its `/r1`, once each
     assert [r.request_id for r in new.result_events()] == ["r-0"]
+
+
+def test_an_intent_landing_after_the_new_owner_loaded_the_ledger_is_never_created() -> None:
+    """At-least-once (simulator seed 876): a replica frozen with its INTENT unsent (a plain
+    write its producer still holds) past the session timeout. The new owner loads the ledger
+    without it, batches the same request itself, commits past it, delivers and tombstones.
+    The INTENT lands when the frozen replica resumes; a Kafka failure makes that replica
+    forget, and its rebuild is fenced. Whoever recovers the partition next finds the INTENT
+    with its offset below the committed one, exactly as an INTENT an owner loaded and
+    committed past: its epoch, older than the new owner's, says nobody knew it. Created, the
+    request would be answered by two jobs."""
+    h = harness(batch_max_requests=1, http_timeout_s=2.0)
+    h.consumer.assign(0)
+    h.step()
+    h.publish("r-0")
+    flush = h.producer.flush_and_check
+    owners: list[TestHarness] = []
+
+    def frozen_before_flush(sent: Any, timeout_s: float = 60.0) -> None:
+        if not owners and any(s.topic == h.settings.ledger for s in h.producer.pending):
+            held = list(h.producer.pending)
+            new = h.restart(0)  # the group moved on: a new owner, a new generation
+            h.producer.pending = held  # a frozen process's producer still holds them
+            owners.append(new)
+            new.run_until(lambda: new.results() and not new.ledger.live(0), max_passes=60)
+
+            def down(offsets: Any) -> None:
+                raise BrokerUnavailable("scripted: broker down as the zombie resumes")
+
+            h.consumer.commit = down  # type: ignore[method-assign]
+        flush(sent, timeout_s)
+
+    h.producer.flush_and_check = frozen_before_flush  # type: ignore[method-assign]
+    assert h.sidecar.guarded_step() is not None  # the INTENT lands; the pass fails on Kafka
+    [late] = h.ledger.live(0).values()
+    assert late.state.value == "INTENT"
+    assert late.offsets == (0,)
+    for _ in range(4):  # the zombie's rebuild and passes: fenced, it creates nothing
+        h.advance(2.0)
+        h.sidecar.guarded_step()
+    assert not h.sidecar.owned
+    [new] = owners
+    new.consumer.revoke(0)  # a later rebalance: the owner reloads the ledger
+    new.consumer.assign(0)
+    new.step(20, advance_s=1.0)
+    assert list(h.emulator.created_by_display_name().values()) == [1], "created twice"
+    assert [r.request_id for r in new.result_events()] == ["r-0"]
+    assert new.ledger.live(0) == {}
+    assert new.sidecar.stats.intents_retracted == 1

@@ -64,6 +64,26 @@ def test_a_zombie_does_not_answer_an_operator_cancel() -> None:
     assert h.results_by_id() == {}, "a zombie answered a cancel the new owner carries out"
 
 
+def test_a_zombie_does_not_resubmit_a_job_it_no_longer_owns() -> None:
+    """Simulator seed 2235: a replica frozen before downloading a finished job's results
+    resumed after the new owner had delivered the job and deleted it with its files; it read
+    "results file gone", resubmitted the requests as `j/a` and `j/b` (plain writes) and the
+    next owner created them: each request answered by two jobs. Successors, like answers,
+    follow a proof of ownership."""
+    h = make(fast(processing_delay_s=HOLD_S))
+    publish(h, "e", 2)
+    h.consumer.assign(0)
+    entry = submitted(h)
+    dropped(h)
+    emu(h).force_state(entry.provider_job or "", "EXPIRED")
+    for _ in range(4):
+        h.advance(2.0)
+        h.sidecar.guarded_step()
+    successors = [j for j in h.ledger.live(0) if j.startswith(entry.job_id + "/")]
+    assert successors == [], "a zombie resubmitted a job the new owner owns"
+    assert h.sidecar.stats.fenced >= 1
+
+
 # -- a killed zombie's leftover INTENT (simulator seed 26) ------------------------------
 
 
