@@ -63,3 +63,21 @@ def test_a_freeze_between_a_valid_claim_and_the_create_is_the_one_second_job_lef
         out = simulate(seed)
         assert kinds(out.violations) == {CREATED_TWICE}, seed
         assert out.suspects == ["claim-create"], seed
+
+
+def test_an_intent_forgotten_in_a_kafka_failure_is_retracted_not_created_twice() -> None:
+    """Finding A4 (docs/simulator.md, "A4 with its fix reverted"): a replica the group
+    dropped writes an INTENT for records the new owner batched too, then fails on Kafka and
+    forgets its partitions. With the fix reverted, nothing retracts that INTENT and a later
+    owner creates it next to the owner's job (seeds 2155, 3770: `two-jobs`, tagged A4). On
+    the fixed code the INTENT comes back fresh from the rebuild and is retracted, never
+    created."""
+    quiet_logs()
+    for seed, retracted in ((2155, ["p0-0-8fd59819"]), (3770, ["p0-0-72f8d2f1", "p1-0-59774dfd"])):
+        out = simulate(seed)
+        assert out.ok, (seed, out.violations)
+        text = "\n".join(out.trace)
+        for job in retracted:
+            assert f"ledger: INTENT {job} " in text, (seed, job)
+            assert f"ledger: tombstones {job} (never created)" in text, (seed, job)
+            assert f"create {job}" not in text, (seed, job)
