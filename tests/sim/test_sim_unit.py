@@ -81,3 +81,14 @@ def test_an_intent_forgotten_in_a_kafka_failure_is_retracted_not_created_twice()
             assert f"ledger: INTENT {job} " in text, (seed, job)
             assert f"ledger: tombstones {job} (never created)" in text, (seed, job)
             assert f"create {job}" not in text, (seed, job)
+
+
+def test_a_404_after_a_chunk_was_delivered_resubmits_only_the_rest() -> None:
+    """Finding A2 (docs/simulator.md, "A1, A2 and A3 with their fixes reverted"): seed 2978,
+    exactly-once, a job whose first chunk (q0, q1) was committed before its replica was
+    killed, then deleted at the provider. With the delivery cursor ignored the next owner
+    resubmits all three requests (`eos-duplicate`); on the fixed code only q2."""
+    quiet_logs()
+    out = simulate(2978)
+    assert out.ok, out.violations
+    assert "ledger: INTENT p0-0-23776cd5/r1 offsets [2]" in "\n".join(out.trace)
