@@ -195,7 +195,9 @@ def suspects(out: Outcome, world: World) -> list[str]:
       unless claim-create explains the second create;
     - A2: a duplicate after an operator cancel, a 404 or a results file gone (the delivery
       cursor ignored);
-    - A4: a duplicate after a Kafka outage, none of the above;
+    - A4: a job answering a duplicated request (or created twice) was created from an
+      INTENT whose writer failed on Kafka (forgetting its partitions) after writing it and
+      before any create of it: the retraction a lost partition owes was skipped;
     - claim-create: a display name created twice, the second time by a replica frozen
       right before its `create`, after a claim that was valid and fresh: the one window
       docs/design.md names in its crash table ("claim committed and create": nothing fences
@@ -220,17 +222,43 @@ def suspects(out: Outcome, world: World) -> list[str]:
         # Not when a zombie's create after a valid claim explains the second create: a
         # `.../rN` of a job that ended FAILED or EXPIRED follows its delete anyway (seed 1880).
         tags.append("A3")
+    if dup and "claim-create" not in tags and _forgotten_intent_created(out, world):
+        tags.append("A4")
     if (
         dup
         and not tags
         and any(w in text for w in ("operator cancels", "deleted (404)", "results file of"))
     ):
         tags.append("A2")
-    if dup and not tags and "kafka outage" in text:
-        tags.append("A4")
     if not tags:
         tags.append("unclassified")
     return tags
+
+
+_BATCH = re.compile(r"batches/\w+")
+_TWICE = re.compile(r":(\S+) created \d+ times")
+
+
+def _forgotten_intent_created(out: Outcome, world: World) -> bool:
+    """Finding A4's evidence: a job behind a duplicate (a request answered by two jobs, or
+    a display name created twice) was created from an INTENT its writer forgot in a Kafka
+    failure (the failure came after the INTENT landed and before the job's first create):
+    nothing retracted it when that replica lost the partition, and the next owner created
+    it next to its own job for the same requests."""
+    details = "\n".join(d for _, d in out.violations)
+    jobs = {world.created[b][1] for b in _BATCH.findall(details) if b in world.created}
+    jobs |= set(_TWICE.findall(details))
+    for job in jobs:
+        if job not in world.intents:
+            continue
+        writer, written = world.intents[job]
+        first_create = min((at for _, j, at in world.created.values() if j == job), default=0)
+        if any(
+            who == writer and written <= failed <= first_create
+            for who, failed in world.kafka_failures
+        ):
+            return True
+    return False
 
 
 def _notes(world: World) -> list[str]:

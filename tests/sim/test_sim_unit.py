@@ -85,3 +85,33 @@ def test_the_long_runs_seeds_keep_every_promise() -> None:
     quiet_logs()
     for seed in (2852, 3954, 50900, 51383):
         assert simulate(seed).violations == [], seed
+
+
+def test_an_intent_forgotten_in_a_kafka_failure_is_retracted_not_created_twice() -> None:
+    """Finding A4 (docs/simulator.md, "A4 with its fix reverted"): a replica the group
+    dropped writes an INTENT for records the new owner batched too, then fails on Kafka and
+    forgets its partitions. With the fix reverted, nothing retracts that INTENT and a later
+    owner creates it next to the owner's job (seeds 2155, 3770: `two-jobs`, tagged A4). On
+    the fixed code the INTENT comes back fresh from the rebuild and is retracted, never
+    created."""
+    quiet_logs()
+    assert simulate(2155).ok  # on today's code its schedule no longer reaches the retraction
+    for seed, retracted in ((3770, ["p0-0-72f8d2f1", "p1-0-59774dfd"]),):
+        out = simulate(seed)
+        assert out.ok, (seed, out.violations)
+        text = "\n".join(out.trace)
+        for job in retracted:
+            assert f"ledger: INTENT {job} " in text, (seed, job)
+            assert f"ledger: tombstones {job} (never created)" in text, (seed, job)
+            assert f"create {job}" not in text, (seed, job)
+
+
+def test_a_404_after_a_chunk_was_delivered_resubmits_only_the_rest() -> None:
+    """Finding A2 (docs/simulator.md, "A1, A2 and A3 with their fixes reverted"): seed 2978,
+    exactly-once, a job whose first chunk (q0, q1) was committed before its replica was
+    killed, then deleted at the provider. With the delivery cursor ignored the next owner
+    resubmits all three requests (`eos-duplicate`); on the fixed code only q2."""
+    quiet_logs()
+    out = simulate(2978)
+    assert out.ok, out.violations
+    assert "ledger: INTENT p0-0-23776cd5/r1 offsets [2]" in "\n".join(out.trace)

@@ -14,6 +14,7 @@ import httpx2
 from connector.config import Settings
 from connector.core.codec import Codec
 from connector.core.formats import RequestDecoder
+from connector.core.records import EntryState
 from connector.errors import ClaimExpired
 from connector.runner import Ports, Sidecar
 from connector.stages.sink import Limits
@@ -60,6 +61,10 @@ def shared_gemini(emulator: InProcessEmulator) -> Any:
     return _GEMINI[0]
 
 
+def _job_id(display_name: str) -> str:
+    return display_name.split(":", 1)[-1]
+
+
 class Killed(BaseException):
     """Raised inside a replica's call to end its process there (not an `Exception`, so no
     handler of the sidecar catches it, as none survives a SIGKILL)."""
@@ -90,6 +95,8 @@ class _HookedGemini:
             except ClaimExpired as exc:
                 world.log(f"{replica.name} {name} not sent: {exc}")
                 raise
+            if name == "create":
+                world.created[str(out)] = (replica.name, _job_id(str(args[2])), len(world.trace))
             world.hook(replica, name, "after")
             return out
 
@@ -170,12 +177,46 @@ class World:
     """(replica, call, job id, its committed offset) of creates and deletes by non-owners."""
     deleted: set[str] = field(default_factory=set)
     """Display names of jobs a third party deleted at the provider (the 404 fault)."""
+    created: dict[str, tuple[str, str, int]] = field(default_factory=dict)
+    """Jobs created at the provider: `batches/ID` -> (replica, job id, trace length then)."""
+    intents: dict[str, tuple[str, int]] = field(default_factory=dict)
+    """Job id -> (replica, trace length) of its INTENT's first write to reach the ledger."""
+    kafka_failures: list[tuple[str, int]] = field(default_factory=list)
+    """(replica, trace length) of each pass that failed on Kafka: the replica forgets its
+    partitions, then rebuilds them from the ledger."""
+    acting: list[Replica] = field(default_factory=list)
+    """The replica whose pass is running (innermost last: a freeze runs others' passes)."""
     in_hook: bool = False
     on_freeze: Callable[[World, Replica], None] | None = None
     on_rebalance: Callable[[World, Replica], None] | None = None
 
+    def __post_init__(self) -> None:
+        append = self.kafka.append
+
+        def logged(topic: str, value: bytes | None, *a: Any, **kw: Any) -> Any:
+            rec = append(topic, value, *a, **kw)
+            key = a[0] if a else kw.get("key")
+            if topic == self.settings.ledger and key is not None:
+                self._ledger_landed(key.decode(), value)
+            return rec
+
+        self.kafka.append = logged  # type: ignore[method-assign]
+
     def log(self, text: str) -> None:
         self.trace.append(f"t={self.clock.now - 1000:8.1f} {text}")
+
+    def _ledger_landed(self, job_id: str, value: bytes | None) -> None:
+        """Trace the ledger writes that tell who holds which requests: an INTENT's first
+        write and the tombstone of an INTENT never created (a retraction or a give-way)."""
+        who = self.acting[-1].name if self.acting else "?"
+        if value is None:
+            if job_id in self.intents and job_id not in {j for _, j, _ in self.created.values()}:
+                self.log(f"{who} ledger: tombstones {job_id} (never created)")
+            return
+        entry = self.codec.decode_ledger(value)
+        if entry.state is EntryState.INTENT and job_id not in self.intents:
+            self.intents[job_id] = (who, len(self.trace))
+            self.log(f"{who} ledger: INTENT {job_id} offsets {list(entry.offsets)}")
 
     # -- replicas ------------------------------------------------------------------------
 
@@ -242,6 +283,7 @@ class World:
         if not r.up or self.clock.now < r.backoff_until:
             return
         refused, fenced = r.consumer.refused, r.txn.fenced
+        self.acting.append(r)
         try:
             delay = r.sidecar.guarded_step()
         except Killed:
@@ -251,12 +293,14 @@ class World:
             self.kill(r, "by its own exception")
             return
         finally:
+            self.acting.pop()
             if r.consumer.refused > refused:
                 self.log(f"{r.name}: offset commit refused (stale generation)")
             if r.txn.fenced > fenced:
                 self.log(f"{r.name}: transaction fenced (stale generation)")
         if delay is not None:
             r.backoff_until = self.clock.now + delay
+            self.kafka_failures.append((r.name, len(self.trace)))
             self.log(f"{r.name}: Kafka failed; backs off {delay:.1f} s, then rebuilds")
 
     def advance(self, seconds: float) -> None:
