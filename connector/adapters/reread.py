@@ -5,15 +5,19 @@ The ledger holds offsets, not payloads, so a job's requests are read back when i
 
 One group-less consumer per request partition is kept open between reads (assigned to that
 partition only) and closed when the partition is no longer owned or has been idle for a
-while. A read seeks to the start of each contiguous range of the wanted offsets and stops
-at its end, so the records of other jobs in between are skipped, not fetched. A read fails
-only when it makes no progress for `stall_timeout_s`, however big the range.
+while. A read goes through the wanted offsets' spans (`core.spans.read_spans`) in order:
+inside a span, other jobs' records are read and dropped (interleaved batch keys cost one
+sequential read, not a seek per offset); between spans, long runs of them are sought past.
+A span that starts just past where the last one ended (a delivery's next chunk) is read on
+without a seek, and the partition's end is asked only for a span past the end last seen:
+no offset look-ups per chunk. A read fails only when it makes no progress for
+`stall_timeout_s`, however big the span.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Mapping
 from typing import Any
 
 import structlog
@@ -23,7 +27,7 @@ from kafka.errors import KafkaError
 from connector.adapters.kafka import _record, client_config
 from connector.core.records import Record, RequestEvent
 from connector.core.results import Original
-from connector.core.spans import offset_ranges
+from connector.core.spans import SPAN_GAP, read_spans
 from connector.errors import BrokerUnavailable, RegistryUnavailable
 
 log = structlog.get_logger(__name__)
@@ -51,6 +55,9 @@ class PartitionReader:
     ) -> None:
         cfg = client_config(KafkaConsumer, bootstrap, extra, "reread")
         cfg.setdefault("max_partition_fetch_bytes", FETCH_BYTES)
+        # earliest: an offset that retention deleted meanwhile resumes at the log start (what
+        # is gone is absent from the read), never at the end; so no look-up of the start.
+        cfg["auto_offset_reset"] = "earliest"
         self._consumer = KafkaConsumer(group_id=None, enable_auto_commit=False, **cfg)
         self._tp = TopicPartition(topic, partition)
         self._consumer.assign([self._tp])
@@ -59,20 +66,33 @@ class PartitionReader:
         self.last_used = clock()
         self.fetched = 0
         """Records the consumer returned, wanted or not (for tests and the bench)."""
+        self.seeks = 0
+        """Seeks made (for tests and the bench): one per span not read on from the last."""
+        self._end = -1
+        """The partition's end offset as last asked (asked again for a span past it)."""
+        self._next = -1
+        """Where the consumer goes on, when the last span was read to its end and nothing
+        past it was taken (-1: unknown). A span starting at most `SPAN_GAP` past it is read
+        on from there, without a seek, keeping what is prefetched."""
 
-    def records(self, ranges: Iterable[tuple[int, int]]) -> Iterator[Record]:
-        """The records of each half-open `[start, stop)` range still retained, in order."""
+    def records(self, spans: Iterable[tuple[int, int]]) -> Iterator[Record]:
+        """The records of each half-open `[start, stop)` span still retained, in order."""
         tp, consumer = self._tp, self._consumer
         self.last_used = self._clock()
         try:
-            begin = consumer.beginning_offsets([tp])[tp]
-            end = consumer.end_offsets([tp])[tp]
-            for start, stop in ranges:
-                first, last = max(start, begin), min(stop, end)
-                if first >= last:
+            for start, stop in spans:
+                if stop > self._end:
+                    self._end = consumer.end_offsets([tp])[tp]
+                last = min(stop, self._end)
+                if start >= last:
                     continue
-                consumer.seek(tp, first)
-                yield from self._range(first, last)
+                at = self._next
+                if not 0 <= at <= start <= at + SPAN_GAP:
+                    consumer.seek(tp, start)
+                    self.seeks += 1
+                    at = start
+                self._next = -1  # unknown until the span is read to its end
+                self._next = yield from self._span(at, start, last)
         except KafkaError as exc:
             raise BrokerUnavailable(
                 f"re-read of {tp.topic}[{tp.partition}] failed: {exc!r}"
@@ -80,12 +100,15 @@ class PartitionReader:
         finally:
             self.last_used = self._clock()
 
-    def _range(self, first: int, last: int) -> Iterator[Record]:
+    def _span(self, at: int, first: int, last: int) -> Generator[Record, None, int]:
+        """The records of [first, last), the consumer being at `at` <= first; returns the
+        offset it goes on from. Takes no more records than the span can still hold, so none
+        past it is consumed unless the partition skips offsets (compaction, markers)."""
         tp, consumer = self._tp, self._consumer
         progress_at = self._clock()
-        position = first
+        position = at
         while position < last:
-            polled = consumer.poll(timeout_ms=500).get(tp, [])
+            polled = consumer.poll(timeout_ms=500, max_records=last - position).get(tp, [])
             self.fetched += len(polled)
             for r in polled:
                 if first <= r.offset < last:
@@ -96,8 +119,9 @@ class PartitionReader:
             elif self._clock() - progress_at > self._stall:
                 raise BrokerUnavailable(
                     f"re-read of {tp.topic}[{tp.partition}] stalled at offset {position} "
-                    f"(range {first}..{last}) for {self._stall:.0f}s"
+                    f"(span {first}..{last}) for {self._stall:.0f}s"
                 )
+        return position
 
     def close(self) -> None:
         try:
@@ -150,11 +174,12 @@ class RequestReader:
         wanted = set(offsets)
         if not wanted:
             return {}
-        ranges = offset_ranges(wanted)
         reader = self._reader(partition)
         found: dict[int, Original] = {}
         try:
-            for rec in reader.records(ranges):
+            # Spans, not ranges: a job interleaved with another (every other offset) is one
+            # sequential read; the other job's records are dropped here, never held.
+            for rec in reader.records(read_spans(wanted)):
                 if rec.offset not in wanted:
                     continue
                 try:
