@@ -905,9 +905,9 @@ def sidecar_phases(
             **{key("fanout_passes"): asdict(p)},
         )
     if "interleave" not in skip:
-        prof = profiler_for(args.profile_interleave)
-        interleave(bootstrap, client, args.interleave_n, args.timeout, report, tag, prof)
-        write_profile(prof, args.profile_interleave and f"{args.profile_interleave}.{client}")
+        interleave(
+            bootstrap, client, args.interleave_n, args.timeout, report, tag, args.profile_interleave
+        )
     return e2e_rate
 
 
@@ -915,19 +915,27 @@ INTERLEAVE_MODELS = (MODEL, "gemini-2.5-flash-lite")
 
 
 def interleave(
-    bootstrap: str, client: str, n: int, timeout: float, report: Report, tag: str, profile: Any
+    bootstrap: str,
+    client: str,
+    n: int,
+    timeout: float,
+    report: Report,
+    tag: str,
+    profile: str | None = None,
 ) -> None:
     """N requests in one partition, two jobs of N/2 delivered at once: with one batch key
     (the jobs' offsets are two contiguous halves) and with two models alternating offset by
     offset (each job's offsets every other one: what real traffic looks like). Same size,
-    same run: the ratio is what the interleaving costs the delivery."""
+    same run: the ratio is what the interleaving costs the delivery. `profile`: a path; each
+    run's sidecar thread is profiled to `<path>.<client>.one` and `.two`."""
     took: dict[str, float] = {}
     for label, models in (("one key", (MODEL,)), ("two keys interleaved", INTERLEAVE_MODELS)):
         print(f"== interleave{tag}: {n:,} requests, {label}", flush=True)
         t = create_topics(bootstrap, "interleave", 1)
         produce_requests(bootstrap, t.requests, 1, n, models=models)
-        prof = profile if len(models) > 1 else None
+        prof = profiler_for(profile)
         run = run_fanout(bootstrap, t, n, timeout, prof, client, jobs=2)
+        write_profile(prof, profile and f"{profile}.{client}.{'two' if len(models) > 1 else 'one'}")
         took[label] = run.fanout_s
         p = run.passes
         report.add(
@@ -1026,7 +1034,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile-interleave",
         metavar="FILE",
-        help="pyinstrument the sidecar thread of the interleaved run",
+        help="pyinstrument the sidecar thread of each interleave run (FILE.<client>.one/.two)",
     )
     parser.add_argument("--profile", metavar="FILE", help="pyinstrument the e2e sidecar thread")
     parser.add_argument(
@@ -1266,9 +1274,10 @@ def only_interleave(
     with broker() as bootstrap:
         for client in clients:
             tag = f", {client}" if len(clients) > 1 else ""
-            prof = profiler_for(args.profile_interleave)
-            interleave(bootstrap, client, args.interleave_n, args.timeout, report, tag, prof)
-            write_profile(prof, args.profile_interleave and f"{args.profile_interleave}.{client}")
+            interleave(
+                bootstrap, client, args.interleave_n, args.timeout, report, tag,
+                args.profile_interleave,
+            )  # fmt: skip
     return finish(args, report, load0)
 
 
