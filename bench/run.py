@@ -906,8 +906,9 @@ def sidecar_phases(
         )
     if "interleave" not in skip:
         interleave(
-            bootstrap, client, args.interleave_n, args.timeout, report, tag, args.profile_interleave
-        )
+            bootstrap, client, args.interleave_n, args.timeout, report, tag,
+            args.profile_interleave, args.interleave_rounds,
+        )  # fmt: skip
     return e2e_rate
 
 
@@ -922,28 +923,36 @@ def interleave(
     report: Report,
     tag: str,
     profile: str | None = None,
+    rounds: int = 1,
 ) -> None:
     """N requests in one partition, two jobs of N/2 delivered at once: with one batch key
     (the jobs' offsets are two contiguous halves) and with two models alternating offset by
     offset (each job's offsets every other one: what real traffic looks like). Same size,
-    same run: the ratio is what the interleaving costs the delivery. `profile`: a path; each
-    run's sidecar thread is profiled to `<path>.<client>.one` and `.two`."""
-    took: dict[str, float] = {}
-    for label, models in (("one key", (MODEL,)), ("two keys interleaved", INTERLEAVE_MODELS)):
+    same run: the ratio is what the interleaving costs the delivery. `rounds`: each way that
+    many times, alternating, best of each (the machine is shared and noisy). `profile`: a
+    path; each run's sidecar thread is profiled to `<path>.<client>.one` and `.two`."""
+    best: dict[str, FanoutRun] = {}
+    ways = (("one key", (MODEL,)), ("two keys interleaved", INTERLEAVE_MODELS)) * rounds
+    for label, models in ways:
         print(f"== interleave{tag}: {n:,} requests, {label}", flush=True)
         t = create_topics(bootstrap, "interleave", 1)
         produce_requests(bootstrap, t.requests, 1, n, models=models)
         prof = profiler_for(profile)
         run = run_fanout(bootstrap, t, n, timeout, prof, client, jobs=2)
         write_profile(prof, profile and f"{profile}.{client}.{'two' if len(models) > 1 else 'one'}")
-        took[label] = run.fanout_s
+        print(f"   {run.fanout_s:.2f} s", flush=True)
+        if label not in best or run.fanout_s < best[label].fanout_s:
+            best[label] = run
+    for label, run in best.items():
         p = run.passes
         report.add(
-            f"interleave{tag}, {label}: {n:,} results in 2 jobs, SUCCEEDED to last result",
+            f"interleave{tag}, {label}: {n:,} results in 2 jobs, SUCCEEDED to last result"
+            + (f" (best of {rounds})" if rounds > 1 else ""),
             f"{run.fanout_s:.2f} s ({rate(n, run.fanout_s)})",
             f"passes p50/p99/max {p.p50 * 1e3:.0f}/{p.p99 * 1e3:.0f}/{p.max * 1e3:.0f} ms",
             **{f"interleave_{label.replace(' ', '_')}_s_{client}": run.fanout_s},
         )
+    took = {label: run.fanout_s for label, run in best.items()}
     r = took["two keys interleaved"] / took["one key"]
     report.add(
         f"interleave{tag}: two keys interleaved vs one key",
@@ -1030,6 +1039,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--interleave", type=int, help="requests in the interleaved-keys runs (2 jobs)"
+    )
+    parser.add_argument(
+        "--interleave-rounds",
+        type=int,
+        default=1,
+        metavar="R",
+        help="run each interleave way R times, alternating, best of each",
     )
     parser.add_argument(
         "--profile-interleave",
@@ -1276,7 +1292,7 @@ def only_interleave(
             tag = f", {client}" if len(clients) > 1 else ""
             interleave(
                 bootstrap, client, args.interleave_n, args.timeout, report, tag,
-                args.profile_interleave,
+                args.profile_interleave, args.interleave_rounds,
             )  # fmt: skip
     return finish(args, report, load0)
 

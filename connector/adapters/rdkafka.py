@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Container, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -709,7 +709,9 @@ class PartitionReader:
         is read on from there, without a new assignment (a delivery reads its job's offsets
         chunk after chunk), and keeps what is prefetched."""
 
-    def records(self, spans: Iterable[tuple[int, int]]) -> Iterator[Record]:
+    def records(
+        self, spans: Iterable[tuple[int, int]], keep: Container[int] | None = None
+    ) -> Iterator[Record]:
         tp = TopicPartition(self._topic, self._partition)
         self.last_used = self._clock()
         try:
@@ -727,7 +729,7 @@ class PartitionReader:
                     self.seeks += 1
                     at = first
                 self._next = -1  # unknown until the span is read to its end
-                self._next = yield from self._span(at, first, last)
+                self._next = yield from self._span(at, first, last, keep)
         except KafkaException as exc:
             raise BrokerUnavailable(
                 f"re-read of {self._topic}[{self._partition}] failed: {exc!r}"
@@ -735,7 +737,9 @@ class PartitionReader:
         finally:
             self.last_used = self._clock()
 
-    def _span(self, at: int, first: int, last: int) -> Generator[Record, None, int]:
+    def _span(
+        self, at: int, first: int, last: int, keep: Container[int] | None
+    ) -> Generator[Record, None, int]:
         """The records of [first, last), the queue being at `at` <= first; returns the
         offset the queue goes on from. Takes no more messages than the span can still hold,
         so none past it is consumed unless the partition skips offsets (compaction,
@@ -749,7 +753,7 @@ class PartitionReader:
                 if m.error() is not None:
                     continue
                 self.fetched += 1
-                if first <= m.offset() < last:
+                if first <= (o := m.offset()) < last and (keep is None or o in keep):
                     yield _record(m)
             if now_at > position:
                 position, progress_at = now_at, self._clock()

@@ -17,7 +17,15 @@ no offset look-ups per chunk. A read fails only when it makes no progress for
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Mapping
+from collections.abc import (
+    Callable,
+    Collection,
+    Container,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from typing import Any
 
 import structlog
@@ -75,8 +83,11 @@ class PartitionReader:
         past it was taken (-1: unknown). A span starting at most `SPAN_GAP` past it is read
         on from there, without a seek, keeping what is prefetched."""
 
-    def records(self, spans: Iterable[tuple[int, int]]) -> Iterator[Record]:
-        """The records of each half-open `[start, stop)` span still retained, in order."""
+    def records(
+        self, spans: Iterable[tuple[int, int]], keep: Container[int] | None = None
+    ) -> Iterator[Record]:
+        """The records of each half-open `[start, stop)` span still retained, in order; with
+        `keep`, only those at its offsets (the others are dropped unconverted)."""
         tp, consumer = self._tp, self._consumer
         self.last_used = self._clock()
         try:
@@ -92,7 +103,7 @@ class PartitionReader:
                     self.seeks += 1
                     at = start
                 self._next = -1  # unknown until the span is read to its end
-                self._next = yield from self._span(at, start, last)
+                self._next = yield from self._span(at, start, last, keep)
         except KafkaError as exc:
             raise BrokerUnavailable(
                 f"re-read of {tp.topic}[{tp.partition}] failed: {exc!r}"
@@ -100,7 +111,9 @@ class PartitionReader:
         finally:
             self.last_used = self._clock()
 
-    def _span(self, at: int, first: int, last: int) -> Generator[Record, None, int]:
+    def _span(
+        self, at: int, first: int, last: int, keep: Container[int] | None
+    ) -> Generator[Record, None, int]:
         """The records of [first, last), the consumer being at `at` <= first; returns the
         offset it goes on from. Takes no more records than the span can still hold, so none
         past it is consumed unless the partition skips offsets (compaction, markers)."""
@@ -111,7 +124,7 @@ class PartitionReader:
             polled = consumer.poll(timeout_ms=500, max_records=last - position).get(tp, [])
             self.fetched += len(polled)
             for r in polled:
-                if first <= r.offset < last:
+                if first <= r.offset < last and (keep is None or r.offset in keep):
                     yield _record(r)
             now_at = consumer.position(tp)
             if now_at > position:
@@ -179,7 +192,7 @@ class RequestReader:
         try:
             # Spans, not ranges: a job interleaved with another (every other offset) is one
             # sequential read; the other job's records are dropped here, never held.
-            for rec in reader.records(read_spans(wanted)):
+            for rec in reader.records(read_spans(wanted), wanted):
                 if rec.offset not in wanted:
                     continue
                 try:
