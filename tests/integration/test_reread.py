@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from kafka import KafkaProducer
+from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
 from sidecar_harness import Topics, collect, sidecar_thread
 
 from connector.adapters.clients import CLIENTS, backend
@@ -169,3 +169,39 @@ def test_interleaved_batch_keys_are_delivered_completely_once_in_offset_order(
     for job, offsets in order.items():
         assert len({o % 2 for o in offsets}) == 1, job  # one model's offsets only
         assert offsets == sorted(offsets), job  # results in the job's offset order
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_offsets_deleted_meanwhile_are_absent_not_waited_for(
+    kafka_bootstrap: str, topic_factory: Callable[..., str], client: str
+) -> None:
+    """Records deleted (retention) after the reader was opened: a span reaching below the
+    log start reads from the start (no look-up of it per read), so what is gone is simply
+    absent and what remains is read; a span wholly below it reads nothing, at once."""
+    if client == "confluent-kafka":
+        pytest.importorskip("confluent_kafka")
+    topic = topic_factory(partitions=1)
+    codec = Codec()
+    _fill(kafka_bootstrap, topic, codec, 300)
+    reader = RequestReader(
+        topic,
+        codec.decode_request,
+        kafka_bootstrap,
+        {},
+        open_reader=backend(client).partition_reader,
+    )
+    try:
+        assert sorted(reader.read(0, [10, 11, 250])) == [10, 11, 250]
+        admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        try:
+            admin.delete_records({TopicPartition(topic, 0): 200})
+        finally:
+            admin.close()
+        got = reader.read(0, [20, 22, 150, 199, 200, 201, 260])
+        assert sorted(got) == [200, 201, 260]
+        assert got[260].event is not None
+        assert got[260].event.request_id == "r260"
+        assert reader.read(0, range(0, 100)) == {}
+        assert sorted(reader.read(0, [5, 299])) == [299]
+    finally:
+        reader.close()
