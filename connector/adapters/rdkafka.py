@@ -709,6 +709,10 @@ class PartitionReader:
         is read on from there, without a new assignment (a delivery reads its job's offsets
         chunk after chunk), and keeps what is prefetched."""
 
+    def continues(self, start: int) -> bool:
+        """Whether a span from `start` is read on from where the last one ended (no seek)."""
+        return 0 <= self._next <= start <= self._next + SPAN_GAP
+
     def records(
         self, spans: Iterable[tuple[int, int]], keep: Container[int] | None = None
     ) -> Iterator[Record]:
@@ -724,7 +728,7 @@ class PartitionReader:
                 if first >= last:
                     continue
                 at = self._next
-                if not 0 <= at <= first <= at + SPAN_GAP:
+                if not self.continues(first):
                     self._consumer.assign([TopicPartition(self._topic, self._partition, first)])
                     self.seeks += 1
                     at = first

@@ -83,6 +83,10 @@ class PartitionReader:
         past it was taken (-1: unknown). A span starting at most `SPAN_GAP` past it is read
         on from there, without a seek, keeping what is prefetched."""
 
+    def continues(self, start: int) -> bool:
+        """Whether a span from `start` is read on from where the last one ended (no seek)."""
+        return 0 <= self._next <= start <= self._next + SPAN_GAP
+
     def records(
         self, spans: Iterable[tuple[int, int]], keep: Container[int] | None = None
     ) -> Iterator[Record]:
@@ -98,7 +102,7 @@ class PartitionReader:
                 if start >= last:
                     continue
                 at = self._next
-                if not 0 <= at <= start <= at + SPAN_GAP:
+                if not self.continues(start):
                     consumer.seek(tp, start)
                     self.seeks += 1
                     at = start
@@ -144,7 +148,14 @@ class PartitionReader:
 
 
 class RequestReader:
-    """`RequestReaderPort` over the request topic: one kept-open reader per partition."""
+    """`RequestReaderPort` over the request topic: up to two kept-open readers per partition.
+
+    Two jobs of one partition delivered at once (interleaved batch keys) read chunk after
+    chunk, in turns: with one reader each turn would seek back and fetch again what the
+    other job's turn just read. A second reader (`spares`) is opened when a read cannot go
+    on from where the first stopped, so each job reads on from its own; a third job seeks
+    the reader used least recently.
+    """
 
     def __init__(
         self,
@@ -168,15 +179,30 @@ class RequestReader:
         self._idle = idle_close_s
         self._clock = clock
         self.readers: dict[int, Any] = {}
+        """The first reader of each partition."""
+        self.spares: dict[int, Any] = {}
+        """The second, opened when a read does not go on from where the first stopped."""
 
-    def _reader(self, partition: int) -> Any:
-        reader = self.readers.get(partition)
-        if reader is None:
-            reader = self._open_reader(
-                self._topic, partition, self._bootstrap, self._extra, self._stall, self._clock
-            )
-            self.readers[partition] = reader
-        return reader
+    def _open(self, partition: int) -> Any:
+        return self._open_reader(
+            self._topic, partition, self._bootstrap, self._extra, self._stall, self._clock
+        )
+
+    def _reader(self, partition: int, start: int) -> tuple[dict[int, Any], Any]:
+        """The reader for a read from `start`, and the dict it is kept in."""
+        first = self.readers.get(partition)
+        if first is None:
+            first = self.readers[partition] = self._open(partition)
+            return self.readers, first
+        if first.continues(start):
+            return self.readers, first
+        spare = self.spares.get(partition)
+        if spare is None:
+            spare = self.spares[partition] = self._open(partition)
+            return self.spares, spare
+        if spare.continues(start) or spare.last_used < first.last_used:
+            return self.spares, spare
+        return self.readers, first
 
     def read(self, partition: int, offsets: Iterable[int]) -> dict[int, Original]:
         """Originals for the wanted offsets; offsets no longer retained are simply absent.
@@ -187,12 +213,13 @@ class RequestReader:
         wanted = set(offsets)
         if not wanted:
             return {}
-        reader = self._reader(partition)
+        spans = read_spans(wanted)
+        kept, reader = self._reader(partition, spans[0][0])
         found: dict[int, Original] = {}
         try:
             # Spans, not ranges: a job interleaved with another (every other offset) is one
             # sequential read; the other job's records are dropped here, never held.
-            for rec in reader.records(read_spans(wanted), wanted):
+            for rec in reader.records(spans, wanted):
                 if rec.offset not in wanted:
                     continue
                 try:
@@ -204,17 +231,18 @@ class RequestReader:
                 found[rec.offset] = Original(partition, rec.offset, rec.key, event)
         except BrokerUnavailable:
             # A consumer in an unknown state is not reused.
-            self.readers.pop(partition, None)
+            kept.pop(partition, None)
             reader.close()
             raise
         return found
 
     def retain(self, partitions: Collection[int]) -> None:
         now = self._clock()
-        for p, reader in list(self.readers.items()):
-            if p not in partitions or now - reader.last_used > self._idle:
-                del self.readers[p]
-                reader.close()
+        for kept in (self.readers, self.spares):
+            for p, reader in list(kept.items()):
+                if p not in partitions or now - reader.last_used > self._idle:
+                    del kept[p]
+                    reader.close()
 
     def close(self) -> None:
         self.retain(())

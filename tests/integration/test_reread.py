@@ -205,3 +205,37 @@ def test_offsets_deleted_meanwhile_are_absent_not_waited_for(
         assert sorted(reader.read(0, [5, 299])) == [299]
     finally:
         reader.close()
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_two_interleaved_jobs_read_in_turns_each_read_on_from_their_own_consumer(
+    kafka_bootstrap: str, topic_factory: Callable[..., str], client: str
+) -> None:
+    """Both models' jobs delivered at once, a chunk each per pass: each reads its span on
+    from its own kept-open consumer (one seek each for the whole job), not back and forth."""
+    if client == "confluent-kafka":
+        pytest.importorskip("confluent_kafka")
+    total, chunk = 4_000, 250
+    topic = topic_factory(partitions=1)
+    codec = Codec()
+    _fill(kafka_bootstrap, topic, codec, total)
+    reader = RequestReader(
+        topic,
+        codec.decode_request,
+        kafka_bootstrap,
+        {"max_partition_fetch_bytes": 16 * 1024},
+        open_reader=backend(client).partition_reader,
+    )
+    try:
+        jobs = [list(range(0, total, 2)), list(range(1, total, 2))]
+        for k in range(0, total // 2, chunk):
+            for model, job in zip(MODELS, jobs, strict=True):
+                got = reader.read(0, job[k : k + chunk])
+                assert sorted(got) == job[k : k + chunk]
+                assert all(got[o].event.model == model for o in got)  # type: ignore[union-attr]
+        first, spare = reader.readers[0], reader.spares[0]
+        assert (first.seeks, spare.seeks) == (1, 1)
+        assert first.fetched <= total
+        assert spare.fetched <= total
+    finally:
+        reader.close()
