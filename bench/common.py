@@ -73,10 +73,10 @@ def typical_body(i: int) -> str:
     return orjson.dumps(body).decode()
 
 
-def typical_event(i: int) -> RequestEvent:
+def typical_event(i: int, model: str = MODEL) -> RequestEvent:
     return RequestEvent(
         request_id=f"bench-{i:08d}",
-        model=MODEL,
+        model=model,
         kind=Kind.GENERATE,
         body=typical_body(i),
         metadata={"tenant": "bench", "trace": f"t{i:08d}"},
@@ -116,12 +116,15 @@ def typical_result(ev: RequestEvent, offset: int) -> ResultEvent:
     )
 
 
-def encoded_requests(n: int, distinct: int | None = None) -> Iterator[tuple[bytes, bytes]]:
-    """(key, Avro value) of N typical requests; `distinct` values are encoded, then cycled."""
+def encoded_requests(
+    n: int, distinct: int | None = None, models: Sequence[str] = (MODEL,)
+) -> Iterator[tuple[bytes, bytes]]:
+    """(key, Avro value) of N typical requests; `distinct` values are encoded, then cycled.
+    `models`: the i-th request is for `models[i % len(models)]` (interleaved batch keys)."""
     codec = Codec()
     if distinct is None or distinct >= n:
         for i in range(n):
-            ev = typical_event(i)
+            ev = typical_event(i, models[i % len(models)])
             yield ev.request_id.encode(), codec.encode_request(ev)
         return
     values = [codec.encode_request(typical_event(i)) for i in range(distinct)]
@@ -130,7 +133,12 @@ def encoded_requests(n: int, distinct: int | None = None) -> Iterator[tuple[byte
 
 
 def produce_requests(
-    bootstrap: str, topic: str, partitions: int, n: int, distinct: int | None = None
+    bootstrap: str,
+    topic: str,
+    partitions: int,
+    n: int,
+    distinct: int | None = None,
+    models: Sequence[str] = (MODEL,),
 ) -> float:
     """Publish N typical requests round-robin with a bare producer; return the seconds."""
     p = KafkaProducer(
@@ -138,7 +146,7 @@ def produce_requests(
     )
     t0 = time.monotonic()
     try:
-        for i, (key, value) in enumerate(encoded_requests(n, distinct)):
+        for i, (key, value) in enumerate(encoded_requests(n, distinct, models)):
             p.send(topic, value=value, key=key, partition=i % partitions)
         p.flush(timeout=600)
     finally:
@@ -267,16 +275,22 @@ class HeldGemini(Gemini):
 
 
 class GatedGemini(HeldGemini):
-    """One file job, RUNNING until `release()`; then SUCCEEDED with one response per request.
+    """`jobs` file jobs, RUNNING until `release()`; then SUCCEEDED with one response per
+    request.
 
-    The output file is built at upload (before the clock starts); `succeeded_at` is the
-    perf_counter time the sidecar first read the job as SUCCEEDED.
+    Each output file is built at upload (before the clock starts); `created` is set once
+    `jobs` jobs are created; `succeeded_at` is the perf_counter time the sidecar first read
+    a job as SUCCEEDED.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, jobs: int = 1, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._jobs = jobs
         self._release = threading.Event()
-        self.output = b""
+        self._outputs: dict[str, bytes] = {}
+        """Output file name -> its bytes (input file k answers as output file k)."""
+        self._files: dict[str, str] = {}
+        """Batch job name -> its output file name."""
         self.created = threading.Event()
         self.succeeded_at: float | None = None
 
@@ -289,12 +303,24 @@ class GatedGemini(HeldGemini):
             out += b'{"key":' + orjson.dumps(key) + b',"response":' + response + b"}\n"
             count += 1
         self.sizes.append(count)
-        self.output = bytes(out)
-        return "files/gated-input"
+        k = len(self._outputs)
+        self._outputs[f"files/gated-output-{k}"] = bytes(out)
+        return f"files/gated-input-{k}"
 
-    def create(self, *args: Any, **kwargs: Any) -> str:
-        self.created.set()
-        return "batches/gated"
+    def create(
+        self,
+        model: str,
+        kind: Kind,
+        display_name: str,
+        priority: int,
+        inline: Sequence[JobInput] | None = None,
+        file_name: str | None = None,
+    ) -> str:
+        name = f"batches/gated-{len(self._files)}"
+        self._files[name] = (file_name or "").replace("gated-input", "gated-output")
+        if len(self._files) >= self._jobs:
+            self.created.set()
+        return name
 
     def release(self) -> None:
         self._release.set()
@@ -304,10 +330,10 @@ class GatedGemini(HeldGemini):
             return RemoteJob(name, JobState.RUNNING, None, None, None)
         if self.succeeded_at is None:
             self.succeeded_at = time.perf_counter()
-        return RemoteJob(name, JobState.SUCCEEDED, None, None, "files/gated-output")
+        return RemoteJob(name, JobState.SUCCEEDED, None, None, self._files[name])
 
     def download_to(self, file_name: str, out: IO[bytes]) -> None:
-        out.write(self.output)
+        out.write(self._outputs[file_name])
 
 
 class CountingGemini(Gemini):

@@ -49,6 +49,7 @@ from baselines import (
 )
 from common import (
     MAX_REQUEST_BYTES,
+    MODEL,
     PRODUCER_CONFIG,
     ROOT,
     CountingGemini,
@@ -78,9 +79,9 @@ BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
 SIZES = {
     # requests (intake, e2e), fan-out job, in flight, sustained seconds, micro iterations
     "quick": {"requests": 20_000, "fanout": 20_000, "inflight": 100_000, "sustained": 20,
-              "micro": 5_000, "bigfile_mb": 200},
+              "micro": 5_000, "bigfile_mb": 200, "interleave": 20_000},
     "full": {"requests": 100_000, "fanout": 100_000, "inflight": 1_000_000, "sustained": 120,
-             "micro": 20_000, "bigfile_mb": 2_048},
+             "micro": 20_000, "bigfile_mb": 2_048, "interleave": 100_000},
 }  # fmt: skip
 
 PRODUCER_VARIANTS: dict[str, dict[str, Any]] = {
@@ -556,19 +557,21 @@ def run_fanout(
     timeout: float,
     profile: Any = None,
     client: str = "kafka-python",
+    jobs: int = 1,
 ) -> FanoutRun:
-    """One N-request file job: RUNNING until all N are submitted, then SUCCEEDED."""
+    """N requests in `jobs` file jobs of N/jobs each: RUNNING until all are created, then
+    SUCCEEDED together."""
     base = "http://127.0.0.1:9"
     s = settings_for(
-        bootstrap, t, base, n, wait_s=30.0, batch_inline_max_bytes=1_000_000,
+        bootstrap, t, base, n // jobs, wait_s=30.0, batch_inline_max_bytes=1_000_000,
         poll_initial_s=0.05, poll_max_s=0.05, kafka_client=client,
     )  # fmt: skip
-    gemini = GatedGemini("bench", base)
+    gemini = GatedGemini("bench", base, jobs=jobs)
     offsets = Offsets(bootstrap)
     try:
         with sidecar_thread(TimedSidecar(s, gemini), profile) as sc:
             first = wait_for(lambda: sc.stats.consumed > 0, 120, "first record")
-            wait_for(gemini.created.is_set, timeout, "the big job created", 0.05)
+            wait_for(gemini.created.is_set, timeout, "the big job(s) created", 0.05)
             created = time.perf_counter()
             gemini.release()
             wait_for(lambda: gemini.succeeded_at is not None, 60, "SUCCEEDED seen", 0.001)
@@ -902,7 +905,62 @@ def sidecar_phases(
             target=f"p99 <= 1 s, max <= 2 s: {verdict(p.p99 <= 1.0 and p.max <= 2.0)}",
             **{key("fanout_passes"): asdict(p)},
         )
+    if "interleave" not in skip:
+        interleave(
+            bootstrap, client, args.interleave_n, args.timeout, report, tag,
+            args.profile_interleave, args.interleave_rounds,
+        )  # fmt: skip
     return e2e_rate
+
+
+INTERLEAVE_MODELS = (MODEL, "gemini-2.5-flash-lite")
+
+
+def interleave(
+    bootstrap: str,
+    client: str,
+    n: int,
+    timeout: float,
+    report: Report,
+    tag: str,
+    profile: str | None = None,
+    rounds: int = 1,
+) -> None:
+    """N requests in one partition, two jobs of N/2 delivered at once: with one batch key
+    (the jobs' offsets are two contiguous halves) and with two models alternating offset by
+    offset (each job's offsets every other one: what real traffic looks like). Same size,
+    same run: the ratio is what the interleaving costs the delivery. `rounds`: each way that
+    many times, alternating, best of each (the machine is shared and noisy). `profile`: a
+    path; each run's sidecar thread is profiled to `<path>.<client>.one` and `.two`."""
+    best: dict[str, FanoutRun] = {}
+    ways = (("one key", (MODEL,)), ("two keys interleaved", INTERLEAVE_MODELS)) * rounds
+    for label, models in ways:
+        print(f"== interleave{tag}: {n:,} requests, {label}", flush=True)
+        t = create_topics(bootstrap, "interleave", 1)
+        produce_requests(bootstrap, t.requests, 1, n, models=models)
+        prof = profiler_for(profile)
+        run = run_fanout(bootstrap, t, n, timeout, prof, client, jobs=2)
+        write_profile(prof, profile and f"{profile}.{client}.{'two' if len(models) > 1 else 'one'}")
+        print(f"   {run.fanout_s:.2f} s", flush=True)
+        if label not in best or run.fanout_s < best[label].fanout_s:
+            best[label] = run
+    for label, run in best.items():
+        p = run.passes
+        report.add(
+            f"interleave{tag}, {label}: {n:,} results in 2 jobs, SUCCEEDED to last result"
+            + (f" (best of {rounds})" if rounds > 1 else ""),
+            f"{run.fanout_s:.2f} s ({rate(n, run.fanout_s)})",
+            f"passes p50/p99/max {p.p50 * 1e3:.0f}/{p.p99 * 1e3:.0f}/{p.max * 1e3:.0f} ms",
+            **{f"interleave_{label.replace(' ', '_')}_s_{client}": run.fanout_s},
+        )
+    took = {label: run.fanout_s for label, run in best.items()}
+    r = took["two keys interleaved"] / took["one key"]
+    report.add(
+        f"interleave{tag}: two keys interleaved vs one key",
+        f"{r:.2f}x",
+        target=f"<= 1.2x: {verdict(r <= 1.2)}",
+        **{f"interleave_ratio_{client}": r},
+    )
 
 
 @contextlib.contextmanager
@@ -972,7 +1030,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--skip",
         default="",
-        help="comma list of phases to skip: e2e,eos,fanout,quix,inflight,bigfile,sustained",
+        help="comma list of phases to skip: "
+        "e2e,eos,fanout,interleave,quix,inflight,bigfile,sustained",
+    )
+    parser.add_argument(
+        "--only-interleave",
+        action="store_true",
+        help="run only the interleaved-keys rows (no micro figures, baselines, other phases)",
+    )
+    parser.add_argument(
+        "--interleave", type=int, help="requests in the interleaved-keys runs (2 jobs)"
+    )
+    parser.add_argument(
+        "--interleave-rounds",
+        type=int,
+        default=1,
+        metavar="R",
+        help="run each interleave way R times, alternating, best of each",
+    )
+    parser.add_argument(
+        "--profile-interleave",
+        metavar="FILE",
+        help="pyinstrument the sidecar thread of each interleave run (FILE.<client>.one/.two)",
     )
     parser.add_argument("--profile", metavar="FILE", help="pyinstrument the e2e sidecar thread")
     parser.add_argument(
@@ -1001,6 +1080,7 @@ def main(argv: list[str] | None = None) -> int:
     sz = SIZES[mode]
     n = args.requests or sz["requests"]
     n_fan = args.fanout or sz["fanout"]
+    args.interleave_n = args.interleave or sz["interleave"]
     n_held = args.inflight or sz["inflight"]
     bigfile_mb = args.bigfile_mb or sz["bigfile_mb"]
     sustained_s = args.sustained_s if args.sustained_s is not None else sz["sustained"]
@@ -1025,6 +1105,8 @@ def main(argv: list[str] | None = None) -> int:
         partitions=args.partitions, batch=args.batch, producer_config=PRODUCER_CONFIG,
         started=time.strftime("%Y-%m-%dT%H:%M:%S"), load_start=load0,
     )  # fmt: skip
+    if args.only_interleave:
+        return only_interleave(args, clients, report, load0)
     micro(args.micro or sz["micro"], report)
 
     # In its own process, as Gemini is remote: its CPU is not the sidecar's (2 cores here).
@@ -1199,6 +1281,25 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         emulator.stop()
 
+    return finish(args, report, load0)
+
+
+def only_interleave(
+    args: argparse.Namespace, clients: list[str], report: Report, load0: tuple[float, ...]
+) -> int:
+    """The interleaved-keys rows alone, on each client (`--only-interleave`)."""
+    with broker() as bootstrap:
+        for client in clients:
+            tag = f", {client}" if len(clients) > 1 else ""
+            interleave(
+                bootstrap, client, args.interleave_n, args.timeout, report, tag,
+                args.profile_interleave, args.interleave_rounds,
+            )  # fmt: skip
+    return finish(args, report, load0)
+
+
+def finish(args: argparse.Namespace, report: Report, load0: tuple[float, ...]) -> int:
+    """The load average at the end, the table, and the JSON file."""
     load1 = os.getloadavg()
     report.data["load_end"] = load1
     print(f"\nload average {load0[0]:.2f} at start, {load1[0]:.2f} at end\n", flush=True)

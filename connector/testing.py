@@ -60,7 +60,7 @@ from connector.core.records import (
     ResultEvent,
 )
 from connector.core.results import Original, correlation_key
-from connector.core.spans import offset_ranges
+from connector.core.spans import read_spans
 from connector.emulator.config import EmulatorConfig
 from connector.emulator.control import Control
 from connector.emulator.messages import Body, Request, Response
@@ -521,7 +521,8 @@ class MemoryReader:
         self.reads: list[tuple[int, list[int]]] = []
         """(partition, offsets asked for) of every read, in order."""
         self.fetched = 0
-        """Records read from the log, over all reads (only those inside the wanted ranges)."""
+        """Records read from the log, over all reads (those inside the spans read through,
+        as `adapters.reread` reads them: other jobs' records in a span count too)."""
         self.retained: set[int] | None = None
         """The partitions of the last `retain` call (None before any)."""
 
@@ -531,9 +532,12 @@ class MemoryReader:
         log = self.kafka.logs.get((self.topic, partition), [])
         floor = self.deleted_below.get(partition, 0)
         out: dict[int, Original] = {}
-        for start, stop in offset_ranges(wanted):
+        keep = set(wanted)
+        for start, stop in read_spans(wanted):
             for o in range(max(start, floor), min(stop, len(log))):
                 self.fetched += 1
+                if o not in keep:
+                    continue
                 rec = log[o]
                 try:
                     event = self.decode(rec.value or b"")

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Container, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +58,7 @@ from connector.adapters.kafka import (
 from connector.adapters.kafka import Admin as _KafkaPythonAdmin
 from connector.core.ports import SendHandle
 from connector.core.records import Headers, Record
+from connector.core.spans import SPAN_GAP
 from connector.errors import (
     BrokerUnavailable,
     CommitFailed,
@@ -697,18 +698,28 @@ class PartitionReader:
         self._clock = clock
         self.last_used = clock()
         self.fetched = 0
+        self.seeks = 0
+        """Assignments at an offset made (for tests and the bench): one per span not read on
+        from the last."""
         self._begin = self._end = -1
-        """The partition's watermarks as last asked (asked again for a range past the end)."""
+        """The partition's watermarks as last asked (asked again for a span past the end)."""
         self._next = -1
-        """Where the consumer's queue goes on, when the last range was read to its end and
-        nothing past it was taken: a range starting there needs no new assignment (a
-        delivery reads its job's offsets chunk after chunk), and keeps what is prefetched."""
+        """Where the consumer's queue goes on, when the last span was read to its end and
+        nothing past it was taken (-1: unknown): a span starting at most `SPAN_GAP` past it
+        is read on from there, without a new assignment (a delivery reads its job's offsets
+        chunk after chunk), and keeps what is prefetched."""
 
-    def records(self, ranges: Iterable[tuple[int, int]]) -> Iterator[Record]:
+    def continues(self, start: int) -> bool:
+        """Whether a span from `start` is read on from where the last one ended (no seek)."""
+        return 0 <= self._next <= start <= self._next + SPAN_GAP
+
+    def records(
+        self, spans: Iterable[tuple[int, int]], keep: Container[int] | None = None
+    ) -> Iterator[Record]:
         tp = TopicPartition(self._topic, self._partition)
         self.last_used = self._clock()
         try:
-            for start, stop in ranges:
+            for start, stop in spans:
                 if stop > self._end:
                     self._begin, self._end = self._consumer.get_watermark_offsets(
                         tp, timeout=OFFSETS_TIMEOUT_S
@@ -716,10 +727,13 @@ class PartitionReader:
                 first, last = max(start, self._begin), min(stop, self._end)
                 if first >= last:
                     continue
-                if first != self._next:
+                at = self._next
+                if not self.continues(first):
                     self._consumer.assign([TopicPartition(self._topic, self._partition, first)])
-                self._next = -1  # unknown until the range is read to its end
-                self._next = yield from self._range(first, last)
+                    self.seeks += 1
+                    at = first
+                self._next = -1  # unknown until the span is read to its end
+                self._next = yield from self._span(at, first, last, keep)
         except KafkaException as exc:
             raise BrokerUnavailable(
                 f"re-read of {self._topic}[{self._partition}] failed: {exc!r}"
@@ -727,12 +741,15 @@ class PartitionReader:
         finally:
             self.last_used = self._clock()
 
-    def _range(self, first: int, last: int) -> Generator[Record, None, int]:
-        """The records of [first, last); returns the offset the queue goes on from. Takes no
-        more messages than the range can still hold, so none past it is consumed unless the
-        partition skips offsets (compaction, transaction markers)."""
+    def _span(
+        self, at: int, first: int, last: int, keep: Container[int] | None
+    ) -> Generator[Record, None, int]:
+        """The records of [first, last), the queue being at `at` <= first; returns the
+        offset the queue goes on from. Takes no more messages than the span can still hold,
+        so none past it is consumed unless the partition skips offsets (compaction,
+        transaction markers)."""
         progress_at = self._clock()
-        position = first
+        position = at
         while position < last:
             now_at = position
             for m in self._consumer.consume(min(500, last - position), 0.5):
@@ -740,14 +757,14 @@ class PartitionReader:
                 if m.error() is not None:
                     continue
                 self.fetched += 1
-                if first <= m.offset() < last:
+                if first <= (o := m.offset()) < last and (keep is None or o in keep):
                     yield _record(m)
             if now_at > position:
                 position, progress_at = now_at, self._clock()
             elif self._clock() - progress_at > self._stall:
                 raise BrokerUnavailable(
                     f"re-read of {self._topic}[{self._partition}] stalled at offset {position} "
-                    f"(range {first}..{last}) for {self._stall:.0f}s"
+                    f"(span {first}..{last}) for {self._stall:.0f}s"
                 )
         return position
 

@@ -21,6 +21,7 @@ from typing import Any
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+from connector.core.ledger_writer import LedgerWriter
 from connector.core.offsets import Offsets
 from connector.core.records import (
     BatchKey,
@@ -178,6 +179,8 @@ class Codec:
         self._request = writers[_REQUEST]
         self._result = writers[_RESULT]
         self._ledger = writers[_LEDGER]
+        # A delivery rewrites its entry per chunk: the offsets array is encoded once per job.
+        self._ledger_writer = LedgerWriter(load_schemas("ledger")[-1], self._ledger.header)
         # Results are the per-request hot path: a writer made for the schema, ~2x fastavro.
         self._fast_result = (
             to_parsing_canonical_form(load_schemas("result")[-1]) == _FAST_RESULT_SCHEMA
@@ -371,10 +374,10 @@ class Codec:
     # -- ledger ------------------------------------------------------------
 
     def encode_ledger(self, e: LedgerEntry) -> bytes:
-        """Encode a ledger entry with the current ledger schema; offsets go out as ranges."""
+        """Encode a ledger entry with the current ledger schema; offsets go out as ranges
+        (encoded once per `Offsets` object: `core.ledger_writer`)."""
         key = e.key
-        return self._encode(
-            self._ledger,
+        return self._ledger_writer.write(
             {
                 "job_id": e.job_id,
                 "partition": key.partition,
@@ -382,7 +385,6 @@ class Codec:
                 "kind": key.kind,
                 "priority": key.priority,
                 "group": key.group,
-                "offsets": [{"start": s, "end": t} for s, t in e.offsets.ranges()],
                 "attempt": e.attempt,
                 "display_name": e.display_name,
                 "state": e.state,
@@ -401,6 +403,7 @@ class Codec:
                     "last_key": e.delivered.last_key,
                 },
             },
+            e.offsets,
         )
 
     def decode_ledger(self, data: bytes) -> LedgerEntry:
