@@ -323,17 +323,31 @@ def _freeze(world: World, r: Replica) -> None:
 
 
 def _rebalance(world: World, r: Replica) -> None:
-    """While `r` is inside a call, the group changes: a replica joins (or, with four, one
-    leaves), and the others run a pass each; `r` learns of it at its next poll."""
-    live = [o for o in world.live() if o is not r]
-    if len(world.live()) < 4:
-        live.append(world.start(_free_slot(world)))
-    elif live:
-        gone = world.rng.choice(live)
-        _stop(world, gone)
-        live.remove(gone)
-    for o in live:
-        world.step(o)
+    """While `r` is inside a call, the group starts to change: a replica joins (or, with
+    four, one leaves); once `r`'s pass ends the others run a pass each; `r` learns of it at
+    its next poll.
+
+    Kafka's eager protocol completes the rebalance a join or a leave starts only once every
+    live member has rejoined (or been expelled, `max.poll.interval.ms` later), and `r`, a
+    live member inside its pass, rejoins at its next poll: nobody is handed `r`'s
+    partitions before its pass ends, so its acked writes always precede the new owner's
+    ledger load. So the change waits for the end of `r`'s pass (completing it at once let a
+    new owner load the ledger before `r`'s INTENT landed: sim seed 10922). A member frozen
+    past the session timeout is the simulator's freeze, not this."""
+
+    def change() -> None:
+        world.log(f"rebalance completes ({r.name}'s pass ended)")
+        live = [o for o in world.live() if o is not r]
+        if len(world.live()) < 4:
+            live.append(world.start(_free_slot(world)))
+        elif live:
+            gone = world.rng.choice(live)
+            _stop(world, gone)
+            live.remove(gone)
+        for o in live:
+            world.step(o)
+
+    world.after_pass.append((r, change))
 
 
 def _stop(world: World, r: Replica) -> None:

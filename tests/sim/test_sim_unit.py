@@ -53,13 +53,14 @@ def test_a_seed_replays_exactly() -> None:
 
 
 def test_a_freeze_between_a_valid_claim_and_the_create_sends_nothing() -> None:
-    """Seeds 249, 1880, 2016 and 2029 (docs/simulator.md): a replica claims validly, then
+    """Seeds 249, 1880, 2016 and 2080 (docs/simulator.md; 2080 took 2029's place when an
+    armed rebalance began to wait for the end of the pass): a replica claims validly, then
     freezes at its `create` past the session timeout; the new owner looks the INTENT up
     after its delay, finds nothing and creates. They created the job a second time when
     the zombie resumed, until the claim's window was checked right before the request goes
     out (`ClaimWindow`): now the zombie's create is not sent, and nothing is violated."""
     quiet_logs()
-    for seed in (249, 1880, 2016, 2029):
+    for seed in (249, 1880, 2016, 2080):
         out = simulate(seed)
         assert out.violations == [], seed
         assert any("create not sent: its claim is" in line for line in out.trace), seed
@@ -81,9 +82,13 @@ def test_the_long_runs_seeds_keep_every_promise() -> None:
     3954 lost two requests (a fenced replica retracted INTENTs the new owner had loaded and
     committed past); 2852 and 50900 created `j/r1` twice (a zombie's plain write of its
     resubmission landed after the owner finished `j/r1`); 51383 answered a request by two
-    jobs (a recovered INTENT gave way only to jobs still live at its lookup)."""
+    jobs (a recovered INTENT gave way only to jobs still live at its lookup); 10922 (a
+    rebalance completed inside a pass, unlike Kafka's eager protocol: the double). 9000, 9364
+    and 10773 pass since the take-over epochs (seed 876's fix): the INTENT that landed after
+    the owner's load is retracted at the next take-over, and a replica expelled while cut off
+    is fenced at its rebuild's take-over, before it could retract what the owner loaded."""
     quiet_logs()
-    for seed in (2852, 3954, 50900, 51383):
+    for seed in (2852, 3954, 50900, 51383, 10922, 9000, 9364, 10773):
         assert simulate(seed).violations == [], seed
 
 
@@ -115,3 +120,27 @@ def test_a_404_after_a_chunk_was_delivered_resubmits_only_the_rest() -> None:
     out = simulate(2978)
     assert out.ok, out.violations
     assert "ledger: INTENT p0-0-23776cd5/r1 offsets [2]" in "\n".join(out.trace)
+
+
+def test_a_rebalance_armed_inside_a_pass_completes_only_after_that_pass() -> None:
+    """Seed 10922 (docs/simulator.md, "Seeds 9000, 9364, 10773, 10922"): a replica joined
+    while r2.3 was inside its `flush_and_check`, and the double completed that rebalance at
+    once, so the joiner loaded the ledger before r2.3's INTENT landed (two jobs later).
+    Kafka's eager protocol completes a rebalance only once every live member rejoined, at
+    its next poll. In every seed that arms one: between "rebalance while rX is ..." and
+    "rebalance completes (rX's pass ended)" no replica loads a ledger."""
+    quiet_logs()
+    seen = 0
+    for seed in (10922, 11, 2080, 3770):
+        out = simulate(seed)
+        assert out.violations == [], seed
+        opened: str | None = None
+        for line in out.trace:
+            if "rebalance while " in line:
+                opened = line.split("rebalance while ", 1)[1].split(" is ", 1)[0]
+                seen += 1
+            elif opened is not None and f"rebalance completes ({opened}'s pass ended)" in line:
+                opened = None
+            elif opened is not None:
+                assert "ledger load" not in line, (seed, line)
+    assert seen, "no seed armed a rebalance inside a pass"

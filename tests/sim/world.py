@@ -189,6 +189,8 @@ class World:
     in_hook: bool = False
     on_freeze: Callable[[World, Replica], None] | None = None
     on_rebalance: Callable[[World, Replica], None] | None = None
+    after_pass: list[tuple[Replica, Callable[[], None]]] = field(default_factory=list)
+    """What waits for a replica's pass to end (a rebalance it must rejoin to complete)."""
 
     def __post_init__(self) -> None:
         append = self.kafka.append
@@ -282,6 +284,15 @@ class World:
         """One loop pass of `r`, as `Sidecar.loop` runs it (a back-off skips passes)."""
         if not r.up or self.clock.now < r.backoff_until:
             return
+        try:
+            self._pass(r)
+        finally:
+            waiting = [fn for who, fn in self.after_pass if who is r]
+            self.after_pass = [(who, fn) for who, fn in self.after_pass if who is not r]
+            for fn in waiting:
+                fn()
+
+    def _pass(self, r: Replica) -> None:
         refused, fenced = r.consumer.refused, r.txn.fenced
         self.acting.append(r)
         try:
