@@ -252,23 +252,28 @@ class Ownership:
         At-least-once only: in exactly-once mode such INTENTs were in a transaction that was
         aborted or committed together with their offsets. The new owner reads those requests
         again and batches them itself; see `recovery.to_retract` for why and what stays.
-        (A new owner that loaded one of them looks it up only a server timeout later, so this
-        tombstone, written right away, comes long before any create of theirs.)
+
+        Only those the ledger still holds as this replica wrote them (`retract_lost`): a
+        member expelled while it stalled learns it here, at its next poll, as a revocation,
+        and a new owner may have loaded its INTENT and committed past its offsets meanwhile;
+        that owner re-stamped it at its take-over (`stages.epochs`, before any commit), so
+        the ledger's copy is not this one any more, and it stays: tombstoned, it was the only
+        record of those requests (sim seed 8099 on the revocation path, seed 3954's sibling).
         """
         ctx = self.ctx
-        self.tombstone_intents(
-            [
-                e
+        self.retract_lost(
+            {
+                p: {e.job_id: e for e in to_retract(st.jobs.values(), st.committed)}
                 for p in partitions
                 if (st := ctx.owned.get(p)) is not None
-                for e in to_retract(st.jobs.values(), st.committed)
-            ]
+            }
         )
 
     def retract_lost(self, remembered: dict[int, dict[str, LedgerEntry]]) -> None:
-        """Retract the INTENTs of partitions lost while Kafka was failing (forgotten, then not
-        assigned any more): only those the ledger still holds exactly as this replica wrote
-        them (a new owner that moved one on, adopted or created, keeps it)."""
+        """Retract the INTENTs of partitions lost (revoked, or lost while Kafka was failing:
+        forgotten, then not assigned any more): only those the ledger still holds exactly as
+        this replica wrote them (a new owner that moved one on, re-stamped at its take-over,
+        adopted or created, keeps it)."""
         if self.s.exactly_once or not any(remembered.values()):
             return
         gone: list[LedgerEntry] = []

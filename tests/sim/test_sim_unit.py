@@ -144,3 +144,16 @@ def test_a_rebalance_armed_inside_a_pass_completes_only_after_that_pass() -> Non
             elif opened is not None:
                 assert "ledger load" not in line, (seed, line)
     assert seen, "no seed armed a rebalance inside a pass"
+
+
+def test_seed_8099_keeps_the_intent_the_new_owner_loaded() -> None:
+    """Seed 8099 (long run, docs/simulator.md "Seed 8099"): q0 and q3 were lost the way
+    3954's were (a replica frozen before its claim, its INTENT acked, the new owner loaded it
+    and committed past it, the zombie fenced on resuming tombstoned it); fixed with 3954.
+    Its sibling on the revocation path is `tests/unit/test_retract.py::
+    test_a_zombie_told_by_a_revocation_keeps_an_intent_the_new_owner_loaded`. Seed 96 is the
+    mirror image (the INTENT landed after the new owner batched its request itself): it must
+    still be retracted there, or the request is answered twice."""
+    quiet_logs()
+    for seed in (8099, 96):
+        assert simulate(seed).violations == [], seed

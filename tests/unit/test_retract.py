@@ -83,3 +83,30 @@ def test_a_zombie_never_retracts_an_intent_the_new_owner_loaded() -> None:
     assert nxt.emulator.created_by_display_name() == {entry.display_name: 1}
     events = nxt.result_events()
     assert sorted(r.request_id for r in events) == [f"r{i}" for i in range(5)]
+
+
+def test_a_zombie_told_by_a_revocation_keeps_an_intent_the_new_owner_loaded() -> None:
+    """Seed 3954's sibling (sim seed 8099's shape, on the revocation path): the member was
+    expelled while it stalled, its INTENT acked and its offset commit refused; the new owner
+    loaded the INTENT (re-stamping it at its take-over) and committed past its offsets. The
+    zombie learns it at its next poll, as a revocation (kafka-python reports a lost
+    partition so), and retracted the INTENT with a plain tombstone: the owner that lost the
+    partition before creating it left those requests in no entry, never answered."""
+    h = owner_with_an_uncreated_intent(commit_fails=True)
+    (entry,) = h.ledger.live(0).values()
+    h.consumer.drop_from_group()
+    owner = h.restart(0, pass_budget_s=0.0)  # the new owner, no create in its pass
+    owner.run_until(lambda: owner.committed(0) == 5, max_passes=5)
+    assert owner.emulator is not None
+    assert owner.emulator.created_by_display_name() == {}
+    h.consumer.lose(0)  # the zombie's next poll: its partition is gone
+    h.step()
+    assert 0 not in h.sidecar.owned
+    assert list(h.ledger.live(0)) == [entry.job_id], "the zombie took it back"
+    assert h.sidecar.stats.intents_retracted == 0
+    nxt = owner.restart(0, pass_budget_s=10.0)  # the owner loses it before creating it
+    nxt.run_until(lambda: len(nxt.results()) == 5, advance_s=5.0)
+    assert nxt.emulator is not None
+    assert nxt.emulator.created_by_display_name() == {entry.display_name: 1}
+    events = nxt.result_events()
+    assert sorted(r.request_id for r in events) == [f"r{i}" for i in range(5)]
