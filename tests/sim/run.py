@@ -275,6 +275,21 @@ def _notes(world: World) -> list[str]:
         )
     calls = world.emulator.calls()
     out.append(f"provider calls {calls}")
+    group = world.cluster.group
+    for p in range(world.kafka.partitions[s.request_topic]):
+        owner = group.owner(p)
+        out.append(
+            f"p{p}: end {len(world.kafka.records(s.request_topic, p))}, committed "
+            f"{world.kafka.committed.get((s.request_topic, p))}, owner "
+            f"{world.member_name(owner) if owner else None}"
+        )
+    for r in world.live():
+        for p, st in sorted(r.sidecar.ctx.owned.items()):
+            jobs = {j: (t.entry.state.value, list(t.entry.offsets)) for j, t in st.jobs.items()}
+            out.append(
+                f"{r.name} owns p{p}: committed {st.committed}, {st.watermark!r}, paused "
+                f"{p in r.consumer.paused}, position {r.consumer.positions.get(p)}, jobs {jobs}"
+            )
     return out
 
 
