@@ -529,8 +529,12 @@ class Tracker:
         for job_id, d in list(self.deliveries.items()):
             st = ctx.owned.get(d.entry.key.partition)
             t = st.jobs.get(job_id) if st is not None else None
-            # Revoked and assigned again in one rebalance, the same job goes on where it was.
-            if t is None or t.entry.provider_job != d.entry.provider_job:
+            # Revoked and assigned again, or rebuilt after a Kafka failure, the job goes on
+            # where it was only if the ledger still holds the entry it delivers from. Another
+            # owner may have delivered chunks meanwhile (the cursor moved on), resubmitted or
+            # trimmed the job: then the chunk in hand, from before, was answered already, and
+            # a delivery starts again from the entry just loaded (sim seed 52011).
+            if t is None or t.entry != d.entry:
                 del self.deliveries[job_id]
                 d.close()
         ctx.reader.retain(ctx.owned.keys())

@@ -114,8 +114,14 @@ class _TracedLedger:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._target, name)
 
+    def _how(self, producer: Any) -> str:
+        """ "txn": through a transactional producer (exactly-once, every write is)."""
+        if producer is None or producer is self._target.producer:
+            producer = self._target.producer
+        return "txn" if getattr(producer, "transactional_id", "") else "plain"
+
     def _note(self, what: str, entry: Any, producer: Any = None) -> None:
-        how = "plain" if producer is None or producer is self._target.producer else "txn"
+        how = self._how(producer)
         self._world.log(
             f"{self._name} ledger {what} {entry.job_id} {entry.state.value} "
             f"offsets={list(entry.offsets)} ({how})"
@@ -130,7 +136,7 @@ class _TracedLedger:
         return self._target.claim(entry, producer, by)
 
     def tombstone(self, entry: Any, producer: Any = None) -> Any:
-        how = "plain" if producer is None or producer is self._target.producer else "txn"
+        how = self._how(producer)
         self._world.log(f"{self._name} ledger tombstone {entry.job_id} ({how})")
         return self._target.tombstone(entry, producer)
 
@@ -139,7 +145,11 @@ class _TracedLedger:
         self._world.log(
             f"{self._name} ledger load p{partition}: "
             + (
-                ", ".join(f"{k} {e.state.value} {list(e.offsets)}" for k, e in live.items())
+                ", ".join(
+                    f"{k} {e.state.value} {list(e.offsets)}"
+                    + (f" cursor {e.delivered.scanned}" if e.delivered is not None else "")
+                    for k, e in live.items()
+                )
                 or "empty"
             )
         )
@@ -200,6 +210,10 @@ class World:
             key = a[0] if a else kw.get("key")
             if topic == self.settings.ledger and key is not None:
                 self._ledger_landed(key.decode(), value)
+            elif topic == self.settings.result_topic and value is not None:
+                result = self.codec.decode_result(value)
+                who = self.acting[-1].name if self.acting else "?"
+                self.log(f"{who} result {result.request_id} {result.status.value} landed")
             return rec
 
         self.kafka.append = logged  # type: ignore[method-assign]
@@ -216,6 +230,8 @@ class World:
                 self.log(f"{who} ledger: tombstones {job_id} (never created)")
             return
         entry = self.codec.decode_ledger(value)
+        if entry.delivered is not None:
+            self.log(f"{who} ledger: {job_id} landed with cursor {entry.delivered.scanned}")
         if entry.state is EntryState.INTENT and job_id not in self.intents:
             self.intents[job_id] = (who, len(self.trace))
             self.log(f"{who} ledger: INTENT {job_id} offsets {list(entry.offsets)}")
@@ -244,6 +260,24 @@ class World:
         sidecar.gemini = _HookedGemini(sidecar.gemini, self, replica)
         for port in {id(txn): txn, id(producer): producer}.values():
             port.hook = lambda call, r=replica: self.hook(r, call, "before")
+        commit = txn.commit_transaction
+
+        def traced_commit(sent: Any, offsets: Any, consumer: Any) -> None:
+            """Notes each transaction that carries records: committed or aborted, with
+            the offsets and the generation it was fenced with (the group's in brackets)."""
+            n = len(txn.pending) + len(txn.in_transaction)
+            gen = f"generation {consumer.generation} [{self.cluster.group.generation}]"
+            what = f"{name} transaction of {n} records, offsets {dict(offsets)}, {gen}"
+            try:
+                commit(sent, offsets, consumer)
+            except Exception as exc:
+                if n:
+                    self.log(f"{what}: aborted ({type(exc).__name__})")
+                raise
+            if n:
+                self.log(f"{what}: committed")
+
+        txn.commit_transaction = traced_commit  # type: ignore[method-assign]
         sidecar.limits = Limits(result_bytes=self.result_bytes)
         sidecar.attach(
             Ports(

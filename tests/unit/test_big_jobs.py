@@ -158,6 +158,52 @@ def test_revoked_and_assigned_again_in_one_rebalance_the_delivery_goes_on() -> N
     assert_answered_once(h, ids, ResultStatus.OK)
 
 
+def test_a_chunk_aborted_in_a_kafka_failure_is_not_sent_again_after_another_owner_sent_it() -> None:
+    """Exactly-once (sim seed 52011): a replica's first chunk of results fails on Kafka (its
+    transaction aborted), so the chunk stays in hand; the group gives the partition to
+    another owner, which delivers that chunk and its cursor in one committed transaction;
+    the first replica gets the partition back and reloads the ledger (cursor past the
+    chunk). The delivery in memory must not go on from the chunk it still holds: each
+    request has one committed result."""
+    n = 3
+    h = make(batch_max_requests=n, processing_guarantee="exactly_once")
+    h.sidecar.tracker.chunk_requests = 2
+    ids = publish(h, "eo", n)
+    h.consumer.assign(0)
+
+    def refuse_results(topic: str, value: bytes | None) -> BaseException | None:
+        if topic == h.settings.result_topic:
+            return ProduceFailed("scripted: the broker went away mid-delivery")
+        return None
+
+    h.producer.fail_when = refuse_results
+    failed = None
+    for _ in range(50):
+        h.advance(1.0)
+        if (failed := h.sidecar.guarded_step()) is not None:
+            break
+    assert failed is not None, "the first chunk's transaction never failed"
+    assert h.sidecar.tracker.deliveries, "the delivery (its chunk in hand) is kept"
+    assert h.results() == []
+    h.producer.fail_when = None
+
+    nxt = h.restart(0)  # the group's next owner: delivers the first chunk and its cursor
+    nxt.sidecar.tracker.chunk_requests = 2
+    nxt.run_until(lambda: len(nxt.results()) >= 2)
+    [live] = h.ledger.live(0).values()
+    assert live.delivered is not None
+    assert live.delivered.scanned == 2
+    assert len(h.results()) == 2
+
+    h.consumer.revoke(0)  # the first replica rejoins and gets the partition back
+    h.consumer.assign(0)
+    h.advance(1.0)
+    assert h.sidecar.guarded_step() is None  # rebuilt from the ledger
+    h.run_until(lambda: not h.ledger.live(0))
+    assert_answered_once(h, ids, ResultStatus.OK)
+    assert_no_job_created_twice(h)
+
+
 def test_recovered_file_intent_with_sparse_offsets_is_re_read_by_range_and_spooled() -> None:
     """A recovered INTENT (no payload in memory) owning a few offsets scattered over a
     big partition: only its ranges are read, in chunks, and its JSONL is written to disk."""
