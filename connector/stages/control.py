@@ -16,7 +16,8 @@ Order of one cancel (decisions in `core.control`), each step acked before the ne
    in one transaction in exactly-once mode), or, for a request cancel, the successor INTENT
    `j/c{n}` for the other requests and the parent as DONE covering only the cancelled offset,
    sent together (one record batch of the ledger partition; exactly-once: one transaction
-   with the result);
+   with the result; at-least-once: a transaction fenced by the partition's committed offset,
+   after the acked result, like a resubmission's writes);
 3. the provider's cancel of the job (refused when it already ended: nothing to do);
 4. the DONE entry's tombstone if the commit is past it, and the command's tombstone.
 
@@ -237,10 +238,18 @@ class Controller:
         # More than one request, not delivering (`_step`): the successor `j/c{n}` for the
         # rest, and the parent DONE over the cancelled one.
         (succ, rem) = next(a for a in tr.actions if isinstance(a, lifecycle.Write)).entries
-        writes = [] if succ.job_id in st.jobs else [ctx.ledger.write(succ)]
         # Successor and remnant together (one record batch of the ledger partition; one
         # transaction with the answer in exactly-once mode), before the provider's cancel.
-        ctx.commit([*sent, *writes, ctx.ledger.write(rem)], [p])
+        # At-least-once they are fenced like a resubmission's (`Tracker.apply`): a replica
+        # the group dropped after its proof above, resuming after the new owner cancelled,
+        # created, delivered and tombstoned `j/c1`, would write it back to be created
+        # again (sim seed 66787: `j/c1` created twice).
+        if not ctx.settings.exactly_once and ctx.txn is not None and ctx.consumer is not None:
+            writes = [] if succ.job_id in st.jobs else [ctx.ledger.write(succ, ctx.txn)]
+            ctx.prove_ownership([p], [*writes, ctx.ledger.write(rem, ctx.txn)])
+        else:
+            writes = [] if succ.job_id in st.jobs else [ctx.ledger.write(succ)]
+            ctx.commit([*sent, *writes, ctx.ledger.write(rem)], [p])
         payload = t.payload
         st.remove(entry.job_id)
         st.add(Tracked(rem, due=float("inf"), lookup=False))

@@ -7,6 +7,8 @@ then cancels at the provider and retires the command with a tombstone.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from loop_support import (
     HOLD_S,
@@ -330,3 +332,53 @@ def test_crash_after_the_results_before_the_ledger_answers_again_duplicate_windo
     assert job_state(nxt, parent.provider_job) == "CANCELLED"
     assert nxt.ledger.live(0) == {}
     assert pending(nxt) == {}
+
+
+def test_a_zombie_frozen_in_its_request_cancel_never_writes_back_the_successor() -> None:
+    """At-least-once (simulator seed 66787): a replica proves it owns the partition, answers
+    a request cancel 499 and freezes before that answer is acked, past the session timeout.
+    The new owner carries out the same cancel: it creates the successor `j/c1`, delivers it,
+    tombstones and deletes it. The zombie resumes and writes its own `j/c1` INTENT and the
+    parent's DONE remnant: plain writes, they landed after the tombstone and whoever next
+    loaded the ledger created `j/c1` a second time (its lookup finds the deleted job gone).
+    Fenced like a resubmission's writes, they are refused."""
+    h = make(SLOW)
+    ids = publish(h, "zc", 3)
+    h.consumer.assign(0)
+    parent = submitted(h, ids)
+    h.cancel(request="zc-0", reason="zombie test")
+    flush = h.producer.flush_and_check
+    owners: list[TestHarness] = []
+
+    def frozen_before_the_answer(sent: Any, timeout_s: float = 60.0) -> None:
+        answering = any(s.topic == h.settings.result_topic for s in h.producer.pending)
+        if not owners and answering:
+            held = list(h.producer.pending)
+            new = h.restart(0)  # the group moved on: a new owner, a new generation
+            h.producer.pending = held  # a frozen process's producer still holds them
+            owners.append(new)
+            succ_id = parent.job_id + "/c1"
+
+            def succ_submitted() -> bool:
+                e = new.ledger.live(0).get(succ_id)
+                return e is not None and e.state is EntryState.SUBMITTED
+
+            new.run_until(succ_submitted)
+            emu(new).force_state(str(new.ledger.live(0)[succ_id].provider_job), "SUCCEEDED")
+            new.run_until(lambda: succ_id not in new.ledger.live(0), advance_s=2.0)
+        flush(sent, timeout_s)
+
+    h.producer.flush_and_check = frozen_before_the_answer  # type: ignore[method-assign]
+    h.step()  # the zombie's cancel: its answer lands, its ledger writes are refused
+    assert owners, "the zombie never answered the cancel"
+    assert h.sidecar.stats.fenced == 1
+    live = h.ledger.live(0)
+    assert parent.job_id + "/c1" not in live, "the zombie wrote the finished successor back"
+    [new] = owners
+    new.consumer.revoke(0)  # a later rebalance: the owner reloads the ledger
+    new.consumer.assign(0)
+    new.step(10, advance_s=1.0)
+    assert_no_job_created_twice(new)
+    created = emu(new).created_by_display_name()
+    assert sorted(created.values()) == [1, 1], created  # the job and its `/c1`, once each
+    assert_answered_once(new, ["zc-1", "zc-2"], ResultStatus.OK)
