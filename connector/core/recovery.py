@@ -256,9 +256,11 @@ class EpochPlan:
 
     epoch: int
     retract: tuple[LedgerEntry, ...]
-    """Late INTENTs (`landed_late`): tombstoned, never created."""
+    """Late INTENTs (`landed_late`), and those whose every offset a created entry holds
+    (`without_held`): tombstoned, never created."""
     restamp: tuple[LedgerEntry, ...]
-    """Every other INTENT, written again at `epoch` (`updated_ms` moved on, so the copy its
+    """Every other INTENT, trimmed of what created entries hold (`without_held`) and written
+    again at `epoch` (`updated_ms` moved on, so the copy its
     writer remembers is no longer "as written": `Sidecar._retract_lost` leaves it alone)."""
 
 
@@ -276,9 +278,37 @@ def plan_epoch(
     epoch = next_epoch(top, now_ms)
     late = landed_late(live, committed, top)
     gone = {e.job_id for e in late}
-    restamp = tuple(
-        replace(e, epoch=epoch, updated_ms=max(now_ms, e.updated_ms + 1))
-        for e in live
-        if e.state is EntryState.INTENT and e.job_id not in gone
-    )
-    return EpochPlan(epoch, tuple(late), restamp)
+    created = [e for e in live if e.state is not EntryState.INTENT]
+    restamp: list[LedgerEntry] = []
+    for e in live:
+        if e.state is not EntryState.INTENT or e.job_id in gone:
+            continue
+        kept = without_held(e, created)
+        if kept is None:
+            late.append(e)
+        else:
+            restamp.append(replace(kept, epoch=epoch, updated_ms=max(now_ms, e.updated_ms + 1)))
+    return EpochPlan(epoch, tuple(late), tuple(restamp))
+
+
+def without_held(entry: LedgerEntry, created: Iterable[LedgerEntry]) -> LedgerEntry | None:
+    """An INTENT trimmed of the offsets a created (SUBMITTED or DONE) entry of the same load
+    holds; None when nothing is left (it is retracted).
+
+    Such an overlap is a dropped replica's plain INTENT that re-read records a live job
+    already holds. The lookup of a recovered INTENT gives those offsets up (`overlapped`,
+    `Tracked.held`), but only if this owner keeps the partition until then: the created job
+    may end and be tombstoned, and the partition move on, before it, and the next owner
+    would load the INTENT alone and create it whole (sim seed 79038: two jobs). Trimmed in
+    the take-over's re-stamp, the ledger itself no longer holds the overlap. The display
+    name stays (a lookup still finds a job created under it); an uploaded input file, which
+    holds the trimmed requests too, is dropped from the entry (the Files API expires it).
+    """
+    taken = set(overlapped(entry, created))
+    if not taken:
+        return entry
+    rest = Offsets(o for o in entry.offsets if o not in taken)
+    if not rest:
+        return None
+    tokens = entry.est_tokens * len(rest) // max(1, len(entry.offsets))
+    return replace(entry, offsets=rest, est_tokens=tokens, input_file=None)

@@ -56,8 +56,8 @@ def stamp(ctx: Context, partitions: Collection[int]) -> list[LedgerEntry]:
         ctx.owned.remove_job(e)
     if late:
         log.warning(
-            "late INTENTs of a stale replica: their requests were batched and committed by a "
-            "later owner; retracting them instead of creating them",
+            "INTENTs of a stale replica: their requests were batched by a later owner, or "
+            "are held by a created job; retracting them instead of creating them",
             jobs=[e.job_id for e in late],
         )
     return late

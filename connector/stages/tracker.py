@@ -449,7 +449,14 @@ class Tracker:
             if not eos and sent:  # results acked before the cursor past them is even sent
                 ctx.commit(sent, [p])
                 sent = []
-            if moved is not None:
+            if moved is not None and not eos and ctx.txn is not None and ctx.consumer is not None:
+                # Fenced like a claim: a plain cursor write from a replica the group dropped
+                # while it delivered would land after the new owner delivered and tombstoned
+                # the job, and bring it back SUBMITTED with a cursor short of its end; the
+                # next owner would resubmit the rest (sim seeds 38513, 44249: two jobs).
+                entry = replace(entry, delivered=moved)
+                ctx.prove_ownership([p], [ctx.ledger.write(entry, ctx.txn)])
+            elif moved is not None:
                 entry = replace(entry, delivered=moved)
                 sent.append(ctx.ledger.write(entry))
             if sent:  # exactly-once: results and cursor in one transaction

@@ -90,9 +90,15 @@ def test_the_long_runs_seeds_keep_every_promise() -> None:
     52011 (exactly-once) answered two requests twice: a delivery whose chunk aborted in a
     Kafka failure went on from that chunk after another owner had delivered it. 66787 created
     `j/c1` twice (a zombie's plain write of a request cancel's successor landed after the
-    owner finished `j/c1`)."""
+    owner finished `j/c1`). 38513 and 44249 answered a request by two jobs (a zombie's plain
+    delivery cursor brought a delivered job back, short of its end); 79038 too (a zombie's
+    INTENT overlapping a created job was re-stamped whole, and created whole by the next
+    owner once that job had ended)."""
     quiet_logs()
-    for seed in (2852, 3954, 50900, 51383, 10922, 9000, 9364, 10773, 52011, 66787):
+    for seed in (
+        *(2852, 3954, 50900, 51383, 10922, 9000, 9364, 10773, 52011, 66787),
+        *(38513, 44249, 79038),
+    ):
         assert simulate(seed).violations == [], seed
 
 

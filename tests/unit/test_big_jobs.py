@@ -116,6 +116,8 @@ def _refuse_cursor_writes(h: TestHarness) -> None:
         return None
 
     h.producer.fail_when = refuse
+    if h.txn is not None:  # at-least-once, cursors are written in a fenced transaction
+        h.txn.fail_when = refuse
 
 
 @pytest.mark.parametrize(("guarantee", "repeated"), [("at_least_once", 5), ("exactly_once", 0)])
@@ -143,6 +145,52 @@ def test_a_crash_before_the_cursor_is_written_repeats_one_chunk_at_most(
     assert all(1 <= len(by_id[rid]) <= 2 for rid in ids)
     assert sum(len(by_id[rid]) == 2 for rid in ids) == repeated
     assert_no_job_created_twice(nxt)
+
+
+def test_a_zombie_frozen_mid_delivery_never_writes_its_cursor_back() -> None:
+    """At-least-once (simulator seeds 38513, 44249): a replica delivers a job's first chunk
+    and its cursor, then freezes with the second chunk's results unacked, past the session
+    timeout. The new owner delivers the rest from the cursor and tombstones the job. The
+    zombie resumes: its results land (the same job's answers again, at-least-once's window),
+    but its cursor write, plain, landed after the tombstone and brought the job back
+    SUBMITTED with a cursor short of its end; the next owner found it gone at the provider
+    and resubmitted the rest (two jobs). Fenced like a claim, the write is refused."""
+    n = 12
+    h = make(batch_max_requests=n, **FILE_JOB)
+    h.sidecar.tracker.chunk_requests = 5
+    ids = publish(h, "zd", n)
+    h.consumer.assign(0)
+    h.run_until(lambda: len(h.results()) >= 5)
+    [job] = h.ledger.live(0).values()
+    flush = h.producer.flush_and_check
+    owners: list[TestHarness] = []
+
+    def frozen_before_the_ack(sent: Any, timeout_s: float = 60.0) -> None:
+        answering = any(s.topic == h.settings.result_topic for s in h.producer.pending)
+        if not owners and answering:
+            held = list(h.producer.pending)
+            new = h.restart(0)  # the group moved on: a new owner, a new generation
+            h.producer.pending = held  # a frozen process's producer still holds them
+            owners.append(new)
+            new.run_until(lambda: answered(new, ids) and not new.ledger.live(0))
+        flush(sent, timeout_s)
+
+    h.producer.flush_and_check = frozen_before_the_ack  # type: ignore[method-assign]
+    h.step()  # the zombie's second chunk: its results land, its cursor write is refused
+    assert owners, "the zombie never sent its second chunk"
+    assert job.job_id not in h.ledger.live(0), "the zombie wrote the delivered job back"
+    assert h.sidecar.stats.fenced == 1
+    [new] = owners
+    new.consumer.revoke(0)  # a later rebalance: the owner reloads the ledger
+    new.consumer.assign(0)
+    new.step(10, advance_s=1.0)
+    assert_no_job_created_twice(new)
+    by_id = new.results_by_id()
+    for rid in ids:
+        jobs = {r.batch_job for r in by_id[rid]}
+        assert jobs == {job.provider_job}, (rid, jobs)
+        assert all(r.status is ResultStatus.OK for r in by_id[rid])
+    assert sum(len(by_id[rid]) == 2 for rid in ids) == 5  # the zombie's chunk, once more
 
 
 def test_revoked_and_assigned_again_in_one_rebalance_the_delivery_goes_on() -> None:

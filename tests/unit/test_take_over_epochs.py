@@ -155,3 +155,51 @@ def test_the_ledger_replay_reads_epochs_and_markers_and_skips_markers_as_jobs() 
     assert live["p0-0-old"].epoch == 0
     assert live["p0-1-new"].epoch == 9
     assert marked == {"requests": 9, "other": 99}
+
+
+def test_a_take_over_trims_an_intent_of_the_offsets_a_created_job_holds() -> None:
+    """Sim seed 79038: a dropped replica's plain INTENT re-read records a live job holds.
+    The lookup would give them up (`Tracked.held`), but the job may end and the partition
+    move before it; the next owner, loading the INTENT alone, created it whole (two jobs).
+    The take-over's re-stamp trims it, so the ledger itself no longer holds the overlap; the
+    display name stays (a lookup still finds a job created under it), the input file goes
+    (it holds the trimmed requests too)."""
+    created = entry("p2-0-owner", (0,), epoch=7, state=EntryState.SUBMITTED)
+    zombie = replace(entry("p2-0-zombie", (0, 1), epoch=7), input_file="files/z")
+    plan = plan_epoch([created, zombie], committed=1, marked=7, now_ms=NOW_MS)
+    assert plan.retract == ()
+    [again] = plan.restamp
+    assert again.offsets == (1,)
+    assert (again.job_id, again.display_name) == (zombie.job_id, zombie.display_name)
+    assert again.input_file is None
+    assert again.est_tokens == zombie.est_tokens // 2
+    assert again.epoch == plan.epoch
+
+
+def test_an_intent_whose_every_offset_a_created_job_holds_is_retracted() -> None:
+    done = entry("p0-0-done", (0, 1), epoch=7, state=EntryState.DONE)
+    zombie = entry("p0-0-zombie", (1,), epoch=7)
+    plan = plan_epoch([done, zombie], committed=0, marked=7, now_ms=NOW_MS)
+    assert plan.retract == (zombie,)
+    assert plan.restamp == ()
+
+
+@given(entries, st.integers(0, 25), st.integers(0, 60), st.integers(0, 10**4))
+def test_after_a_take_over_no_intent_shares_an_offset_with_a_created_job(
+    live: list[LedgerEntry], committed: int, marked: int, now_ms: int
+) -> None:
+    """Nothing is lost by the trim: each offset an INTENT gave up is held by a created
+    entry, and each INTENT's remaining offsets are its own."""
+    plan = plan_epoch(live, committed, marked, now_ms)
+    created = {o for e in live if e.state is not EntryState.INTENT for o in e.offsets}
+    late = {
+        e.job_id for e in landed_late(live, committed, max(marked, *[0, *(e.epoch for e in live)]))
+    }
+    for e in live:
+        if e.state is not EntryState.INTENT or e.job_id in late:
+            continue
+        [again] = [r for r in plan.restamp if r.job_id == e.job_id] or [None]
+        kept = set(again.offsets) if again is not None else set()
+        assert kept <= set(e.offsets)
+        assert not kept & created
+        assert set(e.offsets) - kept <= created
