@@ -68,13 +68,17 @@ class Context:
             if (st := self.owned.get(p)) is not None and st.committed >= 0
         }
 
-    def prove_ownership(self, partitions: Iterable[int], sends: Sequence[SendHandle] = ()) -> None:
+    def prove_ownership(
+        self, partitions: Iterable[int], sends: Sequence[SendHandle] = (), results: bool = False
+    ) -> None:
         """Commit `sends` in one transaction with the partitions' committed offsets: the group
         coordinator accepts it only from the current generation (KIP-447), else `Fenced`.
 
         What every create and every delete at the provider is preceded by. A partition whose
         committed offset is not known cannot be proven owned: `Fenced` too, never a
         transaction without offsets (which the coordinator would not check at all).
+        `results`: `sends` hold results, committed with the sink's fallback for a record
+        refused as too large (`Sink.commit_transaction`).
         """
         assert self.txn is not None
         assert self.consumer is not None
@@ -82,7 +86,10 @@ class Context:
         offsets = self.fence_offsets(wanted)
         if missing := wanted - set(offsets):
             raise Fenced(f"ownership of partitions {sorted(missing)} unproven: no committed offset")
-        self.txn.commit_transaction(sends, offsets, self.consumer)
+        if results:
+            self.sink.commit_transaction(self.txn, sends, offsets, self.consumer)
+        else:
+            self.txn.commit_transaction(sends, offsets, self.consumer)
 
     def commit(self, sends: Sequence[SendHandle], partitions: Iterable[int]) -> None:
         """Make `sends` durable: acked (at-least-once), or one transaction fenced by the

@@ -139,13 +139,17 @@ class Sink:
             hint="add it to a CONNECTOR_PRICE_TABLE file (see connector/data/prices.json)",
         )
 
-    def results(self, outgoing: Sequence[Outgoing]) -> SendHandle:
+    def results(
+        self, outgoing: Sequence[Outgoing], producer: ProducerPort | None = None
+    ) -> SendHandle:
         """A chunk of results, sent as `result` sends each, with the per-chunk work done
         once: stats and metrics counted for the chunk, one handle for its acks, the size
         guard a comparison unless a value comes near the limit, and each record's
         partition computed here (murmur2, the client's placement) so the client's own
-        partitioner does not run per record."""
-        prices, encode, send = self._prices, self._encode, self._producer.send
+        partitioner does not run per record. `producer`: another than the sink's (the
+        transactional one, so the chunk commits with its delivery cursor)."""
+        via = producer or self._producer
+        prices, encode, send = self._prices, self._encode, via.send
         topic, source = self._s.result_topic, self._s.request_topic
         limit = self.limits.result_bytes
         near = limit - HEADROOM
@@ -184,7 +188,7 @@ class Sink:
         self._stats.results_error += len(sent) - ok
 
         def fallback(i: int) -> SendHandle:
-            return self._resend_small(*sent[i])
+            return self._resend_small(*sent[i], producer=via)
 
         return _Chunk(handles, fallback)
 
@@ -246,14 +250,16 @@ class Sink:
             result, status=ResultStatus.ERROR, response_json=None, usage=None, error=error
         )
 
-    def _resend_small(self, key: bytes | None, result: ResultEvent) -> SendHandle:
+    def _resend_small(
+        self, key: bytes | None, result: ResultEvent, producer: ProducerPort | None = None
+    ) -> SendHandle:
         """The broker refused `result` as too large (its limit is below what we read)."""
         small = self._too_large(result, len(self._encode(result)))
         value = self._encode(small)
         headers = result_headers(small, self._s.request_topic)
         n = self.limits.result_partitions
         partition = partition_for(key, n) if key is not None and n else None
-        return self._producer.send(
+        return (producer or self._producer).send(
             self._s.result_topic, value, key=key, headers=headers, partition=partition
         )
 

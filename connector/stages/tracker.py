@@ -21,7 +21,7 @@ import structlog
 from connector.core import lifecycle, policy
 from connector.core.offsets import Offsets
 from connector.core.partitions import Tracked
-from connector.core.ports import SendHandle
+from connector.core.ports import ProducerPort, SendHandle
 from connector.core.records import (
     EntryState,
     ErrorInfo,
@@ -431,11 +431,11 @@ class Tracker:
             self._fetch_failed(t, failed)
             return
         eos = ctx.settings.exactly_once
+        proven = not eos and ctx.txn is not None and ctx.consumer is not None
         p = entry.key.partition
         began = ctx.clock()
         try:
             outgoing = d.next_chunk(ctx.reader.read, ctx.wall_ms())
-            sent = self.send(entry, outgoing) if outgoing else []
         except RegistryUnavailable as exc:  # re-reading Confluent-framed requests
             log.warning(
                 "re-reading requests failed; will retry", job_id=entry.job_id, error=str(exc)
@@ -446,21 +446,19 @@ class Tracker:
             moved = d.cursor_in_hand()
             if moved == entry.delivered:
                 moved = None
-            if not eos and sent:  # results acked before the cursor past them is even sent
-                ctx.commit(sent, [p])
-                sent = []
-            if moved is not None and not eos and ctx.txn is not None and ctx.consumer is not None:
-                # Fenced like a claim: a plain cursor write from a replica the group dropped
-                # while it delivered would land after the new owner delivered and tombstoned
-                # the job, and bring it back SUBMITTED with a cursor short of its end; the
-                # next owner would resubmit the rest (sim seeds 38513, 44249: two jobs).
+            if moved is not None:
                 entry = replace(entry, delivered=moved)
-                ctx.prove_ownership([p], [ctx.ledger.write(entry, ctx.txn)])
-            elif moved is not None:
-                entry = replace(entry, delivered=moved)
-                sent.append(ctx.ledger.write(entry))
-            if sent:  # exactly-once: results and cursor in one transaction
-                ctx.commit(sent, [p])
+            if proven:
+                self._deliver_proven(entry, outgoing, moved is not None)
+            else:
+                sent = self.send(entry, outgoing) if outgoing else []
+                if not eos and sent:  # results acked before the cursor past them is sent
+                    ctx.commit(sent, [p])
+                    sent = []
+                if moved is not None:
+                    sent.append(ctx.ledger.write(entry))
+                if sent:  # exactly-once: results and cursor in one transaction
+                    ctx.commit(sent, [p])
             d.acked()
             t.entry = d.entry = entry
             if outgoing:
@@ -478,6 +476,31 @@ class Tracker:
         )
         p = entry.key.partition
         self.cleanup(entry.provider_job, entry.input_file, d.output_file, partition=p)
+
+    def _deliver_proven(self, entry: LedgerEntry, outgoing: list[Outgoing], moved: bool) -> None:
+        """At-least-once: a chunk's results and the cursor past them (`entry`) in one
+        transaction fenced with the partition's committed offset, as exactly-once does.
+
+        Fenced: a replica the group dropped while it delivered writes no cursor; a plain one
+        landed after the new owner delivered and tombstoned the job, and brought it back
+        short of its end for the next owner to resubmit the rest (sim seeds 38513, 44249:
+        two jobs). One transaction: a crash between the results and their cursor leaves
+        neither for a read_committed reader; results acked then a lost cursor met a results
+        file gone or a deleted job, and the next owner resubmitted that chunk, answered
+        already (sim seed 10421: two jobs). A reader of uncommitted records still sees an
+        aborted chunk (duplicate window 1). Any failure aborts what the chunk sent.
+        """
+        ctx = self.ctx
+        assert ctx.txn is not None
+        try:
+            sent = self.send(entry, outgoing, ctx.txn) if outgoing else []
+            if moved:
+                sent.append(ctx.ledger.write(entry, ctx.txn))
+            if sent:
+                ctx.prove_ownership([entry.key.partition], sent, results=True)
+        except BaseException:
+            ctx.txn.abort_transaction()
+            raise
 
     def _room_for_results(self, t: Tracked, remote: RemoteJob | None) -> bool:
         """Whether a results file (if the job has one) fits in the spool now; if not, the
@@ -555,11 +578,17 @@ class Tracker:
             self.ctx.commit(sent, [entry.key.partition])
             self.end(entry)
 
-    def send(self, entry: LedgerEntry, outgoing: Iterable[Outgoing]) -> list[SendHandle]:
-        """Hand results to the producer (not yet acked: the caller commits them)."""
+    def send(
+        self,
+        entry: LedgerEntry,
+        outgoing: Iterable[Outgoing],
+        producer: ProducerPort | None = None,
+    ) -> list[SendHandle]:
+        """Hand results to the producer (not yet acked: the caller commits them);
+        `producer`: the transactional one instead of the sink's."""
         chunk = list(outgoing)
         errors = sum(o.result.error is not None for o in chunk)
-        sent = [self.ctx.sink.results(chunk)]  # one handle: acks checked per chunk
+        sent = [self.ctx.sink.results(chunk, producer)]  # one handle: acks checked per chunk
         log.info(
             "results produced",
             job_id=entry.job_id,

@@ -93,11 +93,12 @@ def test_the_long_runs_seeds_keep_every_promise() -> None:
     owner finished `j/c1`). 38513 and 44249 answered a request by two jobs (a zombie's plain
     delivery cursor brought a delivered job back, short of its end); 79038 too (a zombie's
     INTENT overlapping a created job was re-stamped whole, and created whole by the next
-    owner once that job had ended)."""
+    owner once that job had ended); 10421 too (a chunk's results acked, its cursor lost in
+    a crash, then the results file gone: the next owner resubmitted that chunk)."""
     quiet_logs()
     for seed in (
         *(2852, 3954, 50900, 51383, 10922, 9000, 9364, 10773, 52011, 66787),
-        *(38513, 44249, 79038),
+        *(38513, 44249, 79038, 10421),
     ):
         assert simulate(seed).violations == [], seed
 

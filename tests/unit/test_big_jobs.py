@@ -120,13 +120,13 @@ def _refuse_cursor_writes(h: TestHarness) -> None:
         h.txn.fail_when = refuse
 
 
-@pytest.mark.parametrize(("guarantee", "repeated"), [("at_least_once", 5), ("exactly_once", 0)])
-def test_a_crash_before_the_cursor_is_written_repeats_one_chunk_at_most(
-    guarantee: str, repeated: int
-) -> None:
-    """At-least-once: results acked, then the cursor write fails and the replica dies: the
-    next owner repeats that one chunk (duplicate window 1 is one chunk, not the job).
-    Exactly-once: results and cursor are one transaction, aborted together: nothing twice."""
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_a_crash_before_the_cursor_is_written_repeats_one_chunk_at_most(guarantee: str) -> None:
+    """The cursor write fails and the replica dies. Both modes: a chunk's results and its
+    cursor are one transaction (at-least-once since sim seed 10421), aborted together, so a
+    reader of committed records sees nothing twice; a reader of uncommitted records would
+    see that one chunk again (duplicate window 1 is one chunk, not the job)."""
+    repeated = 0
     n = 12
     h = make(batch_max_requests=n, processing_guarantee=guarantee, **FILE_JOB)
     h.sidecar.tracker.chunk_requests = 5
@@ -149,12 +149,12 @@ def test_a_crash_before_the_cursor_is_written_repeats_one_chunk_at_most(
 
 def test_a_zombie_frozen_mid_delivery_never_writes_its_cursor_back() -> None:
     """At-least-once (simulator seeds 38513, 44249): a replica delivers a job's first chunk
-    and its cursor, then freezes with the second chunk's results unacked, past the session
-    timeout. The new owner delivers the rest from the cursor and tombstones the job. The
-    zombie resumes: its results land (the same job's answers again, at-least-once's window),
-    but its cursor write, plain, landed after the tombstone and brought the job back
+    and its cursor, then freezes with the second chunk unsent, past the session timeout.
+    The new owner delivers the rest from the cursor and tombstones the job. The zombie
+    resumes: its cursor write, plain, landed after the tombstone and brought the job back
     SUBMITTED with a cursor short of its end; the next owner found it gone at the provider
-    and resubmitted the rest (two jobs). Fenced like a claim, the write is refused."""
+    and resubmitted the rest (two jobs). Fenced like a claim, in one transaction with the
+    chunk's results, both are refused."""
     n = 12
     h = make(batch_max_requests=n, **FILE_JOB)
     h.sidecar.tracker.chunk_requests = 5
@@ -162,21 +162,23 @@ def test_a_zombie_frozen_mid_delivery_never_writes_its_cursor_back() -> None:
     h.consumer.assign(0)
     h.run_until(lambda: len(h.results()) >= 5)
     [job] = h.ledger.live(0).values()
-    flush = h.producer.flush_and_check
+    assert h.txn is not None
+    txn = h.txn
+    commit = txn.commit_transaction
     owners: list[TestHarness] = []
 
-    def frozen_before_the_ack(sent: Any, timeout_s: float = 60.0) -> None:
-        answering = any(s.topic == h.settings.result_topic for s in h.producer.pending)
+    def frozen_before_the_commit(sent: Any, offsets: Any, consumer: Any) -> None:
+        answering = any(s.topic == h.settings.result_topic for s in txn.pending)
         if not owners and answering:
-            held = list(h.producer.pending)
+            held = list(txn.pending)
             new = h.restart(0)  # the group moved on: a new owner, a new generation
-            h.producer.pending = held  # a frozen process's producer still holds them
+            txn.pending = held  # a frozen process's producer still holds them
             owners.append(new)
             new.run_until(lambda: answered(new, ids) and not new.ledger.live(0))
-        flush(sent, timeout_s)
+        commit(sent, offsets, consumer)
 
-    h.producer.flush_and_check = frozen_before_the_ack  # type: ignore[method-assign]
-    h.step()  # the zombie's second chunk: its results land, its cursor write is refused
+    txn.commit_transaction = frozen_before_the_commit  # type: ignore[method-assign]
+    h.step()  # the zombie's second chunk: its results and cursor are refused together
     assert owners, "the zombie never sent its second chunk"
     assert job.job_id not in h.ledger.live(0), "the zombie wrote the delivered job back"
     assert h.sidecar.stats.fenced == 1
@@ -190,7 +192,8 @@ def test_a_zombie_frozen_mid_delivery_never_writes_its_cursor_back() -> None:
         jobs = {r.batch_job for r in by_id[rid]}
         assert jobs == {job.provider_job}, (rid, jobs)
         assert all(r.status is ResultStatus.OK for r in by_id[rid])
-    assert sum(len(by_id[rid]) == 2 for rid in ids) == 5  # the zombie's chunk, once more
+    # Its chunk's results were in the refused transaction with its cursor: not committed.
+    assert all(len(by_id[rid]) == 1 for rid in ids)
 
 
 def test_revoked_and_assigned_again_in_one_rebalance_the_delivery_goes_on() -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from connector.core import policy
 from connector.core.records import EntryState, LedgerEntry, ResultStatus
+from connector.errors import ProduceFailed
 from connector.testing import TestHarness
 from tests.unit.loop_support import answered, emu, fast, make, publish
 
@@ -111,6 +112,39 @@ def test_a_results_file_gone_after_a_crash_mid_delivery_resubmits_only_the_rest(
     assert all(n == 1 for n in created.values())
     held = jobs_holding(nxt, set(ids[2 * CHUNK :]))
     assert sum(held.values()) == N - 2 * CHUNK  # only the undelivered went to successors
+
+
+@pytest.mark.parametrize("guarantee", GUARANTEES)
+def test_a_crash_before_a_chunks_cursor_then_a_results_file_gone_answers_nothing_twice(
+    guarantee: str,
+) -> None:
+    """Sim seed 10421: the owner sends its third chunk's results and dies before the cursor
+    past them is written; the results file is then gone. The next owner resubmits what the
+    cursor says is unanswered. At-least-once, the chunk's results were acked before their
+    cursor, so that chunk was answered by two jobs; now results and cursor commit in one
+    transaction (as exactly-once does), and a reader of committed records sees each
+    request answered by one job."""
+    h, ids, live = crashed_mid_delivery(guarantee)
+    assert h.txn is not None
+
+    def refuse_cursor(topic: str, value: bytes | None) -> BaseException | None:
+        cursor = topic == h.settings.ledger and value is not None
+        if cursor and h.codec.decode_ledger(value or b"").delivered is not None:
+            return ProduceFailed("scripted: the replica dies before the cursor commits")
+        return None
+
+    h.txn.fail_when = refuse_cursor
+    h.producer.fail_when = refuse_cursor
+    with pytest.raises(ProduceFailed):
+        h.run_until(lambda: False, max_passes=10)
+    assert live.provider_job is not None
+    out = h.gemini.get(live.provider_job).responses_file
+    assert out is not None
+    h.gemini.delete_file(out)  # the results file is gone (48 h TTL)
+    nxt = h.restart(0)
+    settle(nxt, ids)
+    assert twice(nxt) == {}, "a chunk answered by the job and again by its successor"
+    assert all(n == 1 for n in emu(nxt).created_by_display_name().values())
 
 
 @pytest.mark.parametrize("guarantee", GUARANTEES)

@@ -121,6 +121,8 @@ def test_result_refused_as_too_large_by_the_broker_is_answered_per_record() -> N
         return RecordTooLarge("MessageSizeTooLargeError (scripted)") if too_big else None
 
     h.producer.fail_when = refuse
+    if h.txn is not None:  # at-least-once, results commit with their cursor too
+        h.txn.fail_when = refuse
     h.publish("big", prompt="draw EMULATOR_BIG_50000")
     h.publish("small")
     h.run_until(lambda: len(h.results()) == 2, max_passes=60)
