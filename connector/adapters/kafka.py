@@ -28,6 +28,7 @@ from kafka.errors import (
     CommitFailedError,
     FencedInstanceIdError,
     IllegalGenerationError,
+    InvalidProducerEpochError,
     KafkaConfigurationError,
     KafkaError,
     KafkaTimeoutError,
@@ -675,7 +676,6 @@ class TransactionalProducer(Producer):
             _bounded(self._producer.commit_transaction, self._timeout_s, "commit_transaction")
             self._open = False
             self._sends = 0
-            self._fenced_at = None
         except _Stuck as exc:
             self._open = False
             raise TransactionInDoubt(f"transaction outcome unknown: {exc}") from exc
@@ -691,6 +691,11 @@ class TransactionalProducer(Producer):
         except ProducerFencedError as exc:
             raise self._producer_fenced(exc) from exc
         except ProduceFailed as exc:
+            if _fenced_in(sent, exc):
+                # Its sends failed with the producer's fencing (a replacement took the id,
+                # or its transaction timed out): the producer is in an error state for good,
+                # so it is renewed, as when the commit itself says fenced.
+                raise self._producer_fenced(exc) from exc
             self._abort()
             too_large = _too_large_in(sent)
             if too_large is not None:
@@ -707,8 +712,10 @@ class TransactionalProducer(Producer):
     def _producer_fenced(self, exc: BaseException) -> Exception:
         """The broker bumped this transactional.id's epoch: the transaction ran past
         transaction.timeout.ms (a big unit of work), or another producer took the id. This
-        producer can never commit again: a new one takes over the id, and the loop drops
-        its partitions as for any fencing. Fenced twice in a row soon: the id is shared."""
+        producer can never commit again: a new one takes over the id at its next use, and
+        the loop drops its partitions as for any fencing. Fenced twice within
+        `PRODUCER_FENCED_LIMIT_S`, whatever committed in between: the id is shared (two
+        producers taking it from each other in turn each commit between their fencings)."""
         self._open = False
         self._sends = 0
         now = time.monotonic()
@@ -724,8 +731,9 @@ class TransactionalProducer(Producer):
 
     def _renew(self) -> None:
         """Replace the kafka-python producer by a fresh one with the same transactional.id
-        (its init fences the old one and aborts whatever it left open). If the broker does
-        not answer, the next use tries again (`_fresh`)."""
+        (its init fences the old one and aborts whatever it left open) at its next use
+        (`_fresh`): not now, so that a replacement which took the id is not fenced back
+        before it was even used (then two producers sharing an id show up as such)."""
         self._open = False
         self._sends = 0
         self._stale = True
@@ -733,7 +741,6 @@ class TransactionalProducer(Producer):
             self._producer.close(timeout=0)
         except Exception as exc:  # the old producer is unusable anyway
             log.warning("closing the replaced producer failed", error=repr(exc))
-        self._fresh()
 
     def _fresh(self) -> None:
         """A pending replacement of the producer, now (`BrokerUnavailable` if it fails)."""
@@ -787,6 +794,24 @@ class TransactionalProducer(Producer):
                 raise TransactionInDoubt("the producer's epoch bump did not complete")
             time.sleep(0.01)
         return True
+
+
+_PRODUCER_FENCED = (ProducerFencedError, InvalidProducerEpochError)
+
+
+def _fenced_in(sent: Sequence[SendHandle], exc: BaseException) -> bool:
+    """Whether a send of `sent` (or the flush, `exc`'s cause) failed because this
+    transactional producer was fenced."""
+    for s in sent:
+        future = getattr(s, "future", None)
+        if future is not None and isinstance(getattr(future, "exception", None), _PRODUCER_FENCED):
+            return True
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, _PRODUCER_FENCED):
+            return True
+        cause = cause.__cause__
+    return False
 
 
 def _too_large_in(sent: Sequence[SendHandle]) -> BaseException | None:

@@ -53,6 +53,7 @@ from connector.adapters.kafka import (
     OFFSETS_TIMEOUT_S,
     PROBE_INTERVAL_S,
     PROBE_TIMEOUT_S,
+    PRODUCER_FENCED_LIMIT_S,
     TRANSACTION_TIMEOUT_MS,
 )
 from connector.adapters.kafka import Admin as _KafkaPythonAdmin
@@ -381,18 +382,24 @@ class Sent:
     done: bool = False
     failed: BaseException | None = None
     offset: int = -1
+    _err: Any = None
 
     def __call__(self, err: Any, msg: Any) -> None:
+        # No call into the error here: librdkafka serves a fatal error's reports with the
+        # exception flush() is about to raise already set, and any C call would then fail
+        # (SystemError); it is read when asked for (`error`), after flush returned or raised.
         self.done = True
         if err is not None:
-            self.failed = _produce_error(err)
+            self._err = err
         else:
             self.offset = msg.offset()
 
     def ok(self) -> bool:
-        return self.done and self.failed is None
+        return self.done and self.error() is None
 
     def error(self) -> BaseException | None:
+        if self.failed is None and self._err is not None:
+            self.failed = _produce_error(self._err)
         return self.failed
 
 
@@ -442,12 +449,24 @@ class Producer:
     def flush_and_check(self, sent: Sequence[SendHandle], timeout_s: float = 60.0) -> None:
         if not sent:
             return
-        left = self._producer.flush(timeout_s)
+        try:
+            left = self._producer.flush(timeout_s)
+        except KafkaException as exc:  # a fatal error (e.g. a fenced transactional producer)
+            raise self._flush_failed(exc) from exc
+        except SystemError as exc:
+            # confluent-kafka 2.16: a fatal error raised while flush serves the delivery
+            # reports surfaces as a SystemError of the report callback, caused by it.
+            if not isinstance(exc.__cause__, KafkaException):
+                raise
+            raise self._flush_failed(exc.__cause__) from exc
         if left:
             raise ProduceFailed(f"flush timed out with {left} records unacked")
         for s in sent:
             if not s.ok():
                 raise ProduceFailed(f"produce failed: {s.error()!r}")
+
+    def _flush_failed(self, exc: KafkaException) -> BaseException:
+        return ProduceFailed(f"produce failed: {exc!r}")
 
     def await_partitions(self, topic: str, n: int, timeout_s: float = 30.0) -> None:
         """Wait until the producer's metadata shows `n` partitions of `topic`."""
@@ -480,22 +499,64 @@ class TransactionalProducer(Producer):
         self._transactional_id = transactional_id
         self._timeout_s = timeout_s
         self._open = False
+        self._stale = False
+        """Fenced (a fatal error in librdkafka): replaced by a fresh producer at next use."""
+        self._fenced_at: float | None = None
         self.max_request_size = producer_max_request_size(extra)
         cfg = producer_config(bootstrap, extra)
         cfg.setdefault("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS)
         cfg["transactional.id"] = transactional_id
-        self._producer = self._make(cfg)
+        self._cfg = cfg
+        self._producer = self._initialised()
+
+    def _initialised(self) -> Any:
+        producer = self._make(self._cfg)
         try:
             # Fences an earlier producer with the same id and aborts its open transaction.
-            self._producer.init_transactions(timeout_s)
+            producer.init_transactions(self._timeout_s)
         except KafkaException as exc:
             raise BrokerUnavailable(f"init_transactions failed: {exc!r}") from exc
+        return producer
+
+    def _fresh(self) -> None:
+        """A fenced producer is dead for good in librdkafka (a fatal error): the next use
+        makes a new one with the same transactional.id (its init fences the old epoch), as
+        the kafka-python adapter renews its producer. `BrokerUnavailable` if that fails."""
+        if self._stale:
+            self._producer = self._initialised()
+            self._stale = False
+
+    def _fenced(self, exc: KafkaException) -> BaseException | None:
+        """This producer was fenced: it ran a transaction past transaction.timeout.ms, or
+        another producer took the id. Renewed at next use; fenced twice within
+        `PRODUCER_FENCED_LIMIT_S`: the id is shared, a `ConfigError`. None if `exc` is not
+        a fencing of this producer."""
+        err = _error(exc)
+        code = err.code() if err is not None else None
+        if code not in (RdError._FENCED, RdError.PRODUCER_FENCED, RdError.INVALID_PRODUCER_EPOCH):
+            return None
+        self._open = False
+        self._stale = True
+        now = time.monotonic()
+        shared = self._fenced_at is not None and now - self._fenced_at < PRODUCER_FENCED_LIMIT_S
+        self._fenced_at = now
+        if shared:
+            return ConfigError(
+                f"transactional.id {self._transactional_id!r} is used by another producer; "
+                "every replica needs its own (CONNECTOR_TRANSACTIONAL_ID)"
+            )
+        return Fenced(f"producer fenced (transaction timed out, or the id was taken): {exc!r}")
+
+    def _flush_failed(self, exc: KafkaException) -> BaseException:
+        fenced = self._fenced(exc)
+        return fenced if fenced is not None else ProduceFailed(f"flush failed: {exc!r}")
 
     @property
     def transactional_id(self) -> str:
         return self._transactional_id
 
     def _begin(self) -> None:
+        self._fresh()
         if not self._open:
             self._producer.begin_transaction()
             self._open = True
@@ -519,6 +580,7 @@ class TransactionalProducer(Producer):
     ) -> None:
         if not self._open and not offsets:
             return
+        self._fresh()
         try:
             self._begin()
             self.flush_and_check(sent, self._timeout_s)
@@ -532,6 +594,8 @@ class TransactionalProducer(Producer):
             if isinstance(exc, Fenced):
                 raise
             raise ProduceFailed(f"transaction failed and was aborted: {exc!r}") from exc
+        except ConfigError:
+            raise
         except KafkaException as exc:
             mapped = self._mapped(exc)
             if not isinstance(mapped, ConfigError):
@@ -539,13 +603,11 @@ class TransactionalProducer(Producer):
             raise mapped from exc
 
     def _mapped(self, exc: KafkaException) -> BaseException:
+        fenced = self._fenced(exc)
+        if fenced is not None:
+            return fenced
         err = _error(exc)
         code = err.code() if err is not None else None
-        if code in (RdError._FENCED, RdError.PRODUCER_FENCED, RdError.INVALID_PRODUCER_EPOCH):
-            return ConfigError(
-                f"transactional.id {self._transactional_id!r} is used by another producer; "
-                "every replica needs its own (CONNECTOR_TRANSACTIONAL_ID)"
-            )
         if code in (
             RdError.ILLEGAL_GENERATION,
             RdError.UNKNOWN_MEMBER_ID,
@@ -561,8 +623,13 @@ class TransactionalProducer(Producer):
     def abort_transaction(self) -> None:
         self._abort()
 
+    def close(self, timeout_s: float = 10.0) -> None:
+        if not self._stale:  # a fenced producer has nothing left to deliver
+            super().close(timeout_s)
+
     def _abort(self) -> None:
-        if not self._open:
+        if not self._open or self._stale:  # a fenced producer has nothing left to abort
+            self._open = False
             return
         self._open = False
         try:

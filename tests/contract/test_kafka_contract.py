@@ -11,22 +11,18 @@ import abc
 import contextlib
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from waiting import wait_until
 
-from connector.adapters.kafka import (
-    Producer,
-    RequestConsumer,
-    TransactionalProducer,
-    read_partition,
-)
+from connector.adapters import clients
+from connector.adapters.clients import CONFLUENT_KAFKA, KAFKA_PYTHON
 from connector.adapters.ledger import Ledger
 from connector.core.codec import Codec
 from connector.core.ports import ConsumerPort
 from connector.core.records import BatchKey, EntryState, Kind, LedgerEntry, Record
-from connector.errors import CommitFailed, Fenced, ProduceFailed
+from connector.errors import CommitFailed, Fenced
 from connector.testing import MemoryKafka, MemoryLedger
 from connector.testing_group import ClusterProducer, GroupConsumer, MemoryCluster
 
@@ -171,8 +167,9 @@ class KafkaContract(abc.ABC):
         tid = f"tx-{uuid.uuid4().hex[:8]}"
         old = backend.txn_producer(tid)
         new = backend.txn_producer(tid)
-        # Its sends fail their acks (ProducerFencedError): the transaction is refused.
-        with pytest.raises(ProduceFailed):
+        # Its sends fail (ProducerFencedError; librdkafka: a fatal error): the transaction
+        # is refused as fenced, and the adapter renews the producer for its next one.
+        with pytest.raises(Fenced):
             old.commit_transaction([old.send(out, b"old", b"k", partition=0)], {}, None)
         new.commit_transaction([new.send(out, b"new", b"k", partition=0)], {}, None)
         assert [r.value for r in backend.read_committed(out)] == [b"new"]
@@ -293,33 +290,45 @@ class TestDoubles(KafkaContract):
 
 
 class _Real(Backend):
-    def __init__(self, bootstrap: str, topic_factory: Callable[..., str]) -> None:
+    """The real adapters of one Kafka client (`adapters.clients.backend`): kafka-python's,
+    or librdkafka's through confluent-kafka, on the real broker."""
+
+    def __init__(
+        self, bootstrap: str, topic_factory: Callable[..., str], client: str = KAFKA_PYTHON
+    ) -> None:
         self.bootstrap, self.topic_factory = bootstrap, topic_factory
+        self.client = clients.backend(client)
         self.closers: list[Callable[[], None]] = []
 
     def topic(self, partitions: int = 1, compact: bool = False) -> str:
         return self.topic_factory(partitions=partitions, compact=compact)
 
     def consumer(self, topic: str, group: str) -> ConsumerPort:
-        c = RequestConsumer(topic, group, self.bootstrap, CONSUMER_EXTRA, max_records=100)
+        extra = CONSUMER_EXTRA
+        if self.client.name == CONFLUENT_KAFKA:  # librdkafka: max.poll >= session timeout
+            extra = {**extra, "max_poll_interval_ms": extra["session_timeout_ms"]}
+        c = self.client.request_consumer(topic, group, self.bootstrap, extra, max_records=100)
         self.closers.append(c.close)
-        return c
+        return cast(ConsumerPort, c)
 
     def producer(self) -> Any:
-        p = Producer(self.bootstrap, {})
+        p = self.client.producer(self.bootstrap, {})
         self.closers.append(p.close)
         return p
 
     def txn_producer(self, transactional_id: str) -> Any:
-        p = TransactionalProducer(self.bootstrap, {}, transactional_id, timeout_s=20.0)
+        p = self.client.transactional_producer(self.bootstrap, {}, transactional_id, timeout_s=20.0)
         self.closers.append(p.close)
         return p
 
     def read_committed(self, topic: str, partition: int = 0) -> list[Record]:
-        return read_partition(topic, partition, self.bootstrap, {}, committed=True)
+        records: list[Record] = self.client.read_partition(
+            topic, partition, self.bootstrap, {}, committed=True
+        )
+        return records
 
     def ledger(self, topic: str, producer: Any) -> Any:
-        return Ledger(topic, Codec(), producer, self.bootstrap, {})
+        return Ledger(topic, Codec(), producer, self.bootstrap, {}, read=self.client.read_partition)
 
     def close(self) -> None:
         for close in reversed(self.closers):
@@ -334,5 +343,19 @@ class TestRealBroker(KafkaContract):
     @pytest.fixture
     def backend(self, kafka_bootstrap: str, topic_factory: Callable[..., str]) -> Iterator[Backend]:
         real = _Real(kafka_bootstrap, topic_factory)
+        yield real
+        real.close()
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+class TestRealBrokerConfluent(KafkaContract):
+    """The same cases on the librdkafka adapters (`CONNECTOR_KAFKA_CLIENT=confluent-kafka`):
+    both clients' adapters answer the sidecar's ports the way the doubles do."""
+
+    @pytest.fixture
+    def backend(self, kafka_bootstrap: str, topic_factory: Callable[..., str]) -> Iterator[Backend]:
+        pytest.importorskip("confluent_kafka")
+        real = _Real(kafka_bootstrap, topic_factory, CONFLUENT_KAFKA)
         yield real
         real.close()

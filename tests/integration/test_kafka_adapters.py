@@ -8,7 +8,9 @@ rewinds; transactions fenced by the consumer's group; size errors; admin; group-
 
 from __future__ import annotations
 
+import contextlib
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -22,7 +24,7 @@ from connector.adapters.reread import RequestReader
 from connector.core.codec import Codec
 from connector.core.partitioner import partition_for
 from connector.core.records import Kind, Record, RequestEvent
-from connector.errors import Fenced, ProduceFailed, RecordTooLarge
+from connector.errors import ConfigError, Fenced, ProduceFailed, RecordTooLarge
 
 TopicFactory = Callable[..., str]
 
@@ -221,6 +223,53 @@ def test_a_transaction_of_a_consumer_that_left_the_group_is_fenced(
         if new is not None:
             new.close()
         txn.close()
+
+
+def test_a_fenced_transactional_producer_is_renewed_and_a_shared_id_is_a_config_error(
+    kc: Backend, kafka_bootstrap: str, topic_factory: TopicFactory
+) -> None:
+    """A transactional producer fenced once (a unit of work ran past transaction.timeout.ms,
+    or a replacement took the id) comes back: the adapter renews it and its next
+    transaction commits, never a configuration error (issue 16, A10). Two live producers
+    sharing one id fence each other in turn: within a few rounds, a `ConfigError` says so.
+    On librdkafka a fencing is a fatal error and the producer is dead for good; a flush
+    that meets it raised a SystemError out of the delivery callback (confluent-kafka 2.16)."""
+    out = topic_factory()
+    tid = f"txn-shared-{uuid.uuid4().hex[:8]}"
+    old = kc.transactional_producer(kafka_bootstrap, {}, tid, timeout_s=20.0)
+    new = kc.transactional_producer(kafka_bootstrap, {}, tid, timeout_s=20.0)  # fences old
+
+    def attempt(p: Any, value: bytes) -> BaseException | None:
+        try:
+            p.commit_transaction([p.send(out, value, key=b"k", partition=0)], {}, None)
+        except (ProduceFailed, Fenced, ConfigError) as exc:
+            return exc
+        return None
+
+    try:
+        first = attempt(old, b"old-0")
+        assert isinstance(first, Fenced), first
+        outcomes = [attempt(old, f"old-{i}".encode()) for i in range(1, 3)]
+        assert not any(isinstance(o, ConfigError) for o in outcomes), outcomes
+        assert outcomes[-1] is None, f"the fenced producer never came back: {outcomes}"
+        visible = [r.value for r in kc.read_partition(out, 0, kafka_bootstrap, {}, committed=True)]
+        assert visible[-1] == b"old-2"
+        assert b"old-0" not in visible
+
+        shared: BaseException | None = None
+        for i in range(12):  # the two now take the id from each other
+            for p in (new, old):
+                shared = attempt(p, f"pingpong-{i}".encode())
+                if isinstance(shared, ConfigError):
+                    break
+            if isinstance(shared, ConfigError):
+                break
+        assert isinstance(shared, ConfigError), shared
+        assert "CONNECTOR_TRANSACTIONAL_ID" in str(shared)
+    finally:
+        for p in (old, new):
+            with contextlib.suppress(Exception):
+                p.close()
 
 
 def test_admin_creates_checks_and_reads_topic_configs(

@@ -86,13 +86,17 @@ def test_a_fenced_producer_is_fenced_and_replaced_then_a_config_error_if_it_repe
 ) -> None:
     """A10: a transaction past transaction.timeout.ms gets the producer fenced: `Fenced`
     (the loop drops its partitions) and a fresh producer takes the id over. Fenced again
-    at once, with no commit in between: another live producer has the id."""
+    at once, with no commit in between: another live producer has the id. Renewed at its
+    next use, not at once: a replacement that took the id is not fenced back before it was
+    even used."""
     p, made = _producer(monkeypatch)
     made[0].commit_error = ProducerFencedError()
     with pytest.raises(Fenced):
         p.commit_transaction([p.send("t", b"v")], {}, consumer=None)
-    assert len(made) == 2
     assert "close" in made[0].calls
+    assert len(made) == 1
+    p.begin_transaction()
+    assert len(made) == 2
     made[1].commit_error = ProducerFencedError()
     with pytest.raises(ConfigError):
         p.commit_transaction([p.send("t", b"v")], {}, consumer=None)
@@ -111,8 +115,8 @@ def test_begin_aborts_what_a_failed_unit_left_open(monkeypatch: pytest.MonkeyPat
 def test_a_producer_that_cannot_be_renewed_yet_is_renewed_at_its_next_use(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The broker is down as the fenced producer is replaced: a Kafka failure the loop backs
-    off from (not a fatal error), and the next unit renews it."""
+    """The broker is down as the fenced producer is replaced (at its next use): a Kafka
+    failure the loop backs off from (not a fatal error), and the next unit renews it."""
     from kafka.errors import KafkaTimeoutError
 
     from connector.errors import BrokerUnavailable
@@ -130,9 +134,11 @@ def test_a_producer_that_cannot_be_renewed_yet_is_renewed_at_its_next_use(
     monkeypatch.setattr(TransactionalProducer, "_make", make)
     p = TransactionalProducer("localhost:1", {}, "txn-1")
     made[0].commit_error = ProducerFencedError()
+    with pytest.raises(Fenced):
+        p.commit_transaction([p.send("t", b"v")], {}, consumer=None)
     fail[0] = True
     with pytest.raises(BrokerUnavailable):
-        p.commit_transaction([p.send("t", b"v")], {}, consumer=None)
+        p.begin_transaction()
     p.begin_transaction()
     assert len(made) == 2
     p.commit_transaction([p.send("t", b"v")], {}, consumer=None)
