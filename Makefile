@@ -40,6 +40,13 @@ test: $(STAMP)
 	$(BIN)/python deploy/local/tools.py helm
 	$(BIN)/python deploy/local/tools.py promtool
 	$(BIN)/python -m pytest
+	TEST_KAFKA_CLIENT=confluent-kafka $(BIN)/python -m pytest -q $(CONFLUENT_TESTS)
+
+# The sidecar's own integration tests and the short chaos run again on the librdkafka backend
+# (CONNECTOR_KAFKA_CLIENT=confluent-kafka); the adapter, contract and re-read tests run on both
+# clients in the main run already.
+CONFLUENT_TESTS = tests/integration/test_sidecar_flow.py tests/integration/test_sidecar_crashes.py \
+	tests/integration/test_cursor_endings.py tests/chaos
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit -q

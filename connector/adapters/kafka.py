@@ -12,7 +12,7 @@ import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from kafka import (
@@ -49,7 +49,12 @@ from connector.adapters.access import (
 )
 from connector.config import KAFKA_CLIENT_KINDS, KAFKA_PREFIX, parse_bool
 from connector.core.ledger_topic import check_ledger, ledger_replication
-from connector.core.ports import SendHandle
+from connector.core.ports import (
+    ConsumerPort,
+    ProducerPort,
+    SendHandle,
+    TransactionalProducerPort,
+)
 from connector.core.records import Headers, Record
 from connector.errors import (
     BrokerUnavailable,
@@ -1158,3 +1163,11 @@ def connect_with_retry(
             else:
                 time.sleep(delay)
             delay = min(delay * 2, 10.0)
+
+
+if TYPE_CHECKING:  # each class answers its port: mypy checks it here (`clients.Backend` can't)
+
+    def _ports(
+        c: RequestConsumer, p: Producer, t: TransactionalProducer
+    ) -> tuple[ConsumerPort, ProducerPort, TransactionalProducerPort]:
+        return c, p, t

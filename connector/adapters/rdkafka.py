@@ -23,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import Container, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -57,7 +57,12 @@ from connector.adapters.kafka import (
     TRANSACTION_TIMEOUT_MS,
 )
 from connector.adapters.kafka import Admin as _KafkaPythonAdmin
-from connector.core.ports import SendHandle
+from connector.core.ports import (
+    ConsumerPort,
+    ProducerPort,
+    SendHandle,
+    TransactionalProducerPort,
+)
 from connector.core.records import Headers, Record
 from connector.core.spans import SPAN_GAP
 from connector.errors import (
@@ -89,7 +94,10 @@ RD_NAMES: dict[str, tuple[str, str]] = {
     "ssl_check_hostname": ("ssl.endpoint.identification.algorithm", COMMON),
     "socket_timeout_ms": ("socket.timeout.ms", COMMON),
     "connections_max_idle_ms": ("connections.max.idle.ms", COMMON),
-    "metadata_max_age_ms": ("metadata.max.age.ms", COMMON),
+    # kafka-python's forced refresh that discovers new partitions is librdkafka's refresh
+    # interval (metadata.max.age.ms there is only how long cached metadata stays valid): with
+    # the other mapping, partitions added to the request topic went unread for 5 minutes.
+    "metadata_max_age_ms": ("topic.metadata.refresh.interval.ms", COMMON),
     "reconnect_backoff_ms": ("reconnect.backoff.ms", COMMON),
     "reconnect_backoff_max_ms": ("reconnect.backoff.max.ms", COMMON),
     "retry_backoff_ms": ("retry.backoff.ms", COMMON),
@@ -383,6 +391,9 @@ class Sent:
     failed: BaseException | None = None
     offset: int = -1
     _err: Any = None
+    args: tuple[Any, ...] = ()
+    """What was sent (topic, value, key, headers, partition), to send it again after the
+    transaction holding it aborted (`TransactionalProducer.resend`)."""
 
     def __call__(self, err: Any, msg: Any) -> None:
         # No call into the error here: librdkafka serves a fatal error's reports with the
@@ -425,7 +436,7 @@ class Producer:
         headers: Headers | None = None,
         partition: int | None = None,
     ) -> Sent:
-        sent = Sent()
+        sent = Sent(args=(topic, value, key, headers, partition))
         p = self._producer
         while True:
             try:
@@ -499,6 +510,8 @@ class TransactionalProducer(Producer):
         self._transactional_id = transactional_id
         self._timeout_s = timeout_s
         self._open = False
+        self._sends = 0
+        """Sends in the open transaction."""
         self._stale = False
         """Fenced (a fatal error in librdkafka): replaced by a fresh producer at next use."""
         self._fenced_at: float | None = None
@@ -536,6 +549,7 @@ class TransactionalProducer(Producer):
         if code not in (RdError._FENCED, RdError.PRODUCER_FENCED, RdError.INVALID_PRODUCER_EPOCH):
             return None
         self._open = False
+        self._sends = 0
         self._stale = True
         now = time.monotonic()
         shared = self._fenced_at is not None and now - self._fenced_at < PRODUCER_FENCED_LIMIT_S
@@ -555,6 +569,26 @@ class TransactionalProducer(Producer):
     def transactional_id(self) -> str:
         return self._transactional_id
 
+    def begin_transaction(self) -> None:
+        """Start a unit of work. Sends a failed unit left open are aborted first."""
+        self._fresh()
+        if self._open and self._sends:
+            log.error(
+                "aborting sends a failed unit of work left in the open transaction",
+                sends=self._sends,
+            )
+            self._abort()
+        try:
+            self._begin()
+        except KafkaException as exc:
+            raise self._mapped(exc) from exc
+
+    def resend(self, handle: SendHandle) -> Sent:
+        """Send `handle`'s record again (its transaction aborted)."""
+        if not isinstance(handle, Sent) or not handle.args:
+            raise TypeError(f"not a send of this producer: {handle!r}")
+        return self.send(*handle.args)
+
     def _begin(self) -> None:
         self._fresh()
         if not self._open:
@@ -573,6 +607,7 @@ class TransactionalProducer(Producer):
             self._begin()
         except KafkaException as exc:
             raise self._mapped(exc) from exc
+        self._sends += 1
         return super().send(topic, value, key, headers, partition)
 
     def commit_transaction(
@@ -589,6 +624,7 @@ class TransactionalProducer(Producer):
                 self._producer.send_offsets_to_transaction(tps, group, self._timeout_s)
             self._producer.commit_transaction(self._timeout_s)
             self._open = False
+            self._sends = 0
         except (Fenced, ProduceFailed) as exc:
             self._abort()
             if isinstance(exc, Fenced):
@@ -628,6 +664,7 @@ class TransactionalProducer(Producer):
             super().close(timeout_s)
 
     def _abort(self) -> None:
+        self._sends = 0
         if not self._open or self._stale:  # a fenced producer has nothing left to abort
             self._open = False
             return
@@ -977,3 +1014,11 @@ class Admin(_KafkaPythonAdmin):
 
     def close(self) -> None:
         """AdminClient has nothing to close."""
+
+
+if TYPE_CHECKING:  # each class answers its port: mypy checks it here (`clients.Backend` can't)
+
+    def _ports(
+        c: RequestConsumer, p: Producer, t: TransactionalProducer
+    ) -> tuple[ConsumerPort, ProducerPort, TransactionalProducerPort]:
+        return c, p, t

@@ -22,6 +22,10 @@ from connector.core.records import ResultEvent
 from connector.runner import Sidecar
 
 ROOT = Path(__file__).resolve().parents[2]
+KAFKA_CLIENT = os.environ.get("TEST_KAFKA_CLIENT", "").strip() or "kafka-python"
+"""The Kafka client the sidecars under test run on (`CONNECTOR_KAFKA_CLIENT`):
+`TEST_KAFKA_CLIENT=confluent-kafka` runs these tests on the librdkafka backend (`make test`
+does, for the sidecar and chaos tests)."""
 sys.path.insert(0, str(ROOT / "deploy" / "local"))
 from kafka_local import free_port  # noqa: E402
 
@@ -49,6 +53,7 @@ class Topics:
             drain_timeout_s=5,
             http_timeout_s=6,
             log_format="console",
+            kafka_client=KAFKA_CLIENT,
         )
         return replace(s, **overrides)
 
@@ -77,6 +82,7 @@ class Topics:
                 "CONNECTOR_KAFKA_SESSION_TIMEOUT_MS": "6000",
                 "CONNECTOR_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
                 "CONNECTOR_LOG_FORMAT": "json",
+                "CONNECTOR_KAFKA_CLIENT": KAFKA_CLIENT,
                 "PYTHONPATH": str(ROOT),
             }
         )

@@ -225,6 +225,31 @@ def test_a_transaction_of_a_consumer_that_left_the_group_is_fenced(
         txn.close()
 
 
+def test_a_unit_of_work_begins_explicitly_and_an_aborted_send_can_be_sent_again(
+    kc: Backend, kafka_bootstrap: str, topic_factory: TopicFactory
+) -> None:
+    """The transactional port as the loop uses it (`stages.unit`, `Sink.commit_transaction`):
+    `begin_transaction` starts a unit and aborts what a failed one left open; a record whose
+    transaction aborted is sent again with `resend` (the sink's 413 fallback does). The
+    librdkafka adapter lacked both, so exactly-once on it failed at its first pass."""
+    out = topic_factory()
+    txn = kc.transactional_producer(kafka_bootstrap, {}, f"txn-unit-{uuid.uuid4().hex[:8]}")
+    try:
+        txn.begin_transaction()
+        stray = txn.send(out, b"stray", key=b"k", partition=0)  # a unit that failed
+        txn.begin_transaction()  # the next unit aborts it first
+        kept = txn.send(out, b"kept", key=b"k", partition=0)
+        txn.abort_transaction()  # say the broker refused something: all of it again
+        txn.begin_transaction()
+        again = txn.resend(kept)
+        txn.commit_transaction([again], {}, None)
+        visible = kc.read_partition(out, 0, kafka_bootstrap, {}, committed=True)
+        assert [r.value for r in visible] == [b"kept"]
+        assert stray is not None
+    finally:
+        txn.close()
+
+
 def test_a_fenced_transactional_producer_is_renewed_and_a_shared_id_is_a_config_error(
     kc: Backend, kafka_bootstrap: str, topic_factory: TopicFactory
 ) -> None:

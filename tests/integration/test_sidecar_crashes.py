@@ -24,6 +24,7 @@ from sidecar_harness import (
 )
 from waiting import wait_until
 
+from connector.adapters.ledger import MARKER_PREFIX
 from connector.client import RequestPublisher, ResultReader
 from connector.core import policy
 from connector.core.codec import Codec
@@ -243,8 +244,19 @@ def test_second_signal_exits_at_once_and_the_ledger_makes_it_safe(
         bootstrap_servers=kafka_bootstrap,
         auto_offset_reset="earliest",
     )
+
+    def drain_intents() -> bool:
+        # The drain's INTENTs, not the take-over's epoch markers, which the ledger holds from
+        # the start: waiting on those, the second signal could come before the first was
+        # handled (librdkafka's consume holds the main thread up to the poll timeout, and
+        # two pending SIGTERMs are one), and the drain ran to its end.
+        batches = ledger.poll(200).values()
+        return any(
+            not (r.key or b"").startswith(MARKER_PREFIX.encode()) for b in batches for r in b
+        )
+
     try:
-        wait_until(lambda: any(ledger.poll(200).values()), timeout=30, message="drain INTENTs")
+        wait_until(drain_intents, timeout=30, message="drain INTENTs")
     finally:
         ledger.close()
     sent_at = time.monotonic()
