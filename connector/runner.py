@@ -206,6 +206,7 @@ class Sidecar:
             txn=ports.txn,
             consumer=ports.consumer,
             background=ports.background,
+            reads=ports.reads,
             spool=SpoolGate(s.spool_dir, s.spool_reserve_bytes, self.stats),
         )
         self.intake = Intake(

@@ -87,6 +87,7 @@ class Startup:
         self.limits = Limits()
         """Largest result and dead letter the output topics take; read from them here."""
         self._background: ThreadPoolExecutor | None = None
+        self._reads: ThreadPoolExecutor | None = None
         self._clients: list[Callable[[], None]] = []
 
     def connect(self) -> Ports:
@@ -155,6 +156,9 @@ class Startup:
         # A 2 GB results or input file takes minutes: downloads and uploads run here, the
         # loop keeps polling.
         background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="gemini-transfer")
+        # Reading a finished inline job (5,000 responses in one JSON body) takes seconds: the
+        # loop picks the answer up in a later pass instead of waiting on it.
+        reads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="gemini-read")
         schema_by_id, result_schema_id = self.registry()
         decoder = RequestDecoder(self.codec, schema_by_id)
         control: ControlTopic = self._connect(
@@ -162,6 +166,7 @@ class Startup:
             "control topic reader",
         )
         self._background = background
+        self._reads = reads
         self._clients = [control.close, consumer.close, producer.close]
         if txn is not producer:
             self._clients.append(txn.close)
@@ -191,13 +196,15 @@ class Startup:
             txn=txn,
             control=control,
             background=background,
+            reads=reads,
         )
 
     def close(self, reader: RequestReaderPort) -> None:
         """After the loop: stop the transfers, close the re-read consumers (`reader`, as the
         loop wrapped it), then every client."""
-        if self._background is not None:
-            self._background.shutdown(wait=False, cancel_futures=True)
+        for pool in (self._background, self._reads):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
         reader.retain(())  # closes the kept-open re-read consumers
         for close in self._clients:
             close()

@@ -251,3 +251,6 @@ class Ports:
     background: Executor | None = None
     """Threads for long provider transfers (results downloads, input uploads); None: on the
     loop thread."""
+    reads: Executor | None = None
+    """Threads for job reads (`GeminiPort.get`: a finished inline job is one JSON body of
+    all its responses, seconds to fetch and parse); None: on the loop thread."""

@@ -56,6 +56,9 @@ class Context:
     background: Executor | None = None
     """Runs long provider transfers (results downloads, input uploads) off the loop thread;
     None: inline."""
+    reads: Executor | None = None
+    """Reads jobs (`gemini.get`) off the loop thread, apart from `background` so a poll never
+    waits behind a 2 GB transfer; None: inline (the fast tests, the simulator)."""
     spool: SpoolGate = field(default_factory=SpoolGate)
     """Where input and results files are spooled, each after a free-space check."""
 

@@ -12,6 +12,7 @@ cursor was not written (the named duplicate window), and the next owner resumes 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import TypeVar
@@ -56,6 +57,8 @@ class Tracker:
         self._cleanups: list[_Cleanup] = []
         self.deliveries: dict[str, Delivery] = {}
         """Jobs whose results are being produced, chunk by chunk, by job id."""
+        self.reads: dict[str, _Read] = {}
+        """Jobs being read off the loop thread (`ctx.reads`), by job id."""
         self.chunk_requests = ctx.settings.delivery_chunk_requests
         self.chunk_bytes = CHUNK_BYTES
 
@@ -138,7 +141,9 @@ class Tracker:
         assert name is not None
         remote: RemoteJob | None
         try:
-            remote = ctx.gemini.get(name)
+            remote = self._read(t, name)
+            if remote is None:
+                return  # being read off the loop thread: looked at again shortly
             state = remote.state
         except ProviderRejected as exc:
             ctx.provider_answered(exc)
@@ -174,6 +179,30 @@ class Tracker:
             t.due = now + policy.poll_delay(t.polls, ctx.retry, ctx.rand.random())
             return
         self.finish(t, state, remote)
+
+    def _read(self, t: Tracked, name: str) -> RemoteJob | None:
+        """The job as Gemini has it: read now, or with `ctx.reads` off the loop thread and
+        picked up by a later pass (None until then; a failed read raises here, as if now).
+
+        A read is used only for the entry it was started for. One changed meanwhile (a
+        cancel, a delivery cursor, a take-over that loaded it again) is read afresh, so the
+        answer is never older than what this replica did to the job since: the same as a
+        slow read on the loop thread, never an answer from before a later step.
+        """
+        ctx = self.ctx
+        if ctx.reads is None:
+            return ctx.gemini.get(name)
+        job_id = t.entry.job_id
+        r = self.reads.get(job_id)
+        if r is None or r.entry != t.entry:
+            self.reads[job_id] = _Read(t.entry, ctx.reads.submit(ctx.gemini.get, name))
+            t.due = ctx.clock() + policy.FETCH_CHECK_S
+            return None
+        if not r.future.done():
+            t.due = ctx.clock() + policy.FETCH_CHECK_S
+            return None
+        del self.reads[job_id]
+        return r.future.result()
 
     def _too_old(self, t: Tracked) -> bool:
         max_age_ms = self.ctx.settings.max_job_age_h * 3_600_000
@@ -567,6 +596,11 @@ class Tracker:
             if t is None or t.entry != d.entry:
                 del self.deliveries[job_id]
                 d.close()
+        for job_id, r in list(self.reads.items()):  # ended, revoked or changed: not wanted
+            st = ctx.owned.get(r.entry.key.partition)
+            t = st.jobs.get(job_id) if st is not None else None
+            if t is None or t.entry != r.entry:
+                del self.reads[job_id]
         ctx.reader.retain(ctx.owned.keys())
 
     def deliver(self, entry: LedgerEntry, outgoing: Iterable[Outgoing]) -> None:
@@ -752,3 +786,12 @@ class _Cleanup:
     due: float = 0.0
     partition: int | None = None
     """The request partition whose job this is: deleted only after proving ownership."""
+
+
+@dataclass(slots=True)
+class _Read:
+    """A job read (`gemini.get`) running off the loop thread."""
+
+    entry: LedgerEntry
+    """The entry it was started for: the answer serves that entry only."""
+    future: Future[RemoteJob]
