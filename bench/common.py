@@ -294,11 +294,11 @@ class GatedGemini(HeldGemini):
         self.created = threading.Event()
         self.succeeded_at: float | None = None
 
-    def upload_file(self, lines: IO[bytes], display_name: str) -> str:
+    def upload_file(self, buf: IO[bytes], display_name: str) -> str:
         response = orjson.dumps(TYPICAL_RESPONSE)
         out = bytearray()
         count = 0
-        for line in lines:
+        for line in buf:
             key = orjson.loads(line)["key"]
             out += b'{"key":' + orjson.dumps(key) + b',"response":' + response + b"}\n"
             count += 1
@@ -315,7 +315,10 @@ class GatedGemini(HeldGemini):
         priority: int,
         inline: Sequence[JobInput] | None = None,
         file_name: str | None = None,
+        claim: ClaimWindow | None = None,
     ) -> str:
+        if claim is not None:
+            claim.check()  # as the real adapter does: a stale claim sends nothing
         name = f"batches/gated-{len(self._files)}"
         self._files[name] = (file_name or "").replace("gated-input", "gated-output")
         if len(self._files) >= self._jobs:
