@@ -5,6 +5,7 @@ kafka-python types stay in here; the runner sees `Record`, `Sent` and plain ints
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import socket
 import threading
@@ -673,6 +674,7 @@ class TransactionalProducer(Producer):
             self.flush_and_check(sent, self._timeout_s)
             if offsets:
                 tps, group = consumer.transaction_offsets(offsets)
+                self._drop_stale_offsets()
                 _bounded(
                     lambda: self._producer.send_offsets_to_transaction(tps, group),
                     self._timeout_s,
@@ -766,7 +768,31 @@ class TransactionalProducer(Producer):
     def abort_transaction(self) -> None:
         self._abort()
 
+    def _drop_stale_offsets(self) -> None:
+        """Forget offsets a failed transaction left queued in kafka-python.
+
+        kafka-python 3.0.12 keeps a TxnOffsetCommit's offsets until the broker accepts them,
+        and neither an abort nor the next transaction clears them: the next
+        `send_offsets_to_transaction` merges its own into them and commits all. So a replica
+        refused as stale (UNKNOWN_MEMBER_ID after a stall) that rejoins and commits for the
+        partitions it got now also commits its old offsets of partitions it lost, moving
+        the new owner's committed offset back: the new owner rewinds there and batches
+        requests a job already answered (chaos run of 35813d5, `kills_and_stalls`: p1
+        moved back from 174 to 112). Every transaction sends the offsets it means, nothing
+        else.
+        """
+        tm = getattr(self._producer, "_transaction_manager", None)  # no public accessor
+        pending = getattr(tm, "_pending_txn_offset_commits", None)
+        if pending:
+            log.warning(
+                "dropping offsets a failed transaction left queued in the client",
+                partitions=sorted(tp.partition for tp in pending),
+            )
+            with getattr(tm, "_lock", contextlib.nullcontext()):
+                pending.clear()
+
     def _abort(self) -> None:
+        self._drop_stale_offsets()
         if not self._open:
             return
         self._open = False

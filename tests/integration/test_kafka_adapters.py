@@ -225,6 +225,48 @@ def test_a_transaction_of_a_consumer_that_left_the_group_is_fenced(
         txn.close()
 
 
+class _StaleMembership:
+    """The consumer as a replica that stalled past its session sees it: the offsets it
+    means, with a member id the group coordinator no longer knows (UNKNOWN_MEMBER_ID)."""
+
+    def __init__(self, consumer: Any) -> None:
+        self._consumer = consumer
+
+    def transaction_offsets(self, offsets: dict[int, int]) -> tuple[object, object]:
+        tps, group = self._consumer.transaction_offsets(offsets)
+        return tps, group._replace(member_id="a-member-the-group-dropped")
+
+
+def test_a_refused_transactions_offsets_never_ride_the_next_commit(
+    kafka_bootstrap: str,
+    topic_factory: TopicFactory,
+    group_factory: Callable[[], str],
+) -> None:
+    """kafka-python keeps a refused TxnOffsetCommit's offsets queued past the abort and
+    merges them into the next transaction's: a replica refused as stale that rejoins and
+    commits for its new partitions would move a lost partition's committed offset back
+    (the new owner rewinds there and batches answered requests again: chaos run of
+    35813d5). Each transaction commits only the offsets it was given."""
+    kc = backend("kafka-python")
+    src = topic_factory(partitions=2)
+    group = group_factory()
+    c = kc.request_consumer(src, group, kafka_bootstrap, {}, 100)
+    txn = kc.transactional_producer(kafka_bootstrap, {}, f"txn-{group}")
+    p = kc.producer(kafka_bootstrap, {})
+    try:
+        p.flush_and_check([p.send(src, b"r", key=b"k", partition=q) for q in (0, 1, 0, 1)])
+        _poll_until(c, 4)
+        txn.commit_transaction([], {0: 2, 1: 2}, c)
+        with pytest.raises(Fenced):
+            txn.commit_transaction([], {1: 1}, _StaleMembership(c))  # refused, aborted
+        txn.commit_transaction([], {0: 2}, c)
+        assert c.rewind([0, 1]) == {0: 2, 1: 2}  # partition 1 not moved back to 1
+    finally:
+        p.close()
+        c.close()
+        txn.close()
+
+
 def test_a_unit_of_work_begins_explicitly_and_an_aborted_send_can_be_sent_again(
     kc: Backend, kafka_bootstrap: str, topic_factory: TopicFactory
 ) -> None:
