@@ -55,6 +55,8 @@ from connector.adapters.kafka import (
     PROBE_TIMEOUT_S,
     PRODUCER_FENCED_LIMIT_S,
     TRANSACTION_TIMEOUT_MS,
+    _bounded,
+    _Stuck,
 )
 from connector.adapters.kafka import Admin as _KafkaPythonAdmin
 from connector.core.ports import (
@@ -207,6 +209,10 @@ def _produce_error(err: Any) -> BaseException:
 
 
 # -- consumer --------------------------------------------------------------------------------
+
+
+CLOSE_TIMEOUT_S = 30.0
+"""How long closing the group consumer may take (a LeaveGroup and the last commit)."""
 
 
 class RequestConsumer:
@@ -377,7 +383,19 @@ class RequestConsumer:
             raise BrokerUnavailable(f"seek failed: {exc!r}") from exc
 
     def close(self) -> None:
-        self._consumer.close()
+        """Leave the group, bounded: librdkafka's close can wait without end for a member the
+        group already expelled (seen once in the contract suite: a member that stopped
+        polling, closed after a new member took its partition). Past `CLOSE_TIMEOUT_S` it
+        is left to finish in its thread; the group drops the member at its session timeout
+        anyway, and nothing the sidecar needs waits on it."""
+        try:
+            _bounded(self._consumer.close, CLOSE_TIMEOUT_S, "consumer close")
+        except _Stuck:
+            log.warning(
+                "the group consumer did not close in time; left closing", seconds=CLOSE_TIMEOUT_S
+            )
+        except Exception as exc:  # closing must never fail the stop
+            log.info("closing the group consumer failed", error=str(exc))
 
 
 # -- producers -------------------------------------------------------------------------------
