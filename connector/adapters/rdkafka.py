@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Container, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -74,6 +74,7 @@ from connector.errors import (
     Fenced,
     ProduceFailed,
     RecordTooLarge,
+    TransactionInDoubt,
 )
 
 log = structlog.get_logger(__name__)
@@ -213,6 +214,11 @@ def _produce_error(err: Any) -> BaseException:
 
 CLOSE_TIMEOUT_S = 30.0
 """How long closing the group consumer may take (a LeaveGroup and the last commit)."""
+WATCHDOG_MARGIN_S = 10.0
+"""librdkafka's blocking calls take a timeout but do not all keep it: a synchronous offset
+commit has none (confluent-kafka-python#1801), send_offsets_to_transaction can wait without
+end on a coordinator request (librdkafka#5456, open) and a commit's retries are not capped.
+Each runs under `_bounded`, this long past its own timeout."""
 
 
 class RequestConsumer:
@@ -293,11 +299,16 @@ class RequestConsumer:
     def commit(self, offsets: Mapping[int, int]) -> None:
         if not offsets:
             return
+        tps = [TopicPartition(self.topic, p, o) for p, o in offsets.items()]
         try:
-            self._consumer.commit(
-                offsets=[TopicPartition(self.topic, p, o) for p, o in offsets.items()],
-                asynchronous=False,
+            _bounded(
+                lambda: self._consumer.commit(offsets=tps, asynchronous=False),
+                OFFSETS_TIMEOUT_S + WATCHDOG_MARGIN_S,
+                "offset commit",
             )
+        except _Stuck as exc:
+            # Unknown whether it landed; the next pass commits the same offsets again.
+            raise CommitFailed(f"offset commit did not complete: {exc}") from exc
         except KafkaException as exc:
             raise CommitFailed(f"offset commit refused: {exc!r}") from exc
 
@@ -544,10 +555,26 @@ class TransactionalProducer(Producer):
         producer = self._make(self._cfg)
         try:
             # Fences an earlier producer with the same id and aborts its open transaction.
-            producer.init_transactions(self._timeout_s)
+            self._guarded(lambda: producer.init_transactions(self._timeout_s), "init_transactions")
         except KafkaException as exc:
             raise BrokerUnavailable(f"init_transactions failed: {exc!r}") from exc
+        except _Stuck as exc:
+            raise BrokerUnavailable(f"init_transactions did not complete: {exc}") from exc
         return producer
+
+    def _guarded(self, call: Callable[[], object], what: str) -> None:
+        """Run a transactional call under a watchdog (`WATCHDOG_MARGIN_S`); `_Stuck` if it
+        outlives it, the call left running in its thread."""
+        _bounded(call, self._timeout_s + WATCHDOG_MARGIN_S, what)
+
+    def _in_doubt(self, exc: _Stuck) -> TransactionInDoubt:
+        """A commit or abort that never returned: its outcome is unknown and this producer is
+        not used again (the next use makes a fresh one, whose init fences this one's epoch
+        and aborts what it left open). The sidecar exits on it, as with kafka-python."""
+        self._open = False
+        self._sends = 0
+        self._stale = True
+        return TransactionInDoubt(f"transaction outcome unknown: {exc}")
 
     def _fresh(self) -> None:
         """A fenced producer is dead for good in librdkafka (a fatal error): the next use
@@ -637,12 +664,20 @@ class TransactionalProducer(Producer):
         try:
             self._begin()
             self.flush_and_check(sent, self._timeout_s)
+            producer = self._producer
             if offsets:
                 tps, group = consumer.transaction_offsets(offsets)
-                self._producer.send_offsets_to_transaction(tps, group, self._timeout_s)
-            self._producer.commit_transaction(self._timeout_s)
+                self._guarded(
+                    lambda: producer.send_offsets_to_transaction(tps, group, self._timeout_s),
+                    "send_offsets_to_transaction",
+                )
+            self._guarded(
+                lambda: producer.commit_transaction(self._timeout_s), "commit_transaction"
+            )
             self._open = False
             self._sends = 0
+        except _Stuck as exc:
+            raise self._in_doubt(exc) from exc
         except (Fenced, ProduceFailed) as exc:
             self._abort()
             if isinstance(exc, Fenced):
@@ -687,8 +722,11 @@ class TransactionalProducer(Producer):
             self._open = False
             return
         self._open = False
+        producer = self._producer
         try:
-            self._producer.abort_transaction(self._timeout_s)
+            self._guarded(lambda: producer.abort_transaction(self._timeout_s), "abort_transaction")
+        except _Stuck as exc:
+            raise self._in_doubt(exc) from exc
         except KafkaException as exc:
             log.warning("transaction abort failed", error=repr(exc))
 
