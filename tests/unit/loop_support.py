@@ -7,10 +7,11 @@ and the emulator's clock (`h.advance`, `h.step(advance_s=...)`), never by sleepi
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from connector.core import policy
+from connector.core.partitions import Tracked
 from connector.core.records import LedgerEntry, ResultEvent, ResultStatus
 from connector.emulator.config import EmulatorConfig
 from connector.testing import InProcessEmulator, TestHarness, harness
@@ -101,3 +102,19 @@ def create_job_in_state(h: TestHarness, entry: LedgerEntry, state: str | None) -
 
 HOLD_S = 10 * 24 * 3600.0
 """Processing time of a held job: longer than any test moves the clocks."""
+
+
+def stepping(h: TestHarness, predicate: Callable[[], Any], advance_s: float = 0.2) -> Any:
+    """A `wait_until` predicate that runs a pass before each look."""
+
+    def step_then_look() -> Any:
+        h.step(advance_s=advance_s)
+        return predicate()
+
+    return step_then_look
+
+
+def the_job(h: TestHarness) -> Tracked:
+    """The one job partition 0 tracks."""
+    [t] = h.sidecar.owned[0].jobs.values()
+    return t

@@ -10,7 +10,7 @@ meanwhile. Waits have deadlines, never bare sleeps.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 
 from connector.core import policy
-from connector.core.partitions import Tracked
 from connector.core.records import EntryState, RemoteJob, ResultStatus
 from connector.errors import ProviderError, ProviderRetryable
 from connector.testing import TestHarness, wait_until
@@ -31,6 +30,8 @@ from tests.unit.loop_support import (
     make,
     publish,
     settled,
+    stepping,
+    the_job,
 )
 
 
@@ -72,21 +73,6 @@ def reading(h: TestHarness) -> Iterator[GatedReads]:
     finally:
         gated.gate.set()
         pool.shutdown(wait=True)
-
-
-def stepping(h: TestHarness, predicate: Callable[[], Any], advance_s: float = 0.2) -> Any:
-    """A `wait_until` predicate that runs a pass before each look."""
-
-    def step_then_look() -> Any:
-        h.step(advance_s=advance_s)
-        return predicate()
-
-    return step_then_look
-
-
-def the_job(h: TestHarness) -> Tracked:
-    [t] = h.sidecar.owned[0].jobs.values()
-    return t
 
 
 def read_hanging(h: TestHarness, prefix: str, n: int = 3) -> tuple[GatedReads, list[str]]:

@@ -17,7 +17,6 @@ from typing import IO, Any
 import pytest
 
 from connector.core import policy
-from connector.core.partitions import Tracked
 from connector.core.records import EntryState, ResultStatus
 from connector.errors import (
     BrokerUnavailable,
@@ -36,6 +35,8 @@ from tests.unit.loop_support import (
     make,
     publish,
     settled,
+    stepping,
+    the_job,
 )
 
 FILE_JOB = {"batch_inline_max_bytes": 1, "batch_max_requests": 5}
@@ -94,21 +95,6 @@ def background(h: TestHarness) -> Iterator[GatedUploads]:
     finally:
         gated.gate.set()
         pool.shutdown(wait=True)
-
-
-def stepping(h: TestHarness, predicate: Callable[[], Any], advance_s: float = 0.2) -> Any:
-    """A `wait_until` predicate that runs a pass before each look."""
-
-    def step_then_look() -> Any:
-        h.step(advance_s=advance_s)
-        return predicate()
-
-    return step_then_look
-
-
-def the_job(h: TestHarness) -> Tracked:
-    [t] = h.sidecar.owned[0].jobs.values()
-    return t
 
 
 def creates(h: TestHarness) -> int:
