@@ -214,6 +214,8 @@ def _produce_error(err: Any) -> BaseException:
 
 CLOSE_TIMEOUT_S = 30.0
 """How long closing the group consumer may take (a LeaveGroup and the last commit)."""
+RELEASE_TIMEOUT_S = 10.0
+"""How long a closing consumer polls for its revocation before it closes anyway."""
 WATCHDOG_MARGIN_S = 10.0
 """librdkafka's blocking calls take a timeout but do not all keep it: a synchronous offset
 commit has none (confluent-kafka-python#1801), send_offsets_to_transaction can wait without
@@ -290,6 +292,22 @@ class RequestConsumer:
             self._consumer.get_watermark_offsets(tps[0], timeout=PROBE_TIMEOUT_S)
         except KafkaException as exc:
             raise BrokerUnavailable(f"broker not answering: {exc!r}") from exc
+
+    def _release(self) -> None:
+        """Unsubscribe and poll until the revocation is served, outside the close.
+
+        A close that finds a revocation still to serve (a member the group expelled while it
+        did not poll) calls `rd_kafka_assign` from inside the close, which can wait forever
+        (librdkafka#4884), and confluent-kafka makes that call holding the GIL: the whole
+        process freezes, the close's watchdog thread with it (seen in the contract suite,
+        about 1 round in 15, and as CI's 90 minutes running out). Served by a poll, the same
+        revocation is an ordinary one. Records polled meanwhile are dropped uncommitted: the
+        partitions' next owner reads them.
+        """
+        self._consumer.unsubscribe()
+        deadline = time.monotonic() + RELEASE_TIMEOUT_S
+        while self._consumer.assignment() and time.monotonic() < deadline:
+            self._consumer.consume(self._max_records, 0.1)
 
     def rebalance_events(self) -> list[tuple[str, set[int]]]:
         events = list(self.events)
@@ -394,11 +412,14 @@ class RequestConsumer:
             raise BrokerUnavailable(f"seek failed: {exc!r}") from exc
 
     def close(self) -> None:
-        """Leave the group, bounded: librdkafka's close can wait without end for a member the
-        group already expelled (seen once in the contract suite: a member that stopped
-        polling, closed after a new member took its partition). Past `CLOSE_TIMEOUT_S` it
-        is left to finish in its thread; the group drops the member at its session timeout
-        anyway, and nothing the sidecar needs waits on it."""
+        """Leave the group: the assignment is given up first (`_release`), then the close
+        runs bounded. Past `CLOSE_TIMEOUT_S` it is left to finish in its thread; the group
+        drops the member at its session timeout anyway, and nothing the sidecar needs waits
+        on it."""
+        try:
+            self._release()
+        except Exception as exc:  # closing must never fail the stop
+            log.info("giving up the assignment before the close failed", error=str(exc))
         try:
             _bounded(self._consumer.close, CLOSE_TIMEOUT_S, "consumer close")
         except _Stuck:

@@ -135,3 +135,57 @@ def test_an_offset_commit_that_never_returns_is_a_failed_commit(
         assert handle.calls == ["commit"]
     finally:
         handle.release.set()
+
+
+# -- the close gives the assignment up first (librdkafka#4884) ----------------------------------
+
+
+class Revoking:
+    """A group member whose revocation is served by its `k`-th poll after `unsubscribe`."""
+
+    def __init__(self, k: int | None) -> None:
+        self.k = k
+        self.calls: list[str] = []
+        self._assigned = True
+
+    def unsubscribe(self) -> None:
+        self.calls.append("unsubscribe")
+
+    def assignment(self) -> list[object]:
+        return [object()] if self._assigned else []
+
+    def consume(self, n: int, timeout: float) -> list[object]:
+        self.calls.append("consume")
+        if self.k is not None and self.calls.count("consume") >= self.k:
+            self._assigned = False
+        return []
+
+    def close(self) -> None:
+        assert not self._assigned or self.k is None, "closed with a revocation to serve"
+        self.calls.append("close")
+
+
+def _consumer(inner: object) -> rdkafka.RequestConsumer:
+    c = object.__new__(rdkafka.RequestConsumer)
+    c._consumer = inner  # type: ignore[attr-defined]
+    c._max_records = 10  # type: ignore[attr-defined]
+    return c
+
+
+def test_the_close_serves_the_revocation_by_polls_before_it_closes() -> None:
+    """A revocation left for the close to serve makes librdkafka call rd_kafka_assign from
+    inside the close, holding the GIL: a freeze no watchdog can end."""
+    inner = Revoking(k=3)
+    _consumer(inner).close()
+    assert inner.calls == ["unsubscribe", "consume", "consume", "consume", "close"]
+
+
+def test_a_revocation_never_served_delays_the_close_by_its_bound_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(rdkafka, "RELEASE_TIMEOUT_S", 0.05)
+    inner = Revoking(k=None)
+    began = time.monotonic()
+    _consumer(inner).close()
+    assert inner.calls[-1] == "close"
+    assert time.monotonic() - began < 5
