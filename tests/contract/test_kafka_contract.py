@@ -22,7 +22,7 @@ from connector.adapters.ledger import Ledger
 from connector.core.codec import Codec
 from connector.core.ports import ConsumerPort
 from connector.core.records import BatchKey, EntryState, Kind, LedgerEntry, Record
-from connector.errors import CommitFailed, Fenced, TransactionInDoubt
+from connector.errors import CommitFailed, Fenced
 from connector.testing import MemoryKafka, MemoryLedger
 from connector.testing_group import ClusterProducer, GroupConsumer, MemoryCluster
 
@@ -55,9 +55,6 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def ledger(self, topic: str, producer: Any) -> Any: ...
-
-    in_doubt_possible = False
-    """Whether a stale member's transaction may end in doubt rather than fenced."""
 
     def group(self) -> str:
         return f"g-{uuid.uuid4().hex[:10]}"
@@ -148,13 +145,8 @@ class KafkaContract(abc.ABC):
         b = backend.consumer(topic, group)
         poll_until(b, lambda got: len(got) > 0)
         sent = [txn.send(out, b"zombie", b"k", partition=0)]
-        # Refused as fenced; or, on librdkafka, whose send_offsets_to_transaction can wait
-        # past its timeout (librdkafka#5456), in doubt once the adapter's watchdog fires: the
-        # sidecar exits on that, and nothing commits the transaction either way.
-        with pytest.raises((Fenced, TransactionInDoubt)) as refused:
+        with pytest.raises(Fenced):
             txn.commit_transaction(sent, {0: 1}, a)
-        if refused.type is TransactionInDoubt:
-            assert backend.in_doubt_possible, "only librdkafka's adapter may end in doubt here"
         assert backend.read_committed(out) == []
         b.close()
         a.close()
@@ -307,7 +299,6 @@ class _Real(Backend):
         self.bootstrap, self.topic_factory = bootstrap, topic_factory
         self.client = clients.backend(client)
         self.closers: list[Callable[[], None]] = []
-        self.in_doubt_possible = client == CONFLUENT_KAFKA
 
     def topic(self, partitions: int = 1, compact: bool = False) -> str:
         return self.topic_factory(partitions=partitions, compact=compact)
