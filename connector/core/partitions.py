@@ -70,9 +70,28 @@ class PartitionState:
         self.covered.update(t.entry.offsets)
 
     def remove(self, job_id: str) -> None:
+        """Forget a job; its offsets stay covered where another live entry holds them.
+
+        Two live entries share offsets when a stale replica's INTENT re-read records a
+        created job holds (`recovery.overlapped`); retracting that INTENT must not uncover
+        them, or the rewound consumer batches them again (short chaos run on 7009945: four
+        requests answered by two jobs). Only jobs whose span meets the removed one's are
+        looked at, and their runs added back: covered stays the union of live offsets.
+        """
         t = self.jobs.pop(job_id, None)
-        if t is not None:
-            self.covered.difference_update(t.entry.offsets)
+        if t is None:
+            return
+        gone = t.entry.offsets
+        self.covered.difference_update(gone)
+        if not gone:
+            return
+        lo, hi = gone[0], gone.max()
+        for other in self.jobs.values():
+            offs = other.entry.offsets
+            if offs and offs[0] <= hi and offs.max() >= lo:
+                self.covered.add_ranges(
+                    (max(s, lo), min(e, hi)) for s, e in offs.ranges() if s <= hi and e >= lo
+                )
 
 
 class Partitions(dict[int, PartitionState]):

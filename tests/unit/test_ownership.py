@@ -194,3 +194,32 @@ def test_passed_by_takes_only_fresh_untried_intents_the_commit_passed() -> None:
     assert recovery.passed_by(jobs, 2) == [late.entry]  # p0-0-c and p0-0-e hold offset 0
     assert recovery.passed_by(jobs, 0) == []
     assert recovery.passed_by([late, ahead], 2) == []  # nothing else holds its offsets
+
+
+def test_retracting_a_stale_intent_leaves_the_offsets_a_created_job_holds_covered() -> None:
+    """Short chaos run on 7009945: a take-over retracted a stale replica's INTENT whose every
+    offset a created job held, and the retraction took those offsets out of the partition's
+    covered set with it; the rewound consumer read them again and batched them into a
+    second job (answered twice). Covered is the union of every live entry's offsets: what
+    one entry gives up stays covered while another holds it."""
+    from connector.core import policy
+
+    h = harness(batch_max_requests=10, http_timeout_s=HTTP_TIMEOUT_S)
+    for i in range(4):
+        h.publish(f"r-{i}")
+    created = h.entry("p0-0-owner", [0, 1, 2, 3], epoch=7)
+    job = h.create_job(created)
+    owner = policy.submitted(created, job, None, h.clock.wall_ms())
+    zombie = h.entry("p0-2-zombie", [2, 3], epoch=7)  # every offset held by the owner's job
+    h.seed_ledger(owner, zombie)
+    h.seed_committed(0)
+    h.consumer.assign(0)
+    for _ in range(3):  # taken over and read again before the owner's job is polled
+        h.step()
+    h.run_until(lambda: len(h.result_events()) >= 4, advance_s=h.settings.batch_max_wait_s)
+    for _ in range(5):  # anything batched again is sealed, created and answered by now
+        h.step(advance_s=h.settings.batch_max_wait_s)
+    assert h.sidecar.stats.intents_retracted == 1, "the stale INTENT was not retracted"
+    assert h.emulator is not None
+    assert h.emulator.created_by_display_name() == {owner.display_name: 1}
+    assert sorted(e.request_id for e in h.result_events()) == [f"r-{i}" for i in range(4)]
