@@ -12,6 +12,8 @@ TWO_JOBS = "two-jobs"
 CREATED_TWICE = "created-twice"
 EOS_DUPLICATE = "eos-duplicate"
 CONFLICT = "ok-and-error"
+UNCOVERED = "uncovered"
+"""An internal one, checked after every pass: a live entry's offset intake would batch again."""
 
 
 def violations(

@@ -25,7 +25,15 @@ from connector.emulator import jobs as emu_jobs
 from connector.emulator.config import EmulatorConfig
 from connector.testing import InProcessEmulator, ManualClock, MemoryKafka, MemoryLedger
 from connector.testing_group import MemoryCluster
-from tests.sim.invariants import CONFLICT, CREATED_TWICE, EOS_DUPLICATE, LOST, TWO_JOBS, violations
+from tests.sim.invariants import (
+    CONFLICT,
+    CREATED_TWICE,
+    EOS_DUPLICATE,
+    LOST,
+    TWO_JOBS,
+    UNCOVERED,
+    violations,
+)
 from tests.sim.world import HOOKED, KAFKA_HOOKED, Replica, World, warm_gemini
 
 SESSION_TIMEOUT_S = 10.0
@@ -179,7 +187,10 @@ def check(world: World, requested: list[str]) -> list[tuple[str, str]]:
         for k, v in world.emulator.created_by_display_name().items()
         if k not in world.deleted  # created again after a third party deleted it
     }
-    return violations(requested, results, dead, created, s.exactly_once)
+    out = violations(requested, results, dead, created, s.exactly_once)
+    if world.uncovered:
+        out.append((UNCOVERED, f"{len(world.uncovered)} times: {world.uncovered[0]}"))
+    return out
 
 
 _FROZEN_BEFORE_CREATE = re.compile(r" freeze (\S+) before create$")
