@@ -64,7 +64,12 @@ def required_acls(s: Settings) -> list[Acl]:
         Acl("TOPIC", ledger, "READ", why="recover jobs of an assigned partition"),
         Acl("TOPIC", ledger, "WRITE", why="record jobs"),
         Acl("TOPIC", ledger, "DESCRIBE_CONFIGS", why="check compaction and size limit"),
-        Acl("TOPIC", ledger, "ALTER", why="add partitions when the request topic grows"),
+        Acl(
+            "TOPIC",
+            ledger,
+            "ALTER",
+            why="add partitions when the request topic grows; abort a hanging transaction",
+        ),
         Acl("TOPIC", control, "CREATE", why="create the control topic (compacted)"),
         Acl("TOPIC", control, "READ", why="read operator commands (`connector cancel`)"),
         Acl("TOPIC", control, "WRITE", why="retire executed commands"),

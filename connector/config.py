@@ -231,6 +231,15 @@ OPTIONS: tuple[Option, ...] = (
         "created last drop theirs and re-read them by offset",
     ),
     Option(
+        "hanging_transaction_after_s",
+        "CONNECTOR_HANGING_TRANSACTION_AFTER_S",
+        float,
+        1_200.0,
+        "a transaction open on a ledger partition this long, that its coordinator no longer "
+        "runs, is hanging and gets aborted (KIP-664); keep it above the brokers' "
+        "transaction.max.timeout.ms (0: never abort)",
+    ),
+    Option(
         "delivery_chunk_requests",
         "CONNECTOR_DELIVERY_CHUNK_REQUESTS",
         int,
@@ -598,6 +607,7 @@ class Settings:
     max_waiting_intents: int = DEFAULTS["max_waiting_intents"]
     max_waiting_bytes: int = DEFAULTS["max_waiting_bytes"]
     max_payload_bytes: int = DEFAULTS["max_payload_bytes"]
+    hanging_transaction_after_s: float = DEFAULTS["hanging_transaction_after_s"]
     delivery_chunk_requests: int = DEFAULTS["delivery_chunk_requests"]
     spool_dir: str = DEFAULTS["spool_dir"]
     spool_reserve_bytes: int = DEFAULTS["spool_reserve_bytes"]
@@ -914,6 +924,8 @@ def validate(s: Settings) -> None:
         raise ConfigError(
             "CONNECTOR_MAX_WAITING_BYTES and CONNECTOR_MAX_PAYLOAD_BYTES must be >= 0"
         )
+    if not s.hanging_transaction_after_s >= 0:  # NaN refused too
+        raise ConfigError("CONNECTOR_HANGING_TRANSACTION_AFTER_S must be >= 0 (0: never abort)")
     if s.spool_reserve_bytes < 0 or s.spool_results_bytes < 0:
         raise ConfigError(
             "CONNECTOR_SPOOL_RESERVE_BYTES and CONNECTOR_SPOOL_RESULTS_BYTES must be >= 0"

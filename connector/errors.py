@@ -73,6 +73,17 @@ class BrokerUnavailable(KafkaError):
     """Raised when no broker answered in time; an outage, not a configuration problem."""
 
 
+class OpenTransaction(BrokerUnavailable):
+    """A read_committed read of a partition waited in vain for an open transaction to end
+    (it holds the partition's last stable offset); a hanging one needs an abort
+    (`adapters.hanging`)."""
+
+    def __init__(self, topic: str, partition: int, detail: str = "") -> None:
+        super().__init__(f"an open transaction holds {topic}[{partition}]{detail}")
+        self.topic = topic
+        self.partition = partition
+
+
 class CommitFailed(KafkaError):
     """Raised when the group refused an offset commit (typically a rebalance in progress)."""
 

@@ -23,6 +23,7 @@ from connector import endpoints
 from connector.adapters import clients, codecs
 from connector.adapters.access import access_denied
 from connector.adapters.control import ControlTopic, ensure_control_topic
+from connector.adapters.hanging import HangingTransactions
 from connector.adapters.kafka import (
     Admin,
     Producer,
@@ -180,6 +181,9 @@ class Startup:
                 s.bootstrap_servers,
                 self.extra,
                 read=kc.read_partition,
+                hanging=HangingTransactions(
+                    s.bootstrap_servers, self.extra, s.hanging_transaction_after_s
+                ).abort,
             ),
             reader=RequestReader(
                 s.request_topic,

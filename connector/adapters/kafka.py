@@ -63,6 +63,7 @@ from connector.errors import (
     ConfigError,
     Fenced,
     LedgerError,
+    OpenTransaction,
     ProduceFailed,
     RecordTooLarge,
     TransactionInDoubt,
@@ -907,7 +908,7 @@ def _read_partition(
             hw = _high_watermark(tp, bootstrap, extra, role)
             while consumer.end_offsets([tp], timeout_ms)[tp] < hw:
                 if time.monotonic() > deadline:
-                    raise BrokerUnavailable(f"an open transaction holds {topic}[{partition}]")
+                    raise OpenTransaction(topic, partition)
                 time.sleep(0.2)
         begin = consumer.beginning_offsets([tp], timeout_ms)[tp]
         end = consumer.end_offsets([tp], timeout_ms)[tp]

@@ -13,7 +13,7 @@ from connector.adapters.kafka import read_partition
 from connector.core.codec import Codec
 from connector.core.ports import ProducerPort, SendHandle
 from connector.core.records import Headers, LedgerEntry, Record
-from connector.errors import DecodeError, LedgerError
+from connector.errors import DecodeError, LedgerError, OpenTransaction
 
 
 class Ledger:
@@ -27,8 +27,11 @@ class Ledger:
         bootstrap: str,
         kafka_extra: Mapping[str, Any],
         read: Callable[..., list[Record]] = read_partition,
+        hanging: Callable[[str, int], list[Any]] | None = None,
     ) -> None:
         self._read = read
+        self._hanging = hanging
+        """Aborts a partition's hanging transactions, returns them (`adapters.hanging`)."""
         """The Kafka client's group-less reader (`adapters.clients.Backend.read_partition`)."""
         self.topic = topic
         self._codec = codec
@@ -40,10 +43,20 @@ class Ledger:
     def load(self, partition: int) -> dict[str, LedgerEntry]:
         """Replay partition p from the beginning to its end: the live jobs of p (each with
         the epoch of the record that wrote it), and the partition's take-over markers."""
-        records = self._read(self.topic, partition, self._bootstrap, self._extra, committed=True)
+        try:
+            records = self._read_committed(partition)
+        except OpenTransaction:
+            # Waited in vain: if the transaction is hanging (its markers will never come),
+            # abort it and read again; if not, the next load waits again.
+            if self._hanging is None or not self._hanging(self.topic, partition):
+                raise
+            records = self._read_committed(partition)
         where = f"{self.topic}[{partition}]"
         live, self._marked[partition] = replay(records, self._codec, where)
         return live
+
+    def _read_committed(self, partition: int) -> list[Record]:
+        return self._read(self.topic, partition, self._bootstrap, self._extra, committed=True)
 
     def marked(self, partition: int, request_topic: str) -> int:
         """The highest take-over epoch of `request_topic` the last load of p saw (0: none)."""

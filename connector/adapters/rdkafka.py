@@ -72,6 +72,7 @@ from connector.errors import (
     CommitFailed,
     ConfigError,
     Fenced,
+    OpenTransaction,
     ProduceFailed,
     RecordTooLarge,
     TransactionInDoubt,
@@ -819,8 +820,14 @@ def _read_partition(
         wait = min(timeout_s, OFFSETS_TIMEOUT_S)
         # The high watermark: with read_committed, reading up to it waits out a transaction
         # a crashed producer left open (reads stop at the last stable offset until it ends),
-        # so entries committed after it are not missed.
-        begin, end = consumer.get_watermark_offsets(tp, timeout=wait)
+        # so entries committed after it are not missed. A read_committed consumer's
+        # watermark query answers the last stable offset instead (librdkafka), which would
+        # end the read silently short of them: ask a read_uncommitted one.
+        begin, end = (
+            _high_watermark(tp, bootstrap, extra, wait)
+            if committed
+            else (consumer.get_watermark_offsets(tp, timeout=wait))
+        )
         first = begin if start is None else max(start, begin)
         last = end if stop is None else min(stop, end)
         out: list[Record] = []
@@ -830,13 +837,26 @@ def _read_partition(
         reached = first
         while reached < last:
             if time.monotonic() > deadline:
-                what = "an open transaction holds" if committed else "timed out reading"
-                raise BrokerUnavailable(f"{what} {topic}[{partition}] {first}..{last}")
+                if committed:
+                    raise OpenTransaction(topic, partition, f" {first}..{last}")
+                raise BrokerUnavailable(f"timed out reading {topic}[{partition}] {first}..{last}")
             for m in consumer.consume(500, 0.5):
                 reached = max(reached, _reached(m))
                 if m.error() is None and m.offset() < last:
                     out.append(_record(m))
         return out
+    finally:
+        consumer.close()
+
+
+def _high_watermark(
+    tp: TopicPartition, bootstrap: str, extra: Mapping[str, Any], timeout_s: float
+) -> tuple[int, int]:
+    """(log start, high watermark) of `tp`, whatever transactions are open there."""
+    consumer = _reader(bootstrap, extra)
+    try:
+        begin, end = consumer.get_watermark_offsets(tp, timeout=timeout_s)
+        return int(begin), int(end)
     finally:
         consumer.close()
 
