@@ -770,6 +770,9 @@ def sidecar_env(topics: Topics, bootstrap: str, base_url: str, **extra: str) -> 
             "CONNECTOR_STATUS_INTERVAL_S": "5",
             # New request partitions are seen within seconds (kafka-python's default: 5 min).
             "CONNECTOR_KAFKA_METADATA_MAX_AGE_MS": "5000",
+            # Only the replicas write the ledger, with 30 s transactions: one open for 90 s
+            # is hanging (a broker restart skipped its markers) and is aborted within a phase.
+            "CONNECTOR_HANGING_TRANSACTION_AFTER_S": "90",
         }
     )
     env.update(extra)
