@@ -38,7 +38,7 @@ from prometheus_client.registry import Collector
 from connector import __version__
 from connector.config import Settings
 from connector.core.observe import TERMINAL_STATES, Observer, View, build_view
-from connector.core.pricing import PriceTable, load_price_table
+from connector.core.pricing import PriceTable, load_price_table, token_counts
 from connector.core.records import (
     JobProgress,
     JobState,
@@ -246,25 +246,32 @@ class Telemetry(Observer):
             if r.usage is None:
                 continue
             model = r.model.removeprefix("models/")
-            cost = self.prices.cost(model, r.usage)
-            if cost is None:
-                self._usage_unpriced(model, r)
-                continue
+            if r.cost_usd is not None:  # priced as it was built, from the same table
+                usd = r.cost_usd
+                tokens_in, tokens_out = token_counts(r.usage)
+                saving = self.prices.saving_usd(usd)
+            else:
+                cost = self.prices.cost(model, r.usage)
+                if cost is None:
+                    self._usage_unpriced(model, r)
+                    continue
+                usd, tokens_in, tokens_out = cost.batch_usd, cost.input_tokens, cost.output_tokens
+                saving = cost.saving_usd
             sums = usage.get(model)
             if sums is None:
                 sums = usage[model] = [0, 0, 0.0, 0.0]
-            sums[0] += cost.input_tokens
-            sums[1] += cost.output_tokens
-            sums[2] += cost.batch_usd
-            sums[3] += max(cost.saving_usd, 0.0)
+            sums[0] += tokens_in
+            sums[1] += tokens_out
+            sums[2] += usd
+            sums[3] += max(saving, 0.0)
         for key, n in counted.items():
             self._children(key)[0].inc(n)
-        for model, (tokens_in, tokens_out, usd, saving) in usage.items():
+        for model, (n_in, n_out, total_usd, total_saving) in usage.items():
             m = self._model(model)
-            m.tokens_in.inc(tokens_in)
-            m.tokens_out.inc(tokens_out)
-            m.cost.inc(usd)
-            m.saving.inc(saving)
+            m.tokens_in.inc(n_in)
+            m.tokens_out.inc(n_out)
+            m.cost.inc(total_usd)
+            m.saving.inc(total_saving)
 
     def _children(self, key: tuple[str, str]) -> tuple[Any, Any]:
         counted = self._result_children.get(key)

@@ -30,7 +30,7 @@ from typing import Any
 from connector.core.records import TokenUsage
 from connector.errors import ConfigError
 
-__all__ = ["Cost", "Price", "PriceTable", "load_price_table"]
+__all__ = ["Cost", "Price", "PriceTable", "load_price_table", "token_counts"]
 
 _PER = 1_000_000
 
@@ -75,10 +75,25 @@ class PriceTable:
     """Fraction of the interactive price the Batch API bills (0.5 = half price)."""
     source: str = ""
     retrieved: str = ""
+    _found: dict[str, Price | None] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
+    """Lookups by the name a result carries (every result is priced; an unknown or versioned
+    name would scan the table each time). Bounded like the warnings of unpriced models."""
 
     def price(self, model: str) -> Price | None:
         """Exact id, else the longest known id the model extends with a version suffix only
         (`gemini-2.5-flash-preview-09-2025` -> `gemini-2.5-flash`); None when neither."""
+        try:
+            return self._found[model]
+        except KeyError:
+            pass
+        found = self._lookup(model)
+        if len(self._found) < _MAX_CACHED:
+            self._found[model] = found
+        return found
+
+    def _lookup(self, model: str) -> Price | None:
         name = model.removeprefix("models/")
         found = self.models.get(name)
         if found is not None:
@@ -101,8 +116,7 @@ class PriceTable:
         p = self.price(model)
         if p is None:
             return None
-        tokens_in = max(usage.prompt_tokens, 0)
-        tokens_out = max(usage.total_tokens - usage.prompt_tokens, usage.candidates_tokens, 0)
+        tokens_in, tokens_out = token_counts(usage)
         long = 0 < p.long_context_tokens < tokens_in
         rate_in = p.input_long if long and p.input_long is not None else p.input
         rate_out = p.output_long if long and p.output_long is not None else p.output
@@ -122,6 +136,22 @@ class PriceTable:
         c = self.cost(model, usage)
         return None if c is None else c.batch_usd
 
+    def saving_usd(self, batch_usd: float) -> float:
+        """What a batch cost saved against the interactive price (`cost().saving_usd`, from
+        the batch figure alone)."""
+        d = self.batch_discount
+        return batch_usd / d - batch_usd if d > 0 else 0.0
+
+
+def token_counts(usage: TokenUsage) -> tuple[int, int]:
+    """Tokens in and out as billed: output is whatever the total holds past the prompt
+    (thinking tokens included), at least the candidates' count."""
+    tokens_in = max(usage.prompt_tokens, 0)
+    return tokens_in, max(usage.total_tokens - usage.prompt_tokens, usage.candidates_tokens, 0)
+
+
+_MAX_CACHED = 1024
+"""Model names whose lookup is kept (a name comes from a request; the table is small)."""
 
 _VERSION_SUFFIX = re.compile(r"(?:-(?:preview|exp|latest|\d{3}))*(?:-\d{2}-\d{4}|-\d{2}-\d{2})?")
 """What may follow a priced model id and still be that model: a release stage, a version

@@ -34,6 +34,7 @@ from connector.core.records import (
     LedgerEntry,
     OutputItem,
     RemoteJob,
+    TokenUsage,
 )
 from connector.core.results import (
     Original,
@@ -147,8 +148,14 @@ class Delivery:
         """Index the downloaded results file (in the fetch's thread)."""
         self._index.add_file()
 
-    def next_chunk(self, read: ReadFn, now_ms: int) -> list[Outgoing] | None:
-        """The next chunk's results (call `acked()` once produced), or None when all are."""
+    def next_chunk(
+        self,
+        read: ReadFn,
+        now_ms: int,
+        price: Callable[[str, TokenUsage], float | None] | None = None,
+    ) -> list[Outgoing] | None:
+        """The next chunk's results (call `acked()` once produced), or None when all are;
+        `price` sets each successful result's cost as it is built."""
         if self._batch is None:
             self._batch = self._take()
         if self._batch is None:
@@ -158,7 +165,7 @@ class Delivery:
         if self.error is not None:
             return error_results(self.entry, originals, self.error, self.job_name, now_ms, offsets)
         return success_results(
-            self.entry, originals, outputs, self.job_name, now_ms, offsets=offsets
+            self.entry, originals, outputs, self.job_name, now_ms, offsets=offsets, price=price
         )
 
     def acked(self) -> None:

@@ -30,7 +30,14 @@ from connector.core.ports import (
     TransactionalProducerPort,
 )
 from connector.core.pricing import load_price_table
-from connector.core.records import ErrorInfo, Headers, Record, ResultEvent, ResultStatus
+from connector.core.records import (
+    ErrorInfo,
+    Headers,
+    Record,
+    ResultEvent,
+    ResultStatus,
+    TokenUsage,
+)
 from connector.core.results import Outgoing, dead_letter_headers, result_headers
 from connector.errors import ProduceFailed, RecordTooLarge
 from connector.redact import redact
@@ -125,6 +132,11 @@ class Sink:
         self.limits = limits or Limits()
 
     # -- results -------------------------------------------------------------------------
+
+    def price(self, model: str, usage: TokenUsage) -> float | None:
+        """The batch cost of `usage`, for a result as it is built (None: the model has no
+        price, which `results` warns of when it sends the result)."""
+        return self._prices.batch_usd(model, usage)
 
     def _warn_unpriced(self, model: str) -> None:
         """Once per model: its results go out without cost_usd (connector_unpriced_results

@@ -464,7 +464,7 @@ class Tracker:
         p = entry.key.partition
         began = ctx.clock()
         try:
-            outgoing = d.next_chunk(ctx.reader.read, ctx.wall_ms())
+            outgoing = d.next_chunk(ctx.reader.read, ctx.wall_ms(), ctx.sink.price)
         except RegistryUnavailable as exc:  # re-reading Confluent-framed requests
             log.warning(
                 "re-reading requests failed; will retry", job_id=entry.job_id, error=str(exc)

@@ -114,6 +114,21 @@ def test_success_results_correlate_by_key_not_position(data: st.DataObject) -> N
         assert res.source_partition == PARTITION
         assert res.request_created_ms == 1000 + o
         assert res.completed_ms == NOW
+        assert res.cost_usd is None  # no `price`: the sink prices it when it sends
+
+
+def test_success_results_are_priced_as_they_are_built() -> None:
+    offsets = (0, 3, 7)
+    seen: list[tuple[str, TokenUsage]] = []
+
+    def price(model: str, usage: TokenUsage) -> float | None:
+        seen.append((model, usage))
+        return None if usage.prompt_tokens == 0 else usage.total_tokens / 1e6
+
+    outputs = [ok(o) for o in offsets]
+    out = success_results(entry(offsets), originals(offsets), outputs, JOB, NOW, price=price)
+    assert [r.result.cost_usd for r in out] == [None, 9 / 1e6, 21 / 1e6]
+    assert seen == [(KEY.model, TokenUsage(o, 2 * o, 3 * o)) for o in offsets]
 
 
 @given(st.data())

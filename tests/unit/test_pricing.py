@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from connector.core.pricing import Price, PriceTable, load_price_table, parse_price_table
+from connector.core.pricing import (
+    Price,
+    PriceTable,
+    load_price_table,
+    parse_price_table,
+    token_counts,
+)
 from connector.core.records import TokenUsage
 from connector.errors import ConfigError
 
@@ -241,3 +250,37 @@ def test_an_unknown_model_gets_no_cost_and_one_warning() -> None:
     assert by_id["k-0"][0].cost_usd is not None
     warned = [e for e in logs if e["event"].startswith("model has no price")]
     assert [e["model"] for e in warned] == ["gemini-99-unreleased"]
+
+
+@given(
+    prompt=st.integers(0, 3_000_000),
+    candidates=st.integers(0, 100_000),
+    thinking=st.integers(0, 100_000),
+    discount=st.sampled_from([0.5, 0.25, 1.0]),
+)
+def test_the_saving_from_the_batch_cost_alone_is_the_costs_saving(
+    prompt: int, candidates: int, thinking: int, discount: float
+) -> None:
+    """The metrics take a result's `cost_usd` as it was built and derive the saving from it:
+    the same figure as pricing the usage again."""
+    t = PriceTable(
+        {"m": Price(input=1.25, output=10.0, long_context_tokens=200_000, input_long=2.5)},
+        batch_discount=discount,
+    )
+    usage = TokenUsage(prompt, candidates, prompt + candidates + thinking)
+    c = t.cost("m", usage)
+    assert c is not None
+    assert t.saving_usd(c.batch_usd) == pytest.approx(c.saving_usd, rel=1e-9, abs=1e-15)
+    assert token_counts(usage) == (c.input_tokens, c.output_tokens)
+
+
+def test_lookups_are_kept_per_table_and_a_replaced_table_starts_afresh() -> None:
+    t = PriceTable({"gemini-2.5-flash": Price(input=1.0, output=2.0)})
+    versioned = "models/gemini-2.5-flash-preview-09-2025"
+    assert t.price(versioned) is t.models["gemini-2.5-flash"]
+    assert t.price("unknown-model") is None
+    assert set(t._found) == {versioned, "unknown-model"}
+    other = replace(t, models={"unknown-model": Price(input=3.0, output=4.0)})
+    assert other.price("unknown-model") == Price(input=3.0, output=4.0)
+    assert other.price(versioned) is None
+    assert t == PriceTable({"gemini-2.5-flash": Price(input=1.0, output=2.0)})  # cache not compared

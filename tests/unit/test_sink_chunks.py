@@ -106,3 +106,40 @@ def test_chunk_metrics_equal_per_result_metrics() -> None:
 
     assert samples(chunk_t) == samples(single_t)
     assert any(k[0].startswith("gemini_batch_connector_results") for k in samples(chunk_t))
+
+
+def test_results_priced_as_they_are_built_send_and_count_what_the_sink_would_price() -> None:
+    """`success_results(..., price=sink.price)` sets each cost as the result is built; the
+    records sent and the metrics are those of results the sink prices itself."""
+    outgoing = [Outgoing(b"k%d" % i, _result(i, error=i % 4 == 0)) for i in range(40)]
+    outgoing.append(Outgoing(b"m", replace(_result(99), model="models/unknown-model")))
+    built_t, plain_t = (
+        Telemetry(registry=CollectorRegistry()),
+        Telemetry(registry=CollectorRegistry()),
+    )
+    built, p1 = _sink(Limits(result_partitions=3), built_t)
+    plain, p2 = _sink(Limits(result_partitions=3), plain_t)
+    priced = [
+        Outgoing(
+            o.kafka_key,
+            o.result
+            if o.result.usage is None
+            else replace(o.result, cost_usd=built.price(o.result.model, o.result.usage)),
+        )
+        for o in outgoing
+    ]
+    assert sum(o.result.cost_usd is not None for o in priced) == 30  # not the unknown model
+    built.results(priced)
+    plain.results(outgoing)
+    assert [h.value for h in p1.pending] == [h.value for h in p2.pending]
+
+    def samples(t: Telemetry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): round(s.value, 12)
+            for m in t.registry.collect()
+            for s in m.samples
+            if not s.name.endswith("_created")
+        }
+
+    assert samples(built_t) == samples(plain_t)
+    assert any("cost" in k[0] and v > 0 for k, v in samples(built_t).items())
