@@ -45,6 +45,7 @@ from connector.stages.control import Controller
 from connector.stages.flow import Flow, poll_timeout
 from connector.stages.intake import Intake, IntakeStep
 from connector.stages.ownership import Ownership
+from connector.stages.sidelog import SideLog
 from connector.stages.sink import Limits, Sink
 from connector.stages.spool import SpoolGate
 from connector.stages.step import Step
@@ -169,6 +170,8 @@ class Sidecar:
             self.loop()
         finally:
             boot.close(self.ctx.reader)
+            if self.ctx.sidelog is not None:
+                self.ctx.sidelog.close()
             log.info("stopped", **self.status())
 
     def attach(self, ports: Ports) -> None:
@@ -209,6 +212,7 @@ class Sidecar:
             reads=ports.reads,
             spool=SpoolGate(s.spool_dir, s.spool_reserve_bytes, self.stats),
         )
+        self.ctx.sidelog = SideLog(lambda: self.ctx.spool.open("gbc-side-"))
         self.intake = Intake(
             s,
             self.codec,
@@ -220,6 +224,7 @@ class Sidecar:
             self.clock,
             self.wall_ms,
             decoder=RequestDecoder(self.codec, ports.schema_by_id),
+            sidelog=self.ctx.sidelog,
         )
         self.tracker = Tracker(self.ctx)
         self.submitter = Submitter(self.ctx, self.tracker)

@@ -24,7 +24,9 @@ from connector.core.ports import (
     SendHandle,
     TransactionalProducerPort,
 )
+from connector.core.results import Original
 from connector.errors import Fenced, ProviderAuthFailed
+from connector.stages.sidelog import SideLog
 from connector.stages.sink import Sink
 from connector.stages.spool import SpoolGate
 
@@ -61,6 +63,18 @@ class Context:
     waits behind a 2 GB transfer; None: inline (the fast tests, the simulator)."""
     spool: SpoolGate = field(default_factory=SpoolGate)
     """Where input and results files are spooled, each after a free-space check."""
+    sidelog: SideLog | None = None
+    """What results need of each request taken in, so delivery need not re-read it; None:
+    delivery always re-reads."""
+
+    def originals(self, partition: int, offsets: Iterable[int]) -> dict[int, Original]:
+        """The requests at `offsets` for their results: from the side log, else re-read."""
+        offsets = list(offsets)
+        if self.sidelog is not None:
+            got = self.sidelog.read(partition, offsets)
+            if got is not None:
+                return got
+        return self.reader.read(partition, offsets)
 
     def fence_offsets(self, partitions: Iterable[int]) -> dict[int, int]:
         """The partitions' committed offsets, committed again inside a transaction so that

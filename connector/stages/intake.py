@@ -25,6 +25,7 @@ from connector.core.validation import validate_request
 from connector.core.watermark import Watermark
 from connector.errors import DecodeError, InvalidRequest, RegistryUnavailable
 from connector.stages.checkpoint import Checkpoint
+from connector.stages.sidelog import SideLog
 from connector.stages.sink import Sink
 from connector.stages.step import BaseStep
 from connector.stages.unit import PassUnit
@@ -48,6 +49,7 @@ class Intake:
         wall_ms: Callable[[], int],
         nonce: Callable[[], str] = lambda: secrets.token_hex(4),
         decoder: RequestDecoder | None = None,
+        sidelog: SideLog | None = None,
     ) -> None:
         self.s = settings
         self.codec = codec
@@ -60,6 +62,7 @@ class Intake:
         self.wall_ms = wall_ms
         self.nonce = nonce
         self.decoder = decoder or RequestDecoder(codec)
+        self.sidelog = sidelog
 
     def take(self, rec: Record, now: float, cp: Checkpoint) -> list[SealedBatch]:
         """Decode, validate and batch one record; anything refused gets its terminal record.
@@ -114,6 +117,8 @@ class Intake:
             cp.resolve(rec.partition, rec.offset)
             return []
         pending = PendingRequest(rec.partition, rec.offset, event, size, tokens, rec.key)
+        if self.sidelog is not None:
+            self.sidelog.append(rec.partition, rec.offset, rec.key, event)
         return self.batcher.add(pending, now)
 
     def _consume(self, rec: Record, wm: Watermark) -> None:

@@ -168,6 +168,8 @@ class Ownership:
         for p in partitions:
             self.batcher.drop_partition(p)
             owned.pop(p, None)
+            if self.ctx.sidelog is not None:
+                self.ctx.sidelog.drop(p)
         for step in self.steps:
             step.on_revoked(partitions)
         self.budget = share(self.project_budget, len(owned), self.total_partitions)

@@ -464,7 +464,7 @@ class Tracker:
         p = entry.key.partition
         began = ctx.clock()
         try:
-            outgoing = d.next_chunk(ctx.reader.read, ctx.wall_ms(), ctx.sink.price)
+            outgoing = d.next_chunk(ctx.originals, ctx.wall_ms(), ctx.sink.price)
         except RegistryUnavailable as exc:  # re-reading Confluent-framed requests
             log.warning(
                 "re-reading requests failed; will retry", job_id=entry.job_id, error=str(exc)
@@ -675,6 +675,9 @@ class Tracker:
                 sends.append(ctx.ledger.tombstone(t.entry))
                 st.remove(t.entry.job_id)
                 touched.append(p)
+            if ctx.sidelog is not None:
+                firsts = [t.entry.offsets[0] for t in st.jobs.values() if t.entry.offsets]
+                ctx.sidelog.trim(p, min([st.committed, *firsts]))
         if sends:
             ctx.commit(sends, touched)
 
