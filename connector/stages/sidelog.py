@@ -9,9 +9,9 @@ recovered after a restart or a rebalance, whose requests this process never took
 record at an offset never changes, so what the side log holds is never stale.
 
 Costs: about 100-200 bytes of disk per request from its intake until the committed offset
-and every live job of its partition are past it (`trim`), and 8 bytes of memory per offset
-spanned (an array of line positions per segment). Any file error turns the partition's side
-log off until it is taken over again: delivery re-reads, as before.
+is past it and no live job's span meets its segment (`trim`), and 8 bytes of memory per
+offset spanned (an array of line positions per segment of 16 MB). Any file error turns the
+partition's side log off until it is taken over again: delivery re-reads, as before.
 """
 
 from __future__ import annotations
@@ -150,12 +150,23 @@ class SideLog:
             return None
         return out
 
-    def trim(self, partition: int, keep_from: int) -> None:
-        """Close the partition's segments wholly below `keep_from` (the committed offset and
-        every live job's first offset are at or past it), but the one appended to."""
+    def trim(self, partition: int, live: Iterable[tuple[int, int]], committed: int) -> None:
+        """Close the partition's segments that no live job's span (first, last offset)
+        meets and that the committed offset is past, but the one appended to: a job that
+        waits a day keeps its own segments, not every one written since."""
         segs = self._parts.get(partition)
-        while segs and len(segs) > 1 and segs[0].next <= keep_from:
-            segs.pop(0).file.close()
+        if not segs or len(segs) < 2:
+            return
+        spans = sorted(live)
+        kept = [
+            s
+            for s in segs[:-1]
+            if s.next > committed or any(lo < s.next and hi >= s.base for lo, hi in spans)
+        ]
+        for s in segs[:-1]:
+            if s not in kept:
+                s.file.close()
+        self._parts[partition] = [*kept, segs[-1]]
 
     def drop(self, partition: int) -> None:
         """The partition is let go: its side log goes (taken over again, it starts anew)."""

@@ -676,8 +676,12 @@ class Tracker:
                 st.remove(t.entry.job_id)
                 touched.append(p)
             if ctx.sidelog is not None:
-                firsts = [t.entry.offsets[0] for t in st.jobs.values() if t.entry.offsets]
-                ctx.sidelog.trim(p, min([st.committed, *firsts]))
+                spans = [
+                    (t.entry.offsets[0], t.entry.offsets.max())
+                    for t in st.jobs.values()
+                    if t.entry.offsets
+                ]
+                ctx.sidelog.trim(p, spans, st.committed)
         if sends:
             ctx.commit(sends, touched)
 

@@ -81,12 +81,25 @@ def test_segments_rotate_and_whole_old_ones_are_trimmed(monkeypatch: pytest.Monk
     got = log.read(0, list(range(40)))  # a read across segments
     assert got is not None
     assert sorted(got) == list(range(40))
-    log.trim(0, 30)
+    log.trim(0, [], 30)
     assert log.read(0, [35, 36]) is not None
     assert log.read(0, [0]) is None  # trimmed: re-read instead
-    before = log.segments(0)
-    log.trim(0, 10_000)
-    assert log.segments(0) == 1 <= before  # the segment appended to stays
+    log.trim(0, [], 10_000)
+    assert log.segments(0) == 1  # the segment appended to stays
+
+
+def test_a_long_lived_job_keeps_its_own_segments_not_every_later_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sidelog_mod, "SEGMENT_BYTES", 500)
+    log = SideLog(open_file)
+    for o in range(60):
+        log.append(0, o, b"k", event(o))
+    n = log.segments(0)
+    log.trim(0, [(2, 3)], committed=60)  # one old job still waits
+    assert log.read(0, [2, 3]) is not None
+    assert log.read(0, [30]) is None  # between: gone
+    assert log.segments(0) == 2 < n  # its segment and the one appended to
 
 
 def test_a_long_gap_starts_a_new_segment_instead_of_holding_memory() -> None:
