@@ -252,8 +252,9 @@ OPTIONS: tuple[Option, ...] = (
         "CONNECTOR_SPOOL_DIR",
         str,
         "",
-        "directory of the temporary input and results files (default: the system temp dir, "
-        "TMPDIR); size it for CONNECTOR_BATCH_MAX_BYTES twice plus CONNECTOR_SPOOL_RESULTS_BYTES",
+        "directory of the temporary input and results files and of the side log (default: the "
+        "system temp dir, TMPDIR); size it for CONNECTOR_BATCH_MAX_BYTES twice plus "
+        "CONNECTOR_SPOOL_RESULTS_BYTES plus ~200 bytes per request in flight",
     ),
     Option(
         "spool_reserve_bytes",

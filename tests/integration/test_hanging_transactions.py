@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType
+from waiting import wait_until
 
 from connector.adapters.clients import CLIENTS, Backend, backend
 from connector.adapters.hanging import HangingTransactions
@@ -94,10 +95,11 @@ def _open_transactions(admin: KafkaAdminClient, topic: str) -> list[Any]:
 def _settles_at(admin: KafkaAdminClient, topic: str, n: int, timeout_s: float = 30.0) -> None:
     """Wait until `n` transactions are open on `topic`[0]: a commit's markers are written
     by its coordinator after `commit_transaction` returns."""
-    deadline = time.monotonic() + timeout_s
-    while (got := len(_open_transactions(admin, topic))) != n:
-        assert time.monotonic() < deadline, f"{got} transactions open, not {n}"
-        time.sleep(0.1)
+    wait_until(
+        lambda: len(_open_transactions(admin, topic)) == n,
+        timeout=timeout_s,
+        message=lambda: f"{n} open transactions (now {len(_open_transactions(admin, topic))})",
+    )
 
 
 @pytest.fixture
